@@ -1,0 +1,19 @@
+"""reward: Bradley–Terry reward-model training, written to be read.
+
+The modules follow the data flow:
+
+    data.py        rows from files / the Hub / a Dataset; format detection; validation
+    synthetic.py   the generated preference task (the embedded default)
+    formatting.py  row -> token ids (prompt joining, EOS, chat template, max_length policy)
+    collate.py     the pairwise collator: B pairs -> (2B, T) [chosen; rejected]
+    tiny.py        the offline `tiny` preset (random Llama + tokenizer trained in a second)
+    model.py       load the sequence-classification model; pad-token policy; rewards
+    loss.py        the Bradley–Terry loss and its metrics
+    precision.py   device, fp32 / bf16 / fp16 + GradScaler
+    loop.py        optimizer, schedule, exact accumulation, clipping, eval, the loop
+    metrics.py     exact metric averages, step log line, metrics.jsonl
+    checkpoint.py  pipeline-ready Hugging Face folder + model card
+    scoring.py     batched scoring of texts and pairs
+"""
+
+__version__ = "0.1.0"

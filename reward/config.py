@@ -1,0 +1,170 @@
+"""Training options: one typed dataclass, parsed from the command line and/or a YAML/JSON file.
+
+Flag names follow TRL's reward script and Hugging Face `TrainingArguments`, so a TRL user's command
+line works unchanged for the options we share. `python train.py --help` lists every field with the
+help text below. Defaults follow TRL's `RewardConfig` except where noted in the help text.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from transformers import HfArgumentParser
+
+from reward.errors import UserError
+
+
+def _opt(default: Any, help: str) -> Any:  # noqa: A002 - "help" is argparse's word
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class TrainConfig:
+    # --- model ---------------------------------------------------------------------------------
+    model_name_or_path: str = _opt(
+        "tiny", "Model folder or Hugging Face Hub id; 'tiny' builds a small random Llama offline."
+    )
+    trust_remote_code: bool = _opt(False, "Allow the model's own code from the Hub to run (off: safer).")
+    disable_dropout: bool = _opt(True, "Set every dropout probability to 0, as TRL does.")
+    gradient_checkpointing: bool = _opt(
+        False, "Recompute activations in backward to save memory (TRL defaults to on; we default off)."
+    )
+    # --- data ----------------------------------------------------------------------------------
+    dataset_name: str = _opt(
+        "synthetic",
+        "A .jsonl/.json/.csv/.parquet file, a folder of them, a Hub dataset id, or 'synthetic' "
+        "(the generated category task, see README).",
+    )
+    dataset_config: str | None = _opt(None, "Hub dataset configuration name.")
+    dataset_train_split: str = _opt("train", "Split to train on.")
+    dataset_test_split: str = _opt("test", "Split to evaluate on, if the dataset has it.")
+    eval_split_size: float = _opt(
+        0.1, "Fraction of train held out (seeded) when there is no test split; 0 disables eval."
+    )
+    synthetic_num_pairs: int = _opt(12000, "Number of pairs generated when dataset_name is 'synthetic'.")
+    max_length: int | None = _opt(
+        1024, "Pairs where either side is longer than this many tokens are dropped (and counted)."
+    )
+    pad_to_multiple_of: int | None = _opt(None, "Pad the batch length up to a multiple of this.")
+    # --- loss ----------------------------------------------------------------------------------
+    center_rewards_coefficient: float | None = _opt(
+        None, "Add coef * mean((r_chosen + r_rejected)^2) to keep rewards centred (0.01 in the paper)."
+    )
+    # --- optimisation --------------------------------------------------------------------------
+    output_dir: str = _opt("runs/tiny-synthetic", "Where the checkpoint and metrics.jsonl are written.")
+    per_device_train_batch_size: int = _opt(32, "Pairs per micro-batch (TRL/HF default 8).")
+    per_device_eval_batch_size: int = _opt(64, "Pairs per evaluation batch.")
+    gradient_accumulation_steps: int = _opt(1, "Micro-batches per optimizer step.")
+    learning_rate: float = _opt(1e-4, "Peak AdamW learning rate.")
+    weight_decay: float = _opt(0.0, "AdamW weight decay (never applied to biases and norm weights).")
+    adam_beta1: float = _opt(0.9, "AdamW beta1.")
+    adam_beta2: float = _opt(0.999, "AdamW beta2.")
+    adam_epsilon: float = _opt(1e-8, "AdamW epsilon.")
+    max_grad_norm: float = _opt(1.0, "Clip the global gradient norm to this; 0 disables clipping.")
+    num_train_epochs: float = _opt(2.0, "Passes over the training pairs (ignored when max_steps > 0).")
+    max_steps: int = _opt(-1, "Total optimizer steps; overrides num_train_epochs when > 0.")
+    lr_scheduler_type: str = _opt("linear", "Schedule after warmup: linear, cosine, constant, ...")
+    warmup_ratio: float = _opt(0.0, "Warmup length as a fraction of total steps.")
+    warmup_steps: int = _opt(0, "Warmup length in steps; wins over warmup_ratio when > 0.")
+    bf16: bool = _opt(False, "bfloat16 autocast (CPU and GPU); the loss stays fp32.")
+    fp16: bool = _opt(False, "float16 autocast with a gradient scaler (CUDA only).")
+    use_cpu: bool = _opt(False, "Train on the CPU even when a GPU is available.")
+    seed: int = _opt(42, "Seed for the score-head init, the data order and the eval split.")
+    # --- logging, eval, saving -----------------------------------------------------------------
+    logging_steps: int = _opt(10, "Write a step record every this many optimizer steps.")
+    eval_strategy: str = _opt("steps", "'steps' (every eval_steps and at the end), 'epoch' or 'no'.")
+    eval_steps: int = _opt(100, "Evaluate on the held-out split every this many steps.")
+    save_steps: int = _opt(0, "Also save a checkpoint-STEP folder every this many steps; 0: only at the end.")
+    dataset_num_proc: int | None = _opt(None, "Processes for tokenization (datasets.map num_proc).")
+    disable_tqdm: bool = _opt(False, "Hide the progress bar.")
+    debug: bool = _opt(False, "Show the full traceback for input/option errors.")
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.per_device_train_batch_size < 1 or self.per_device_eval_batch_size < 1:
+            problems.append("batch sizes must be >= 1")
+        if self.gradient_accumulation_steps < 1:
+            problems.append("--gradient_accumulation_steps must be >= 1")
+        if self.learning_rate < 0 or not math.isfinite(self.learning_rate):
+            problems.append("--learning_rate must be a finite number >= 0")
+        if self.bf16 and self.fp16:
+            problems.append("--bf16 and --fp16 are mutually exclusive")
+        if not 0.0 <= self.eval_split_size < 1.0:
+            problems.append("--eval_split_size must be in [0, 1)")
+        if self.eval_strategy not in ("steps", "epoch", "no"):
+            problems.append("--eval_strategy must be 'steps', 'epoch' or 'no'")
+        if self.max_length is not None and self.max_length < 2:
+            problems.append("--max_length must be >= 2")
+        if problems:
+            raise UserError("; ".join(problems))
+
+    @property
+    def pairs_per_step(self) -> int:
+        """Pairs in one optimizer step (one process)."""
+        return self.per_device_train_batch_size * self.gradient_accumulation_steps
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def parse_config(argv: list[str] | None = None) -> TrainConfig:
+    """Parse `argv` (default: sys.argv[1:]) into a TrainConfig.
+
+    `--config FILE.yaml|.json` loads defaults from a file; flags given on the command line win.
+
+    >>> parse_config(["--learning_rate", "3e-5", "--bf16"]).learning_rate
+    3e-05
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = HfArgumentParser(TrainConfig, description="Train a Bradley-Terry reward model.")
+    parser.add_argument("--config", default=None, help="YAML or JSON file of options; flags override it.")
+    pre, _ = parser.parse_known_args(argv)
+    if pre.config:
+        parser.set_defaults(**load_config_file(pre.config))
+    (cfg,) = parser.parse_args_into_dataclasses(args=argv, return_remaining_strings=False)[:1]
+    return cfg
+
+
+def load_config_file(path: str) -> dict[str, Any]:
+    """Read a YAML/JSON options file and check that every key is a TrainConfig field."""
+    text = Path(path).read_text()
+    if path.endswith((".yaml", ".yml")):
+        import yaml  # transformers depends on PyYAML
+
+        values = yaml.safe_load(text) or {}
+    else:
+        values = json.loads(text)
+    known = set(TrainConfig.__dataclass_fields__)
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise UserError(f"{path}: unknown option(s) {', '.join(unknown)}")
+    return values
+
+
+@dataclass
+class ScoreConfig:
+    model: str = _opt(None, "Saved reward model folder (or Hub id).")
+    input: str = _opt(
+        None, "Rows to score: .jsonl/.json/.csv/.parquet with chosen/rejected, text, prompt/response or messages."
+    )
+    output: str | None = _opt(None, "Write every input row plus its reward(s) to this .jsonl file.")
+    batch_size: int = _opt(16, "Sequences per forward pass.")
+    device: str | None = _opt(None, "cpu, cuda, cuda:1, ... (default: cuda if available).")
+    debug: bool = _opt(False, "Show the full traceback for input errors.")
+
+    def __post_init__(self) -> None:
+        if not self.model or not self.input:
+            raise UserError("--model and --input are required")
+        if self.batch_size < 1:
+            raise UserError("--batch_size must be >= 1")
+
+
+def parse_score_config(argv: list[str] | None = None) -> ScoreConfig:
+    parser = HfArgumentParser(ScoreConfig, description="Score texts or preference pairs with a reward model.")
+    (cfg,) = parser.parse_args_into_dataclasses(args=argv)
+    return cfg

@@ -1,0 +1,154 @@
+"""Load preference rows, detect their format, validate them, and split off a held-out set.
+
+Sources: a local `.jsonl`/`.json`/`.csv`/`.parquet` file, a folder of such files (split names from
+file names, as `datasets` infers them: `train.jsonl`, `test.jsonl`, ...), a dataset on the Hugging
+Face Hub, the word `synthetic` (the generated task), or a `datasets.Dataset`/`DatasetDict` passed in
+from Python.
+
+Formats (detected from the columns and the first row):
+
+    explicit       {"prompt": str, "chosen": str, "rejected": str}
+    implicit       {"chosen": str, "rejected": str}            (full texts, prompt included)
+    conversational {"prompt"?: [msg], "chosen": [msg], "rejected": [msg]}  msg = {"role", "content"}
+
+Any format may carry a numeric `margin` column (how much better chosen is; Llama 2's margin loss).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from datasets import Dataset, DatasetDict, load_dataset
+
+from reward.errors import UserError
+from reward.synthetic import generate_pairs
+
+FILE_BUILDERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
+EXPLICIT, IMPLICIT, CONVERSATIONAL = "explicit prompt", "implicit prompt", "conversational"
+ROLES = {"system", "user", "assistant", "tool", "developer"}
+SHOWN_BAD_ROWS = 5  # how many bad rows an error message lists
+
+
+@dataclass
+class PreferenceData:
+    train: Dataset
+    test: Dataset | None
+    format: str  # EXPLICIT, IMPLICIT or CONVERSATIONAL
+    has_margin: bool
+    source: str  # what to name in messages: a path, a hub id or "synthetic"
+    held_out: bool  # True if `test` was split off `train` here (eval_split_size)
+
+
+def load_raw(
+    name: str | Dataset | DatasetDict, config: str | None = None, synthetic_num_pairs: int = 12000
+) -> tuple[DatasetDict, str]:
+    """Return every split of the source as a DatasetDict, plus a name for messages."""
+    if isinstance(name, Dataset):
+        return DatasetDict({"train": name}), "<Dataset>"
+    if isinstance(name, DatasetDict):
+        return name, "<DatasetDict>"
+    if name == "synthetic":
+        return DatasetDict({"train": Dataset.from_list(generate_pairs(synthetic_num_pairs))}), name
+    path = Path(name)
+    if path.is_file():
+        builder = FILE_BUILDERS.get("".join(path.suffixes[-1:]).lower())
+        if builder is None:
+            raise UserError(f"{path}: unsupported file type (use {', '.join(FILE_BUILDERS)})")
+        return _load(builder, data_files={"train": str(path)}), str(path)
+    if path.is_dir():
+        if not any(p.suffix.lower() in FILE_BUILDERS for p in path.rglob("*")):
+            raise UserError(f"{path}: folder has no {'/'.join(FILE_BUILDERS)} files")
+        return _load(str(path)), str(path)
+    if path.suffix.lower() in FILE_BUILDERS or name.startswith((".", "/")):
+        raise UserError(f"{name}: no such file or folder")
+    return _load(name, config), name  # a Hub dataset id
+
+
+def _load(*args, **kwargs) -> DatasetDict:
+    try:
+        return load_dataset(*args, **kwargs)
+    except Exception as exc:  # datasets raises many types (DatasetNotFoundError, ArrowInvalid, ...)
+        where = args[0] if not kwargs.get("data_files") else kwargs["data_files"]["train"]
+        raise UserError(f"{where}: could not load the dataset ({type(exc).__name__}: {exc})") from exc
+
+
+def detect_format(columns: list[str], first_row: dict) -> str:
+    """Name the format from the column names and the type of the first row's `chosen`.
+
+    >>> detect_format(["prompt", "chosen", "rejected"], {"chosen": " yes"})
+    'explicit prompt'
+    """
+    missing = [c for c in ("chosen", "rejected") if c not in columns]
+    if missing:
+        raise UserError(
+            f"missing column(s) {', '.join(missing)}; found {', '.join(columns) or 'none'} "
+            "(a preference row needs chosen and rejected, and optionally prompt and margin)"
+        )
+    if isinstance(first_row["chosen"], list):
+        return CONVERSATIONAL
+    return EXPLICIT if "prompt" in columns else IMPLICIT
+
+
+def row_problem(row: dict, fmt: str) -> str | None:
+    """Why a row cannot be used (naming the field), or None if it is fine."""
+    fields = ("prompt", "chosen", "rejected") if "prompt" in row else ("chosen", "rejected")
+    for key in fields:
+        value = row[key]
+        if fmt == CONVERSATIONAL:
+            if not isinstance(value, list) or (key != "prompt" and not value):
+                return f"field '{key}' must be a non-empty list of messages"
+            for msg in value:
+                if not isinstance(msg, dict) or msg.get("role") not in ROLES:
+                    return f"field '{key}' has a message with a missing or unknown role"
+                if not isinstance(msg.get("content"), str):
+                    return f"field '{key}' has a message without string content"
+        elif not isinstance(value, str):
+            return f"field '{key}' must be a string, got {type(value).__name__}"
+        elif key != "prompt" and not value.strip():
+            return f"field '{key}' is empty"
+    if "margin" in row:
+        margin = row["margin"]
+        if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not math.isfinite(margin):
+            return f"field 'margin' must be a finite number, got {margin!r}"
+    return None
+
+
+def validate(ds: Dataset, fmt: str, source: str, split: str) -> None:
+    """Raise one UserError listing the bad rows (1-based, as lines of a JSONL file)."""
+    bad = [(i + 1, p) for i, row in enumerate(ds) if (p := row_problem(row, fmt))]
+    if bad:
+        shown = "; ".join(f"row {n}: {p}" for n, p in bad[:SHOWN_BAD_ROWS])
+        more = f" (and {len(bad) - SHOWN_BAD_ROWS} more)" if len(bad) > SHOWN_BAD_ROWS else ""
+        raise UserError(f"{source} [{split}]: {len(bad)} bad row(s): {shown}{more}")
+
+
+def load_preferences(
+    name: str | Dataset | DatasetDict,
+    *,
+    config: str | None = None,
+    train_split: str = "train",
+    test_split: str = "test",
+    eval_split_size: float = 0.1,
+    seed: int = 42,
+    synthetic_num_pairs: int = 12000,
+) -> PreferenceData:
+    """Load, detect, validate, and hold out `eval_split_size` (seeded) when there is no test split."""
+    splits, source = load_raw(name, config, synthetic_num_pairs)
+    if train_split not in splits:
+        raise UserError(f"{source}: no split '{train_split}' (has {', '.join(splits)})")
+    train = splits[train_split]
+    if len(train) == 0:
+        raise UserError(f"{source}: the '{train_split}' split is empty")
+    fmt = detect_format(train.column_names, train[0])
+    validate(train, fmt, source, train_split)
+    test, held_out = splits.get(test_split), False
+    if test is not None:
+        if detect_format(test.column_names, test[0] if len(test) else train[0]) != fmt:
+            raise UserError(f"{source}: '{test_split}' is not in the same format as '{train_split}'")
+        validate(test, fmt, source, test_split)
+    elif eval_split_size > 0:
+        parts = train.train_test_split(test_size=eval_split_size, seed=seed)
+        train, test, held_out = parts["train"], parts["test"], True
+    return PreferenceData(train, test, fmt, "margin" in train.column_names, source, held_out)

@@ -1,0 +1,233 @@
+"""The training loop: data order, exact gradient accumulation, AdamW + schedule, clipping, eval.
+
+One optimizer step = `gradient_accumulation_steps` micro-batches. Their pair count N is known
+before the first backward, so each micro-batch contributes Σ ℓ_i / N (see `reward/loss.py`) and
+the accumulated gradient equals the gradient of one big batch, even when the epoch's last
+micro-batch is smaller. (TRL/HF divide each micro-batch *mean* by the number of micro-batches
+instead, which weights pairs unequally when micro-batches are uneven.)
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import torch
+from datasets import Dataset
+from torch import nn
+from tqdm.auto import tqdm
+from transformers import PreTrainedModel, get_scheduler
+
+from reward.collate import PairwiseCollator
+from reward.config import TrainConfig
+from reward.loss import bradley_terry_loss
+from reward.metrics import MetricsWriter, MetricTotals, format_step_line
+from reward.model import compute_rewards
+from reward.precision import Precision
+
+Batch = dict[str, torch.Tensor]
+
+
+# --- optimizer and schedule ------------------------------------------------------------------------
+def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
+    """AdamW with weight decay on weight matrices only: biases and norm gains are not shrunk
+    toward 0 (decaying a LayerNorm/RMSNorm gain rescales activations; common practice since BERT)."""
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        is_norm_or_bias = param.ndim < 2 or "norm" in name.lower() or name.endswith(".bias")
+        (no_decay if is_norm_or_bias else decay).append(param)
+    groups = [
+        {"params": decay, "weight_decay": cfg.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(groups, lr=cfg.learning_rate, betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_epsilon)
+
+
+def warmup_steps(cfg: TrainConfig, total_steps: int) -> int:
+    return cfg.warmup_steps if cfg.warmup_steps > 0 else math.ceil(cfg.warmup_ratio * total_steps)
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, total_steps: int):
+    """Linear warmup, then `lr_scheduler_type` (transformers' schedules, the ones TRL uses)."""
+    return get_scheduler(
+        cfg.lr_scheduler_type,
+        optimizer,
+        num_warmup_steps=warmup_steps(cfg, total_steps),
+        num_training_steps=total_steps,
+    )
+
+
+# --- data order -----------------------------------------------------------------------------------
+def epoch_order(num_pairs: int, seed: int, epoch: int) -> list[int]:
+    """A seeded shuffle of 0..num_pairs-1; epoch e always gives the same order."""
+    g = torch.Generator().manual_seed(seed + epoch)
+    return torch.randperm(num_pairs, generator=g).tolist()
+
+
+def step_plan(num_pairs: int, cfg: TrainConfig) -> tuple[int, int]:
+    """(optimizer steps per epoch, total optimizer steps)."""
+    micro_batches = math.ceil(num_pairs / cfg.per_device_train_batch_size)
+    per_epoch = math.ceil(micro_batches / cfg.gradient_accumulation_steps)
+    total = cfg.max_steps if cfg.max_steps > 0 else math.ceil(cfg.num_train_epochs * per_epoch)
+    return per_epoch, max(total, 1)
+
+
+def optimizer_steps(ds: Dataset, collate: PairwiseCollator, cfg: TrainConfig) -> Iterator[tuple[int, list[Batch]]]:
+    """Yield (epoch, micro-batches of one optimizer step), forever; the caller stops it.
+
+    An epoch's last step takes whatever micro-batches are left (it may have fewer, and its last
+    micro-batch fewer pairs): the per-pair normalisation keeps that exact.
+    """
+    b, k = cfg.per_device_train_batch_size, cfg.gradient_accumulation_steps
+    epoch = 0
+    while True:
+        order = epoch_order(len(ds), cfg.seed, epoch)
+        chunks = [order[i : i + b] for i in range(0, len(order), b)]
+        for s in range(0, len(chunks), k):
+            yield epoch, [collate(rows_at(ds, idx)) for idx in chunks[s : s + k]]
+        epoch += 1
+
+
+def rows_at(ds: Dataset, indices: list[int]) -> list[dict]:
+    cols = ds[indices]  # one Arrow take for the whole micro-batch
+    return [dict(zip(cols, values)) for values in zip(*cols.values())]
+
+
+# --- one optimizer step ---------------------------------------------------------------------------
+def accumulate_gradients(
+    model: PreTrainedModel, micro_batches: list[Batch], precision: Precision, center_coef: float | None
+) -> MetricTotals:
+    """Forward + backward every micro-batch of one step, each scaled by 1 / (pairs in the step)."""
+    n_step = sum(mb["margin"].numel() for mb in micro_batches)
+    totals = MetricTotals()
+    for mb in micro_batches:
+        input_ids = mb["input_ids"].to(precision.device)  # (2B, T)
+        attention_mask = mb["attention_mask"].to(precision.device)  # (2B, T)
+        with precision.autocast():
+            rewards = compute_rewards(model, input_ids, attention_mask)  # (2B,) float32
+        b = rewards.shape[0] // 2
+        out = bradley_terry_loss(
+            rewards[:b], rewards[b:], mb["margin"].to(precision.device), center_coef, num_pairs_in_step=n_step
+        )
+        loss = precision.scaler.scale(out.loss) if precision.scaler else out.loss
+        loss.backward()
+        totals.add(out)
+    return totals
+
+
+def apply_update(model: nn.Module, optimizer, scheduler, precision: Precision, max_grad_norm: float) -> float:
+    """Clip, step, schedule, zero. Returns the global gradient norm before clipping."""
+    if precision.scaler:
+        precision.scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
+    limit = max_grad_norm if max_grad_norm > 0 else float("inf")
+    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), limit).item()
+    if precision.scaler:
+        precision.scaler.step(optimizer)  # skips the step if the gradients overflowed
+        precision.scaler.update()
+    else:
+        optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    return grad_norm
+
+
+@torch.no_grad()
+def evaluate(
+    model: PreTrainedModel, ds: Dataset, collate: PairwiseCollator, cfg: TrainConfig, precision: Precision
+) -> dict:
+    """Loss and metrics over every pair of `ds` (pair-weighted), in eval mode."""
+    was_training = model.training
+    model.eval()
+    totals = MetricTotals()
+    b = cfg.per_device_eval_batch_size
+    for start in range(0, len(ds), b):
+        batch = collate(rows_at(ds, list(range(start, min(start + b, len(ds))))))
+        with precision.autocast():
+            rewards = compute_rewards(
+                model, batch["input_ids"].to(precision.device), batch["attention_mask"].to(precision.device)
+            )  # (2B,)
+        n = rewards.shape[0] // 2
+        totals.add(
+            bradley_terry_loss(
+                rewards[:n], rewards[n:], batch["margin"].to(precision.device), cfg.center_rewards_coefficient
+            )
+        )
+    model.train(was_training)
+    return totals.summary()
+
+
+# --- the loop -------------------------------------------------------------------------------------
+@dataclass
+class TrainResult:
+    steps: int
+    train: dict  # metrics of the last logging window
+    eval: dict | None  # final held-out metrics
+
+
+def train(
+    cfg: TrainConfig,
+    model: PreTrainedModel,
+    train_ds: Dataset,
+    eval_ds: Dataset | None,
+    collate: PairwiseCollator,
+    precision: Precision,
+    writer: MetricsWriter,
+    save: Callable[[int], None] | None = None,
+) -> TrainResult:
+    """Run `total_steps` optimizer steps; log, evaluate and call `save(step)` on schedule."""
+    steps_per_epoch, total_steps = step_plan(len(train_ds), cfg)
+    optimizer = build_optimizer(model, cfg)
+    scheduler = build_scheduler(optimizer, cfg, total_steps)
+    model.train()
+    do_eval = eval_ds is not None and len(eval_ds) > 0 and cfg.eval_strategy != "no"
+    window, grad_norms, window_tokens, window_start = MetricTotals(), [], 0, time.perf_counter()
+    last_train, last_eval = {}, None
+    bar = tqdm(total=total_steps, desc="train", unit="step", disable=cfg.disable_tqdm, dynamic_ncols=True)
+    steps = optimizer_steps(train_ds, collate, cfg)
+    for step in range(1, total_steps + 1):
+        _epoch, micro_batches = next(steps)
+        totals = accumulate_gradients(model, micro_batches, precision, cfg.center_rewards_coefficient)
+        lr = scheduler.get_last_lr()[0]  # the lr this update uses
+        grad_norms.append(apply_update(model, optimizer, scheduler, precision, cfg.max_grad_norm))
+        window.merge(totals)
+        window_tokens += sum(int(mb["attention_mask"].sum()) for mb in micro_batches)
+        step_summary = totals.summary()
+        bar.update(1)
+        bar.set_postfix(loss=f"{step_summary['loss']:.4f}", acc=f"{step_summary['accuracy']:.2f}")
+
+        record = None
+        if step % cfg.logging_steps == 0 or step == total_steps:
+            elapsed = time.perf_counter() - window_start
+            last_train = window.summary()
+            record = {
+                "step": step,
+                "epoch": round(step / steps_per_epoch, 4),
+                **last_train,
+                "lr": lr,
+                "grad_norm": sum(grad_norms) / len(grad_norms),
+                "pairs_per_s": window.pairs / elapsed,
+                "tokens_per_s": window_tokens / elapsed,
+            }
+            window, grad_norms, window_tokens = MetricTotals(), [], 0
+        end_of_epoch = step % steps_per_epoch == 0
+        if do_eval and (
+            step == total_steps
+            or (cfg.eval_strategy == "steps" and step % cfg.eval_steps == 0)
+            or (cfg.eval_strategy == "epoch" and end_of_epoch)
+        ):
+            last_eval = evaluate(model, eval_ds, collate, cfg, precision)
+            record = record or {"step": step, "epoch": round(step / steps_per_epoch, 4)}
+            record.update({f"eval_{k}": v for k, v in last_eval.items()})
+        if record is not None:
+            writer.write(record)
+            bar.write(format_step_line(record))
+        if save is not None and cfg.save_steps > 0 and step % cfg.save_steps == 0 and step != total_steps:
+            save(step)
+        if record is not None and "pairs_per_s" in record:
+            window_start = time.perf_counter()  # exclude eval and saving from the throughput window
+    bar.close()
+    return TrainResult(steps=total_steps, train=last_train, eval=last_eval)

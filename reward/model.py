@@ -1,0 +1,123 @@
+"""Load or build the reward model (`AutoModelForSequenceClassification`, one label) and read rewards.
+
+Pad-token policy (the same as TRL): a tokenizer without a pad token gets `pad := eos`, and the
+model config's `pad_token_id` is set from the tokenizer. The sequence-classification head reads the
+reward at the rightmost token that is not `pad_token_id`, so with pad == eos the reward is read at
+the token *before* the trailing EOS. That is consistent everywhere (training, `score.py` and
+`pipeline("text-classification")` all use the model's own forward), which is what matters: the
+reward we train is the reward the saved model returns. A tokenizer with a dedicated pad token (the
+`tiny` preset has one) reads it at the EOS itself.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+from torch import nn
+from transformers import (
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+
+from reward.errors import UserError
+from reward.tiny import TINY, build_tiny_tokenizer, tiny_config
+
+REWARD_LABEL = "reward"
+
+
+def load_tokenizer(name: str, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
+    if name == TINY:
+        return build_tiny_tokenizer()
+    try:
+        return AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{name}: could not load a tokenizer ({exc})") from exc
+
+
+def ensure_pad_token(tokenizer: PreTrainedTokenizerBase) -> bool:
+    """Give the tokenizer a pad token if it has none (pad := eos). Returns True if it did."""
+    if tokenizer.pad_token is not None:
+        return False
+    if tokenizer.eos_token is None:
+        raise UserError(
+            f"tokenizer {tokenizer.name_or_path!r} has neither a pad nor an eos token; "
+            "set tokenizer.pad_token (and eos_token) before training"
+        )
+    tokenizer.pad_token = tokenizer.eos_token
+    return True
+
+
+def load_model(
+    name: str,
+    tokenizer: PreTrainedTokenizerBase,
+    *,
+    seed: int = 42,
+    disable_dropout: bool = True,
+    trust_remote_code: bool = False,
+) -> PreTrainedModel:
+    """A float32 one-label sequence-classification model whose config is ready for the pipeline.
+
+    The random `score` head is drawn right after `torch.manual_seed(seed)`, so the same seed gives
+    the same initial reward model.
+    """
+    torch.manual_seed(seed)
+    if name == TINY:
+        model = AutoModelForSequenceClassification.from_config(tiny_config(tokenizer))
+    else:
+        if not os.path.exists(name) and name.startswith((".", "/")):
+            raise UserError(f"{name}: no such model folder")
+        try:
+            model = AutoModelForSequenceClassification.from_pretrained(
+                name, num_labels=1, trust_remote_code=trust_remote_code, dtype=torch.float32
+            )
+        except (OSError, ValueError, RuntimeError) as exc:
+            raise UserError(f"{name}: could not load a one-label sequence-classification model ({exc})") from exc
+    configure_for_reward(model, tokenizer)
+    if disable_dropout:
+        turn_off_dropout(model)
+    return model.float()
+
+
+def configure_for_reward(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:
+    """Config fields that make the saved folder score raw rewards in `pipeline(...)`.
+
+    - `pad_token_id`: the head needs it to find each sequence's last token.
+    - one label: otherwise `num_labels` defaults to 2 and the (1, hidden) head will not load.
+    - `problem_type="regression"`: the pipeline then applies no sigmoid and returns the raw reward.
+    """
+    model.config.pad_token_id = tokenizer.pad_token_id
+    if hasattr(model.config, "get_text_config"):
+        model.config.get_text_config().pad_token_id = tokenizer.pad_token_id
+    model.config.id2label = {0: REWARD_LABEL}
+    model.config.label2id = {REWARD_LABEL: 0}
+    model.config.problem_type = "regression"
+
+
+def turn_off_dropout(model: nn.Module) -> None:
+    """Zero every dropout: `nn.Dropout` modules and the functional attention-dropout floats.
+
+    Dropout makes chosen and rejected see different noise in the same step, which adds variance
+    to Δ for no benefit in reward modelling; TRL disables it too.
+    """
+    for module in model.modules():
+        if isinstance(module, nn.Dropout):
+            module.p = 0.0
+        for attr in ("attention_dropout", "dropout"):
+            if isinstance(getattr(module, attr, None), float):
+                setattr(module, attr, 0.0)
+
+
+def compute_rewards(model: PreTrainedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """One scalar reward per row, as float32.
+
+    input_ids, attention_mask: (N, T) right-padded -> rewards: (N,)
+    """
+    logits = model(input_ids=input_ids, attention_mask=attention_mask).logits  # (N, 1)
+    return logits.squeeze(-1).float()  # (N,)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,127 @@
+"""Score texts and preference pairs with a saved reward model, formatted exactly as in training.
+
+Input rows (JSONL/JSON/CSV/Parquet, detected from the columns):
+
+    pairs      chosen, rejected (+ prompt, margin)      -> adds r_chosen, r_rejected
+    texts      text                                     -> adds reward
+    responses  prompt, response (strings or messages)   -> adds reward
+    chats      messages                                 -> adds reward
+
+Text goes through `reward.formatting` (EOS appended; chat template for message lists), so a pair
+scored here gets the rewards the training loop computed for it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from tqdm.auto import tqdm
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+from reward.collate import pad_right
+from reward.data import detect_format, load_raw, validate
+from reward.errors import UserError
+from reward.formatting import encode_messages, encode_pair, encode_sequence, encode_text
+from reward.loss import bradley_terry_loss
+from reward.model import compute_rewards, ensure_pad_token
+from reward.precision import pick_device
+
+PAIRS, TEXTS, RESPONSES, CHATS = "pairs", "texts", "responses", "chats"
+
+
+@dataclass
+class PairReport:
+    rows: list[dict]  # input fields + r_chosen, r_rejected
+    metrics: dict[str, float]  # accuracy, margin, loss, reward stats over all pairs
+
+
+class RewardScorer:
+    """A saved reward model plus its tokenizer, scoring in length-sorted batches."""
+
+    def __init__(self, model_dir: str, batch_size: int = 16, device: str | None = None, show_progress: bool = True):
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
+            self.model = AutoModelForSequenceClassification.from_pretrained(model_dir)
+        except (OSError, ValueError) as exc:
+            raise UserError(f"{model_dir}: could not load a reward model ({exc})") from exc
+        if self.model.config.num_labels != 1:
+            raise UserError(f"{model_dir}: the model has {self.model.config.num_labels} labels, a reward model has 1")
+        ensure_pad_token(self.tokenizer)
+        self.model.config.pad_token_id = self.tokenizer.pad_token_id
+        self.device = torch.device(device) if device else pick_device()
+        self.model.to(self.device).eval()
+        self.batch_size = batch_size
+        self.show_progress = show_progress
+
+    @torch.no_grad()
+    def score_ids(self, sequences: list[list[int]]) -> list[float]:
+        """Rewards for token-id lists, in input order. Sorting by length keeps padding small."""
+        order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
+        rewards = [0.0] * len(sequences)
+        bar = tqdm(total=len(sequences), desc="scoring", unit="seq", disable=not self.show_progress)
+        for start in range(0, len(order), self.batch_size):
+            idx = order[start : start + self.batch_size]
+            ids, mask = pad_right([sequences[i] for i in idx], self.tokenizer.pad_token_id)  # (N, T)
+            r = compute_rewards(self.model, ids.to(self.device), mask.to(self.device))  # (N,)
+            for i, value in zip(idx, r.tolist()):
+                rewards[i] = value
+            bar.update(len(idx))
+        bar.close()
+        return rewards
+
+    def score_pairs(self, rows: list[dict]) -> PairReport:
+        encoded = [encode_pair(row, self.tokenizer) for row in rows]
+        n = len(encoded)
+        rewards = self.score_ids([e["chosen_ids"] for e in encoded] + [e["rejected_ids"] for e in encoded])
+        r_c, r_r = torch.tensor(rewards[:n]), torch.tensor(rewards[n:])  # (B,), (B,)
+        margin = torch.tensor([e["margin"] for e in encoded])  # (B,)
+        out = bradley_terry_loss(r_c, r_r, margin)
+        metrics = {
+            "pairs": n,
+            "accuracy": out.accuracy,
+            "margin": out.margin,
+            "loss": out.loss.item(),
+            "reward_mean": out.reward_mean,
+            "reward_min": out.reward_min,
+            "reward_max": out.reward_max,
+        }
+        scored = [{**row, "r_chosen": c, "r_rejected": r} for row, c, r in zip(rows, r_c.tolist(), r_r.tolist())]
+        return PairReport(scored, metrics)
+
+    def score_rows(self, rows: list[dict], kind: str) -> list[dict]:
+        """Rows of kind texts/responses/chats -> the same rows with a `reward` field."""
+        encode = {
+            TEXTS: lambda row: encode_text(row["text"], self.tokenizer),
+            RESPONSES: lambda row: encode_sequence(row["prompt"], row["response"], self.tokenizer),
+            CHATS: lambda row: encode_messages(row["messages"], self.tokenizer),
+        }[kind]
+        rewards = self.score_ids([encode(row) for row in rows])
+        return [{**row, "reward": r} for row, r in zip(rows, rewards)]
+
+
+def detect_kind(columns: list[str]) -> str:
+    if "chosen" in columns or "rejected" in columns:
+        return PAIRS
+    if "text" in columns:
+        return TEXTS
+    if "prompt" in columns and "response" in columns:
+        return RESPONSES
+    if "messages" in columns:
+        return CHATS
+    raise UserError(
+        f"cannot tell what to score from columns {', '.join(columns)}: expected chosen/rejected "
+        "(pairs), text, prompt/response, or messages"
+    )
+
+
+def load_rows(path: str) -> tuple[list[dict], str]:
+    """All rows of a file (first split) and their kind; pair files are validated like training data."""
+    splits, source = load_raw(path)
+    ds = next(iter(splits.values()))
+    if len(ds) == 0:
+        raise UserError(f"{source}: no rows to score")
+    kind = detect_kind(ds.column_names)
+    if kind == PAIRS:
+        validate(ds, detect_format(ds.column_names, ds[0]), source, "input")
+    return ds.to_list(), kind

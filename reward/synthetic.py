@@ -1,0 +1,86 @@
+"""The generated preference task behind `python train.py` with no arguments.
+
+The rule a reward model has to learn: **the chosen response names something from the category the
+prompt asks for; the rejected response names something from another category.**
+
+    prompt:   "Could you name a fruit for me?"
+    chosen:   " Happy to help: mango."
+    rejected: " Sure. I would say violin, that one comes to mind first."
+
+Why this task:
+- It cannot be solved by looking at one side alone: every item word is chosen as often as it is
+  rejected (the asked category is uniform, the wrong one uniform over the others), so word counts
+  carry no signal. The model must relate the response to the prompt.
+- It cannot be solved by length: chosen and rejected draw their wording independently from the same
+  templates, and a pair whose two responses have the same character length is redrawn, so chosen is
+  the longer one in half of the pairs (`length_stats` measures it; a test checks 50 % ± 5 %).
+- It is deterministic: the same `seed` and `num_pairs` give the same rows on every machine
+  (only Python's `random.Random` is used).
+"""
+
+from __future__ import annotations
+
+import random
+
+CATEGORIES: dict[str, list[str]] = {
+    "fruit": ["apple", "banana", "cherry", "grape", "lemon", "mango", "peach", "pear", "plum", "kiwi"],
+    "animal": ["tiger", "horse", "rabbit", "eagle", "dolphin", "wolf", "otter", "camel", "lion", "fox"],
+    "color": ["red", "blue", "green", "yellow", "purple", "orange", "black", "white", "pink", "brown"],
+    "vehicle": ["car", "bus", "truck", "bicycle", "train", "tram", "scooter", "boat", "plane", "van"],
+    "tool": ["hammer", "wrench", "saw", "drill", "chisel", "pliers", "shovel", "rake", "axe", "file"],
+    "country": ["France", "Japan", "Brazil", "Kenya", "Canada", "Peru", "Norway", "India", "Chile", "Spain"],
+    "instrument": ["violin", "piano", "flute", "drum", "guitar", "cello", "trumpet", "harp", "oboe", "banjo"],
+    "sport": ["tennis", "soccer", "rugby", "golf", "hockey", "boxing", "rowing", "cricket", "judo", "polo"],
+}
+
+PROMPTS = [
+    "Name a {cat}.",
+    "Could you name a {cat} for me?",
+    "Give me one {cat}, please.",
+    "Tell me the name of any {cat}.",
+    "I need an example of a {cat}. What would you pick?",
+    "Quick question: what is a {cat}?",
+]
+
+# Response wording; `{item}` is the answer. Short and long forms on purpose, so length says nothing.
+RESPONSES = [
+    " {item}.",
+    " Sure: {item}.",
+    " Happy to help: {item}.",
+    " How about {item}?",
+    " One example is {item}.",
+    " Sure. I would say {item}, that one comes to mind first.",
+    " A good answer here would be {item}, I think.",
+    " Let me think about it for a moment. My answer is {item}.",
+    " {item} is the first one I can think of.",
+    " Certainly! You could go with {item}, it is a common choice.",
+]
+
+
+def make_pair(rng: random.Random) -> dict[str, str]:
+    """Draw one explicit-prompt preference pair (see the module docstring for the rule)."""
+    cats = sorted(CATEGORIES)
+    asked = rng.choice(cats)
+    wrong = rng.choice([c for c in cats if c != asked])
+    prompt = rng.choice(PROMPTS).format(cat=asked)
+    chosen = rng.choice(RESPONSES).format(item=rng.choice(CATEGORIES[asked]))
+    while True:  # redraw until lengths differ, so "longer wins" is exactly a coin flip
+        rejected = rng.choice(RESPONSES).format(item=rng.choice(CATEGORIES[wrong]))
+        if len(rejected) != len(chosen):
+            break
+    return {"prompt": prompt, "chosen": chosen, "rejected": rejected}
+
+
+def generate_pairs(num_pairs: int = 3000, seed: int = 0) -> list[dict[str, str]]:
+    """`num_pairs` rows of {"prompt", "chosen", "rejected"}; the same arguments give the same rows.
+
+    >>> generate_pairs(1, seed=0)[0]["prompt"]
+    'Give me one tool, please.'
+    """
+    rng = random.Random(seed)
+    return [make_pair(rng) for _ in range(num_pairs)]
+
+
+def length_stats(rows: list[dict[str, str]]) -> float:
+    """Share of pairs whose chosen response is longer (in characters) than the rejected one."""
+    return sum(len(r["chosen"]) > len(r["rejected"]) for r in rows) / max(len(rows), 1)

@@ -1,0 +1,73 @@
+"""The `tiny` preset: a small random-init Llama-style reward model plus a tokenizer trained offline.
+
+Nothing here touches the network: the tokenizer is a byte-level BPE trained in about a second with
+the `tokenizers` library on the generated task's text (byte-level, so any other text still
+tokenizes), and the model is `LlamaForSequenceClassification` built from a config. It is what
+`python train.py` uses by default and what the tests train.
+"""
+
+from __future__ import annotations
+
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+from transformers import LlamaConfig, PreTrainedTokenizerFast
+
+from reward.synthetic import generate_pairs
+
+TINY = "tiny"
+
+# A minimal chat template in the usual shape: role header, content, end-of-turn token. BOS comes from
+# the template, so `apply_chat_template(tokenize=True)` does not add a second one.
+CHAT_TEMPLATE = (
+    "{{ bos_token }}{% for message in messages %}"
+    "<|{{ message['role'] }}|>{{ message['content'] }}{{ eos_token }}"
+    "{% endfor %}{% if add_generation_prompt %}<|assistant|>{% endif %}"
+)
+
+
+def build_tiny_tokenizer(vocab_size: int = 1024) -> PreTrainedTokenizerFast:
+    """A Llama-style byte-level BPE tokenizer: `<pad>`=0, `<s>`=1 (added in front), `</s>`=2.
+
+    >>> tok = build_tiny_tokenizer()
+    >>> tok("Name a fruit.")["input_ids"][0] == tok.bos_token_id
+    True
+    """
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=["<pad>", "<s>", "</s>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    corpus = [r["prompt"] + r["chosen"] + r["rejected"] for r in generate_pairs(2000, seed=1234)]
+    corpus += ["system", "user", "assistant", "<|", "|>"]
+    tok.train_from_iterator(corpus, trainer)
+    # Like Llama tokenizers: BOS is prepended by `tokenizer(text)`, EOS is not appended.
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token="<s>",
+        eos_token="</s>",
+        pad_token="<pad>",
+        chat_template=CHAT_TEMPLATE,
+        model_max_length=512,
+    )
+
+
+def tiny_config(tokenizer: PreTrainedTokenizerFast) -> LlamaConfig:
+    """A 2-layer Llama (hidden 128, ~0.5M parameters) with one output label."""
+    return LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=128,
+        intermediate_size=384,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        tie_word_embeddings=False,
+        num_labels=1,
+    )

@@ -1,0 +1,142 @@
+"""Train a Bradley–Terry reward model.
+
+    python train.py                                    # tiny model on the generated task (offline)
+    python train.py --model_name_or_path Qwen/Qwen2.5-0.5B --dataset_name trl-lib/ultrafeedback_binarized \
+        --per_device_train_batch_size 8 --learning_rate 1e-5 --bf16 --output_dir runs/qwen-rm
+    python train.py --config my_run.yaml --max_steps 50
+
+Reads top to bottom: options -> data -> tokenizer + model -> tokenize -> summary -> loop -> save.
+"""
+
+from __future__ import annotations
+
+import random
+import shlex
+import sys
+import traceback
+from pathlib import Path
+
+import torch
+from datasets import Dataset, DatasetDict
+
+from reward.checkpoint import save_reward_model
+from reward.collate import PairwiseCollator
+from reward.config import TrainConfig, parse_config
+from reward.data import load_preferences
+from reward.errors import UserError
+from reward.formatting import tokenize_pairs
+from reward.loop import TrainResult, step_plan, train
+from reward.metrics import MetricsWriter
+from reward.model import count_parameters, ensure_pad_token, load_model, load_tokenizer
+from reward.precision import pick_device, resolve_precision
+
+
+def main(cfg: TrainConfig, dataset: Dataset | DatasetDict | None = None) -> TrainResult:
+    """Run one training job; `dataset` (Python API) replaces `cfg.dataset_name` when given."""
+    random.seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    out_dir = Path(cfg.output_dir)
+    device = pick_device(cfg.use_cpu)
+    precision = resolve_precision(cfg.bf16, cfg.fp16, device)
+
+    # --- data and tokenizer ----------------------------------------------------------------------
+    data = load_preferences(
+        dataset if dataset is not None else cfg.dataset_name,
+        config=cfg.dataset_config,
+        train_split=cfg.dataset_train_split,
+        test_split=cfg.dataset_test_split,
+        eval_split_size=cfg.eval_split_size,
+        seed=cfg.seed,
+        synthetic_num_pairs=cfg.synthetic_num_pairs,
+    )
+    print(
+        f"data: {data.source} | format: {data.format}{' + margin' if data.has_margin else ''} | "
+        f"train {len(data.train)} pairs | held-out {len(data.test) if data.test is not None else 0} pairs"
+    )
+    tokenizer = load_tokenizer(cfg.model_name_or_path, cfg.trust_remote_code)
+    if ensure_pad_token(tokenizer):
+        print(
+            f"tokenizer has no pad token: using eos {tokenizer.eos_token!r} as pad (as TRL); "
+            "the reward is read at the token before the trailing EOS"
+        )
+    train_ds, train_stats = tokenize_pairs(data.train, tokenizer, data.format, cfg.max_length, cfg.dataset_num_proc)
+    eval_ds = None
+    if data.test is not None and len(data.test) > 0:
+        eval_ds, eval_stats = tokenize_pairs(
+            data.test, tokenizer, data.format, cfg.max_length, cfg.dataset_num_proc, "eval"
+        )
+    print(
+        f"pairs kept: train {train_stats.kept} (dropped {train_stats.dropped_too_long} over {cfg.max_length} tokens)"
+        + (f", eval {eval_stats.kept} (dropped {eval_stats.dropped_too_long})" if eval_ds is not None else "")
+    )
+    if train_stats.kept == 0:
+        raise UserError(f"every training pair is longer than --max_length {cfg.max_length}; raise it")
+
+    # --- model -----------------------------------------------------------------------------------
+    model = load_model(
+        cfg.model_name_or_path,
+        tokenizer,
+        seed=cfg.seed,
+        disable_dropout=cfg.disable_dropout,
+        trust_remote_code=cfg.trust_remote_code,
+    )
+    if cfg.gradient_checkpointing:
+        model.config.use_cache = False
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.to(device)
+    _, total_steps = step_plan(len(train_ds), cfg)
+    print(
+        f"model: {cfg.model_name_or_path} ({type(model).__name__}, {count_parameters(model) / 1e6:.2f}M params) | "
+        f"device {device} | {precision.name}\n"
+        f"optimizer steps: {total_steps} x {cfg.pairs_per_step} pairs "
+        f"({cfg.per_device_train_batch_size} x {cfg.gradient_accumulation_steps} accumulation) | "
+        f"lr {cfg.learning_rate:g} {cfg.lr_scheduler_type} | output: {out_dir}"
+    )
+
+    # --- train -----------------------------------------------------------------------------------
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "metrics.jsonl").unlink(missing_ok=True)  # one run per metrics file
+    writer = MetricsWriter(out_dir / "metrics.jsonl")
+    collate = PairwiseCollator(tokenizer.pad_token_id, cfg.pad_to_multiple_of)
+
+    def save(step: int | None, metrics: dict | None = None) -> Path:
+        target = out_dir if step is None else out_dir / f"checkpoint-{step}"
+        card = {"format": data.format, "train_pairs": len(train_ds), "metrics": metrics or {}}
+        return save_reward_model(model, tokenizer, target, cfg.to_dict(), card)
+
+    result = train(cfg, model, train_ds, eval_ds, collate, precision, writer, save=save)
+    saved = save(None, {f"eval_{k}": v for k, v in (result.eval or {}).items()})
+
+    # --- report ----------------------------------------------------------------------------------
+    if result.eval:
+        print(
+            f"held-out: accuracy {result.eval['accuracy']:.4f} | loss {result.eval['loss']:.4f} | "
+            f"margin {result.eval['margin']:.3f} over {result.eval['pairs']} pairs"
+        )
+    if data.held_out and data.test is not None:  # so the printed command can be run as is
+        score_input = str(out_dir / "heldout_pairs.jsonl")
+        data.test.to_json(score_input, lines=True, force_ascii=False)
+    else:
+        score_input = cfg.dataset_name if Path(cfg.dataset_name).exists() else "PAIRS.jsonl"
+    print(
+        f"saved reward model to {saved}\nscore with: python score.py --model {shlex.quote(str(saved))} "
+        f"--input {shlex.quote(score_input)}"
+    )
+    return result
+
+
+def cli(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in argv
+    try:
+        main(parse_config(argv))
+    except UserError as exc:
+        if debug:
+            traceback.print_exc()
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli())
