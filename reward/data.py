@@ -16,11 +16,12 @@ Any format may carry a numeric `margin` column (how much better chosen is; Llama
 
 from __future__ import annotations
 
+import csv
 import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from datasets import Dataset, DatasetDict, load_dataset
+from datasets import Dataset, DatasetDict, Features, Value, load_dataset
 
 from reward.errors import UserError
 from reward.synthetic import generate_pairs
@@ -53,17 +54,32 @@ def load_raw(
         return DatasetDict({"train": Dataset.from_list(generate_pairs(synthetic_num_pairs))}), name
     path = Path(name)
     if path.is_file():
-        builder = FILE_BUILDERS.get("".join(path.suffixes[-1:]).lower())
+        builder = FILE_BUILDERS.get(path.suffix.lower())
         if builder is None:
             raise UserError(f"{path}: unsupported file type (use {', '.join(FILE_BUILDERS)})")
-        return _load(builder, data_files={"train": str(path)}), str(path)
+        return _load(builder, data_files={"train": str(path)}, **(csv_as_text(path) if builder == "csv" else {})), str(
+            path
+        )
     if path.is_dir():
-        if not any(p.suffix.lower() in FILE_BUILDERS for p in path.rglob("*")):
+        files = sorted(p for p in path.rglob("*") if p.suffix.lower() in FILE_BUILDERS)
+        if not files:
             raise UserError(f"{path}: folder has no {'/'.join(FILE_BUILDERS)} files")
-        return _load(str(path)), str(path)
+        all_csv = all(p.suffix.lower() == ".csv" for p in files)
+        return _load(str(path), **(csv_as_text(files[0]) if all_csv else {})), str(path)
     if path.suffix.lower() in FILE_BUILDERS or name.startswith((".", "/")):
         raise UserError(f"{name}: no such file or folder")
     return _load(name, config), name  # a Hub dataset id
+
+
+def csv_as_text(path: Path) -> dict:
+    """load_dataset options that read every CSV column as the text written in the file.
+
+    pandas would otherwise guess types: a column of " 4", " 5" becomes integers and an empty prompt
+    cell becomes NaN. (`margin` is parsed from its text by `margin_value`.)
+    """
+    with open(path, newline="", encoding="utf-8") as f:
+        header = next(csv.reader(f), [])
+    return {"features": Features({name: Value("string") for name in header}), "keep_default_na": False}
 
 
 def _load(*args, **kwargs) -> DatasetDict:
@@ -74,7 +90,7 @@ def _load(*args, **kwargs) -> DatasetDict:
         raise UserError(f"{where}: could not load the dataset ({type(exc).__name__}: {exc})") from exc
 
 
-def detect_format(columns: list[str], first_row: dict) -> str:
+def detect_format(columns: list[str], first_row: dict, source: str = "data") -> str:
     """Name the format from the column names and the type of the first row's `chosen`.
 
     >>> detect_format(["prompt", "chosen", "rejected"], {"chosen": " yes"})
@@ -83,7 +99,7 @@ def detect_format(columns: list[str], first_row: dict) -> str:
     missing = [c for c in ("chosen", "rejected") if c not in columns]
     if missing:
         raise UserError(
-            f"missing column(s) {', '.join(missing)}; found {', '.join(columns) or 'none'} "
+            f"{source}: missing column(s) {', '.join(missing)}; found {', '.join(columns) or 'none'} "
             "(a preference row needs chosen and rejected, and optionally prompt and margin)"
         )
     if isinstance(first_row["chosen"], list):
@@ -91,33 +107,49 @@ def detect_format(columns: list[str], first_row: dict) -> str:
     return EXPLICIT if "prompt" in columns else IMPLICIT
 
 
-def row_problem(row: dict, fmt: str) -> str | None:
-    """Why a row cannot be used (naming the field), or None if it is fine."""
-    fields = ("prompt", "chosen", "rejected") if "prompt" in row else ("chosen", "rejected")
-    for key in fields:
-        value = row[key]
-        if fmt == CONVERSATIONAL:
-            if not isinstance(value, list) or (key != "prompt" and not value):
-                return f"field '{key}' must be a non-empty list of messages"
-            for msg in value:
-                if not isinstance(msg, dict) or msg.get("role") not in ROLES:
-                    return f"field '{key}' has a message with a missing or unknown role"
-                if not isinstance(msg.get("content"), str):
-                    return f"field '{key}' has a message without string content"
-        elif not isinstance(value, str):
-            return f"field '{key}' must be a string, got {type(value).__name__}"
-        elif key != "prompt" and not value.strip():
-            return f"field '{key}' is empty"
-    if "margin" in row:
-        margin = row["margin"]
-        if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not math.isfinite(margin):
-            return f"field 'margin' must be a finite number, got {margin!r}"
+def text_problem(key: str, value, conversational: bool, may_be_empty: bool = False) -> str | None:
+    """Why one text field (a string, or a list of messages) cannot be used, or None."""
+    if conversational:
+        if not isinstance(value, list) or (not value and not may_be_empty):
+            return f"field '{key}' must be a non-empty list of messages"
+        for msg in value:
+            if not isinstance(msg, dict) or msg.get("role") not in ROLES:
+                return f"field '{key}' has a message with a missing or unknown role (use {', '.join(sorted(ROLES))})"
+            if not isinstance(msg.get("content"), str):
+                return f"field '{key}' has a message without string content"
+        return None
+    if not isinstance(value, str):
+        return f"field '{key}' must be a string, got {type(value).__name__}"
+    if not may_be_empty and not value.strip():
+        return f"field '{key}' is empty"
     return None
 
 
-def validate(ds: Dataset, fmt: str, source: str, split: str) -> None:
+def margin_value(margin) -> float | None:
+    """The margin as a float (CSV cells arrive as text), or None if it is not a finite number."""
+    if isinstance(margin, bool):
+        return None
+    try:
+        value = float(margin)
+    except (TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) else None
+
+
+def row_problem(row: dict, fmt: str) -> str | None:
+    """Why a preference row cannot be used (naming the field), or None if it is fine."""
+    conversational = fmt == CONVERSATIONAL
+    for key in ("prompt", "chosen", "rejected"):
+        if key in row and (problem := text_problem(key, row[key], conversational, may_be_empty=key == "prompt")):
+            return problem
+    if "margin" in row and margin_value(row["margin"]) is None:
+        return f"field 'margin' must be a finite number, got {row['margin']!r}"
+    return None
+
+
+def validate(ds: Dataset, fmt: str, source: str, split: str, problem=row_problem) -> None:
     """Raise one UserError listing the bad rows (1-based, as lines of a JSONL file)."""
-    bad = [(i + 1, p) for i, row in enumerate(ds) if (p := row_problem(row, fmt))]
+    bad = [(i + 1, p) for i, row in enumerate(ds) if (p := problem(row, fmt))]
     if bad:
         shown = "; ".join(f"row {n}: {p}" for n, p in bad[:SHOWN_BAD_ROWS])
         more = f" (and {len(bad) - SHOWN_BAD_ROWS} more)" if len(bad) > SHOWN_BAD_ROWS else ""
@@ -141,11 +173,11 @@ def load_preferences(
     train = splits[train_split]
     if len(train) == 0:
         raise UserError(f"{source}: the '{train_split}' split is empty")
-    fmt = detect_format(train.column_names, train[0])
+    fmt = detect_format(train.column_names, train[0], f"{source} [{train_split}]")
     validate(train, fmt, source, train_split)
     test, held_out = splits.get(test_split), False
     if test is not None:
-        if detect_format(test.column_names, test[0] if len(test) else train[0]) != fmt:
+        if detect_format(test.column_names, test[0] if len(test) else train[0], f"{source} [{test_split}]") != fmt:
             raise UserError(f"{source}: '{test_split}' is not in the same format as '{train_split}'")
         validate(test, fmt, source, test_split)
     elif eval_split_size > 0:

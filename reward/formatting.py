@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datasets import Dataset
 from transformers import PreTrainedTokenizerBase
 
-from reward.data import CONVERSATIONAL
+from reward.data import CONVERSATIONAL, margin_value
 from reward.errors import UserError
 
 
@@ -33,8 +33,10 @@ class TokenizeStats:
 def format_text(text: str, tokenizer: PreTrainedTokenizerBase) -> str:
     """The exact string that is tokenized for a non-conversational sequence: EOS appended once.
 
-    >>> format_text("Q: 2+2? A: 4", tok)  # doctest: +SKIP
-    'Q: 2+2? A: 4</s>'
+    >>> from types import SimpleNamespace
+    >>> tok = SimpleNamespace(eos_token="</s>")
+    >>> format_text("Q: 2+2? A: 4", tok), format_text("Q: 2+2? A: 4</s>", tok)
+    ('Q: 2+2? A: 4</s>', 'Q: 2+2? A: 4</s>')
     """
     eos = tokenizer.eos_token
     return text if text.endswith(eos) else text + eos
@@ -73,7 +75,7 @@ def encode_pair(row: dict, tokenizer: PreTrainedTokenizerBase) -> dict:
     return {
         "chosen_ids": encode_sequence(prompt, row["chosen"], tokenizer),
         "rejected_ids": encode_sequence(prompt, row["rejected"], tokenizer),
-        "margin": float(row["margin"]) if row.get("margin") is not None else 0.0,
+        "margin": margin_value(row["margin"]) if row.get("margin") is not None else 0.0,
     }
 
 

@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from reward.collate import pad_right
-from reward.data import detect_format, load_raw, validate
+from reward.data import detect_format, load_raw, text_problem, validate
 from reward.errors import UserError
 from reward.formatting import encode_messages, encode_pair, encode_sequence, encode_text
 from reward.loss import bradley_terry_loss
@@ -123,5 +123,19 @@ def load_rows(path: str) -> tuple[list[dict], str]:
         raise UserError(f"{source}: no rows to score")
     kind = detect_kind(ds.column_names)
     if kind == PAIRS:
-        validate(ds, detect_format(ds.column_names, ds[0]), source, "input")
+        validate(ds, detect_format(ds.column_names, ds[0], source), source, "input")
+    else:
+        validate(ds, kind, source, "input", problem=scoring_row_problem)
     return ds.to_list(), kind
+
+
+def scoring_row_problem(row: dict, kind: str) -> str | None:
+    """Why a texts/responses/chats row cannot be scored, or None."""
+    if kind == TEXTS:
+        return text_problem("text", row["text"], conversational=False)
+    if kind == CHATS:
+        return text_problem("messages", row["messages"], conversational=True)
+    chat = isinstance(row["response"], list)
+    return text_problem("prompt", row["prompt"], chat, may_be_empty=True) or text_problem(
+        "response", row["response"], chat
+    )

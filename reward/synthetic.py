@@ -75,7 +75,7 @@ def generate_pairs(num_pairs: int = 3000, seed: int = 0) -> list[dict[str, str]]
     """`num_pairs` rows of {"prompt", "chosen", "rejected"}; the same arguments give the same rows.
 
     >>> generate_pairs(1, seed=0)[0]["prompt"]
-    'Give me one tool, please.'
+    'Tell me the name of any tool.'
     """
     rng = random.Random(seed)
     return [make_pair(rng) for _ in range(num_pairs)]

@@ -1,0 +1,80 @@
+"""Shared fixtures: small models and tokenizers built offline (no Hub access anywhere in the tests)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import GPT2Config, GPT2ForSequenceClassification, PreTrainedTokenizerFast
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # train.py / score.py are importable as modules in tests
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+torch.set_num_threads(2)
+
+from reward.checkpoint import save_reward_model  # noqa: E402
+from reward.model import configure_for_reward, ensure_pad_token, load_model, turn_off_dropout  # noqa: E402
+from reward.synthetic import generate_pairs  # noqa: E402
+from reward.tiny import build_tiny_tokenizer  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer():
+    return build_tiny_tokenizer()
+
+
+def build_gpt2_style_tokenizer() -> PreTrainedTokenizerFast:
+    """A GPT-2-style tokenizer: byte-level BPE, EOS `<|endoftext|>`, **no pad token**, no BOS added."""
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=400,
+        special_tokens=["<|endoftext|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator([r["prompt"] + r["chosen"] + r["rejected"] for r in generate_pairs(500, seed=7)], trainer)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>", bos_token="<|endoftext|>")
+
+
+@pytest.fixture()
+def gpt2_tokenizer():
+    return build_gpt2_style_tokenizer()
+
+
+def build_gpt2_model(tokenizer: PreTrainedTokenizerFast, seed: int = 0) -> GPT2ForSequenceClassification:
+    """A 2-layer random GPT-2 reward model; the tokenizer gets pad := eos (the policy under test)."""
+    ensure_pad_token(tokenizer)
+    torch.manual_seed(seed)
+    config = GPT2Config(
+        vocab_size=len(tokenizer),
+        n_embd=64,
+        n_layer=2,
+        n_head=4,
+        n_positions=256,
+        num_labels=1,
+        eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+    )
+    model = GPT2ForSequenceClassification(config)
+    configure_for_reward(model, tokenizer)
+    turn_off_dropout(model)  # as reward.model.load_model does (GPT-2 ships with dropout 0.1)
+    return model.eval()
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """An untrained `tiny` reward model saved as a pipeline-ready folder (read-only for tests)."""
+    tokenizer = build_tiny_tokenizer()
+    model = load_model("tiny", tokenizer, seed=0)
+    out = tmp_path_factory.mktemp("tiny_model")
+    save_reward_model(model, tokenizer, out, {"model_name_or_path": "tiny"}, card={"format": "explicit prompt"})
+    return out

@@ -1,0 +1,72 @@
+"""The Bradley–Terry loss against hand-worked numbers (torchtune style)."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from reward.loss import bradley_terry_loss
+
+
+def softplus(x: float) -> float:  # -log(sigmoid(-x)) = log(1 + e^x), by hand
+    return math.log1p(math.exp(x))
+
+
+def test_hand_worked_mean():
+    # pair 1: Δ = 2 → -log σ(2) = log(1 + e^-2) = 0.126928
+    # pair 2: Δ = -1 → -log σ(-1) = log(1 + e^1) = 1.313262
+    out = bradley_terry_loss(torch.tensor([2.0, 0.0]), torch.tensor([0.0, 1.0]))
+    assert out.loss.item() == pytest.approx((0.126928 + 1.313262) / 2, abs=1e-6)
+    assert out.accuracy == 0.5
+    assert out.margin == pytest.approx(0.5)
+    assert (out.reward_mean, out.reward_min, out.reward_max) == pytest.approx((0.75, 0.0, 2.0))
+    assert out.num_pairs == 2
+
+
+def test_margin_shifts_the_logit():
+    # Δ = 1, margin 3 → -log σ(1 - 3) = log(1 + e^2) = 2.126928
+    out = bradley_terry_loss(torch.tensor([1.0]), torch.tensor([0.0]), margin=torch.tensor([3.0]))
+    assert out.loss.item() == pytest.approx(softplus(2.0), abs=1e-6)
+    assert out.loss.item() == pytest.approx(2.126928, abs=1e-6)
+    assert out.accuracy == 1.0  # accuracy ignores the margin column: r_c > r_r
+
+
+def test_centering_term():
+    # r_c = 1, r_r = 2: -log σ(-1) + 0.01 * (1 + 2)^2 = 1.313262 + 0.09
+    out = bradley_terry_loss(torch.tensor([1.0]), torch.tensor([2.0]), center_rewards_coefficient=0.01)
+    assert out.loss.item() == pytest.approx(1.313262 + 0.09, abs=1e-6)
+
+
+def test_ties_count_as_wrong():
+    out = bradley_terry_loss(torch.tensor([1.0, 1.0, 3.0]), torch.tensor([1.0, 0.0, 3.0]))
+    assert out.accuracy == pytest.approx(1 / 3)
+    assert out.loss.item() == pytest.approx((math.log(2) + softplus(-1.0) + math.log(2)) / 3, abs=1e-6)
+
+
+def test_normalised_by_pairs_in_step_not_in_call():
+    r_c, r_r = torch.tensor([0.3, -0.2]), torch.tensor([0.1, 0.4])
+    out = bradley_terry_loss(r_c, r_r, num_pairs_in_step=5)
+    assert out.loss.item() == pytest.approx(-F.logsigmoid(r_c - r_r).sum().item() / 5, abs=1e-7)
+    assert out.loss_sum == pytest.approx(out.loss.item() * 5, abs=1e-6)
+
+
+def test_gradient_matches_closed_form():
+    # ∂L/∂r_c,i = -(1 - σ(Δ_i)) / N and ∂L/∂r_r,i = +(1 - σ(Δ_i)) / N
+    r_c = torch.tensor([0.5, -1.0, 2.0], requires_grad=True)
+    r_r = torch.tensor([0.0, 1.0, -1.0], requires_grad=True)
+    bradley_terry_loss(r_c, r_r).loss.backward()
+    expected = -(1 - torch.sigmoid(r_c.detach() - r_r.detach())) / 3
+    assert torch.allclose(r_c.grad, expected, atol=1e-7)
+    assert torch.allclose(r_r.grad, -expected, atol=1e-7)
+
+
+def test_fp32_under_autocast_and_stable_for_huge_gaps():
+    r_c = torch.tensor([-8192.0, 8192.0], dtype=torch.bfloat16, requires_grad=True)  # exact in bf16
+    r_r = torch.zeros(2, dtype=torch.bfloat16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = bradley_terry_loss(r_c, r_r)
+    assert out.loss.dtype == torch.float32
+    assert out.loss.item() == pytest.approx(8192 / 2, rel=1e-6)  # -log σ(-x) ≈ x; -log σ(x) ≈ 0
+    out.loss.backward()
+    assert torch.isfinite(r_c.grad).all()
