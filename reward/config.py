@@ -69,7 +69,7 @@ class TrainConfig:
     num_train_epochs: float = _opt(2.0, "Passes over the training pairs (ignored when max_steps > 0).")
     max_steps: int = _opt(-1, "Total optimizer steps; overrides num_train_epochs when > 0.")
     lr_scheduler_type: str = _opt("linear", "Schedule after warmup: linear, cosine, constant, ...")
-    warmup_ratio: float = _opt(0.0, "Warmup length as a fraction of total steps.")
+    warmup_ratio: float = _opt(0.1, "Warmup length as a fraction of total steps (HF/TRL default 0).")
     warmup_steps: int = _opt(0, "Warmup length in steps; wins over warmup_ratio when > 0.")
     bf16: bool = _opt(False, "bfloat16 autocast (CPU and GPU); the loss stays fp32.")
     fp16: bool = _opt(False, "float16 autocast with a gradient scaler (CUDA only).")

@@ -184,15 +184,19 @@ def train(
     scheduler = build_scheduler(optimizer, cfg, total_steps)
     model.train()
     do_eval = eval_ds is not None and len(eval_ds) > 0 and cfg.eval_strategy != "no"
-    window, grad_norms, window_tokens, window_start = MetricTotals(), [], 0, time.perf_counter()
+    # the logging window: metrics of the steps since the last record, and their compute time only
+    # (evaluation and saving excluded, so pairs/s measures training)
+    window, grad_norms, window_tokens, window_seconds = MetricTotals(), [], 0, 0.0
     last_train, last_eval = {}, None
     bar = tqdm(total=total_steps, desc="train", unit="step", disable=cfg.disable_tqdm, dynamic_ncols=True)
     steps = optimizer_steps(train_ds, collate, cfg)
     for step in range(1, total_steps + 1):
-        _epoch, micro_batches = next(steps)
+        started = time.perf_counter()
+        _epoch, micro_batches = next(steps)  # collation counts as training time
         totals = accumulate_gradients(model, micro_batches, precision, cfg.center_rewards_coefficient)
         lr = scheduler.get_last_lr()[0]  # the lr this update uses
         grad_norms.append(apply_update(model, optimizer, scheduler, precision, cfg.max_grad_norm))
+        window_seconds += time.perf_counter() - started
         window.merge(totals)
         window_tokens += sum(int(mb["attention_mask"].sum()) for mb in micro_batches)
         step_summary = totals.summary()
@@ -201,7 +205,6 @@ def train(
 
         record = None
         if step % cfg.logging_steps == 0 or step == total_steps:
-            elapsed = time.perf_counter() - window_start
             last_train = window.summary()
             record = {
                 "step": step,
@@ -209,10 +212,10 @@ def train(
                 **last_train,
                 "lr": lr,
                 "grad_norm": sum(grad_norms) / len(grad_norms),
-                "pairs_per_s": window.pairs / elapsed,
-                "tokens_per_s": window_tokens / elapsed,
+                "pairs_per_s": window.pairs / window_seconds,
+                "tokens_per_s": window_tokens / window_seconds,
             }
-            window, grad_norms, window_tokens = MetricTotals(), [], 0
+            window, grad_norms, window_tokens, window_seconds = MetricTotals(), [], 0, 0.0
         end_of_epoch = step % steps_per_epoch == 0
         if do_eval and (
             step == total_steps
@@ -227,7 +230,5 @@ def train(
             bar.write(format_step_line(record))
         if save is not None and cfg.save_steps > 0 and step % cfg.save_steps == 0 and step != total_steps:
             save(step)
-        if record is not None and "pairs_per_s" in record:
-            window_start = time.perf_counter()  # exclude eval and saving from the throughput window
     bar.close()
     return TrainResult(steps=total_steps, train=last_train, eval=last_eval)

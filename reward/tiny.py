@@ -56,14 +56,19 @@ def build_tiny_tokenizer(vocab_size: int = 1024) -> PreTrainedTokenizerFast:
 
 
 def tiny_config(tokenizer: PreTrainedTokenizerFast) -> LlamaConfig:
-    """A 2-layer Llama (hidden 128, ~0.5M parameters) with one output label."""
+    """A 2-layer Llama (hidden 256, 8 heads, ~1.8M parameters) with one output label.
+
+    Sized so the generated task is learned reliably: with hidden 128 / 4 heads the run sat at chance
+    for 300-600+ steps depending on the seed; this size leaves the plateau by step ~250 for every
+    seed tried (1, 2, 42) at the default lr 1e-4 + 10 % warmup.
+    """
     return LlamaConfig(
         vocab_size=len(tokenizer),
-        hidden_size=128,
-        intermediate_size=384,
+        hidden_size=256,
+        intermediate_size=768,
         num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
+        num_attention_heads=8,
+        num_key_value_heads=4,
         max_position_embeddings=512,
         pad_token_id=tokenizer.pad_token_id,
         bos_token_id=tokenizer.bos_token_id,
