@@ -55,6 +55,9 @@ class TrainConfig:
     center_rewards_coefficient: float | None = _opt(
         None, "Add coef * mean((r_chosen + r_rejected)^2) to keep rewards centred (0.01 in the paper)."
     )
+    label_smoothing: float = _opt(
+        0.0, "Conservative Bradley-Terry: treat 'chosen wins' as true with probability 1 - eps (docs/loss.md)."
+    )
     # --- optimisation --------------------------------------------------------------------------
     output_dir: str = _opt("runs/tiny-synthetic", "Where the checkpoint and metrics.jsonl are written.")
     per_device_train_batch_size: int = _opt(32, "Pairs per micro-batch (TRL/HF default 8).")
@@ -92,6 +95,8 @@ class TrainConfig:
             problems.append("--gradient_accumulation_steps must be >= 1")
         if self.learning_rate < 0 or not math.isfinite(self.learning_rate):
             problems.append("--learning_rate must be a finite number >= 0")
+        if not 0.0 <= self.label_smoothing < 0.5:
+            problems.append("--label_smoothing must be in [0, 0.5)")
         if self.bf16 and self.fp16:
             problems.append("--bf16 and --fp16 are mutually exclusive")
         if not 0.0 <= self.eval_split_size < 1.0:

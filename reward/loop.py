@@ -99,7 +99,11 @@ def rows_at(ds: Dataset, indices: list[int]) -> list[dict]:
 
 # --- one optimizer step ---------------------------------------------------------------------------
 def accumulate_gradients(
-    model: PreTrainedModel, micro_batches: list[Batch], precision: Precision, center_coef: float | None
+    model: PreTrainedModel,
+    micro_batches: list[Batch],
+    precision: Precision,
+    center_coef: float | None = None,
+    label_smoothing: float = 0.0,
 ) -> MetricTotals:
     """Forward + backward every micro-batch of one step, each scaled by 1 / (pairs in the step)."""
     n_step = sum(mb["margin"].numel() for mb in micro_batches)
@@ -111,7 +115,12 @@ def accumulate_gradients(
             rewards = compute_rewards(model, input_ids, attention_mask)  # (2B,) float32
         b = rewards.shape[0] // 2
         out = bradley_terry_loss(
-            rewards[:b], rewards[b:], mb["margin"].to(precision.device), center_coef, num_pairs_in_step=n_step
+            rewards[:b],
+            rewards[b:],
+            mb["margin"].to(precision.device),
+            center_coef,
+            label_smoothing,
+            num_pairs_in_step=n_step,
         )
         loss = precision.scaler.scale(out.loss) if precision.scaler else out.loss
         loss.backward()
@@ -153,7 +162,11 @@ def evaluate(
         n = rewards.shape[0] // 2
         totals.add(
             bradley_terry_loss(
-                rewards[:n], rewards[n:], batch["margin"].to(precision.device), cfg.center_rewards_coefficient
+                rewards[:n],
+                rewards[n:],
+                batch["margin"].to(precision.device),
+                cfg.center_rewards_coefficient,
+                cfg.label_smoothing,
             )
         )
     model.train(was_training)
@@ -193,7 +206,9 @@ def train(
     for step in range(1, total_steps + 1):
         started = time.perf_counter()
         _epoch, micro_batches = next(steps)  # collation counts as training time
-        totals = accumulate_gradients(model, micro_batches, precision, cfg.center_rewards_coefficient)
+        totals = accumulate_gradients(
+            model, micro_batches, precision, cfg.center_rewards_coefficient, cfg.label_smoothing
+        )
         lr = scheduler.get_last_lr()[0]  # the lr this update uses
         grad_norms.append(apply_update(model, optimizer, scheduler, precision, cfg.max_grad_norm))
         window_seconds += time.perf_counter() - started

@@ -6,10 +6,16 @@ Bradley & Terry (1952) model the probability that response c is preferred to res
 
 so maximum likelihood over preference pairs is logistic regression on Δ = r_c − r_r:
 
-    ℓ_i = −log σ(Δ_i − m_i)                               (m_i = margin, 0 if absent; Llama 2)
+    z_i = Δ_i − m_i                                       (m_i = margin, 0 if absent; Llama 2)
+    ℓ_i = −(1 − ε) log σ(z_i) − ε log σ(−z_i)             (ε = label_smoothing, 0 by default:
+                                                          "chosen wins" with probability 1 − ε)
         + λ · (r_c,i + r_r,i)²                            (λ = center_rewards_coefficient;
                                                           Eisenstein et al. 2023, "Helping or herding?")
     L   = (1 / N) · Σ_i ℓ_i
+
+With ε = 0 this is −log σ(Δ − m), TRL's loss. With ε > 0 it is the cross-entropy against a soft
+label 1 − ε (conservative Bradley–Terry, as cDPO does for DPO): the loss no longer falls to 0 as
+Δ → ∞ but is minimised at σ(z) = 1 − ε, so the model stops pushing rewards apart on noisy labels.
 
 N is the number of pairs in the *optimizer step*, not in the micro-batch: summing per-pair terms and
 dividing once by the step's pair count makes k accumulated micro-batches of b pairs (even when the
@@ -18,7 +24,8 @@ last one is smaller) give exactly the gradient of one batch of all their pairs.
 `−log σ(x)` is computed with `logsigmoid`, which is stable for large |x| (log(sigmoid(x)) underflows
 to log(0) = −inf for x ≲ −104 in fp32), and always in float32 even inside a bf16/fp16 autocast region.
 
-Gradient, for reference (no margin, no centring): ∂L/∂r_c,i = −(1 − σ(Δ_i)) / N = −∂L/∂r_r,i.
+Gradient, for reference (no centring): ∂L/∂r_c,i = (σ(z_i) − (1 − ε)) / N = −∂L/∂r_r,i,
+which for ε = 0 is −(1 − σ(Δ_i)) / N.
 """
 
 from __future__ import annotations
@@ -46,6 +53,7 @@ def bradley_terry_loss(
     r_rejected: torch.Tensor,
     margin: torch.Tensor | None = None,
     center_rewards_coefficient: float | None = None,
+    label_smoothing: float = 0.0,
     num_pairs_in_step: int | None = None,
 ) -> LossOutput:
     """Pairwise loss and metrics for B pairs.
@@ -64,8 +72,10 @@ def bradley_terry_loss(
         r_c = r_chosen.float()  # (B,)
         r_r = r_rejected.float()  # (B,)
         delta = r_c - r_r  # (B,)
-        logits = delta if margin is None else delta - margin.float()  # (B,)
-        per_pair = -F.logsigmoid(logits)  # (B,)
+        z = delta if margin is None else delta - margin.float()  # (B,)
+        per_pair = -F.logsigmoid(z)  # (B,)
+        if label_smoothing:
+            per_pair = (1 - label_smoothing) * per_pair - label_smoothing * F.logsigmoid(-z)  # (B,)
         if center_rewards_coefficient:
             per_pair = per_pair + center_rewards_coefficient * (r_c + r_r) ** 2  # (B,)
         n = num_pairs_in_step if num_pairs_in_step is not None else r_c.numel()
