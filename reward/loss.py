@@ -22,7 +22,7 @@ dividing once by the step's pair count makes k accumulated micro-batches of b pa
 last one is smaller) give exactly the gradient of one batch of all their pairs.
 
 `−log σ(x)` is computed with `logsigmoid`, which is stable for large |x| (log(sigmoid(x)) underflows
-to log(0) = −inf for x ≲ −104 in fp32), and always in float32 even inside a bf16/fp16 autocast region.
+to log(0) = −inf for x ≲ −104 in fp32), and always in float32 (or float64 if given float64) even inside a bf16/fp16 autocast region.
 
 Gradient, for reference (no centring): ∂L/∂r_c,i = (σ(z_i) − (1 − ε)) / N = −∂L/∂r_r,i,
 which for ε = 0 is −(1 − σ(Δ_i)) / N.
@@ -69,10 +69,11 @@ def bradley_terry_loss(
     (0.5, 0.5)
     """
     with torch.autocast(device_type=r_chosen.device.type, enabled=False):
-        r_c = r_chosen.float()  # (B,)
-        r_r = r_rejected.float()  # (B,)
+        dtype = torch.promote_types(r_chosen.dtype, torch.float32)  # bf16/fp16 -> fp32; fp64 stays
+        r_c = r_chosen.to(dtype)  # (B,)
+        r_r = r_rejected.to(dtype)  # (B,)
         delta = r_c - r_r  # (B,)
-        z = delta if margin is None else delta - margin.float()  # (B,)
+        z = delta if margin is None else delta - margin.to(dtype)  # (B,)
         per_pair = -F.logsigmoid(z)  # (B,)
         if label_smoothing:
             per_pair = (1 - label_smoothing) * per_pair - label_smoothing * F.logsigmoid(-z)  # (B,)

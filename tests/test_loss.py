@@ -70,3 +70,59 @@ def test_fp32_under_autocast_and_stable_for_huge_gaps():
     assert out.loss.item() == pytest.approx(8192 / 2, rel=1e-6)  # -log σ(-x) ≈ x; -log σ(x) ≈ 0
     out.loss.backward()
     assert torch.isfinite(r_c.grad).all()
+
+
+def test_label_smoothing_hand_worked():
+    # Δ = 2, ε = 0.1: 0.9 · log(1 + e^-2) + 0.1 · log(1 + e^2) = 0.9 · 0.126928 + 0.1 · 2.126928
+    out = bradley_terry_loss(torch.tensor([2.0]), torch.tensor([0.0]), label_smoothing=0.1)
+    assert out.loss.item() == pytest.approx(0.9 * 0.126928 + 0.1 * 2.126928, abs=1e-6)
+    # minimised where σ(Δ) = 1 − ε: the gradient vanishes at Δ = logit(0.9) = log 9
+    delta = torch.tensor([math.log(9.0)], requires_grad=True)
+    bradley_terry_loss(delta, torch.zeros(1), label_smoothing=0.1).loss.backward()
+    assert abs(delta.grad.item()) < 1e-6
+
+
+def test_equals_bce_with_logits_against_label_one():
+    g = torch.Generator().manual_seed(0)
+    r_c, r_r, m = torch.randn(16, generator=g), torch.randn(16, generator=g), torch.rand(16, generator=g)
+    bce = torch.nn.BCEWithLogitsLoss()
+    assert bradley_terry_loss(r_c, r_r).loss.item() == pytest.approx(bce(r_c - r_r, torch.ones(16)).item(), abs=1e-6)
+    assert bradley_terry_loss(r_c, r_r, m).loss.item() == pytest.approx(bce(r_c - r_r - m, torch.ones(16)).item(), 1e-6)
+    smoothed = bradley_terry_loss(r_c, r_r, label_smoothing=0.2).loss.item()
+    assert smoothed == pytest.approx(bce(r_c - r_r, torch.full((16,), 0.8)).item(), abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {},
+        {"margin": True},
+        {"center_rewards_coefficient": 0.05},
+        {"label_smoothing": 0.1},
+        {"margin": True, "center_rewards_coefficient": 0.01, "label_smoothing": 0.2, "num_pairs_in_step": 9},
+    ],
+    ids=["plain", "margin", "centering", "smoothing", "all"],
+)
+def test_gradcheck_float64(options):
+    g = torch.Generator().manual_seed(1)
+    r_c = torch.randn(5, dtype=torch.float64, generator=g, requires_grad=True)
+    r_r = torch.randn(5, dtype=torch.float64, generator=g, requires_grad=True)
+    margin = torch.rand(5, dtype=torch.float64, generator=g) if options.pop("margin", False) else None
+    assert bradley_terry_loss(r_c, r_r, margin, **options).loss.dtype == torch.float64  # no downcast
+
+    def loss(a, b):
+        return bradley_terry_loss(a, b, margin, **options).loss
+
+    assert torch.autograd.gradcheck(loss, (r_c, r_r), eps=1e-6, atol=1e-8)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_finite_loss_and_gradients_at_huge_gaps(dtype):
+    for gap in (1e4, -1e4):
+        r_c = torch.tensor([gap, 0.0], dtype=dtype, requires_grad=True)
+        r_r = torch.tensor([0.0, 0.0], dtype=dtype, requires_grad=True)
+        out = bradley_terry_loss(r_c, r_r, center_rewards_coefficient=0.01, label_smoothing=0.1)
+        out.loss.backward()
+        assert torch.isfinite(out.loss) and torch.isfinite(r_c.grad).all() and torch.isfinite(r_r.grad).all()
+    # naive log(sigmoid(x)) is where it breaks: that is why logsigmoid is used
+    assert torch.isinf(torch.log(torch.sigmoid(torch.tensor(-1e4))))
