@@ -2,10 +2,14 @@
 
     python score.py --model runs/tiny-synthetic --input runs/tiny-synthetic/heldout_pairs.jsonl
     python score.py --model runs/tiny-synthetic --input texts.jsonl --output scored.jsonl
+    python score.py --model runs/tiny-synthetic --input pairs.jsonl --explain --explain_rows 5
+    python score.py --model runs/tiny-synthetic --input pairs.jsonl --plot scores.png --reliability_out rel.json
 
-Preference files (chosen/rejected) print pairwise accuracy, mean reward margin and reward stats;
-files of texts (`text`), prompt/response rows or conversations (`messages`) get a `reward` each.
-Text is formatted as in training (EOS appended; chat template for message lists).
+Preference files (chosen/rejected) print pairwise accuracy, mean reward margin, the loss and reward
+stats, then calibration (ECE + reliability table), length bias and accuracy per subset
+(`reward/diagnostics.py`). `--explain` prints every term of the loss pair by pair
+(`reward/explain.py`). Files of texts (`text`), prompt/response rows or conversations (`messages`)
+get a `reward` each. Text is formatted as in training (EOS appended; chat template for message lists).
 """
 
 from __future__ import annotations
@@ -13,26 +17,31 @@ from __future__ import annotations
 import json
 import sys
 import traceback
+from collections.abc import Iterable
 from pathlib import Path
 
 from reward.config import ScoreConfig, parse_score_config
 from reward.errors import UserError
-from reward.scoring import PAIRS, RewardScorer, load_rows
+from reward.explain import explain_pairs, format_explanation
+from reward.scoring import PAIRS, RewardScorer, load_rows, training_loss_options
+
+PAIR_ONLY_OPTIONS = ("explain", "plot", "reliability_out")
 
 
 def main(cfg: ScoreConfig) -> dict:
     """Score `cfg.input`; returns the pair metrics (pairs) or reward stats (texts)."""
     rows, kind = load_rows(cfg.input)
+    used = [f"--{name}" for name in PAIR_ONLY_OPTIONS if getattr(cfg, name)]
+    if kind != PAIRS and used:
+        raise UserError(f"{', '.join(used)} need(s) a file of pairs (chosen/rejected columns); {cfg.input} has {kind}")
+    if cfg.plot:
+        from reward.plotting import require_matplotlib
+
+        require_matplotlib()  # fail before scoring, not after
     scorer = RewardScorer(cfg.model, batch_size=cfg.batch_size, device=cfg.device)
     print(f"scoring {len(rows)} {kind} from {cfg.input} with {cfg.model} on {scorer.device}")
     if kind == PAIRS:
-        report = scorer.score_pairs(rows)
-        scored, summary = report.rows, report.metrics
-        m = summary
-        print(
-            f"pairs {m['pairs']} | accuracy {m['accuracy']:.4f} | margin {m['margin']:.4f} | loss {m['loss']:.4f} | "
-            f"reward mean {m['reward_mean']:.4f} min {m['reward_min']:.4f} max {m['reward_max']:.4f}"
-        )
+        scored, summary = report_pairs(cfg, scorer, rows)
     else:
         scored = scorer.score_rows(rows, kind)
         rewards = [r["reward"] for r in scored]
@@ -47,15 +56,53 @@ def main(cfg: ScoreConfig) -> dict:
             f"min {summary['reward_min']:.4f} max {summary['reward_max']:.4f}"
         )
     if cfg.output:
-        out = Path(cfg.output)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(out.name + ".tmp")
-        with tmp.open("w") as f:
-            for row in scored:
-                f.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
-        tmp.replace(out)  # never leave a half-written output file
-        print(f"wrote {len(scored)} rows to {out}")
+        write_atomically(cfg.output, (json.dumps(row, ensure_ascii=False, default=str) + "\n" for row in scored))
+        print(f"wrote {len(scored)} rows to {cfg.output}")
     return summary
+
+
+def report_pairs(cfg: ScoreConfig, scorer: RewardScorer, rows: list[dict]) -> tuple[list[dict], dict]:
+    """Score pairs with the model's training loss options; print metrics, diagnostics, the explanation."""
+    opts = training_loss_options(cfg.model, cfg.center_rewards_coefficient, cfg.label_smoothing)
+    if opts.center_rewards_coefficient or opts.label_smoothing:
+        print(
+            f"loss options: center_rewards_coefficient {opts.center_rewards_coefficient or 0:g}, "
+            f"label_smoothing {opts.label_smoothing:g} ({opts.source})"
+        )
+    report = scorer.score_pairs(rows, opts, cfg.calibration_bins)
+    m = report.metrics
+    print(
+        f"pairs {m['pairs']} | accuracy {m['accuracy']:.4f} | margin {m['margin']:.4f} | loss {m['loss']:.4f} | "
+        f"reward mean {m['reward_mean']:.4f} min {m['reward_min']:.4f} max {m['reward_max']:.4f}"
+    )
+    print(report.diagnostics.format())
+    scored = report.rows
+    if cfg.explain:
+        explanation = explain_pairs(
+            report.r_chosen, report.r_rejected, report.margin, opts.center_rewards_coefficient, opts.label_smoothing
+        )
+        print(format_explanation(explanation, cfg.explain_rows))
+        # r_chosen / r_rejected come back unchanged (float32 values widened to float64 exactly)
+        scored = [{**row, **ex} for row, ex in zip(scored, explanation.rows())]
+    if cfg.reliability_out:
+        write_atomically(cfg.reliability_out, [json.dumps(report.diagnostics.calibration.to_dict(), indent=2) + "\n"])
+        print(f"wrote the reliability table to {cfg.reliability_out}")
+    if cfg.plot:
+        from reward.plotting import plot_scores
+
+        plot_scores(report.r_chosen, report.r_rejected, report.diagnostics.calibration, cfg.plot)
+        print(f"wrote reward histograms and the reliability diagram to {cfg.plot}")
+    return scored, m
+
+
+def write_atomically(path: str, chunks: Iterable[str]) -> None:
+    """Write via a temporary file, so a failed run never leaves a half-written output."""
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    with tmp.open("w") as f:
+        f.writelines(chunks)
+    tmp.replace(out)
 
 
 def cli(argv: list[str] | None = None) -> int:

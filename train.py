@@ -14,6 +14,7 @@ import random
 import shlex
 import sys
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -24,20 +25,37 @@ from reward.collate import PairwiseCollator
 from reward.config import TrainConfig, parse_config
 from reward.data import load_preferences
 from reward.errors import UserError
-from reward.formatting import tokenize_pairs
-from reward.loop import TrainResult, step_plan, train
+from reward.formatting import TokenizeStats, tokenize_pairs
+from reward.loop import NonFiniteError, TrainResult, step_plan, train
 from reward.metrics import MetricsWriter
 from reward.model import count_parameters, ensure_pad_token, load_model, load_tokenizer
 from reward.precision import pick_device, resolve_precision
+from reward.resume import (
+    check_free_space,
+    load_training_state,
+    prepare_output_dir,
+    save_training_checkpoint,
+    trim_metrics,
+)
+from reward.signals import StopOnSignal
 
 
-def main(cfg: TrainConfig, dataset: Dataset | DatasetDict | None = None) -> TrainResult:
-    """Run one training job; `dataset` (Python API) replaces `cfg.dataset_name` when given."""
+def main(
+    cfg: TrainConfig,
+    dataset: Dataset | DatasetDict | None = None,
+    should_stop: Callable[[int], bool] | None = None,
+) -> TrainResult:
+    """Run one training job; `dataset` (Python API) replaces `cfg.dataset_name` when given.
+
+    `should_stop(step)` is asked after every optimizer step; if it returns True the run saves a
+    checkpoint and returns early with `result.stopped` (train.py wires SIGINT/SIGTERM to it).
+    """
     random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
     out_dir = Path(cfg.output_dir)
     device = pick_device(cfg.use_cpu)
     precision = resolve_precision(cfg.bf16, cfg.fp16, device)
+    checkpoint = prepare_output_dir(out_dir, cfg.resume_from_checkpoint, cfg.overwrite_output_dir)
 
     # --- data and tokenizer ----------------------------------------------------------------------
     data = load_preferences(
@@ -48,12 +66,14 @@ def main(cfg: TrainConfig, dataset: Dataset | DatasetDict | None = None) -> Trai
         eval_split_size=cfg.eval_split_size,
         seed=cfg.seed,
         synthetic_num_pairs=cfg.synthetic_num_pairs,
+        skip_bad_rows=cfg.skip_bad_rows,
     )
     print(
         f"data: {data.source} | format: {data.format}{' + margin' if data.has_margin else ''} | "
         f"train {len(data.train)} pairs | held-out {len(data.test) if data.test is not None else 0} pairs"
     )
-    tokenizer = load_tokenizer(cfg.model_name_or_path, cfg.trust_remote_code)
+    model_source = str(checkpoint) if checkpoint else cfg.model_name_or_path  # a checkpoint has it all
+    tokenizer = load_tokenizer(model_source, cfg.trust_remote_code)
     if ensure_pad_token(tokenizer):
         print(
             f"tokenizer has no pad token: using eos {tokenizer.eos_token!r} as pad (as TRL); "
@@ -66,15 +86,18 @@ def main(cfg: TrainConfig, dataset: Dataset | DatasetDict | None = None) -> Trai
             data.test, tokenizer, data.format, cfg.max_length, cfg.dataset_num_proc, "eval"
         )
     print(
-        f"pairs kept: train {train_stats.kept} (dropped {train_stats.dropped_too_long} over {cfg.max_length} tokens)"
-        + (f", eval {eval_stats.kept} (dropped {eval_stats.dropped_too_long})" if eval_ds is not None else "")
+        f"pairs kept: train {describe(train_stats, cfg.max_length)}"
+        + (f" | eval {describe(eval_stats, cfg.max_length)}" if eval_ds is not None else "")
     )
     if train_stats.kept == 0:
-        raise UserError(f"every training pair is longer than --max_length {cfg.max_length}; raise it")
+        raise UserError(
+            f"no training pair left: {train_stats.dropped_too_long} longer than --max_length {cfg.max_length}, "
+            f"{train_stats.dropped_identical} with chosen identical to rejected"
+        )
 
     # --- model -----------------------------------------------------------------------------------
     model = load_model(
-        cfg.model_name_or_path,
+        model_source,
         tokenizer,
         seed=cfg.seed,
         disable_dropout=cfg.disable_dropout,
@@ -84,6 +107,11 @@ def main(cfg: TrainConfig, dataset: Dataset | DatasetDict | None = None) -> Trai
         model.config.use_cache = False
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model.to(device)
+    check_free_space(out_dir, count_parameters(model), cfg.save_total_limit)
+    resume_state = None
+    if checkpoint:
+        resume_state = load_training_state(checkpoint)
+        print(f"resuming from {checkpoint} at optimizer step {resume_state['step']}")
     _, total_steps = step_plan(len(train_ds), cfg)
     print(
         f"model: {cfg.model_name_or_path} ({type(model).__name__}, {count_parameters(model) / 1e6:.2f}M params) | "
@@ -94,18 +122,30 @@ def main(cfg: TrainConfig, dataset: Dataset | DatasetDict | None = None) -> Trai
     )
 
     # --- train -----------------------------------------------------------------------------------
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "metrics.jsonl").unlink(missing_ok=True)  # one run per metrics file
-    writer = MetricsWriter(out_dir / "metrics.jsonl")
+    metrics_path = out_dir / "metrics.jsonl"
+    if resume_state:
+        trim_metrics(metrics_path, resume_state["step"])  # records after the checkpoint are redone
+    else:
+        metrics_path.unlink(missing_ok=True)  # one run per metrics file
+    writer = MetricsWriter(metrics_path)
     collate = PairwiseCollator(tokenizer.pad_token_id, cfg.pad_to_multiple_of)
 
-    def save(step: int | None, metrics: dict | None = None) -> Path:
-        target = out_dir if step is None else out_dir / f"checkpoint-{step}"
+    def export(target: Path, metrics: dict | None = None) -> Path:
         card = {"format": data.format, "train_pairs": len(train_ds), "metrics": metrics or {}}
         return save_reward_model(model, tokenizer, target, cfg.to_dict(), card)
 
-    result = train(cfg, model, train_ds, eval_ds, collate, precision, writer, save=save)
-    saved = save(None, {f"eval_{k}": v for k, v in (result.eval or {}).items()})
+    def save_checkpoint(step: int, state: dict) -> None:
+        save_training_checkpoint(out_dir, step, export, state, cfg.save_total_limit)
+
+    result = train(
+        cfg, model, train_ds, eval_ds, collate, precision, writer, save_checkpoint, resume_state, should_stop
+    )
+    if result.stopped:
+        print(
+            f"stopped after optimizer step {result.steps}; checkpoint saved in {out_dir / f'checkpoint-{result.steps}'}"
+        )
+        return result
+    saved = export(out_dir, {f"eval_{k}": v for k, v in (result.eval or {}).items()})
 
     # --- report ----------------------------------------------------------------------------------
     if result.eval:
@@ -125,16 +165,31 @@ def main(cfg: TrainConfig, dataset: Dataset | DatasetDict | None = None) -> Trai
     return result
 
 
+def describe(stats: TokenizeStats, max_length: int | None) -> str:
+    return (
+        f"{stats.kept} (dropped {stats.dropped_too_long} over {max_length} tokens, "
+        f"{stats.dropped_identical} with chosen == rejected)"
+    )
+
+
 def cli(argv: list[str] | None = None) -> int:
+    """Exit codes: 0 done, 2 bad input or options, 3 non-finite training, 128 + N stopped by signal N."""
     argv = sys.argv[1:] if argv is None else argv
-    debug = "--debug" in argv
     try:
-        main(parse_config(argv))
-    except UserError as exc:
-        if debug:
+        cfg = parse_config(argv)
+        with StopOnSignal() as stop:
+            result = main(cfg, should_stop=stop)
+    except (UserError, NonFiniteError) as exc:
+        if "--debug" in argv:
             traceback.print_exc()
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return 2 if isinstance(exc, UserError) else 3
+    if result.stopped:
+        args = [a for a in argv if a not in ("--overwrite_output_dir",)]
+        if "--resume_from_checkpoint" not in args:
+            args += ["--resume_from_checkpoint", "latest"]
+        print(f"resume with: python train.py {shlex.join(args)}")
+        return 128 + (stop.requested or 0)
     return 0
 
 

@@ -14,6 +14,11 @@ The modules follow the data flow:
     metrics.py     exact metric averages, step log line, metrics.jsonl
     checkpoint.py  pipeline-ready Hugging Face folder + model card
     scoring.py     batched scoring of texts and pairs
+    explain.py     the loss term by term (score.py --explain)
+    diagnostics.py calibration (ECE), length bias, per-subset accuracy
+    plotting.py    optional plots (matplotlib, imported lazily)
+    resume.py      resumable checkpoints written atomically; the output-dir policy
+    signals.py     SIGINT/SIGTERM: finish the step, save, exit
 """
 
 __version__ = "0.1.0"

@@ -37,8 +37,8 @@ class TrainConfig:
     # --- data ----------------------------------------------------------------------------------
     dataset_name: str = _opt(
         "synthetic",
-        "A .jsonl/.json/.csv/.parquet file, a folder of them, a Hub dataset id, or 'synthetic' "
-        "(the generated category task, see README).",
+        "A .jsonl/.json/.csv/.parquet file, a folder of them, a Hub dataset id, 'synthetic' "
+        "(the generated category task, see README) or 'synthetic-long' (the same behind long shared prompts).",
     )
     dataset_config: str | None = _opt(None, "Hub dataset configuration name.")
     dataset_train_split: str = _opt("train", "Split to train on.")
@@ -46,6 +46,7 @@ class TrainConfig:
     eval_split_size: float = _opt(
         0.1, "Fraction of train held out (seeded) when there is no test split; 0 disables eval."
     )
+    skip_bad_rows: bool = _opt(False, "Drop invalid rows (reporting how many and which) instead of stopping.")
     synthetic_num_pairs: int = _opt(12000, "Number of pairs generated when dataset_name is 'synthetic'.")
     max_length: int | None = _opt(
         1024, "Pairs where either side is longer than this many tokens are dropped (and counted)."
@@ -83,6 +84,12 @@ class TrainConfig:
     eval_strategy: str = _opt("steps", "'steps' (every eval_steps and at the end), 'epoch' or 'no'.")
     eval_steps: int = _opt(100, "Evaluate on the held-out split every this many steps.")
     save_steps: int = _opt(0, "Also save a checkpoint-STEP folder every this many steps; 0: only at the end.")
+    save_total_limit: int | None = _opt(None, "Keep only the newest N checkpoint-STEP folders.")
+    resume_from_checkpoint: str | None = _opt(
+        None, "Continue a run: a checkpoint-STEP folder, or 'latest' (the newest one in output_dir)."
+    )
+    overwrite_output_dir: bool = _opt(False, "Allow starting a new run in a non-empty output_dir (deletes it).")
+    max_nonfinite_steps: int = _opt(3, "Abort after this many optimizer steps in a row with a non-finite loss/grad.")
     dataset_num_proc: int | None = _opt(None, "Processes for tokenization (datasets.map num_proc).")
     disable_tqdm: bool = _opt(False, "Hide the progress bar.")
     debug: bool = _opt(False, "Show the full traceback for input/option errors.")
@@ -160,13 +167,43 @@ class ScoreConfig:
     output: str | None = _opt(None, "Write every input row plus its reward(s) to this .jsonl file.")
     batch_size: int = _opt(16, "Sequences per forward pass.")
     device: str | None = _opt(None, "cpu, cuda, cuda:1, ... (default: cuda if available).")
+    # --- pairs only: the loss explained, and diagnostics ---------------------------------------------
+    explain: bool = _opt(
+        False,
+        "Print each pair's loss term and its gradients w.r.t. both rewards (with --output: add them to each row).",
+    )
+    explain_rows: int = _opt(20, "Pairs shown in the --explain table (totals always cover every pair).")
+    center_rewards_coefficient: float | None = _opt(
+        None, "Centring coefficient of the scored loss (default: the model's training_config.json, else none)."
+    )
+    label_smoothing: float | None = _opt(
+        None, "Label smoothing of the scored loss (default: the model's training_config.json, else 0)."
+    )
+    calibration_bins: int = _opt(10, "Equal-width confidence bins over [0.5, 1] for ECE and the reliability table.")
+    reliability_out: str | None = _opt(None, "Write the ECE and reliability table to this JSON file.")
+    plot: str | None = _opt(
+        None, 'Save reward histograms and the reliability diagram to this image (needs pip install -e ".[plot]").'
+    )
     debug: bool = _opt(False, "Show the full traceback for input errors.")
 
     def __post_init__(self) -> None:
         if not self.model or not self.input:
             raise UserError("--model and --input are required")
+        problems = []
         if self.batch_size < 1:
-            raise UserError("--batch_size must be >= 1")
+            problems.append("--batch_size must be >= 1")
+        if self.explain_rows < 0:
+            problems.append("--explain_rows must be >= 0")
+        if self.calibration_bins < 1:
+            problems.append("--calibration_bins must be >= 1")
+        if self.label_smoothing is not None and not 0.0 <= self.label_smoothing < 0.5:
+            problems.append("--label_smoothing must be in [0, 0.5)")
+        if self.center_rewards_coefficient is not None and not (
+            math.isfinite(self.center_rewards_coefficient) and self.center_rewards_coefficient >= 0
+        ):
+            problems.append("--center_rewards_coefficient must be a finite number >= 0")
+        if problems:
+            raise UserError("; ".join(problems))
 
 
 def parse_score_config(argv: list[str] | None = None) -> ScoreConfig:

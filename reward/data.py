@@ -17,6 +17,7 @@ Any format may carry a numeric `margin` column (how much better chosen is; Llama
 from __future__ import annotations
 
 import csv
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +25,7 @@ from pathlib import Path
 from datasets import Dataset, DatasetDict, Features, Value, load_dataset
 
 from reward.errors import UserError
-from reward.synthetic import generate_pairs
+from reward.synthetic import generate_long_prompt_pairs, generate_pairs
 
 FILE_BUILDERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
 EXPLICIT, IMPLICIT, CONVERSATIONAL = "explicit prompt", "implicit prompt", "conversational"
@@ -52,6 +53,8 @@ def load_raw(
         return name, "<DatasetDict>"
     if name == "synthetic":
         return DatasetDict({"train": Dataset.from_list(generate_pairs(synthetic_num_pairs))}), name
+    if name == "synthetic-long":  # the same task behind a shared multi-turn history (benchmarks)
+        return DatasetDict({"train": Dataset.from_list(generate_long_prompt_pairs(synthetic_num_pairs))}), name
     path = Path(name)
     if path.is_file():
         builder = FILE_BUILDERS.get(path.suffix.lower())
@@ -87,7 +90,26 @@ def _load(*args, **kwargs) -> DatasetDict:
         return load_dataset(*args, **kwargs)
     except Exception as exc:  # datasets raises many types (DatasetNotFoundError, ArrowInvalid, ...)
         where = args[0] if not kwargs.get("data_files") else kwargs["data_files"]["train"]
-        raise UserError(f"{where}: could not load the dataset ({type(exc).__name__}: {exc})") from exc
+        for path in [Path(where)] if Path(where).is_file() else sorted(Path(where).glob("*.jsonl")):
+            first_bad_json_line(path)  # raises a precise error if a JSONL line does not parse
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise UserError(f"{where}: could not load the dataset ({type(exc).__name__}: {first_line})") from exc
+
+
+def first_bad_json_line(path: Path) -> None:
+    """Raise a UserError naming the first line of a JSONL file that is not a JSON object."""
+    if path.suffix.lower() != ".jsonl":
+        return
+    with open(path, encoding="utf-8") as f:
+        for number, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                value = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise UserError(f"{path}: line {number}: malformed JSON ({exc.msg} at column {exc.colno})") from exc
+            if not isinstance(value, dict):
+                raise UserError(f"{path}: line {number}: expected a JSON object, got {type(value).__name__}")
 
 
 def detect_format(columns: list[str], first_row: dict, source: str = "data") -> str:
@@ -147,13 +169,24 @@ def row_problem(row: dict, fmt: str) -> str | None:
     return None
 
 
-def validate(ds: Dataset, fmt: str, source: str, split: str, problem=row_problem) -> None:
-    """Raise one UserError listing the bad rows (1-based, as lines of a JSONL file)."""
+def validate(
+    ds: Dataset, fmt: str, source: str, split: str, problem=row_problem, skip_bad_rows: bool = False
+) -> Dataset:
+    """Check every row; one UserError lists the bad ones (1-based: the line of a JSONL file, the
+    data row of a CSV). With `skip_bad_rows` they are dropped instead, and counted in the log."""
     bad = [(i + 1, p) for i, row in enumerate(ds) if (p := problem(row, fmt))]
-    if bad:
-        shown = "; ".join(f"row {n}: {p}" for n, p in bad[:SHOWN_BAD_ROWS])
-        more = f" (and {len(bad) - SHOWN_BAD_ROWS} more)" if len(bad) > SHOWN_BAD_ROWS else ""
-        raise UserError(f"{source} [{split}]: {len(bad)} bad row(s): {shown}{more}")
+    if not bad:
+        return ds
+    shown = "; ".join(f"row {n}: {p}" for n, p in bad[:SHOWN_BAD_ROWS])
+    more = f" (and {len(bad) - SHOWN_BAD_ROWS} more)" if len(bad) > SHOWN_BAD_ROWS else ""
+    report = f"{source} [{split}]: {len(bad)} bad row(s): {shown}{more}"
+    if not skip_bad_rows:
+        raise UserError(report + " (--skip_bad_rows drops them instead)")
+    if len(bad) == len(ds):
+        raise UserError(report + "; no good rows left")
+    print(f"skipping {report}")
+    bad_index = {n - 1 for n, _ in bad}
+    return ds.select([i for i in range(len(ds)) if i not in bad_index])
 
 
 def load_preferences(
@@ -165,6 +198,7 @@ def load_preferences(
     eval_split_size: float = 0.1,
     seed: int = 42,
     synthetic_num_pairs: int = 12000,
+    skip_bad_rows: bool = False,
 ) -> PreferenceData:
     """Load, detect, validate, and hold out `eval_split_size` (seeded) when there is no test split."""
     splits, source = load_raw(name, config, synthetic_num_pairs)
@@ -174,12 +208,12 @@ def load_preferences(
     if len(train) == 0:
         raise UserError(f"{source}: the '{train_split}' split is empty")
     fmt = detect_format(train.column_names, train[0], f"{source} [{train_split}]")
-    validate(train, fmt, source, train_split)
+    train = validate(train, fmt, source, train_split, skip_bad_rows=skip_bad_rows)
     test, held_out = splits.get(test_split), False
     if test is not None:
         if detect_format(test.column_names, test[0] if len(test) else train[0], f"{source} [{test_split}]") != fmt:
             raise UserError(f"{source}: '{test_split}' is not in the same format as '{train_split}'")
-        validate(test, fmt, source, test_split)
+        test = validate(test, fmt, source, test_split, skip_bad_rows=skip_bad_rows)
     elif eval_split_size > 0:
         parts = train.train_test_split(test_size=eval_split_size, seed=seed)
         train, test, held_out = parts["train"], parts["test"], True

@@ -21,6 +21,7 @@ from datasets import Dataset
 from transformers import PreTrainedTokenizerBase
 
 from reward.data import CONVERSATIONAL, margin_value
+from reward.diagnostics import subset_column
 from reward.errors import UserError
 
 
@@ -28,6 +29,7 @@ from reward.errors import UserError
 class TokenizeStats:
     kept: int
     dropped_too_long: int
+    dropped_identical: int = 0  # chosen == rejected token for token: no preference to learn
 
 
 def format_text(text: str, tokenizer: PreTrainedTokenizerBase) -> str:
@@ -87,16 +89,23 @@ def tokenize_pairs(
     num_proc: int | None = None,
     desc: str = "train",
 ) -> tuple[Dataset, TokenizeStats]:
-    """Tokenize every pair and drop over-long ones. Returns columns chosen_ids, rejected_ids, margin."""
+    """Tokenize every pair and drop over-long ones. Returns columns chosen_ids, rejected_ids, margin,
+    and the `subset` (or `category`) column when the rows have one (for per-subset eval accuracy)."""
     if fmt == CONVERSATIONAL:
         require_chat_template(tokenizer)  # fail before the first row, not inside datasets.map
+    keep = subset_column(ds.column_names)
     out = ds.map(
         encode_pair,
         fn_kwargs={"tokenizer": tokenizer},
-        remove_columns=ds.column_names,
+        remove_columns=[c for c in ds.column_names if c != keep],
         num_proc=num_proc,
         desc=f"Tokenizing {desc}",
     )
+    before = len(out)
+    out = out.filter(
+        lambda r: r["chosen_ids"] != r["rejected_ids"], num_proc=num_proc, desc=f"Dropping identical {desc} pairs"
+    )
+    identical = before - len(out)
     total = len(out)
     if max_length is not None:
         out = out.filter(
@@ -104,4 +113,4 @@ def tokenize_pairs(
             num_proc=num_proc,
             desc=f"Dropping {desc} pairs over {max_length} tokens",
         )
-    return out, TokenizeStats(kept=len(out), dropped_too_long=total - len(out))
+    return out, TokenizeStats(kept=len(out), dropped_too_long=total - len(out), dropped_identical=identical)

@@ -3,8 +3,8 @@
 One optimizer step = `gradient_accumulation_steps` micro-batches. Their pair count N is known
 before the first backward, so each micro-batch contributes Σ ℓ_i / N (see `reward/loss.py`) and
 the accumulated gradient equals the gradient of one big batch, even when the epoch's last
-micro-batch is smaller. (TRL/HF divide each micro-batch *mean* by the number of micro-batches
-instead, which weights pairs unequally when micro-batches are uneven.)
+micro-batch is smaller. (TRL/HF divide each micro-batch *mean* by the number of micro-batches in
+the step instead, which weights pairs unequally when micro-batches are uneven: docs/loss.md §7.)
 """
 
 from __future__ import annotations
@@ -22,10 +22,12 @@ from transformers import PreTrainedModel, get_scheduler
 
 from reward.collate import PairwiseCollator
 from reward.config import TrainConfig
+from reward.diagnostics import diagnose, subset_column
 from reward.loss import bradley_terry_loss
 from reward.metrics import MetricsWriter, MetricTotals, format_step_line
 from reward.model import compute_rewards
 from reward.precision import Precision
+from reward.resume import rng_state, set_rng_state
 
 Batch = dict[str, torch.Tensor]
 
@@ -76,20 +78,24 @@ def step_plan(num_pairs: int, cfg: TrainConfig) -> tuple[int, int]:
     return per_epoch, max(total, 1)
 
 
-def optimizer_steps(ds: Dataset, collate: PairwiseCollator, cfg: TrainConfig) -> Iterator[tuple[int, list[Batch]]]:
+def optimizer_steps(
+    ds: Dataset, collate: PairwiseCollator, cfg: TrainConfig, start_step: int = 0
+) -> Iterator[tuple[int, list[Batch]]]:
     """Yield (epoch, micro-batches of one optimizer step), forever; the caller stops it.
 
     An epoch's last step takes whatever micro-batches are left (it may have fewer, and its last
-    micro-batch fewer pairs): the per-pair normalisation keeps that exact.
+    micro-batch fewer pairs): the per-pair normalisation keeps that exact. The order is a pure
+    function of (seed, epoch), so a resumed run starts at `start_step` without replaying data.
     """
     b, k = cfg.per_device_train_batch_size, cfg.gradient_accumulation_steps
-    epoch = 0
+    steps_per_epoch, _ = step_plan(len(ds), cfg)
+    epoch, skip = divmod(start_step, steps_per_epoch)
     while True:
         order = epoch_order(len(ds), cfg.seed, epoch)
         chunks = [order[i : i + b] for i in range(0, len(order), b)]
-        for s in range(0, len(chunks), k):
+        for s in range(skip * k, len(chunks), k):
             yield epoch, [collate(rows_at(ds, idx)) for idx in chunks[s : s + k]]
-        epoch += 1
+        epoch, skip = epoch + 1, 0
 
 
 def rows_at(ds: Dataset, indices: list[int]) -> list[dict]:
@@ -129,7 +135,11 @@ def accumulate_gradients(
 
 
 def apply_update(model: nn.Module, optimizer, scheduler, precision: Precision, max_grad_norm: float) -> float:
-    """Clip, step, schedule, zero. Returns the global gradient norm before clipping."""
+    """Clip, step, schedule, zero. Returns the global gradient norm before clipping.
+
+    A non-finite gradient norm means the update would write inf/NaN into the weights: the step is
+    skipped (the caller counts it). Under fp16 the GradScaler does the same and lowers its scale.
+    """
     if precision.scaler:
         precision.scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
     limit = max_grad_norm if max_grad_norm > 0 else float("inf")
@@ -137,9 +147,9 @@ def apply_update(model: nn.Module, optimizer, scheduler, precision: Precision, m
     if precision.scaler:
         precision.scaler.step(optimizer)  # skips the step if the gradients overflowed
         precision.scaler.update()
-    else:
+    elif math.isfinite(grad_norm):
         optimizer.step()
-    scheduler.step()
+    scheduler.step()  # the schedule follows the step count, updated or not
     optimizer.zero_grad(set_to_none=True)
     return grad_norm
 
@@ -148,13 +158,19 @@ def apply_update(model: nn.Module, optimizer, scheduler, precision: Precision, m
 def evaluate(
     model: PreTrainedModel, ds: Dataset, collate: PairwiseCollator, cfg: TrainConfig, precision: Precision
 ) -> dict:
-    """Loss and metrics over every pair of `ds` (pair-weighted), in eval mode."""
+    """Loss and metrics over every pair of `ds` (pair-weighted), in eval mode, plus the diagnostics of
+    `reward/diagnostics.py` over all pairs: ece, length_corr, and accuracy/<subset> when `ds` has a
+    subset/category column."""
     was_training = model.training
     model.eval()
     totals = MetricTotals()
+    column = subset_column(ds.column_names)
+    chosen, rejected = [], []  # per batch: (B,), (B,) rewards
+    lengths, subsets = [], []  # per pair: (chosen tokens, rejected tokens); subset label
     b = cfg.per_device_eval_batch_size
     for start in range(0, len(ds), b):
-        batch = collate(rows_at(ds, list(range(start, min(start + b, len(ds))))))
+        rows = rows_at(ds, list(range(start, min(start + b, len(ds)))))
+        batch = collate(rows)
         with precision.autocast():
             rewards = compute_rewards(
                 model, batch["input_ids"].to(precision.device), batch["attention_mask"].to(precision.device)
@@ -169,16 +185,39 @@ def evaluate(
                 cfg.label_smoothing,
             )
         )
+        chosen.append(rewards[:n].cpu())
+        rejected.append(rewards[n:].cpu())
+        lengths += [(len(row["chosen_ids"]), len(row["rejected_ids"])) for row in rows]
+        subsets += [row[column] for row in rows] if column else []
     model.train(was_training)
-    return totals.summary()
+    tokens = torch.tensor(lengths)  # (N, 2)
+    extra = diagnose(torch.cat(chosen), torch.cat(rejected), tokens[:, 0], tokens[:, 1], subsets if column else None)
+    return {**totals.summary(), **extra.metrics()}
 
 
 # --- the loop -------------------------------------------------------------------------------------
 @dataclass
 class TrainResult:
-    steps: int
+    steps: int  # the last optimizer step done
     train: dict  # metrics of the last logging window
     eval: dict | None  # final held-out metrics
+    stopped: bool = False  # True if `should_stop` ended the run early (a checkpoint was saved)
+    nonfinite_steps: int = 0  # optimizer steps skipped for a non-finite loss or gradient
+
+
+class NonFiniteError(RuntimeError):
+    """Too many optimizer steps in a row had a non-finite loss or gradient."""
+
+
+def training_state(step: int, optimizer, scheduler, precision: Precision) -> dict:
+    """Everything besides the weights that a resumed run needs to continue bit for bit."""
+    return {
+        "step": step,
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "scaler": precision.scaler.state_dict() if precision.scaler else None,
+        "rng": rng_state(),
+    }
 
 
 def train(
@@ -189,34 +228,62 @@ def train(
     collate: PairwiseCollator,
     precision: Precision,
     writer: MetricsWriter,
-    save: Callable[[int], None] | None = None,
+    save: Callable[[int, dict], None] | None = None,
+    resume_state: dict | None = None,
+    should_stop: Callable[[int], bool] | None = None,
 ) -> TrainResult:
-    """Run `total_steps` optimizer steps; log, evaluate and call `save(step)` on schedule."""
+    """Run the optimizer steps; log, evaluate and call `save(step, training_state)` on schedule.
+
+    `resume_state` (from a checkpoint, with the weights already loaded into `model`) continues a
+    run exactly where it was saved. `should_stop(step)` is asked after every step; when it says
+    yes the run saves a checkpoint and returns with `stopped=True` (used for SIGINT/SIGTERM).
+    """
     steps_per_epoch, total_steps = step_plan(len(train_ds), cfg)
     optimizer = build_optimizer(model, cfg)
     scheduler = build_scheduler(optimizer, cfg, total_steps)
+    start_step = 0
+    if resume_state is not None:
+        optimizer.load_state_dict(resume_state["optimizer"])
+        scheduler.load_state_dict(resume_state["scheduler"])
+        if precision.scaler and resume_state["scaler"]:
+            precision.scaler.load_state_dict(resume_state["scaler"])
+        set_rng_state(resume_state["rng"])
+        start_step = resume_state["step"]
     model.train()
     do_eval = eval_ds is not None and len(eval_ds) > 0 and cfg.eval_strategy != "no"
     # the logging window: metrics of the steps since the last record, and their compute time only
     # (evaluation and saving excluded, so pairs/s measures training)
     window, grad_norms, window_tokens, window_seconds = MetricTotals(), [], 0, 0.0
-    last_train, last_eval = {}, None
-    bar = tqdm(total=total_steps, desc="train", unit="step", disable=cfg.disable_tqdm, dynamic_ncols=True)
-    steps = optimizer_steps(train_ds, collate, cfg)
-    for step in range(1, total_steps + 1):
+    last_train, last_eval, nonfinite_total, nonfinite_in_a_row = {}, None, 0, 0
+    bar = tqdm(total=total_steps, initial=start_step, desc="train", unit="step", disable=cfg.disable_tqdm)
+    steps = optimizer_steps(train_ds, collate, cfg, start_step)
+    step = start_step
+    for step in range(start_step + 1, total_steps + 1):
         started = time.perf_counter()
         _epoch, micro_batches = next(steps)  # collation counts as training time
         totals = accumulate_gradients(
             model, micro_batches, precision, cfg.center_rewards_coefficient, cfg.label_smoothing
         )
         lr = scheduler.get_last_lr()[0]  # the lr this update uses
-        grad_norms.append(apply_update(model, optimizer, scheduler, precision, cfg.max_grad_norm))
+        grad_norm = apply_update(model, optimizer, scheduler, precision, cfg.max_grad_norm)
         window_seconds += time.perf_counter() - started
-        window.merge(totals)
-        window_tokens += sum(int(mb["attention_mask"].sum()) for mb in micro_batches)
-        step_summary = totals.summary()
+        if math.isfinite(totals.loss_sum) and (math.isfinite(grad_norm) or precision.scaler):
+            nonfinite_in_a_row = 0
+            grad_norms.append(grad_norm)
+            window.merge(totals)
+            window_tokens += sum(int(mb["attention_mask"].sum()) for mb in micro_batches)
+            bar.set_postfix(loss=f"{totals.summary()['loss']:.4f}", acc=f"{totals.summary()['accuracy']:.2f}")
+        else:  # apply_update skipped the update: nothing non-finite reached the weights
+            nonfinite_total += 1
+            nonfinite_in_a_row += 1
+            bar.write(f"step {step}: non-finite loss or gradient (loss {totals.loss_sum}, grad {grad_norm}); skipped")
+            if nonfinite_in_a_row >= cfg.max_nonfinite_steps:
+                raise NonFiniteError(
+                    f"{nonfinite_in_a_row} optimizer steps in a row had a non-finite loss or gradient (last: step "
+                    f"{step}); stopping without saving. Try a lower --learning_rate, --max_grad_norm 1.0, or --bf16 "
+                    "instead of --fp16; the last checkpoint (if any) holds finite weights."
+                )
         bar.update(1)
-        bar.set_postfix(loss=f"{step_summary['loss']:.4f}", acc=f"{step_summary['accuracy']:.2f}")
 
         record = None
         if step % cfg.logging_steps == 0 or step == total_steps:
@@ -226,9 +293,10 @@ def train(
                 "epoch": round(step / steps_per_epoch, 4),
                 **last_train,
                 "lr": lr,
-                "grad_norm": sum(grad_norms) / len(grad_norms),
-                "pairs_per_s": window.pairs / window_seconds,
-                "tokens_per_s": window_tokens / window_seconds,
+                "grad_norm": sum(grad_norms) / max(len(grad_norms), 1),
+                "pairs_per_s": window.pairs / max(window_seconds, 1e-9),
+                "tokens_per_s": window_tokens / max(window_seconds, 1e-9),
+                "nonfinite_steps": nonfinite_total,
             }
             window, grad_norms, window_tokens, window_seconds = MetricTotals(), [], 0, 0.0
         end_of_epoch = step % steps_per_epoch == 0
@@ -243,7 +311,11 @@ def train(
         if record is not None:
             writer.write(record)
             bar.write(format_step_line(record))
-        if save is not None and cfg.save_steps > 0 and step % cfg.save_steps == 0 and step != total_steps:
-            save(step)
+        stop = should_stop is not None and should_stop(step)
+        if save is not None and (stop or step == total_steps or (cfg.save_steps > 0 and step % cfg.save_steps == 0)):
+            save(step, training_state(step, optimizer, scheduler, precision))
+        if stop:
+            bar.close()
+            return TrainResult(step, last_train, last_eval, stopped=True, nonfinite_steps=nonfinite_total)
     bar.close()
-    return TrainResult(steps=total_steps, train=last_train, eval=last_eval)
+    return TrainResult(step, last_train, last_eval, nonfinite_steps=nonfinite_total)

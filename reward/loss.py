@@ -22,7 +22,8 @@ dividing once by the step's pair count makes k accumulated micro-batches of b pa
 last one is smaller) give exactly the gradient of one batch of all their pairs.
 
 `−log σ(x)` is computed with `logsigmoid`, which is stable for large |x| (log(sigmoid(x)) underflows
-to log(0) = −inf for x ≲ −104 in fp32), and always in float32 (or float64 if given float64) even inside a bf16/fp16 autocast region.
+to log(0) = −inf for x ≲ −104 in fp32), and always in float32 (float64 stays float64) even inside a
+bf16/fp16 autocast region.
 
 Gradient, for reference (no centring): ∂L/∂r_c,i = (σ(z_i) − (1 − ε)) / N = −∂L/∂r_r,i,
 which for ε = 0 is −(1 − σ(Δ_i)) / N.

@@ -71,10 +71,18 @@ def load_model(
             raise UserError(f"{name}: no such model folder")
         try:
             model = AutoModelForSequenceClassification.from_pretrained(
-                name, num_labels=1, trust_remote_code=trust_remote_code, dtype=torch.float32
+                name, num_labels=1, trust_remote_code=trust_remote_code, dtype=torch.float32, use_safetensors=True
             )
-        except (OSError, ValueError, RuntimeError) as exc:
-            raise UserError(f"{name}: could not load a one-label sequence-classification model ({exc})") from exc
+        except RuntimeError as exc:
+            if "mismatch" not in str(exc).lower():
+                raise
+            raise UserError(
+                f"{name}: its classification head does not have exactly 1 label; a reward model needs one "
+                "output (start from the base model, or from a reward model with num_labels=1)"
+            ) from exc
+        except (OSError, ValueError) as exc:
+            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise UserError(f"{name}: could not load a sequence-classification model ({first_line})") from exc
     configure_for_reward(model, tokenizer)
     if disable_dropout:
         turn_off_dropout(model)

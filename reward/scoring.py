@@ -8,12 +8,16 @@ Input rows (JSONL/JSON/CSV/Parquet, detected from the columns):
     chats      messages                                 -> adds reward
 
 Text goes through `reward.formatting` (EOS appended; chat template for message lists), so a pair
-scored here gets the rewards the training loop computed for it.
+scored here gets the rewards the training loop computed for it. The pair loss uses the model's
+training loss options (centring, label smoothing; `training_loss_options`), so it is the loss the
+training evaluation reports; pairs also get the diagnostics of `reward.diagnostics`.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
@@ -21,6 +25,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from reward.collate import pad_right
 from reward.data import detect_format, load_raw, text_problem, validate
+from reward.diagnostics import DEFAULT_BINS, Diagnostics, diagnose, subset_column
 from reward.errors import UserError
 from reward.formatting import encode_messages, encode_pair, encode_sequence, encode_text
 from reward.loss import bradley_terry_loss
@@ -33,7 +38,43 @@ PAIRS, TEXTS, RESPONSES, CHATS = "pairs", "texts", "responses", "chats"
 @dataclass
 class PairReport:
     rows: list[dict]  # input fields + r_chosen, r_rejected
-    metrics: dict[str, float]  # accuracy, margin, loss, reward stats over all pairs
+    metrics: dict[str, float | None]  # accuracy, margin, loss, reward stats, diagnostics, over all pairs
+    r_chosen: torch.Tensor  # (B,)
+    r_rejected: torch.Tensor  # (B,)
+    margin: torch.Tensor | None  # (B,); None when no row has a margin
+    diagnostics: Diagnostics
+
+
+@dataclass
+class LossOptions:
+    """The loss options scoring uses, so that its loss is the training loss of the model."""
+
+    center_rewards_coefficient: float | None = None
+    label_smoothing: float = 0.0
+    source: str = "defaults"  # where they came from, for the printed line
+
+
+def training_loss_options(
+    model_dir: str, center_rewards_coefficient: float | None = None, label_smoothing: float | None = None
+) -> LossOptions:
+    """Options given here win; the rest come from MODEL_DIR/training_config.json (written by train.py)
+    when the folder has one, else the defaults (no centring, no smoothing)."""
+    path = Path(model_dir) / "training_config.json"
+    saved: dict = {}
+    if path.is_file():
+        try:
+            saved = json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise UserError(f"{path}: not valid JSON ({exc})") from exc
+    sources = []
+    if center_rewards_coefficient is None and saved.get("center_rewards_coefficient") is not None:
+        center_rewards_coefficient = float(saved["center_rewards_coefficient"])
+        sources.append("center_rewards_coefficient")
+    if label_smoothing is None and saved.get("label_smoothing") is not None:
+        label_smoothing = float(saved["label_smoothing"])
+        sources.append("label_smoothing")
+    source = f"{', '.join(sources)} from {path}" if sources else "command line / defaults"
+    return LossOptions(center_rewards_coefficient, label_smoothing or 0.0, source)
 
 
 class RewardScorer:
@@ -70,13 +111,26 @@ class RewardScorer:
         bar.close()
         return rewards
 
-    def score_pairs(self, rows: list[dict]) -> PairReport:
+    def score_pairs(
+        self, rows: list[dict], loss_options: LossOptions | None = None, num_bins: int = DEFAULT_BINS
+    ) -> PairReport:
+        """Rewards of both sides of every pair, the loss (with the training loss options) and diagnostics."""
+        opts = loss_options or LossOptions()
         encoded = [encode_pair(row, self.tokenizer) for row in rows]
         n = len(encoded)
         rewards = self.score_ids([e["chosen_ids"] for e in encoded] + [e["rejected_ids"] for e in encoded])
         r_c, r_r = torch.tensor(rewards[:n]), torch.tensor(rewards[n:])  # (B,), (B,)
-        margin = torch.tensor([e["margin"] for e in encoded])  # (B,)
-        out = bradley_terry_loss(r_c, r_r, margin)
+        margin = torch.tensor([e["margin"] for e in encoded])  # (B,) 0 where a row has none
+        out = bradley_terry_loss(r_c, r_r, margin, opts.center_rewards_coefficient, opts.label_smoothing)
+        column = subset_column(rows[0].keys())
+        diagnostics = diagnose(
+            r_c,
+            r_r,
+            torch.tensor([len(e["chosen_ids"]) for e in encoded]),  # (B,) tokens, as the model saw them
+            torch.tensor([len(e["rejected_ids"]) for e in encoded]),  # (B,)
+            [row.get(column) for row in rows] if column else None,
+            num_bins,
+        )
         metrics = {
             "pairs": n,
             "accuracy": out.accuracy,
@@ -85,9 +139,11 @@ class RewardScorer:
             "reward_mean": out.reward_mean,
             "reward_min": out.reward_min,
             "reward_max": out.reward_max,
+            **diagnostics.metrics(),
         }
         scored = [{**row, "r_chosen": c, "r_rejected": r} for row, c, r in zip(rows, r_c.tolist(), r_r.tolist())]
-        return PairReport(scored, metrics)
+        has_margin = any(row.get("margin") is not None for row in rows)
+        return PairReport(scored, metrics, r_c, r_r, margin if has_margin else None, diagnostics)
 
     def score_rows(self, rows: list[dict], kind: str) -> list[dict]:
         """Rows of kind texts/responses/chats -> the same rows with a `reward` field."""

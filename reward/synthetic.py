@@ -84,3 +84,46 @@ def generate_pairs(num_pairs: int = 3000, seed: int = 0) -> list[dict[str, str]]
 def length_stats(rows: list[dict[str, str]]) -> float:
     """Share of pairs whose chosen response is longer (in characters) than the rejected one."""
     return sum(len(r["chosen"]) > len(r["rejected"]) for r in rows) / max(len(rows), 1)
+
+
+# --- long-prompt variant (for benchmarks) --------------------------------------------------------
+# Real preference data has prompts several times longer than the responses (multi-turn histories,
+# pasted documents) and a wide spread of lengths. This variant keeps the same rule but puts a
+# conversation history in front of the final question; chosen and rejected share all of it.
+FILLER = (
+    "the a we it was about then there some very really just also when because which this that what "
+    "time day idea plan list note story place house school music garden water light paper window "
+    "friend family city river morning evening weekend question answer reason detail example"
+).split()
+
+
+def _sentence(rng: random.Random, words: int) -> str:
+    text = " ".join(rng.choice(FILLER) for _ in range(words))
+    return text[0].upper() + text[1:] + "."
+
+
+def make_long_prompt_pair(rng: random.Random) -> dict[str, str]:
+    """One pair whose prompt is a multi-turn history (log-normal length) ending in the category question."""
+    pair = make_pair(rng)
+    turns = min(int(rng.lognormvariate(0.4, 0.9)), 10)  # median 1 earlier exchange, long tail
+    history = []
+    for _ in range(turns):
+        history.append("User: " + _sentence(rng, rng.randint(3, 10)))
+        history.append("Assistant: " + " ".join(_sentence(rng, rng.randint(3, 12)) for _ in range(rng.randint(1, 2))))
+    history.append("User: " + pair["prompt"])
+    return {
+        "prompt": "\n".join(history) + "\nAssistant:",
+        "chosen": pair["chosen"] + _tail(rng),
+        "rejected": pair["rejected"] + _tail(rng),
+    }
+
+
+def _tail(rng: random.Random) -> str:
+    """Responses go on with 0-3 unrelated sentences: response lengths vary widely too."""
+    return "".join(" " + _sentence(rng, rng.randint(2, 12)) for _ in range(rng.randint(0, 3)))
+
+
+def generate_long_prompt_pairs(num_pairs: int = 3000, seed: int = 0) -> list[dict[str, str]]:
+    """The long-prompt variant: same rule, a shared conversation history in front of each question."""
+    rng = random.Random(seed)
+    return [make_long_prompt_pair(rng) for _ in range(num_pairs)]

@@ -51,7 +51,7 @@ def build_tiny_tokenizer(vocab_size: int = 1024) -> PreTrainedTokenizerFast:
         eos_token="</s>",
         pad_token="<pad>",
         chat_template=CHAT_TEMPLATE,
-        model_max_length=512,
+        model_max_length=2048,
     )
 
 
@@ -69,7 +69,7 @@ def tiny_config(tokenizer: PreTrainedTokenizerFast) -> LlamaConfig:
         num_hidden_layers=2,
         num_attention_heads=8,
         num_key_value_heads=4,
-        max_position_embeddings=512,
+        max_position_embeddings=2048,
         pad_token_id=tokenizer.pad_token_id,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,

@@ -268,11 +268,11 @@ def test_over_long_pairs_are_dropped_and_counted(tiny_tokenizer):
     tok = tiny_tokenizer
     short, long = " ok.", " " + "a very long answer that goes on " * 6
     rows = [
-        {"prompt": "P0.", "chosen": short, "rejected": short},  # kept
+        {"prompt": "P0.", "chosen": short, "rejected": " no."},  # kept
         {"prompt": "P1.", "chosen": long, "rejected": short},  # dropped: chosen too long
         {"prompt": "P2.", "chosen": short, "rejected": long},  # dropped: rejected too long
         {"prompt": "P3.", "chosen": short, "rejected": " fine."},  # kept
-        {"prompt": "P4.", "chosen": long, "rejected": long},  # dropped: both too long
+        {"prompt": "P4.", "chosen": long, "rejected": long + "!"},  # dropped: both too long
         {"prompt": "P5.", "chosen": " yes.", "rejected": short},  # kept
     ]
     lengths = {r["prompt"]: [len(tok(r["prompt"] + r[s] + tok.eos_token)["input_ids"]) for s in ("chosen", "rejected")]
@@ -407,3 +407,14 @@ def test_csv_loads_the_strings_it_holds(tmp_path, rows):
     write_csv(path, rows)
     data = load_preferences(str(path), eval_split_size=0)  # the same rows load fine from JSONL
     assert data.train.to_list() == rows
+
+
+def test_identical_chosen_and_rejected_are_dropped_and_counted(tiny_tokenizer):
+    rows = [
+        {"prompt": "Q.", "chosen": " same.", "rejected": " same."},  # no preference: dropped
+        {"prompt": "Q.", "chosen": " a.", "rejected": " b."},
+        {"prompt": "Q.", "chosen": " x.", "rejected": " x.</s>"},  # identical once EOS is appended
+    ]
+    out, stats = tokenize_pairs(Dataset.from_list(rows), tiny_tokenizer, EXPLICIT, max_length=1024)
+    assert (stats.kept, stats.dropped_identical, stats.dropped_too_long) == (1, 2, 0)
+    assert len(out) == 1

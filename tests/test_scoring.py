@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import subprocess
 import sys
 from dataclasses import fields
@@ -17,6 +18,8 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 import score
 from reward.config import ScoreConfig, TrainConfig, parse_score_config
+from reward.diagnostics import diagnose
+from reward.loss import bradley_terry_loss
 from reward.synthetic import generate_pairs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -210,3 +213,133 @@ def test_train_help_lists_every_option():
     assert len(names) > 30
     for name in names + ["config"]:
         assert f"--{name}" in text, name
+
+
+# --- diagnostics and --explain ----------------------------------------------------------------------
+def test_pair_summary_has_the_diagnostics(tiny_model_dir, tmp_path, pair_rows, direct, capsys):
+    tokenizer, _, _ = direct
+    rows = [{**r, "subset": "odd" if r["id"] % 2 else "even"} for r in pair_rows]
+    out = tmp_path / "scored.jsonl"
+    rel = tmp_path / "rel" / "reliability.json"
+
+    summary = score.main(
+        parse_score_config(
+            ["--model", str(tiny_model_dir), "--input", str(write_jsonl(tmp_path / "p.jsonl", rows))]
+            + ["--output", str(out), "--reliability_out", str(rel), "--calibration_bins", "5", "--device", "cpu"]
+        )
+    )
+
+    printed = capsys.readouterr().out
+    assert printed.index("pairs 10 | accuracy") < printed.index("calibration: ECE") < printed.index("length bias")
+    assert "accuracy by subset" in printed
+    scored = read_jsonl(out)
+    assert set(scored[0]) == set(rows[0]) | {"r_chosen", "r_rejected"}  # no explanation fields without --explain
+    r_c = torch.tensor([r["r_chosen"] for r in scored])
+    r_r = torch.tensor([r["r_rejected"] for r in scored])
+    lengths = [
+        torch.tensor([len(tokenizer(r["prompt"] + r[side] + tokenizer.eos_token)["input_ids"]) for r in rows])
+        for side in ("chosen", "rejected")
+    ]
+    expected = diagnose(r_c, r_r, *lengths, [r["subset"] for r in rows], num_bins=5)
+    assert summary["ece"] == pytest.approx(expected.calibration.ece)
+    assert summary["length_corr"] == pytest.approx(expected.length_corr)
+    odd = [d > 0 for d, r in zip((r_c - r_r).tolist(), rows) if r["subset"] == "odd"]
+    assert summary["accuracy/odd"] == sum(odd) / len(odd)
+    table = json.loads(rel.read_text())
+    assert table["ece"] == pytest.approx(summary["ece"]) and len(table["bins"]) == 5
+    assert sum(b["count"] for b in table["bins"]) == 10
+
+
+def test_explain_output_rows_match_the_formulas(tiny_model_dir, tmp_path, pair_rows, capsys):
+    rows = [{**r, "margin": 0.5 * (r["id"] % 3)} for r in pair_rows]
+    out = tmp_path / "explained.jsonl"
+
+    summary = score.main(
+        parse_score_config(
+            ["--model", str(tiny_model_dir), "--input", str(write_jsonl(tmp_path / "p.jsonl", rows))]
+            + ["--output", str(out), "--explain", "--explain_rows", "3", "--device", "cpu"]
+        )
+    )
+
+    printed = capsys.readouterr().out
+    assert "loss explained for N = 10 pairs" in printed and "7 more pairs not shown" in printed
+    assert "totals: N 10" in printed and "check pair 1 by hand" in printed
+    got = read_jsonl(out)
+    assert set(got[0]) == set(rows[0]) | {
+        "r_chosen",
+        "r_rejected",
+        "delta",
+        "margin_term",
+        "p_chosen",
+        "loss",
+        "grad_r_chosen",
+        "grad_r_rejected",
+    }
+    for row in got:
+        z = row["r_chosen"] - row["r_rejected"] - row["margin"]
+        assert row["margin_term"] == row["margin"]
+        assert row["p_chosen"] == pytest.approx(1 / (1 + math.exp(-z)))
+        assert row["loss"] == pytest.approx(math.log1p(math.exp(-z)))
+        assert row["grad_r_chosen"] == pytest.approx((row["p_chosen"] - 1) / 10)
+        assert row["grad_r_rejected"] == pytest.approx(-row["grad_r_chosen"])
+    assert summary["loss"] == pytest.approx(sum(r["loss"] for r in got) / 10, abs=1e-6)
+
+
+def test_explain_uses_the_training_loss_options_of_the_model(tiny_model_dir, tmp_path, pair_rows, capsys):
+    model_dir = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model_dir)
+    (model_dir / "training_config.json").write_text(
+        json.dumps({"center_rewards_coefficient": 0.5, "label_smoothing": 0.1})
+    )
+    path = write_jsonl(tmp_path / "p.jsonl", pair_rows)
+
+    def explain(*extra: str) -> tuple[dict, list[dict]]:
+        out = tmp_path / "out.jsonl"
+        argv = ["--model", str(model_dir), "--input", str(path), "--output", str(out), "--explain", "--device", "cpu"]
+        return score.main(parse_score_config(argv + list(extra))), read_jsonl(out)
+
+    summary, got = explain()
+    assert "label_smoothing 0.1" in capsys.readouterr().out
+    r_c = torch.tensor([r["r_chosen"] for r in got])
+    r_r = torch.tensor([r["r_rejected"] for r in got])
+    training_loss = bradley_terry_loss(r_c, r_r, None, 0.5, 0.1).loss.item()
+    assert summary["loss"] == pytest.approx(training_loss, abs=1e-6)
+    assert sum(r["loss"] for r in got) / len(got) == pytest.approx(training_loss, abs=1e-6)
+    for row in got:
+        s = row["r_chosen"] + row["r_rejected"]
+        assert row["center_term"] == pytest.approx(0.5 * s**2)
+        assert row["grad_r_chosen"] == pytest.approx((row["p_chosen"] - 0.9 + 2 * 0.5 * s) / 10)
+        assert "margin_term" not in row  # no margin column
+
+    summary, got = explain("--center_rewards_coefficient", "0", "--label_smoothing", "0")  # flags win
+    assert "center_term" not in got[0]
+    assert summary["loss"] == pytest.approx(bradley_terry_loss(r_c, r_r).loss.item(), abs=1e-6)
+
+
+@pytest.mark.parametrize("option", [["--explain"], ["--plot", "x.png"], ["--reliability_out", "r.json"]])
+def test_pair_only_options_on_texts_are_a_clean_error(tiny_model_dir, tmp_path, option, capsys, quiet_datasets):
+    path = write_jsonl(tmp_path / "texts.jsonl", [{"text": "a b c"}])
+    assert score.cli(["--model", str(tiny_model_dir), "--input", str(path), *option]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and option[0] in err and "pairs" in err
+
+
+def test_plot_without_matplotlib_fails_before_scoring(tiny_model_dir, tmp_path, pair_rows, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
+    path = write_jsonl(tmp_path / "p.jsonl", pair_rows)
+    out = tmp_path / "scored.jsonl"
+
+    code = score.cli(["--model", str(tiny_model_dir), "--input", str(path), "--plot", "p.png", "--output", str(out)])
+
+    captured = capsys.readouterr()
+    assert code == 2 and 'pip install -e ".[plot]"' in captured.err and "Traceback" not in captured.err
+    assert "scoring" not in captured.out and not out.exists()
+
+
+def test_plot_writes_an_image(tiny_model_dir, tmp_path, pair_rows):
+    pytest.importorskip("matplotlib")
+    path = write_jsonl(tmp_path / "p.jsonl", pair_rows)
+    image = tmp_path / "fig" / "scores.png"
+    score.main(parse_score_config(["--model", str(tiny_model_dir), "--input", str(path), "--plot", str(image)]))
+    assert image.read_bytes()[:4] == b"\x89PNG"
