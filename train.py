@@ -165,6 +165,22 @@ def main(
     return result
 
 
+def resume_argv(argv: list[str]) -> list[str]:
+    """The same options, continuing from the newest checkpoint (and never overwriting it)."""
+    out, i = [], 0
+    while i < len(argv):
+        name = argv[i].split("=", 1)[0]
+        if name in ("--overwrite_output_dir", "--resume_from_checkpoint"):
+            takes_value = name == "--resume_from_checkpoint" or (
+                i + 1 < len(argv) and argv[i + 1].lower() in ("true", "false", "yes", "no", "1", "0")
+            )
+            i += 1 + (takes_value and "=" not in argv[i])
+            continue
+        out.append(argv[i])
+        i += 1
+    return [*out, "--resume_from_checkpoint", "latest"]
+
+
 def describe(stats: TokenizeStats, max_length: int | None) -> str:
     return (
         f"{stats.kept} (dropped {stats.dropped_too_long} over {max_length} tokens, "
@@ -185,10 +201,7 @@ def cli(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2 if isinstance(exc, UserError) else 3
     if result.stopped:
-        args = [a for a in argv if a not in ("--overwrite_output_dir",)]
-        if "--resume_from_checkpoint" not in args:
-            args += ["--resume_from_checkpoint", "latest"]
-        print(f"resume with: python train.py {shlex.join(args)}")
+        print(f"resume with: python train.py {shlex.join(resume_argv(argv))}")
         return 128 + (stop.requested or 0)
     return 0
 

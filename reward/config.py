@@ -88,7 +88,9 @@ class TrainConfig:
     resume_from_checkpoint: str | None = _opt(
         None, "Continue a run: a checkpoint-STEP folder, or 'latest' (the newest one in output_dir)."
     )
-    overwrite_output_dir: bool = _opt(False, "Allow starting a new run in a non-empty output_dir (deletes it).")
+    overwrite_output_dir: bool = _opt(
+        False, "Start a new run in a non-empty output_dir, removing the previous run's files."
+    )
     max_nonfinite_steps: int = _opt(3, "Abort after this many optimizer steps in a row with a non-finite loss/grad.")
     dataset_num_proc: int | None = _opt(None, "Processes for tokenization (datasets.map num_proc).")
     disable_tqdm: bool = _opt(False, "Hide the progress bar.")
@@ -133,24 +135,49 @@ def parse_config(argv: list[str] | None = None) -> TrainConfig:
     3e-05
     """
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = HfArgumentParser(TrainConfig, description="Train a Bradley-Terry reward model.")
+    parser = make_parser(TrainConfig, "Train a Bradley-Terry reward model.")
     parser.add_argument("--config", default=None, help="YAML or JSON file of options; flags override it.")
     pre, _ = parser.parse_known_args(argv)
     if pre.config:
         parser.set_defaults(**load_config_file(pre.config))
-    (cfg,) = parser.parse_args_into_dataclasses(args=argv, return_remaining_strings=False)[:1]
+    return parse_into(parser, argv)
+
+
+def make_parser(dataclass_type: type, description: str) -> HfArgumentParser:
+    """An HfArgumentParser whose errors are one-line UserErrors (exit 2, no usage dump)."""
+    parser = HfArgumentParser(dataclass_type, description=description)
+
+    def error(message: str):
+        raise UserError(f"{message} (see --help)")
+
+    parser.error = error
+    return parser
+
+
+def parse_into(parser: HfArgumentParser, argv: list[str]):
+    try:
+        cfg, *rest = parser.parse_args_into_dataclasses(args=argv, return_remaining_strings=True)
+    except (TypeError, ValueError) as exc:  # a value the dataclass rejects, e.g. a bad literal
+        if isinstance(exc, UserError):
+            raise
+        raise UserError(str(exc).strip().splitlines()[0]) from exc
+    unknown = rest[-1] if rest and isinstance(rest[-1], list) else []
+    if unknown:
+        raise UserError(f"unknown option(s): {' '.join(unknown)} (see --help)")
     return cfg
 
 
 def load_config_file(path: str) -> dict[str, Any]:
     """Read a YAML/JSON options file and check that every key is a TrainConfig field."""
-    text = Path(path).read_text()
-    if path.endswith((".yaml", ".yml")):
-        import yaml  # transformers depends on PyYAML
+    import yaml  # transformers depends on PyYAML
 
-        values = yaml.safe_load(text) or {}
-    else:
-        values = json.loads(text)
+    try:
+        text = Path(path).read_text()
+        values = (yaml.safe_load(text) if path.endswith((".yaml", ".yml")) else json.loads(text)) or {}
+    except (OSError, ValueError, yaml.YAMLError) as exc:
+        raise UserError(f"{path}: could not read the options file ({str(exc).splitlines()[0]})") from exc
+    if not isinstance(values, dict):
+        raise UserError(f"{path}: the options file must hold a mapping of option: value")
     known = set(TrainConfig.__dataclass_fields__)
     unknown = sorted(set(values) - known)
     if unknown:
@@ -207,6 +234,5 @@ class ScoreConfig:
 
 
 def parse_score_config(argv: list[str] | None = None) -> ScoreConfig:
-    parser = HfArgumentParser(ScoreConfig, description="Score texts or preference pairs with a reward model.")
-    (cfg,) = parser.parse_args_into_dataclasses(args=argv)
-    return cfg
+    parser = make_parser(ScoreConfig, "Score texts or preference pairs with a reward model.")
+    return parse_into(parser, list(sys.argv[1:] if argv is None else argv))

@@ -60,6 +60,7 @@ def load_raw(
         builder = FILE_BUILDERS.get(path.suffix.lower())
         if builder is None:
             raise UserError(f"{path}: unsupported file type (use {', '.join(FILE_BUILDERS)})")
+        check_text_file(path)
         return _load(builder, data_files={"train": str(path)}, **(csv_as_text(path) if builder == "csv" else {})), str(
             path
         )
@@ -72,6 +73,23 @@ def load_raw(
     if path.suffix.lower() in FILE_BUILDERS or name.startswith((".", "/")):
         raise UserError(f"{name}: no such file or folder")
     return _load(name, config), name  # a Hub dataset id
+
+
+def check_text_file(path: Path) -> None:
+    """JSON/CSV files must be UTF-8 and hold at least one row: say so plainly, before `datasets` tries."""
+    if path.suffix.lower() not in (".jsonl", ".json", ".csv"):
+        return
+    try:
+        with open(path, encoding="utf-8", newline="") as f:
+            if path.suffix.lower() == ".csv":
+                rows = csv.reader(f)
+                has_rows = next(rows, None) is not None and next(rows, None) is not None  # header + 1 row
+            else:
+                has_rows = any(line.strip() not in ("", "[]") for line in f)
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path}: not UTF-8 text (byte {exc.start}: {exc.reason}); re-save it as UTF-8") from exc
+    if not has_rows:
+        raise UserError(f"{path}: the file is empty (no preference rows)")
 
 
 def csv_as_text(path: Path) -> dict:
@@ -169,12 +187,22 @@ def row_problem(row: dict, fmt: str) -> str | None:
     return None
 
 
+def jsonl_line_numbers(source: str) -> list[int] | None:
+    """For a .jsonl file, the file line of each row (the loader skips blank lines); else None."""
+    path = Path(source)
+    if path.suffix.lower() != ".jsonl" or not path.is_file():
+        return None
+    with open(path, encoding="utf-8") as f:
+        return [number for number, line in enumerate(f, start=1) if line.strip()]
+
+
 def validate(
     ds: Dataset, fmt: str, source: str, split: str, problem=row_problem, skip_bad_rows: bool = False
 ) -> Dataset:
     """Check every row; one UserError lists the bad ones (1-based: the line of a JSONL file, the
     data row of a CSV). With `skip_bad_rows` they are dropped instead, and counted in the log."""
-    bad = [(i + 1, p) for i, row in enumerate(ds) if (p := problem(row, fmt))]
+    line_of = jsonl_line_numbers(source)
+    bad = [(line_of[i] if line_of else i + 1, p) for i, row in enumerate(ds) if (p := problem(row, fmt))]
     if not bad:
         return ds
     shown = "; ".join(f"row {n}: {p}" for n, p in bad[:SHOWN_BAD_ROWS])
@@ -185,7 +213,7 @@ def validate(
     if len(bad) == len(ds):
         raise UserError(report + "; no good rows left")
     print(f"skipping {report}")
-    bad_index = {n - 1 for n, _ in bad}
+    bad_index = {line_of.index(n) if line_of else n - 1 for n, _ in bad}
     return ds.select([i for i in range(len(ds)) if i not in bad_index])
 
 

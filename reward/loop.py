@@ -209,10 +209,11 @@ class NonFiniteError(RuntimeError):
     """Too many optimizer steps in a row had a non-finite loss or gradient."""
 
 
-def training_state(step: int, optimizer, scheduler, precision: Precision) -> dict:
+def training_state(step: int, optimizer, scheduler, precision: Precision, nonfinite_steps: int = 0) -> dict:
     """Everything besides the weights that a resumed run needs to continue bit for bit."""
     return {
         "step": step,
+        "nonfinite_steps": nonfinite_steps,
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
         "scaler": precision.scaler.state_dict() if precision.scaler else None,
@@ -241,7 +242,7 @@ def train(
     steps_per_epoch, total_steps = step_plan(len(train_ds), cfg)
     optimizer = build_optimizer(model, cfg)
     scheduler = build_scheduler(optimizer, cfg, total_steps)
-    start_step = 0
+    start_step, nonfinite_total = 0, 0
     if resume_state is not None:
         optimizer.load_state_dict(resume_state["optimizer"])
         scheduler.load_state_dict(resume_state["scheduler"])
@@ -249,12 +250,13 @@ def train(
             precision.scaler.load_state_dict(resume_state["scaler"])
         set_rng_state(resume_state["rng"])
         start_step = resume_state["step"]
+        nonfinite_total = resume_state.get("nonfinite_steps", 0)
     model.train()
     do_eval = eval_ds is not None and len(eval_ds) > 0 and cfg.eval_strategy != "no"
     # the logging window: metrics of the steps since the last record, and their compute time only
     # (evaluation and saving excluded, so pairs/s measures training)
     window, grad_norms, window_tokens, window_seconds = MetricTotals(), [], 0, 0.0
-    last_train, last_eval, nonfinite_total, nonfinite_in_a_row = {}, None, 0, 0
+    last_train, last_eval, nonfinite_in_a_row = {}, None, 0
     bar = tqdm(total=total_steps, initial=start_step, desc="train", unit="step", disable=cfg.disable_tqdm)
     steps = optimizer_steps(train_ds, collate, cfg, start_step)
     step = start_step
@@ -287,17 +289,14 @@ def train(
 
         record = None
         if step % cfg.logging_steps == 0 or step == total_steps:
-            last_train = window.summary()
-            record = {
-                "step": step,
-                "epoch": round(step / steps_per_epoch, 4),
-                **last_train,
-                "lr": lr,
-                "grad_norm": sum(grad_norms) / max(len(grad_norms), 1),
-                "pairs_per_s": window.pairs / max(window_seconds, 1e-9),
-                "tokens_per_s": window_tokens / max(window_seconds, 1e-9),
-                "nonfinite_steps": nonfinite_total,
-            }
+            record = {"step": step, "epoch": round(step / steps_per_epoch, 4), "lr": lr}
+            if window.pairs:  # a window whose every step was skipped has no metrics to report
+                last_train = window.summary()
+                record.update(last_train)
+                record["grad_norm"] = sum(grad_norms) / len(grad_norms)
+                record["pairs_per_s"] = window.pairs / window_seconds
+                record["tokens_per_s"] = window_tokens / window_seconds
+            record["nonfinite_steps"] = nonfinite_total
             window, grad_norms, window_tokens, window_seconds = MetricTotals(), [], 0, 0.0
         end_of_epoch = step % steps_per_epoch == 0
         if do_eval and (
@@ -313,7 +312,7 @@ def train(
             bar.write(format_step_line(record))
         stop = should_stop is not None and should_stop(step)
         if save is not None and (stop or step == total_steps or (cfg.save_steps > 0 and step % cfg.save_steps == 0)):
-            save(step, training_state(step, optimizer, scheduler, precision))
+            save(step, training_state(step, optimizer, scheduler, precision, nonfinite_total))
         if stop:
             bar.close()
             return TrainResult(step, last_train, last_eval, stopped=True, nonfinite_steps=nonfinite_total)

@@ -28,13 +28,26 @@ from reward.tiny import TINY, build_tiny_tokenizer, tiny_config
 REWARD_LABEL = "reward"
 
 
+def check_model_source(name: str) -> None:
+    """A path-like name that is not a folder is a typo, not a Hub id: say so before any lookup."""
+    if not os.path.isdir(name) and (name.startswith((".", "/", "~")) or os.path.exists(name)):
+        raise UserError(f"{name}: no such model folder")
+
+
+def first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def load_tokenizer(name: str, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
     if name == TINY:
         return build_tiny_tokenizer()
+    check_model_source(name)
     try:
         return AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as exc:
-        raise UserError(f"{name}: could not load a tokenizer ({exc})") from exc
+        where = "" if os.path.isdir(name) else "no local folder of that name, and from the Hub: "
+        raise UserError(f"{name}: could not load a tokenizer ({where}{first_line(exc)})") from exc
 
 
 def ensure_pad_token(tokenizer: PreTrainedTokenizerBase) -> bool:
@@ -67,8 +80,7 @@ def load_model(
     if name == TINY:
         model = AutoModelForSequenceClassification.from_config(tiny_config(tokenizer))
     else:
-        if not os.path.exists(name) and name.startswith((".", "/")):
-            raise UserError(f"{name}: no such model folder")
+        check_model_source(name)
         try:
             model = AutoModelForSequenceClassification.from_pretrained(
                 name, num_labels=1, trust_remote_code=trust_remote_code, dtype=torch.float32, use_safetensors=True
@@ -81,8 +93,7 @@ def load_model(
                 "output (start from the base model, or from a reward model with num_labels=1)"
             ) from exc
         except (OSError, ValueError) as exc:
-            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise UserError(f"{name}: could not load a sequence-classification model ({first_line})") from exc
+            raise UserError(f"{name}: could not load a sequence-classification model ({first_line(exc)})") from exc
     configure_for_reward(model, tokenizer)
     if disable_dropout:
         turn_off_dropout(model)

@@ -122,7 +122,10 @@ def load_training_state(checkpoint: Path) -> dict[str, Any]:
 
 
 # --- the output directory ------------------------------------------------------------------------
-RUN_FILES = ("metrics.jsonl", LATEST_FILE, "heldout_pairs.jsonl")
+# what a run writes at the top of its output dir (the final model folder and the run's records)
+RUN_FILES = ("metrics.jsonl", LATEST_FILE, "heldout_pairs.jsonl", "training_config.json", "README.md", "config.json",
+             "generation_config.json", "chat_template.jinja", "special_tokens_map.json")  # fmt: skip
+RUN_GLOBS = ("checkpoint-*", ".tmp-checkpoint-*", "model*.safetensors", "model.safetensors.index.json", "tokenizer*")
 
 
 def prepare_output_dir(out_dir: Path, resume_from: str | None, overwrite: bool) -> Path | None:
@@ -142,10 +145,11 @@ def prepare_output_dir(out_dir: Path, resume_from: str | None, overwrite: bool) 
                 f"output_dir {out_dir} is not empty: pass --resume_from_checkpoint latest to continue that run, "
                 "--overwrite_output_dir to replace it, or choose another --output_dir"
             )
-        for old in [*out_dir.glob("checkpoint-*"), *out_dir.glob(".tmp-checkpoint-*")]:
-            shutil.rmtree(old, ignore_errors=True)
-        for name in RUN_FILES:
-            (out_dir / name).unlink(missing_ok=True)
+        for old in [out_dir / name for name in RUN_FILES] + [p for g in RUN_GLOBS for p in out_dir.glob(g)]:
+            if old.is_dir():
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                old.unlink(missing_ok=True)
     check_writable(out_dir)
     return None
 

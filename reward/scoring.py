@@ -29,7 +29,7 @@ from reward.diagnostics import DEFAULT_BINS, Diagnostics, diagnose, subset_colum
 from reward.errors import UserError
 from reward.formatting import encode_messages, encode_pair, encode_sequence, encode_text
 from reward.loss import bradley_terry_loss
-from reward.model import compute_rewards, ensure_pad_token
+from reward.model import check_model_source, compute_rewards, ensure_pad_token, first_line
 from reward.precision import pick_device
 
 PAIRS, TEXTS, RESPONSES, CHATS = "pairs", "texts", "responses", "chats"
@@ -82,10 +82,11 @@ class RewardScorer:
 
     def __init__(self, model_dir: str, batch_size: int = 16, device: str | None = None, show_progress: bool = True):
         try:
+            check_model_source(model_dir)
             self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
-            self.model = AutoModelForSequenceClassification.from_pretrained(model_dir)
+            self.model = AutoModelForSequenceClassification.from_pretrained(model_dir, use_safetensors=True)
         except (OSError, ValueError) as exc:
-            raise UserError(f"{model_dir}: could not load a reward model ({exc})") from exc
+            raise UserError(f"{model_dir}: could not load a reward model ({first_line(exc)})") from exc
         if self.model.config.num_labels != 1:
             raise UserError(f"{model_dir}: the model has {self.model.config.num_labels} labels, a reward model has 1")
         ensure_pad_token(self.tokenizer)
@@ -156,7 +157,7 @@ class RewardScorer:
         return [{**row, "reward": r} for row, r in zip(rows, rewards)]
 
 
-def detect_kind(columns: list[str]) -> str:
+def detect_kind(columns: list[str], source: str = "input") -> str:
     if "chosen" in columns or "rejected" in columns:
         return PAIRS
     if "text" in columns:
@@ -166,7 +167,7 @@ def detect_kind(columns: list[str]) -> str:
     if "messages" in columns:
         return CHATS
     raise UserError(
-        f"cannot tell what to score from columns {', '.join(columns)}: expected chosen/rejected "
+        f"{source}: cannot tell what to score from columns {', '.join(columns)}: expected chosen/rejected "
         "(pairs), text, prompt/response, or messages"
     )
 
@@ -177,7 +178,7 @@ def load_rows(path: str) -> tuple[list[dict], str]:
     ds = next(iter(splits.values()))
     if len(ds) == 0:
         raise UserError(f"{source}: no rows to score")
-    kind = detect_kind(ds.column_names)
+    kind = detect_kind(ds.column_names, source)
     if kind == PAIRS:
         validate(ds, detect_format(ds.column_names, ds[0], source), source, "input")
     else:

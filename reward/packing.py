@@ -1,0 +1,363 @@
+"""Padding-free packing and a shared prompt prefix: the pairwise forward without wasted tokens.
+
+The padded path (`PairwiseCollator` + `compute_rewards`) pads 2B rows to the longest sequence and
+computes each prompt twice. Here sequences are *segments* laid side by side in rows; a 4-D boolean
+mask keeps segments apart and position ids restart at 0 per segment, so every token sees exactly
+what it sees in its own padded row:
+
+- packing (`max_tokens_per_row=N`): first-fit of the segments, longest first, into rows of at most
+  N tokens (a longer segment gets a row of its own);
+- shared prefix (`share_prefix=True`): a pair is one segment [P | C' | R'], P the longest common
+  token prefix of chosen and rejected; R' attends to P and R' but not C', and its positions go on
+  from len(P). No common prefix gives [C' | R'], two independent sequences: exact, so not a
+  fallback, but warned once (nothing is saved; the prompt did not tokenize to a shared prefix);
+- both: several [P | C' | R'] segments per row.
+
+`model.base_model` (`.model` Llama/Qwen2, `.transformer` GPT-2) runs the rows; `model.score` is
+applied at the reward tokens only, which are the padded path's: the last token of the sequence
+whose id != pad_token_id (index 0 if none), so with pad == eos the token before a trailing EOS.
+
+Support: llama, qwen2, gpt2 with a `score` Linear, sdpa or eager attention, no sliding window, and
+a numerical self-check once per model; otherwise (e.g. BERT) the padded path, with one
+`PackingFallbackWarning` per reason. transformers 5.23 passes a 4-D mask through untouched
+(masking_utils.py:832-834), GPT-2 embeds the position ids given (modeling_gpt2.py:569-574), and
+eager attention adds the mask to the scores (modeling_llama.py:194-195): for eager it becomes 0 /
+min-float here. Cost: the mask is dense, R x T x T bools (8 rows of 2048: 32 MiB), and sdpa computes
+all T x T scores of a row: keep `max_tokens_per_row` near the longest sequence.
+
+API (`pairs` are `{"chosen_ids", "rejected_ids", "margin"?}` rows, as for `PairwiseCollator`):
+    pack_pairs(pairs, pad_token_id, max_tokens_per_row=None, share_prefix=True) -> PackedBatch
+    PackingCollator(pad_token_id, max_tokens_per_row=None, share_prefix=True)(pairs) -> PackedBatch
+    packed_rewards(model, batch) -> (r_chosen (B,), r_rejected (B,)), float32, differentiable
+    supports_custom_mask(model) -> bool
+    common_prefix_length(a, b) -> int;  reward_token_index(ids, pad_token_id) -> int
+"""
+
+from __future__ import annotations
+
+import warnings
+import weakref
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from transformers import PreTrainedModel
+
+from reward.collate import PairwiseCollator
+from reward.model import compute_rewards
+
+SUPPORTED_MODEL_TYPES = ("llama", "qwen2", "gpt2")  # each one checked in tests/test_packing.py
+SUPPORTED_ATTENTION = ("sdpa", "eager")  # flash / flex kernels take no dense 4-D mask
+
+# Branch of a token inside a segment: the shared prefix, the chosen suffix, the rejected suffix.
+PREFIX, CHOSEN, REJECTED = 0, 1, 2
+
+
+class PackingFallbackWarning(UserWarning):
+    """Packing or prefix sharing did not apply or saved nothing (shown once per reason)."""
+
+
+@dataclass
+class PackedBatch:
+    """B pairs packed into R rows of T tokens, plus what is needed to read the rewards back."""
+
+    input_ids: torch.Tensor  # (R, T) long, padded with pad_token_id
+    position_ids: torch.Tensor  # (R, T) long, restarting at 0 in each segment (0 on padding)
+    attention_mask: torch.Tensor  # (R, 1, T, T) bool, True = query row may attend to key column
+    chosen_index: torch.Tensor  # (B, 2) long: (row, column) of each pair's chosen reward token
+    rejected_index: torch.Tensor  # (B, 2) long: (row, column) of each pair's rejected reward token
+    margin: torch.Tensor  # (B,) float32, 0 where absent (as PairwiseCollator)
+    num_tokens: int  # real tokens in the rows: what the model computes, padding excluded
+    pad_token_id: int
+    chosen_ids: list[list[int]]  # the pairs as given, for the padded fallback
+    rejected_ids: list[list[int]]
+
+    @property
+    def num_positions(self) -> int:
+        """Token slots the forward runs, padding included: R x T."""
+        return self.input_ids.numel()
+
+    @property
+    def sequence_tokens(self) -> int:
+        """Real tokens of the plain path (sum of both sides' lengths, its padding excluded)."""
+        return sum(map(len, self.chosen_ids)) + sum(map(len, self.rejected_ids))
+
+    def to(self, device: torch.device | str) -> PackedBatch:
+        tensors = ("input_ids", "position_ids", "attention_mask", "chosen_index", "rejected_index", "margin")
+        moved = {name: getattr(self, name).to(device) for name in tensors}
+        return PackedBatch(**{**self.__dict__, **moved})
+
+
+def common_prefix_length(a: list[int], b: list[int]) -> int:
+    """Length of the longest common token prefix.
+
+    >>> common_prefix_length([1, 5, 6, 7], [1, 5, 8]), common_prefix_length([4], [5]), common_prefix_length([3], [3, 4])
+    (2, 0, 1)
+    """
+    return next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+
+
+def reward_token_index(ids: list[int], pad_token_id: int) -> int:
+    """Where the HF head reads the reward: the last index whose id != pad_token_id, else 0.
+
+    This is `(arange(T) * (input_ids != pad)).argmax(-1)` of `XxxForSequenceClassification` on one
+    row (right padding only adds pad ids after the sequence). With pad == eos = 2:
+
+    >>> reward_token_index([1, 7, 8, 2], pad_token_id=2), reward_token_index([2, 2], pad_token_id=2)
+    (2, 0)
+    """
+    return next((i for i in range(len(ids) - 1, -1, -1) if ids[i] != pad_token_id), 0)
+
+
+@dataclass
+class _Segment:
+    """One run of tokens that attend only to each other (plus the chosen/rejected branch rule)."""
+
+    ids: list[int]
+    positions: list[int]
+    branches: list[int]  # PREFIX / CHOSEN / REJECTED per token
+    rewards: list[tuple[int, int, int]]  # (pair, 0 = chosen | 1 = rejected, offset in the segment)
+
+
+def _pair_segment(pair: int, chosen: list[int], rejected: list[int], pad_token_id: int) -> _Segment:
+    """[P | C' | R']: the rejected suffix takes positions from len(P), as in its own row."""
+    p = common_prefix_length(chosen, rejected)
+    c_len, r_len = len(chosen) - p, len(rejected) - p
+    c_at, r_at = reward_token_index(chosen, pad_token_id), reward_token_index(rejected, pad_token_id)
+    return _Segment(
+        ids=chosen + rejected[p:],
+        positions=list(range(len(chosen))) + list(range(p, len(rejected))),
+        branches=[PREFIX] * p + [CHOSEN] * c_len + [REJECTED] * r_len,
+        # An index below p is in P (same token in both); a rejected index >= p sits after C'.
+        rewards=[(pair, 0, c_at), (pair, 1, r_at if r_at < p else r_at + c_len)],
+    )
+
+
+def _assign_rows(lengths: list[int], max_tokens_per_row: int | None) -> list[list[int]]:
+    """Segment indices per row: first-fit over the segments sorted longest first.
+
+    >>> _assign_rows([5, 2, 4, 3], max_tokens_per_row=7)
+    [[0, 1], [2, 3]]
+    >>> _assign_rows([9, 2], max_tokens_per_row=7), _assign_rows([3, 2], max_tokens_per_row=None)
+    ([[0], [1]], [[0], [1]])
+    """
+    if max_tokens_per_row is None:
+        return [[i] for i in range(len(lengths))]
+    rows: list[list[int]] = []
+    room: list[int] = []
+    for i in sorted(range(len(lengths)), key=lambda i: -lengths[i]):  # stable: ties keep their order
+        row = next((r for r, free in enumerate(room) if lengths[i] <= free), None)
+        if row is None:  # a segment longer than the budget opens a row nothing else fits into
+            rows.append([])
+            room.append(max(max_tokens_per_row, lengths[i]))
+            row = len(rows) - 1
+        rows[row].append(i)
+        room[row] -= lengths[i]
+    return rows
+
+
+def pack_pairs(
+    pairs: list[dict], pad_token_id: int, max_tokens_per_row: int | None = None, share_prefix: bool = True
+) -> PackedBatch:
+    """Lay B pairs out as segments in rows. `max_tokens_per_row=None`: one segment per row.
+
+    Exact example (pad 0): pair 0 shares [5, 6]; pair 1 shares [3], its rejected side is all prefix.
+
+    >>> b = pack_pairs([{"chosen_ids": [5, 6, 7], "rejected_ids": [5, 6, 8, 9]},
+    ...                 {"chosen_ids": [3, 4], "rejected_ids": [3]}], pad_token_id=0, max_tokens_per_row=8)
+    >>> b.input_ids, b.position_ids
+    (tensor([[5, 6, 7, 8, 9, 3, 4]]), tensor([[0, 1, 2, 2, 3, 0, 1]]))
+    >>> b.attention_mask[0, 0].long()
+    tensor([[1, 0, 0, 0, 0, 0, 0],
+            [1, 1, 0, 0, 0, 0, 0],
+            [1, 1, 1, 0, 0, 0, 0],
+            [1, 1, 0, 1, 0, 0, 0],
+            [1, 1, 0, 1, 1, 0, 0],
+            [0, 0, 0, 0, 0, 1, 0],
+            [0, 0, 0, 0, 0, 1, 1]])
+    >>> b.chosen_index.tolist(), b.rejected_index.tolist(), b.num_tokens, b.sequence_tokens
+    ([[0, 2], [0, 6]], [[0, 4], [0, 5]], 7, 10)
+
+    Token 8 (rejected, position 2) sees 5, 6 and not 7; pair 1's rejected reward is read at its
+    prefix token 3 (column 5). The padded path would run 4 rows x 4 = 16 slots for these 10 tokens.
+    """
+    if not pairs:
+        raise ValueError("cannot pack an empty list of pairs")
+    if pad_token_id is None:
+        raise ValueError("packing needs a pad_token_id")
+    chosen = [list(p["chosen_ids"]) for p in pairs]
+    rejected = [list(p["rejected_ids"]) for p in pairs]
+    if not all(chosen) or not all(rejected):
+        raise ValueError("cannot pack an empty token sequence (it has no token to read a reward at)")
+    if share_prefix:
+        segments = [_pair_segment(i, c, r, pad_token_id) for i, (c, r) in enumerate(zip(chosen, rejected))]
+        if any(common_prefix_length(c, r) == 0 for c, r in zip(chosen, rejected)):
+            _warn_once(
+                "shared prefix: a pair has no common token prefix; it is computed as two independent "
+                "sequences (exact, nothing shared). Check that prompt + response keeps the prompt's tokens."
+            )
+    else:
+        sides = [(i, side, ids) for side, seqs in enumerate((chosen, rejected)) for i, ids in enumerate(seqs)]
+        segments = [
+            _Segment(
+                ids, list(range(len(ids))), [PREFIX] * len(ids), [(i, side, reward_token_index(ids, pad_token_id))]
+            )
+            for i, side, ids in sides
+        ]
+
+    rows = _assign_rows([len(s.ids) for s in segments], max_tokens_per_row)
+    width = max(sum(len(segments[s].ids) for s in row) for row in rows)
+    input_ids = torch.full((len(rows), width), pad_token_id, dtype=torch.long)  # (R, T)
+    position_ids = torch.zeros((len(rows), width), dtype=torch.long)  # (R, T)
+    attention_mask = torch.zeros((len(rows), 1, width, width), dtype=torch.bool)  # (R, 1, T, T)
+    reward_at = torch.zeros((2, len(pairs), 2), dtype=torch.long)  # (side, B, (row, column))
+    for r, row in enumerate(rows):
+        start = 0
+        for s in row:
+            seg = segments[s]
+            end = start + len(seg.ids)
+            input_ids[r, start:end] = torch.tensor(seg.ids, dtype=torch.long)
+            position_ids[r, start:end] = torch.tensor(seg.positions, dtype=torch.long)
+            attention_mask[r, 0, start:end, start:end] = _segment_mask(seg.branches)  # block diagonal
+            for pair, side, offset in seg.rewards:
+                reward_at[side, pair] = torch.tensor([r, start + offset])
+            start = end
+    # Padding attends to itself only: a query row with no key at all would make sdpa return NaN.
+    attention_mask[:, 0].diagonal(dim1=-2, dim2=-1).fill_(True)
+    margin = torch.tensor([float(p.get("margin") or 0.0) for p in pairs], dtype=torch.float32)  # (B,)
+    return PackedBatch(
+        input_ids=input_ids,
+        position_ids=position_ids,
+        attention_mask=attention_mask,
+        chosen_index=reward_at[0],
+        rejected_index=reward_at[1],
+        margin=margin,
+        num_tokens=sum(len(s.ids) for s in segments),
+        pad_token_id=pad_token_id,
+        chosen_ids=chosen,
+        rejected_ids=rejected,
+    )
+
+
+def _segment_mask(branches: list[int]) -> torch.Tensor:
+    """(L, L) bool: causal, and the chosen and rejected suffixes blind to each other.
+
+    >>> _segment_mask([PREFIX, CHOSEN, REJECTED]).long()
+    tensor([[1, 0, 0],
+            [1, 1, 0],
+            [1, 0, 1]])
+    """
+    branch = torch.tensor(branches)  # (L,)
+    causal = torch.ones(len(branches), len(branches), dtype=torch.bool).tril()  # (L, L) key <= query
+    key, query = branch[None, :], branch[:, None]  # (1, L), (L, 1)
+    return causal & ((key == PREFIX) | (key == query))  # (L, L)
+
+
+@dataclass
+class PackingCollator:
+    """`pack_pairs` with fixed options, for a DataLoader or the loop (in place of `PairwiseCollator`)."""
+
+    pad_token_id: int
+    max_tokens_per_row: int | None = None  # None: one segment per row (prefix sharing only)
+    share_prefix: bool = True
+
+    def __call__(self, pairs: list[dict]) -> PackedBatch:
+        return pack_pairs(pairs, self.pad_token_id, self.max_tokens_per_row, self.share_prefix)
+
+
+def packed_rewards(model: PreTrainedModel, batch: PackedBatch) -> tuple[torch.Tensor, torch.Tensor]:
+    """(r_chosen (B,), r_rejected (B,)) float32: the rewards of the padded forward, from the packed rows.
+
+    Falls back to `compute_rewards` on the `PairwiseCollator` batch when `supports_custom_mask`
+    says no. Call it inside the same autocast context as `compute_rewards`.
+    """
+    if not supports_custom_mask(model):
+        return _padded_rewards(model, batch)
+    return _packed_forward(model, batch)
+
+
+def _packed_forward(model: PreTrainedModel, batch: PackedBatch) -> tuple[torch.Tensor, torch.Tensor]:
+    if batch.pad_token_id != (pad := model.config.get_text_config().pad_token_id):
+        raise ValueError(f"batch packed with pad_token_id={batch.pad_token_id}, the model reads rewards with {pad}")
+    weight = model.get_input_embeddings().weight
+    batch = batch.to(weight.device)
+    mask = batch.attention_mask  # (R, 1, T, T) bool
+    if model.config._attn_implementation == "eager":  # eager adds the mask to the scores
+        mask = torch.zeros(mask.shape, dtype=weight.dtype, device=weight.device)  # (R, 1, T, T)
+        mask = mask.masked_fill(~batch.attention_mask, torch.finfo(weight.dtype).min)
+    hidden = model.base_model(
+        input_ids=batch.input_ids, attention_mask=mask, position_ids=batch.position_ids, use_cache=False
+    ).last_hidden_state  # (R, T, H)
+    where = torch.cat([batch.chosen_index, batch.rejected_index])  # (2B, 2)
+    rewards = model.score(hidden[where[:, 0], where[:, 1]]).squeeze(-1).float()  # (2B,)
+    b = batch.margin.numel()
+    return rewards[:b], rewards[b:]
+
+
+def _padded_rewards(model: PreTrainedModel, batch: PackedBatch) -> tuple[torch.Tensor, torch.Tensor]:
+    pairs = [{"chosen_ids": c, "rejected_ids": r} for c, r in zip(batch.chosen_ids, batch.rejected_ids)]
+    plain = PairwiseCollator(batch.pad_token_id)(pairs)
+    device = model.get_input_embeddings().weight.device
+    rewards = compute_rewards(model, plain["input_ids"].to(device), plain["attention_mask"].to(device))  # (2B,)
+    return rewards[: len(pairs)], rewards[len(pairs) :]
+
+
+# --- support detection ----------------------------------------------------------------------------
+_CHECKED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> bool, decided once
+_WARNED: set[str] = set()
+
+
+def _warn_once(message: str) -> None:
+    if message not in _WARNED:
+        _WARNED.add(message)
+        warnings.warn(message, PackingFallbackWarning, stacklevel=3)
+
+
+def supports_custom_mask(model: PreTrainedModel) -> bool:
+    """True if `packed_rewards` can run this model packed; decided (and any reason warned) once per model."""
+    if model in _CHECKED:
+        return _CHECKED[model]
+    config = model.config
+    reason = None
+    if config.model_type not in SUPPORTED_MODEL_TYPES:
+        reason = f"model type {config.model_type!r} is not one of {SUPPORTED_MODEL_TYPES}"
+    elif not isinstance(getattr(model, "score", None), nn.Linear) or model.base_model is model:
+        reason = "the model has no `score` Linear head on a separate backbone"
+    elif config._attn_implementation not in SUPPORTED_ATTENTION:
+        reason = f"attention {config._attn_implementation!r} takes no dense 4-D mask"
+    elif "sliding_attention" in (getattr(config, "layer_types", None) or []):
+        reason = "sliding-window layers would ignore the window under a custom mask"
+    elif config.get_text_config().pad_token_id is None:
+        reason = "config.pad_token_id is not set, so the reward token is undefined for padded batches"
+    elif not _self_check(model):
+        reason = "packed rewards differ from the padded forward on the self-check example"
+    if reason:
+        _warn_once(f"packing / shared prefix off, using the padded forward: {reason}")
+    _CHECKED[model] = reason is None
+    return reason is None
+
+
+def _self_check(model: PreTrainedModel) -> bool:
+    """Packed (with and without a shared prefix) vs padded rewards on a fixed example, eval mode, no autocast."""
+    pad = model.config.get_text_config().pad_token_id
+    vocab = [i for i in range(model.get_input_embeddings().weight.shape[0]) if i != pad]
+    vocab = (vocab * 40)[:40]  # non-pad ids, repeated if the vocabulary is tiny
+    prompt = vocab[1:6]
+    pairs = [
+        {"chosen_ids": prompt + vocab[6:9], "rejected_ids": prompt + vocab[9:11] + [pad]},
+        {"chosen_ids": prompt[:2] + vocab[11:13], "rejected_ids": prompt[:2] + vocab[13:18]},
+        {"chosen_ids": vocab[18:21], "rejected_ids": vocab[18:20]},
+    ]
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), torch.autocast(model.device.type, enabled=False):
+            want = torch.cat(_padded_rewards(model, pack_pairs(pairs, pad, share_prefix=False)))  # (2B,)
+            got = [
+                torch.cat(_packed_forward(model, pack_pairs(pairs, pad, budget, share)))  # (2B,)
+                for budget, share in ((12, True), (8, False))
+            ]
+    finally:
+        model.train(was_training)
+    tol = 1e-4 if model.dtype in (torch.float32, torch.float64) else 5e-2
+    return all(torch.allclose(g, want, rtol=tol, atol=tol) for g in got)

@@ -1,0 +1,286 @@
+"""Packing, shared prefix and length grouping read exactly the rewards (and gradients) of the padded path.
+
+Tiny random Llama / Qwen2 / GPT-2 reward models in fp32; the padded reference is `compute_rewards` on
+the `PairwiseCollator` batch, i.e. the model's own forward and its own reward-token rule.
+"""
+
+import random
+import warnings
+
+import pytest
+import torch
+from transformers import (
+    BertConfig,
+    BertForSequenceClassification,
+    GPT2Config,
+    GPT2ForSequenceClassification,
+    LlamaConfig,
+    LlamaForSequenceClassification,
+    Qwen2Config,
+    Qwen2ForSequenceClassification,
+)
+
+from reward import packing
+from reward.collate import PairwiseCollator
+from reward.grouping import grouped_batches, padded_tokens
+from reward.loop import epoch_order
+from reward.loss import bradley_terry_loss
+from reward.model import compute_rewards, turn_off_dropout
+from reward.packing import (
+    PackingFallbackWarning,
+    common_prefix_length,
+    pack_pairs,
+    packed_rewards,
+    reward_token_index,
+    supports_custom_mask,
+)
+
+VOCAB = 96
+TOL = 1e-5
+LAYOUTS = {  # name -> (max_tokens_per_row, share_prefix)
+    "packing": (48, False),
+    "prefix": (None, True),
+    "both": (64, True),
+}
+
+
+def build(arch: str, attn: str = "sdpa") -> tuple[torch.nn.Module, int, int]:
+    """(model, pad_token_id, eos_token_id): Llama and Qwen2 with a dedicated pad, GPT-2 with pad == eos."""
+    torch.manual_seed(0)
+    small = dict(vocab_size=VOCAB, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_labels=1)
+    heads = dict(num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256)
+    if arch == "llama":
+        pad, eos = 0, 2
+        config = LlamaConfig(**small, **heads, pad_token_id=pad, bos_token_id=1, eos_token_id=eos)
+        model = LlamaForSequenceClassification(config)
+    elif arch == "qwen2":
+        pad, eos = 0, 2
+        model = Qwen2ForSequenceClassification(Qwen2Config(**small, **heads, pad_token_id=pad, eos_token_id=eos))
+    else:
+        pad = eos = VOCAB - 1
+        config = GPT2Config(
+            vocab_size=VOCAB, n_embd=64, n_layer=2, n_head=4, n_positions=256, num_labels=1, bos_token_id=eos,
+            eos_token_id=eos, pad_token_id=eos,
+        )  # fmt: skip
+        model = GPT2ForSequenceClassification(config)
+    if attn != "sdpa":
+        model.set_attn_implementation(attn)
+    turn_off_dropout(model)
+    return model.float().eval(), pad, eos
+
+
+def random_pairs(n: int, eos: int, pad: int, seed: int = 0) -> tuple[list[dict], list[int]]:
+    """Pairs sharing a prompt (with an EOS inside it, as chat templates do), both sides ending in EOS.
+
+    Returns (pairs, prompt lengths). Includes the edge cases: a response that is all prefix, identical
+    sides, and responses that share their first tokens (so the common prefix outgrows the prompt).
+    """
+    rng = random.Random(seed)
+    words = [t for t in range(3, VOCAB - 1) if t not in (pad, eos)]
+
+    def draw(k: int) -> list[int]:
+        return [rng.choice(words) for _ in range(k)]
+
+    pairs, prompt_lengths = [], []
+    for i in range(n):
+        prompt = draw(rng.randint(2, 10)) + [eos] + draw(rng.randint(1, 4))
+        chosen, rejected = draw(rng.randint(1, 12)), draw(rng.randint(1, 12))
+        if i % 4 == 1:
+            rejected = chosen[:2] + rejected  # shared response start
+        if i == 2:
+            chosen = []  # chosen = prompt + EOS: with pad == eos its reward sits inside the prefix
+        if i == 3:
+            rejected = list(chosen)
+        pairs.append({"chosen_ids": prompt + chosen + [eos], "rejected_ids": prompt + rejected + [eos], "margin": 0.1})
+        prompt_lengths.append(len(prompt))
+    return pairs, prompt_lengths
+
+
+def padded_reference(model, pairs, pad):
+    batch = PairwiseCollator(pad)(pairs)
+    rewards = compute_rewards(model, batch["input_ids"], batch["attention_mask"])  # (2B,)
+    return rewards[: len(pairs)], rewards[len(pairs) :]
+
+
+def rewards_and_grads(model, reward_fn, margin):
+    model.zero_grad(set_to_none=True)
+    r_c, r_r = reward_fn()
+    bradley_terry_loss(r_c, r_r, margin, center_rewards_coefficient=0.01).loss.backward()
+    grads = {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None}
+    return torch.cat([r_c, r_r]).detach(), grads
+
+
+@pytest.fixture(autouse=True)
+def fresh_warnings(monkeypatch):
+    monkeypatch.setattr(packing, "_WARNED", set())
+
+
+@pytest.mark.parametrize("arch,attn", [("llama", "sdpa"), ("qwen2", "sdpa"), ("gpt2", "sdpa"), ("llama", "eager")])
+def test_packed_rewards_and_grads_equal_padded(arch, attn):
+    model, pad, eos = build(arch, attn)
+    assert supports_custom_mask(model)
+    pairs, _ = random_pairs(10, eos, pad, seed=hash(arch) % 100)
+    margin = torch.full((len(pairs),), 0.1)
+    for mode in ("eval", "train"):  # dropout is off, so train mode must not change a bit of it
+        model.train(mode == "train")
+        want, want_grads = rewards_and_grads(model, lambda: padded_reference(model, pairs, pad), margin)
+        for name, (budget, share) in LAYOUTS.items():
+            batch = pack_pairs(pairs, pad, max_tokens_per_row=budget, share_prefix=share)
+            got, grads = rewards_and_grads(model, lambda b=batch: packed_rewards(model, b), margin)
+            assert got.dtype == torch.float32
+            assert (got - want).abs().max() <= TOL, (arch, mode, name)
+            assert grads.keys() == want_grads.keys()
+            worst = max((grads[n] - want_grads[n]).abs().max().item() for n in grads)
+            assert worst <= TOL, (arch, mode, name, worst)
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2", "gpt2"])
+def test_reward_token_is_the_heads_token(arch):
+    """The (row, column) picked is where the HF head reads: check via the model's own padded rows."""
+    model, pad, eos = build(arch)
+    pairs, _ = random_pairs(6, eos, pad, seed=5)
+    batch = pack_pairs(pairs, pad, max_tokens_per_row=64, share_prefix=True)
+    for side, index in (("chosen_ids", batch.chosen_index), ("rejected_ids", batch.rejected_index)):
+        for pair, (row, col) in zip(pairs, index.tolist()):
+            ids = pair[side]
+            k = reward_token_index(ids, pad)
+            assert batch.input_ids[row, col] == ids[k] and batch.position_ids[row, col] == k
+    if arch == "gpt2":  # pad == eos: the reward is read before the trailing EOS
+        assert all(reward_token_index(p["chosen_ids"], pad) == len(p["chosen_ids"]) - 2 for p in pairs)
+
+
+def test_docstring_example_exactly():
+    b = pack_pairs(
+        [{"chosen_ids": [5, 6, 7], "rejected_ids": [5, 6, 8, 9]}, {"chosen_ids": [3, 4], "rejected_ids": [3]}],
+        pad_token_id=0,
+        max_tokens_per_row=8,
+    )
+    assert b.input_ids.tolist() == [[5, 6, 7, 8, 9, 3, 4]]
+    assert b.position_ids.tolist() == [[0, 1, 2, 2, 3, 0, 1]]
+    assert b.attention_mask.shape == (1, 1, 7, 7) and b.attention_mask.dtype == torch.bool
+    assert b.attention_mask[0, 0].long().tolist() == [
+        [1, 0, 0, 0, 0, 0, 0],
+        [1, 1, 0, 0, 0, 0, 0],
+        [1, 1, 1, 0, 0, 0, 0],
+        [1, 1, 0, 1, 0, 0, 0],
+        [1, 1, 0, 1, 1, 0, 0],
+        [0, 0, 0, 0, 0, 1, 0],
+        [0, 0, 0, 0, 0, 1, 1],
+    ]
+    assert b.chosen_index.tolist() == [[0, 2], [0, 6]] and b.rejected_index.tolist() == [[0, 4], [0, 5]]
+    assert (b.num_tokens, b.sequence_tokens, b.num_positions) == (7, 10, 7)
+    assert common_prefix_length([1, 5, 6, 7], [1, 5, 8]) == 2 and reward_token_index([1, 7, 8, 2], 2) == 2
+
+
+def test_rows_respect_the_budget_and_padding_attends_only_to_itself():
+    pairs = [{"chosen_ids": list(range(3, 3 + n)), "rejected_ids": [9] * (n + 1)} for n in (2, 5, 30)]
+    b = pack_pairs(pairs, pad_token_id=0, max_tokens_per_row=12, share_prefix=False)
+    real = b.input_ids != 0  # (R, T)
+    assert real.sum(-1).tolist() == [31, 30, 6 + 5, 3 + 2]  # over-long segments alone, then first-fit decreasing
+    mask = b.attention_mask[:, 0]  # (R, T, T)
+    assert mask.diagonal(dim1=1, dim2=2).all()  # no query row without a key (sdpa would give NaN)
+    assert not (mask & ~real[:, :, None] & real[:, None, :]).any()  # padding sees no real token
+    assert not (mask & real[:, :, None] & ~real[:, None, :]).any()  # and no real token sees padding
+
+
+def test_tokens_computed_per_pair_at_most_prompt_plus_both_responses():
+    model, pad, eos = build("llama")
+    pairs, prompt_lengths = random_pairs(8, eos, pad, seed=3)
+    padded = PairwiseCollator(pad)(pairs)["input_ids"]  # (2B, T)
+    shared = pack_pairs(pairs, pad, max_tokens_per_row=None, share_prefix=True)
+    both = pack_pairs(pairs, pad, max_tokens_per_row=64, share_prefix=True)
+    bound = sum(len(p["chosen_ids"]) + len(p["rejected_ids"]) - n for p, n in zip(pairs, prompt_lengths))  # P+C+R
+    exact = sum(
+        len(p["chosen_ids"]) + len(p["rejected_ids"]) - common_prefix_length(p["chosen_ids"], p["rejected_ids"])
+        for p in pairs
+    )
+    assert shared.num_tokens == both.num_tokens == exact <= bound < shared.sequence_tokens
+    assert both.num_positions < shared.num_positions < padded.numel()
+
+
+def test_no_common_prefix_is_exact_and_reported_once():
+    model, pad, eos = build("qwen2")
+    pairs = [{"chosen_ids": [5, 6, 7, eos], "rejected_ids": [8, 9, eos]}, {"chosen_ids": [5, 6], "rejected_ids": [5]}]
+    want = torch.cat(padded_reference(model, pairs, pad))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for _ in range(2):
+            batch = pack_pairs(pairs, pad, max_tokens_per_row=32, share_prefix=True)
+            assert (torch.cat(packed_rewards(model, batch)) - want).abs().max() <= TOL
+    messages = [str(w.message) for w in caught if issubclass(w.category, PackingFallbackWarning)]
+    assert len(messages) == 1 and "no common token prefix" in messages[0]
+    assert batch.num_tokens == 4 + 3 + 2  # the first pair is simply two sequences
+
+
+def test_bert_falls_back_to_the_padded_forward_once():
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, num_labels=1
+    )
+    model = BertForSequenceClassification(config).eval()
+    pairs, _ = random_pairs(4, eos=2, pad=0)
+    want = torch.cat(padded_reference(model, pairs, 0))
+    with pytest.warns(PackingFallbackWarning, match="'bert' is not one of") as caught:
+        for _ in range(3):
+            got = torch.cat(packed_rewards(model, pack_pairs(pairs, 0, max_tokens_per_row=64)))
+            assert torch.allclose(got, want, atol=TOL)
+    assert sum(issubclass(w.category, PackingFallbackWarning) for w in caught) == 1
+    assert not supports_custom_mask(model)
+
+
+def test_self_check_rejects_a_packed_forward_that_disagrees(monkeypatch):
+    model, pad, eos = build("gpt2")
+    real = packing._packed_forward
+    monkeypatch.setattr(packing, "_packed_forward", lambda m, b: tuple(r + 1e-2 for r in real(m, b)))
+    with pytest.warns(PackingFallbackWarning, match="self-check"):
+        assert not supports_custom_mask(model)
+    pairs, _ = random_pairs(3, eos, pad)
+    got = packed_rewards(model, packing.PackingCollator(pad, max_tokens_per_row=64)(pairs))  # the padded path
+    assert torch.equal(torch.cat(got), torch.cat(padded_reference(model, pairs, pad)))
+
+
+def test_bad_inputs_are_refused():
+    model, pad, eos = build("llama")
+    with pytest.raises(ValueError, match="empty token sequence"):
+        pack_pairs([{"chosen_ids": [], "rejected_ids": [5]}], pad)
+    with pytest.raises(ValueError, match="pad_token_id=7"):
+        packed_rewards(model, pack_pairs([{"chosen_ids": [5, 6], "rejected_ids": [5]}], pad_token_id=7))
+
+
+def test_sliding_window_qwen2_falls_back():
+    config = Qwen2Config(
+        vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+        num_key_value_heads=1, num_labels=1, pad_token_id=0, use_sliding_window=True, sliding_window=4,
+        max_window_layers=0,
+    )  # fmt: skip
+    with pytest.warns(PackingFallbackWarning, match="sliding-window"):
+        assert not supports_custom_mask(Qwen2ForSequenceClassification(config))
+
+
+# --- length grouping ------------------------------------------------------------------------------
+def skewed_lengths(n: int, seed: int = 0) -> tuple[list[int], list[int]]:
+    rng = random.Random(seed)
+    chosen = [int(rng.lognormvariate(4, 0.9)) + 1 for _ in range(n)]
+    rejected = [c + rng.randint(-c // 2, c) for c in chosen]
+    return chosen, rejected
+
+
+def test_grouped_batches_docstring_example_and_determinism():
+    assert grouped_batches([5, 1, 9, 3, 7, 2], 2, seed=0, epoch=0, mega_batch_mult=2) == [[2, 0], [4, 1], [3, 5]]
+    chosen, rejected = skewed_lengths(1003)
+    lengths = [c + r for c, r in zip(chosen, rejected)]
+    a = grouped_batches(lengths, 8, seed=1, epoch=2)
+    assert a == grouped_batches(lengths, 8, seed=1, epoch=2)
+    assert a != grouped_batches(lengths, 8, seed=1, epoch=3)
+    assert sorted(i for batch in a for i in batch) == list(range(1003))  # a permutation
+    assert [len(batch) for batch in a] == [8] * 125 + [3]  # only the last one short: same step count
+    assert max(lengths[i] for i in a[0]) == max(lengths[i] for batch in a[:-1] for i in batch)  # longest first
+
+
+def test_grouping_pads_less_than_random_batching():
+    chosen, rejected = skewed_lengths(2000, seed=4)
+    lengths = [c + r for c, r in zip(chosen, rejected)]
+    order = epoch_order(len(lengths), seed=0, epoch=0)
+    random_batches = [order[i : i + 8] for i in range(0, len(order), 8)]
+    grouped = grouped_batches(lengths, 8, seed=0, epoch=0)
+    assert padded_tokens(chosen, rejected, grouped) < 0.5 * padded_tokens(chosen, rejected, random_batches)
