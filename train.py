@@ -21,12 +21,11 @@ import torch
 from datasets import Dataset, DatasetDict
 
 from reward.checkpoint import save_reward_model
-from reward.collate import PairwiseCollator
 from reward.config import TrainConfig, parse_config
 from reward.data import load_preferences
 from reward.errors import UserError
 from reward.formatting import TokenizeStats, tokenize_pairs
-from reward.loop import NonFiniteError, TrainResult, step_plan, train
+from reward.loop import NonFiniteError, TrainResult, build_collator, step_plan, train
 from reward.metrics import MetricsWriter
 from reward.model import count_parameters, ensure_pad_token, load_model, load_tokenizer
 from reward.precision import pick_device, resolve_precision
@@ -106,6 +105,8 @@ def main(
     if cfg.gradient_checkpointing:
         model.config.use_cache = False
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if cfg.torch_compile:  # in place: parameter names (and so checkpoints) are unchanged
+        model.base_model.compile()
     model.to(device)
     check_free_space(out_dir, count_parameters(model), cfg.save_total_limit)
     resume_state = None
@@ -128,7 +129,7 @@ def main(
     else:
         metrics_path.unlink(missing_ok=True)  # one run per metrics file
     writer = MetricsWriter(metrics_path)
-    collate = PairwiseCollator(tokenizer.pad_token_id, cfg.pad_to_multiple_of)
+    collate = build_collator(cfg, tokenizer.pad_token_id)
 
     def export(target: Path, metrics: dict | None = None) -> Path:
         card = {"format": data.format, "train_pairs": len(train_ds), "metrics": metrics or {}}

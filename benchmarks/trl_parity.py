@@ -120,6 +120,9 @@ def our_config(**overrides) -> TrainConfig:
         disable_tqdm=True,
         warmup_ratio=0.0,
         max_length=1024,
+        group_by_length=False,  # TRL's batching: shuffled order, plain padding
+        padding_free=False,
+        share_prefix=False,
     )
     base.update(overrides)
     return TrainConfig(**base)

@@ -92,8 +92,9 @@ def worker(args: argparse.Namespace) -> dict:
     """Train one system in this process and return its measurements."""
     from benchmarks import trl_parity as harness
     from reward.collate import PairwiseCollator
-    from reward.loop import evaluate, optimizer_steps
+    from reward.loop import batch_pairs, batch_tokens, build_collator, evaluate, optimizer_steps
     from reward.model import count_parameters, load_model, load_tokenizer
+    from reward.packing import PackedBatch
     from reward.precision import pick_device, resolve_precision
 
     torch.set_num_threads(args.threads)
@@ -118,24 +119,28 @@ def worker(args: argparse.Namespace) -> dict:
         run = harness.run_ours(model, tokenizer, data.train, cfg, cfg.output_dir)
     peak = peak_memory_mb(device)
 
-    # tokens: real ones are the same for both; computed ones depend on the batching
+    # Token accounting, replaying the exact batches of this system's run:
+    #   real     = tokens of the 2B sequences (prompt counted twice): the same for both systems
+    #   computed = non-pad tokens the model ran (shared prefix: P + C' + R' per pair)
+    #   slots    = rows x width actually run, padding included
     train_ds = harness.tokenize(data.train, tokenizer, cfg)
-    plain = harness.our_config(**{k: getattr(cfg, k) for k in ("per_device_train_batch_size",
-                                  "gradient_accumulation_steps", "max_steps", "seed")})  # fmt: skip
-    steps = optimizer_steps(train_ds, PairwiseCollator(tokenizer.pad_token_id), plain)
-    real = padded = pairs = 0
+    steps = optimizer_steps(train_ds, build_collator(cfg, tokenizer.pad_token_id), cfg)
+    real = computed = slots = pairs = 0
     for _ in range(args.max_steps):
         for mb in next(steps)[1]:
-            real += int(mb["attention_mask"].sum())
-            padded += mb["input_ids"].numel()
-            pairs += mb["margin"].numel()
-    computed = getattr(run, "computed_tokens", None) or padded
+            pairs += batch_pairs(mb)
+            real += batch_tokens(mb)
+            if isinstance(mb, PackedBatch):
+                computed, slots = computed + mb.num_tokens, slots + mb.num_positions
+            else:
+                computed, slots = computed + int(mb["attention_mask"].sum()), slots + mb["input_ids"].numel()
     eval_ds = harness.tokenize(data.test, tokenizer, cfg)
     held_out = evaluate(run.model.to(device), eval_ds, PairwiseCollator(tokenizer.pad_token_id), cfg, precision)
     return {
         "system": args.system, "mode": args.mode, "seconds": run.seconds, "pairs": pairs,
         "pairs_per_s": pairs / run.seconds, "real_tokens_per_s": real / run.seconds,
-        "padded_share": 1 - real / computed, "tokens_computed_per_pair": computed / pairs,
+        "padded_share": 1 - computed / slots, "tokens_computed_per_pair": computed / pairs,
+        "slots_per_pair": slots / pairs, "real_tokens_per_pair": real / pairs,
         "peak_memory_mb": peak, "eval_loss": held_out["loss"], "eval_accuracy": held_out["accuracy"],
         "params": count_parameters(model), "real_tokens": real, "losses": [s["loss"] for s in run.steps],
     }  # fmt: skip
@@ -173,8 +178,10 @@ def table(mode: str, trl: dict, ours: dict, flops: float) -> str:
     mfu = {s["system"]: 6 * s["params"] * s["real_tokens_per_s"] / flops for s in (trl, ours)}
     rows = [
         ("pairs/s", "pairs_per_s", "{:.1f}"), ("real tokens/s", "real_tokens_per_s", "{:.0f}"),
-        ("padded share of computed tokens", "padded_share", "{:.1%}"),
-        ("tokens computed per pair", "tokens_computed_per_pair", "{:.1f}"),
+        ("padded share of positions run", "padded_share", "{:.1%}"),
+        ("real tokens per pair (P+C + P+R)", "real_tokens_per_pair", "{:.1f}"),
+        ("non-pad tokens computed per pair", "tokens_computed_per_pair", "{:.1f}"),
+        ("positions run per pair (with padding)", "slots_per_pair", "{:.1f}"),
         ("peak memory (MB)", "peak_memory_mb", "{:.0f}"), ("held-out loss", "eval_loss", "{:.4f}"),
         ("held-out accuracy", "eval_accuracy", "{:.3f}"),
     ]  # fmt: skip

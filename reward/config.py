@@ -51,7 +51,18 @@ class TrainConfig:
     max_length: int | None = _opt(
         1024, "Pairs where either side is longer than this many tokens are dropped (and counted)."
     )
-    pad_to_multiple_of: int | None = _opt(None, "Pad the batch length up to a multiple of this.")
+    pad_to_multiple_of: int | None = _opt(None, "Pad the batch length up to a multiple of this (plain path).")
+    # --- speed (each exact: tests/test_packing.py; all off = TRL's batching, as in parity runs) ---
+    group_by_length: bool = _opt(
+        True, "Batch pairs of similar length (sorted inside seeded mega-batches of 50 batches, as HF)."
+    )
+    padding_free: bool = _opt(
+        True, "Pack the sequences of a micro-batch into rows without padding (Llama/Qwen2/GPT-2; else plain)."
+    )
+    share_prefix: bool = _opt(
+        True, "Compute the prompt shared by chosen and rejected once per pair (Llama/Qwen2/GPT-2; else plain)."
+    )
+    torch_compile: bool = _opt(False, "Compile the backbone with torch.compile (first steps are slower).")
     # --- loss ----------------------------------------------------------------------------------
     center_rewards_coefficient: float | None = _opt(
         None, "Add coef * mean((r_chosen + r_rejected)^2) to keep rewards centred (0.01 in the paper)."

@@ -23,13 +23,15 @@ from transformers import PreTrainedModel, get_scheduler
 from reward.collate import PairwiseCollator
 from reward.config import TrainConfig
 from reward.diagnostics import diagnose, subset_column
+from reward.grouping import grouped_batches
 from reward.loss import bradley_terry_loss
 from reward.metrics import MetricsWriter, MetricTotals, format_step_line
 from reward.model import compute_rewards
+from reward.packing import PackedBatch, PackingCollator, packed_rewards
 from reward.precision import Precision
 from reward.resume import rng_state, set_rng_state
 
-Batch = dict[str, torch.Tensor]
+Batch = dict[str, torch.Tensor] | PackedBatch  # the plain collator's dict, or packed rows
 
 
 # --- optimizer and schedule ------------------------------------------------------------------------
@@ -79,23 +81,55 @@ def step_plan(num_pairs: int, cfg: TrainConfig) -> tuple[int, int]:
 
 
 def optimizer_steps(
-    ds: Dataset, collate: PairwiseCollator, cfg: TrainConfig, start_step: int = 0
+    ds: Dataset, collate: Callable[[list[dict]], Batch], cfg: TrainConfig, start_step: int = 0
 ) -> Iterator[tuple[int, list[Batch]]]:
     """Yield (epoch, micro-batches of one optimizer step), forever; the caller stops it.
 
     An epoch's last step takes whatever micro-batches are left (it may have fewer, and its last
     micro-batch fewer pairs): the per-pair normalisation keeps that exact. The order is a pure
     function of (seed, epoch), so a resumed run starts at `start_step` without replaying data.
+    With `group_by_length`, pairs of similar length share micro-batches (reward/grouping.py).
     """
     b, k = cfg.per_device_train_batch_size, cfg.gradient_accumulation_steps
     steps_per_epoch, _ = step_plan(len(ds), cfg)
+    lengths = pair_lengths(ds) if cfg.group_by_length else None
     epoch, skip = divmod(start_step, steps_per_epoch)
     while True:
-        order = epoch_order(len(ds), cfg.seed, epoch)
-        chunks = [order[i : i + b] for i in range(0, len(order), b)]
+        if lengths is not None:
+            chunks = grouped_batches(lengths, b, cfg.seed, epoch)
+        else:
+            order = epoch_order(len(ds), cfg.seed, epoch)
+            chunks = [order[i : i + b] for i in range(0, len(order), b)]
         for s in range(skip * k, len(chunks), k):
             yield epoch, [collate(rows_at(ds, idx)) for idx in chunks[s : s + k]]
         epoch, skip = epoch + 1, 0
+
+
+def pair_lengths(ds: Dataset) -> list[int]:
+    """len(chosen_ids) + len(rejected_ids) per pair, computed in Arrow batches (not as Python lists of ids)."""
+    counted = ds.map(
+        lambda batch: {"n": [len(c) + len(r) for c, r in zip(batch["chosen_ids"], batch["rejected_ids"])]},
+        batched=True,
+        remove_columns=ds.column_names,
+        desc="Measuring pair lengths",
+    )
+    return counted["n"]
+
+
+def build_collator(cfg: TrainConfig, pad_token_id: int) -> Callable[[list[dict]], Batch]:
+    """The training collator: packed rows (padding-free and/or shared prefix) or the plain padded one."""
+    if cfg.padding_free or cfg.share_prefix:
+        return PackingCollator(pad_token_id, "auto" if cfg.padding_free else None, cfg.share_prefix)
+    return PairwiseCollator(pad_token_id, cfg.pad_to_multiple_of)
+
+
+def batch_pairs(mb: Batch) -> int:
+    return mb.margin.numel() if isinstance(mb, PackedBatch) else mb["margin"].numel()
+
+
+def batch_tokens(mb: Batch) -> int:
+    """Real tokens of the sequences (what a padded forward computes without its padding)."""
+    return mb.sequence_tokens if isinstance(mb, PackedBatch) else int(mb["attention_mask"].sum())
 
 
 def rows_at(ds: Dataset, indices: list[int]) -> list[dict]:
@@ -112,18 +146,23 @@ def accumulate_gradients(
     label_smoothing: float = 0.0,
 ) -> MetricTotals:
     """Forward + backward every micro-batch of one step, each scaled by 1 / (pairs in the step)."""
-    n_step = sum(mb["margin"].numel() for mb in micro_batches)
+    n_step = sum(batch_pairs(mb) for mb in micro_batches)
     totals = MetricTotals()
     for mb in micro_batches:
-        input_ids = mb["input_ids"].to(precision.device)  # (2B, T)
-        attention_mask = mb["attention_mask"].to(precision.device)  # (2B, T)
         with precision.autocast():
-            rewards = compute_rewards(model, input_ids, attention_mask)  # (2B,) float32
-        b = rewards.shape[0] // 2
+            if isinstance(mb, PackedBatch):  # packed rows: same rewards as the padded forward
+                r_chosen, r_rejected = packed_rewards(model, mb)  # (B,), (B,) float32
+                margin = mb.margin
+            else:
+                input_ids = mb["input_ids"].to(precision.device)  # (2B, T)
+                attention_mask = mb["attention_mask"].to(precision.device)  # (2B, T)
+                rewards = compute_rewards(model, input_ids, attention_mask)  # (2B,) float32
+                r_chosen, r_rejected = rewards.chunk(2)  # (B,), (B,)
+                margin = mb["margin"]
         out = bradley_terry_loss(
-            rewards[:b],
-            rewards[b:],
-            mb["margin"].to(precision.device),
+            r_chosen,
+            r_rejected,
+            margin.to(precision.device),
             center_coef,
             label_smoothing,
             num_pairs_in_step=n_step,
@@ -226,7 +265,7 @@ def train(
     model: PreTrainedModel,
     train_ds: Dataset,
     eval_ds: Dataset | None,
-    collate: PairwiseCollator,
+    collate: Callable[[list[dict]], Batch],
     precision: Precision,
     writer: MetricsWriter,
     save: Callable[[int, dict], None] | None = None,
@@ -259,6 +298,8 @@ def train(
     last_train, last_eval, nonfinite_in_a_row = {}, None, 0
     bar = tqdm(total=total_steps, initial=start_step, desc="train", unit="step", disable=cfg.disable_tqdm)
     steps = optimizer_steps(train_ds, collate, cfg, start_step)
+    # evaluation reads every pair through the plain padded forward: the reference the packed path matches
+    eval_collate = collate if isinstance(collate, PairwiseCollator) else PairwiseCollator(collate.pad_token_id)
     step = start_step
     for step in range(start_step + 1, total_steps + 1):
         started = time.perf_counter()
@@ -273,7 +314,7 @@ def train(
             nonfinite_in_a_row = 0
             grad_norms.append(grad_norm)
             window.merge(totals)
-            window_tokens += sum(int(mb["attention_mask"].sum()) for mb in micro_batches)
+            window_tokens += sum(batch_tokens(mb) for mb in micro_batches)
             bar.set_postfix(loss=f"{totals.summary()['loss']:.4f}", acc=f"{totals.summary()['accuracy']:.2f}")
         else:  # apply_update skipped the update: nothing non-finite reached the weights
             nonfinite_total += 1
@@ -304,7 +345,7 @@ def train(
             or (cfg.eval_strategy == "steps" and step % cfg.eval_steps == 0)
             or (cfg.eval_strategy == "epoch" and end_of_epoch)
         ):
-            last_eval = evaluate(model, eval_ds, collate, cfg, precision)
+            last_eval = evaluate(model, eval_ds, eval_collate, cfg, precision)
             record = record or {"step": step, "epoch": round(step / steps_per_epoch, 4)}
             record.update({f"eval_{k}": v for k, v in last_eval.items()})
         if record is not None:

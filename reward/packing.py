@@ -157,9 +157,11 @@ def _assign_rows(lengths: list[int], max_tokens_per_row: int | None) -> list[lis
 
 
 def pack_pairs(
-    pairs: list[dict], pad_token_id: int, max_tokens_per_row: int | None = None, share_prefix: bool = True
+    pairs: list[dict], pad_token_id: int, max_tokens_per_row: int | str | None = None, share_prefix: bool = True
 ) -> PackedBatch:
-    """Lay B pairs out as segments in rows. `max_tokens_per_row=None`: one segment per row.
+    """Lay B pairs out as segments in rows. `max_tokens_per_row=None`: one segment per row; "auto":
+    rows as long as the longest segment (sdpa computes every T x T score of a row, so wider rows
+    cost more than the padding they save).
 
     Exact example (pad 0): pair 0 shares [5, 6]; pair 1 shares [3], its rejected side is all prefix.
 
@@ -205,6 +207,8 @@ def pack_pairs(
             for i, side, ids in sides
         ]
 
+    if max_tokens_per_row == "auto":  # rows as long as the longest segment: no row grows the batch's width
+        max_tokens_per_row = max(len(s.ids) for s in segments)
     rows = _assign_rows([len(s.ids) for s in segments], max_tokens_per_row)
     width = max(sum(len(segments[s].ids) for s in row) for row in rows)
     input_ids = torch.full((len(rows), width), pad_token_id, dtype=torch.long)  # (R, T)
@@ -258,7 +262,7 @@ class PackingCollator:
     """`pack_pairs` with fixed options, for a DataLoader or the loop (in place of `PairwiseCollator`)."""
 
     pad_token_id: int
-    max_tokens_per_row: int | None = None  # None: one segment per row (prefix sharing only)
+    max_tokens_per_row: int | str | None = None  # None: one segment per row; "auto": longest segment
     share_prefix: bool = True
 
     def __call__(self, pairs: list[dict]) -> PackedBatch:

@@ -68,8 +68,10 @@ def test_mean_of_micro_batch_means_would_differ(tiny_tokenizer):
 def test_step_plan_groups_the_same_pairs(tiny_tokenizer):
     ds = tokenized(tiny_tokenizer, 10)
     collate = PairwiseCollator(tiny_tokenizer.pad_token_id)
-    big = optimizer_steps(ds, collate, TrainConfig(per_device_train_batch_size=8, gradient_accumulation_steps=1))
-    small = optimizer_steps(ds, collate, TrainConfig(per_device_train_batch_size=4, gradient_accumulation_steps=2))
+    big = optimizer_steps(ds, collate, TrainConfig(per_device_train_batch_size=8, group_by_length=False))
+    small = optimizer_steps(
+        ds, collate, TrainConfig(per_device_train_batch_size=4, gradient_accumulation_steps=2, group_by_length=False)
+    )
     for _ in range(4):  # two epochs: steps of 8 + 2 pairs
         (e1, mb1), (e2, mb2) = next(big), next(small)
         assert e1 == e2
@@ -93,6 +95,7 @@ def test_training_with_accumulation_matches_big_batches(tiny_tokenizer, tmp_path
             disable_tqdm=True,
             eval_strategy="no",
             logging_steps=1,
+            group_by_length=False,  # grouping depends on the batch size; the order must not
         )
         model = load_model("tiny", tiny_tokenizer, seed=0)
         train(cfg, model, ds, None, collate, FP32, MetricsWriter(tmp_path / f"{b}.jsonl"))
@@ -109,3 +112,31 @@ def test_training_with_accumulation_matches_big_batches(tiny_tokenizer, tmp_path
     assert len(losses[0]) == 4
     for other in losses[1:]:
         assert other == pytest.approx(losses[0], abs=1e-6)
+
+
+def test_packed_training_matches_the_padded_loop(tiny_tokenizer, tmp_path):
+    """Padding-free packing + shared prefix change the batching of the computation, not the math:
+    same per-step losses and (up to float noise amplified by Adam) the same weights as plain padding."""
+    from reward.loop import build_collator
+
+    ds = tokenized(tiny_tokenizer, 24, seed=5)
+    runs = {}
+    for name, fast in (("plain", False), ("packed", True)):
+        cfg = TrainConfig(per_device_train_batch_size=4, gradient_accumulation_steps=2, max_steps=4,
+                          learning_rate=1e-4, disable_tqdm=True, eval_strategy="no", logging_steps=1,
+                          group_by_length=False, padding_free=fast, share_prefix=fast)  # fmt: skip
+        model = load_model("tiny", tiny_tokenizer, seed=0)
+        collate = build_collator(cfg, tiny_tokenizer.pad_token_id)
+        assert isinstance(collate, PairwiseCollator) != fast
+        train(cfg, model, ds, None, collate, FP32, MetricsWriter(tmp_path / f"{name}.jsonl"))
+        runs[name] = (read(tmp_path / f"{name}.jsonl"), [p.detach() for p in model.parameters()])
+    (plain, w_plain), (packed, w_packed) = runs["plain"], runs["packed"]
+    assert [r["loss"] for r in packed] == pytest.approx([r["loss"] for r in plain], abs=1e-5)
+    assert [r["accuracy"] for r in packed] == [r["accuracy"] for r in plain]
+    assert all(p["tokens_per_s"] > 0 for p in packed)
+    for a, b in zip(w_plain, w_packed):
+        assert torch.allclose(a, b, atol=1e-5, rtol=0)
+
+
+def read(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]

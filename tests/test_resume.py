@@ -129,16 +129,18 @@ def resume_command(stdout: str) -> str:
 
 
 def interrupt_on_call(monkeypatch, call: int) -> None:
-    """Send this process a real SIGINT (as Ctrl-C does) during the `call`-th reward forward pass."""
-    real = reward.loop.compute_rewards
+    """Send this process a real SIGINT (as Ctrl-C does) during the `call`-th reward forward pass
+    (of either path: plain padded `compute_rewards` or packed `packed_rewards`)."""
     calls = itertools.count(1)
+    for name in ("compute_rewards", "packed_rewards"):
+        real = getattr(reward.loop, name)
 
-    def compute_rewards(model, input_ids, attention_mask):
-        if next(calls) == call:
-            os.kill(os.getpid(), signal.SIGINT)
-        return real(model, input_ids, attention_mask)
+        def forward(*args, _real=real):
+            if next(calls) == call:
+                os.kill(os.getpid(), signal.SIGINT)
+            return _real(*args)
 
-    monkeypatch.setattr(reward.loop, "compute_rewards", compute_rewards)
+        monkeypatch.setattr(reward.loop, name, forward)
 
 
 class NaNRewards:
@@ -156,7 +158,17 @@ class NaNRewards:
             rewards = real(model, input_ids, attention_mask)
             return rewards * float("nan") if self.step in self.bad else rewards
 
+        real_packed = reward.loop.packed_rewards
+
+        def packed_rewards(model, batch):  # the packed path (padding-free / shared prefix)
+            self.model = model
+            r_chosen, r_rejected = real_packed(model, batch)
+            if self.step in self.bad:
+                return r_chosen * float("nan"), r_rejected * float("nan")
+            return r_chosen, r_rejected
+
         monkeypatch.setattr(reward.loop, "compute_rewards", compute_rewards)
+        monkeypatch.setattr(reward.loop, "packed_rewards", packed_rewards)
 
     def should_stop(self, step: int) -> bool:
         self.snapshots[step] = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
