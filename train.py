@@ -20,12 +20,13 @@ from pathlib import Path
 import torch
 from datasets import Dataset, DatasetDict
 
+from reward.batching import build_collator, step_plan
 from reward.checkpoint import save_reward_model
 from reward.config import TrainConfig, parse_config
 from reward.data import load_preferences
 from reward.errors import UserError
 from reward.formatting import TokenizeStats, tokenize_pairs
-from reward.loop import NonFiniteError, TrainResult, build_collator, step_plan, train
+from reward.loop import NonFiniteError, TrainResult, train
 from reward.metrics import MetricsWriter
 from reward.model import count_parameters, ensure_pad_token, load_model, load_tokenizer
 from reward.precision import pick_device, resolve_precision

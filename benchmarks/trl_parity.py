@@ -33,11 +33,12 @@ from datasets import Dataset
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from trl import RewardConfig, RewardTrainer
 
+from reward.batching import optimizer_steps
 from reward.collate import PairwiseCollator
 from reward.config import TrainConfig
 from reward.data import detect_format
 from reward.formatting import tokenize_pairs
-from reward.loop import optimizer_steps, train
+from reward.loop import train
 from reward.metrics import MetricsWriter
 from reward.precision import resolve_precision
 

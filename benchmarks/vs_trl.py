@@ -91,8 +91,9 @@ def peak_memory_mb(device: torch.device) -> float:
 def worker(args: argparse.Namespace) -> dict:
     """Train one system in this process and return its measurements."""
     from benchmarks import trl_parity as harness
+    from reward.batching import batch_pairs, batch_tokens, build_collator, optimizer_steps
     from reward.collate import PairwiseCollator
-    from reward.loop import batch_pairs, batch_tokens, build_collator, evaluate, optimizer_steps
+    from reward.loop import evaluate
     from reward.model import count_parameters, load_model, load_tokenizer
     from reward.packing import PackedBatch
     from reward.precision import pick_device, resolve_precision

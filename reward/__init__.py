@@ -6,6 +6,9 @@ The modules follow the data flow:
     synthetic.py   the generated preference task (the embedded default)
     formatting.py  row -> token ids (prompt joining, EOS, chat template, max_length policy)
     collate.py     the pairwise collator: B pairs -> (2B, T) [chosen; rejected]
+    grouping.py    length-grouped batch order
+    packing.py     padding-free packing and the shared prompt prefix (same rewards, fewer tokens)
+    batching.py    which pairs form each micro-batch and optimizer step; the collator choice
     tiny.py        the offline `tiny` preset (random Llama + tokenizer trained in a second)
     model.py       load the sequence-classification model; pad-token policy; rewards
     loss.py        the Bradley–Terry loss and its metrics

@@ -134,7 +134,10 @@ def compute_rewards(model: PreTrainedModel, input_ids: torch.Tensor, attention_m
 
     input_ids, attention_mask: (N, T) right-padded -> rewards: (N,)
     """
-    logits = model(input_ids=input_ids, attention_mask=attention_mask).logits  # (N, 1)
+    # no KV cache: nothing is generated, and building one costs time and memory in every forward
+    # (only decoder configs have the switch; encoders such as BERT/DeBERTa take no such argument)
+    no_cache = {"use_cache": False} if getattr(model.config, "use_cache", None) is not None else {}
+    logits = model(input_ids=input_ids, attention_mask=attention_mask, **no_cache).logits  # (N, 1)
     return logits.squeeze(-1).float()  # (N,)
 
 

@@ -7,10 +7,11 @@ import pytest
 import torch
 from datasets import Dataset
 
+from reward.batching import optimizer_steps
 from reward.collate import PairwiseCollator
 from reward.config import TrainConfig
 from reward.formatting import tokenize_pairs
-from reward.loop import accumulate_gradients, optimizer_steps, train
+from reward.loop import accumulate_gradients, train
 from reward.metrics import MetricsWriter
 from reward.model import load_model
 from reward.precision import resolve_precision
@@ -117,7 +118,7 @@ def test_training_with_accumulation_matches_big_batches(tiny_tokenizer, tmp_path
 def test_packed_training_matches_the_padded_loop(tiny_tokenizer, tmp_path):
     """Padding-free packing + shared prefix change the batching of the computation, not the math:
     same per-step losses and (up to float noise amplified by Adam) the same weights as plain padding."""
-    from reward.loop import build_collator
+    from reward.batching import build_collator
 
     ds = tokenized(tiny_tokenizer, 24, seed=5)
     runs = {}

@@ -21,9 +21,9 @@ from transformers import (
 )
 
 from reward import packing
+from reward.batching import epoch_order
 from reward.collate import PairwiseCollator
 from reward.grouping import grouped_batches, padded_tokens
-from reward.loop import epoch_order
 from reward.loss import bradley_terry_loss
 from reward.model import compute_rewards, turn_off_dropout
 from reward.packing import (

@@ -32,9 +32,10 @@ from transformers import AutoModelForSequenceClassification
 import reward.loop
 import reward.resume
 import train
+from reward.batching import step_plan
 from reward.config import TrainConfig, parse_config
 from reward.data import load_preferences
-from reward.loop import NonFiniteError, step_plan
+from reward.loop import NonFiniteError
 from reward.resume import LATEST_FILE, STATE_FILE
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,0 +1,93 @@
+"""Which pairs go into which micro-batch and optimizer step, and how a micro-batch is collated.
+
+The order is a pure function of (seed, epoch): the same run always sees the same batches, and a
+resumed run can start at any step without replaying data. It is also TRL's order: accelerate's
+sampler draws `torch.randperm(n, seed + epoch)` too, so with grouping and packing off our batches
+are TRL's batches (tests/test_trl_parity.py).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+
+import torch
+from datasets import Dataset
+
+from reward.collate import PairwiseCollator
+from reward.config import TrainConfig
+from reward.grouping import grouped_batches
+from reward.packing import PackedBatch, PackingCollator
+
+Batch = dict[str, torch.Tensor] | PackedBatch  # the plain collator's dict, or packed rows
+
+
+def epoch_order(num_pairs: int, seed: int, epoch: int) -> list[int]:
+    """A seeded shuffle of 0..num_pairs-1; epoch e always gives the same order."""
+    g = torch.Generator().manual_seed(seed + epoch)
+    return torch.randperm(num_pairs, generator=g).tolist()
+
+
+def step_plan(num_pairs: int, cfg: TrainConfig) -> tuple[int, int]:
+    """(optimizer steps per epoch, total optimizer steps)."""
+    micro_batches = math.ceil(num_pairs / cfg.per_device_train_batch_size)
+    per_epoch = math.ceil(micro_batches / cfg.gradient_accumulation_steps)
+    total = cfg.max_steps if cfg.max_steps > 0 else math.ceil(cfg.num_train_epochs * per_epoch)
+    return per_epoch, max(total, 1)
+
+
+def optimizer_steps(
+    ds: Dataset, collate: Callable[[list[dict]], Batch], cfg: TrainConfig, start_step: int = 0
+) -> Iterator[tuple[int, list[Batch]]]:
+    """Yield (epoch, micro-batches of one optimizer step), forever; the caller stops it.
+
+    An epoch's last step takes whatever micro-batches are left (it may have fewer, and its last
+    micro-batch fewer pairs): the per-pair normalisation keeps that exact. The order is a pure
+    function of (seed, epoch), so a resumed run starts at `start_step` without replaying data.
+    With `group_by_length`, pairs of similar length share micro-batches (reward/grouping.py).
+    """
+    b, k = cfg.per_device_train_batch_size, cfg.gradient_accumulation_steps
+    steps_per_epoch, _ = step_plan(len(ds), cfg)
+    lengths = pair_lengths(ds) if cfg.group_by_length else None
+    epoch, skip = divmod(start_step, steps_per_epoch)
+    while True:
+        if lengths is not None:
+            chunks = grouped_batches(lengths, b, cfg.seed, epoch)
+        else:
+            order = epoch_order(len(ds), cfg.seed, epoch)
+            chunks = [order[i : i + b] for i in range(0, len(order), b)]
+        for s in range(skip * k, len(chunks), k):
+            yield epoch, [collate(rows_at(ds, idx)) for idx in chunks[s : s + k]]
+        epoch, skip = epoch + 1, 0
+
+
+def pair_lengths(ds: Dataset) -> list[int]:
+    """len(chosen_ids) + len(rejected_ids) per pair, computed in Arrow batches (not as Python lists of ids)."""
+    counted = ds.map(
+        lambda batch: {"n": [len(c) + len(r) for c, r in zip(batch["chosen_ids"], batch["rejected_ids"])]},
+        batched=True,
+        remove_columns=ds.column_names,
+        desc="Measuring pair lengths",
+    )
+    return counted["n"]
+
+
+def build_collator(cfg: TrainConfig, pad_token_id: int) -> Callable[[list[dict]], Batch]:
+    """The training collator: packed rows (padding-free and/or shared prefix) or the plain padded one."""
+    if cfg.padding_free or cfg.share_prefix:
+        return PackingCollator(pad_token_id, "auto" if cfg.padding_free else None, cfg.share_prefix)
+    return PairwiseCollator(pad_token_id, cfg.pad_to_multiple_of)
+
+
+def batch_pairs(mb: Batch) -> int:
+    return mb.margin.numel() if isinstance(mb, PackedBatch) else mb["margin"].numel()
+
+
+def batch_tokens(mb: Batch) -> int:
+    """Real tokens of the sequences (what a padded forward computes without its padding)."""
+    return mb.sequence_tokens if isinstance(mb, PackedBatch) else int(mb["attention_mask"].sum())
+
+
+def rows_at(ds: Dataset, indices: list[int]) -> list[dict]:
+    cols = ds[indices]  # one Arrow take for the whole micro-batch
+    return [dict(zip(cols, values)) for values in zip(*cols.values())]
