@@ -110,6 +110,10 @@ def main(
         model.base_model.compile()
     model.to(device)
     check_free_space(out_dir, count_parameters(model), cfg.save_total_limit)
+    if cfg.plot_curves:
+        from reward.plotting import require_matplotlib
+
+        require_matplotlib()  # fail now, not after training
     resume_state = None
     if checkpoint:
         resume_state = load_training_state(checkpoint)
@@ -148,6 +152,11 @@ def main(
         )
         return result
     saved = export(out_dir, {f"eval_{k}": v for k, v in (result.eval or {}).items()})
+    if cfg.plot_curves:
+        from reward.plotting import plot_training_curves  # matplotlib is an optional extra
+
+        plot_training_curves(metrics_path, cfg.plot_curves)
+        print(f"loss/accuracy curves: {cfg.plot_curves}")
 
     # --- report ----------------------------------------------------------------------------------
     if result.eval:

@@ -105,6 +105,9 @@ class TrainConfig:
     max_nonfinite_steps: int = _opt(3, "Abort after this many optimizer steps in a row with a non-finite loss/grad.")
     dataset_num_proc: int | None = _opt(None, "Processes for tokenization (datasets.map num_proc).")
     disable_tqdm: bool = _opt(False, "Hide the progress bar.")
+    plot_curves: str | None = _opt(
+        None, 'After training, draw loss/accuracy curves from metrics.jsonl to this PNG (pip install -e ".[plot]").'
+    )
     debug: bool = _opt(False, "Show the full traceback for input/option errors.")
 
     def __post_init__(self) -> None:

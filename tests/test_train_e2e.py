@@ -158,3 +158,12 @@ def test_generated_task_is_not_solved_by_length():
     rows = generate_pairs(12000)
     assert 0.45 <= length_stats(rows) <= 0.55
     assert generate_pairs(50, seed=3) == generate_pairs(50, seed=3)
+
+
+def test_train_draws_its_curves(tmp_path):
+    pytest.importorskip("matplotlib")
+    png = tmp_path / "curves.png"
+    cfg = parse_config(["--output_dir", str(tmp_path / "o"), "--max_steps", "4", "--logging_steps", "1",
+                        "--eval_steps", "2", "--plot_curves", str(png), "--disable_tqdm"])  # fmt: skip
+    train.main(cfg, dataset=Dataset.from_list(lexical_pairs(40, seed=4)))
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
