@@ -79,3 +79,15 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("tiny_model")
     save_reward_model(model, tokenizer, out, {"model_name_or_path": "tiny"}, card={"format": "explicit prompt"})
     return out
+
+
+@pytest.fixture()
+def quiet_datasets():
+    """No "Generating train split" bars on stderr, so stderr holds only what a CLI prints."""
+    import datasets
+
+    was_enabled = datasets.is_progress_bar_enabled()
+    datasets.disable_progress_bars()
+    yield
+    if was_enabled:
+        datasets.enable_progress_bars()

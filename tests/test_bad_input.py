@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import datasets
 import huggingface_hub.constants
 import pytest
 import torch
@@ -27,15 +26,7 @@ import train
 from reward.synthetic import generate_pairs
 from reward.tiny import build_tiny_tokenizer, tiny_config
 
-
-@pytest.fixture(autouse=True)
-def quiet_datasets():
-    """No "Generating train split" bars on stderr: it then holds only what the CLI prints."""
-    was_enabled = datasets.is_progress_bar_enabled()
-    datasets.disable_progress_bars()
-    yield
-    if was_enabled:
-        datasets.enable_progress_bars()
+pytestmark = pytest.mark.usefixtures("quiet_datasets")
 
 
 @pytest.fixture(autouse=True)

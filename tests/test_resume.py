@@ -23,7 +23,6 @@ import time
 from collections import namedtuple
 from pathlib import Path
 
-import datasets
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -38,18 +37,11 @@ from reward.data import load_preferences
 from reward.loop import NonFiniteError
 from reward.resume import LATEST_FILE, STATE_FILE
 
+pytestmark = pytest.mark.usefixtures("quiet_datasets")
+
 ROOT = Path(__file__).resolve().parents[1]
 TIMING_FIELDS = {"pairs_per_s", "tokens_per_s"}  # wall-clock rates: the only fields allowed to differ
 MODEL_FOLDER_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json")
-
-
-@pytest.fixture(autouse=True)
-def quiet_datasets():
-    was_enabled = datasets.is_progress_bar_enabled()
-    datasets.disable_progress_bars()
-    yield
-    if was_enabled:
-        datasets.enable_progress_bars()
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -11,7 +11,6 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
-import datasets
 import pytest
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
@@ -58,16 +57,6 @@ def direct(tiny_model_dir):
         return reward_of_ids(tokenizer(text + tokenizer.eos_token)["input_ids"])
 
     return tokenizer, reward_of_ids, reward_of_text
-
-
-@pytest.fixture()
-def quiet_datasets():
-    """No "Generating train split" bars on stderr, so stderr holds only what score.cli prints."""
-    was_enabled = datasets.is_progress_bar_enabled()
-    datasets.disable_progress_bars()
-    yield
-    if was_enabled:
-        datasets.enable_progress_bars()
 
 
 @pytest.fixture()
