@@ -124,7 +124,8 @@ def main(
         f"device {device} | {precision.name}\n"
         f"optimizer steps: {total_steps} x {cfg.pairs_per_step} pairs "
         f"({cfg.per_device_train_batch_size} x {cfg.gradient_accumulation_steps} accumulation) | "
-        f"lr {cfg.learning_rate:g} {cfg.lr_scheduler_type} | output: {out_dir}"
+        f"lr {cfg.learning_rate:g} {cfg.lr_scheduler_type} | output: {out_dir}\n"
+        f"batching: {batching_summary(cfg)}"
     )
 
     # --- train -----------------------------------------------------------------------------------
@@ -190,6 +191,12 @@ def resume_argv(argv: list[str]) -> list[str]:
         out.append(argv[i])
         i += 1
     return [*out, "--resume_from_checkpoint", "latest"]
+
+
+def batching_summary(cfg: TrainConfig) -> str:
+    parts = [name for on, name in ((cfg.group_by_length, "length-grouped"), (cfg.padding_free, "padding-free packing"),
+                                   (cfg.share_prefix, "shared prompt prefix")) if on]  # fmt: skip
+    return " + ".join(parts) or "plain padded batches in shuffled order (TRL's batching)"
 
 
 def describe(stats: TokenizeStats, max_length: int | None) -> str:
