@@ -7,7 +7,8 @@ The modules follow the data flow:
     formatting.py  row -> token ids (prompt joining, EOS, chat template, max_length policy)
     collate.py     the pairwise collator: B pairs -> (2B, T) [chosen; rejected]
     grouping.py    length-grouped batch order
-    packing.py     padding-free packing and the shared prompt prefix (same rewards, fewer tokens)
+    packing.py     padding-free packing and the shared prompt prefix: the row layout
+    packed_forward.py  rewards from packed rows (same as the padded forward), support detection
     batching.py    which pairs form each micro-batch and optimizer step; the collator choice
     tiny.py        the offline `tiny` preset (random Llama + tokenizer trained in a second)
     model.py       load the sequence-classification model; pad-token policy; rewards

@@ -27,7 +27,8 @@ from reward.diagnostics import diagnose, subset_column
 from reward.loss import bradley_terry_loss
 from reward.metrics import MetricsWriter, MetricTotals, format_step_line
 from reward.model import compute_rewards
-from reward.packing import PackedBatch, packed_rewards
+from reward.packed_forward import packed_rewards
+from reward.packing import PackedBatch
 from reward.precision import Precision
 from reward.resume import rng_state, set_rng_state
 

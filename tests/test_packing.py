@@ -20,19 +20,18 @@ from transformers import (
     Qwen2ForSequenceClassification,
 )
 
-from reward import packing
+from reward import packed_forward, packing
 from reward.batching import epoch_order
 from reward.collate import PairwiseCollator
 from reward.grouping import grouped_batches, padded_tokens
 from reward.loss import bradley_terry_loss
 from reward.model import compute_rewards, turn_off_dropout
+from reward.packed_forward import packed_rewards, supports_custom_mask
 from reward.packing import (
     PackingFallbackWarning,
     common_prefix_length,
     pack_pairs,
-    packed_rewards,
     reward_token_index,
-    supports_custom_mask,
 )
 
 VOCAB = 96
@@ -230,8 +229,8 @@ def test_bert_falls_back_to_the_padded_forward_once():
 
 def test_self_check_rejects_a_packed_forward_that_disagrees(monkeypatch):
     model, pad, eos = build("gpt2")
-    real = packing._packed_forward
-    monkeypatch.setattr(packing, "_packed_forward", lambda m, b: tuple(r + 1e-2 for r in real(m, b)))
+    real = packed_forward._packed_forward
+    monkeypatch.setattr(packed_forward, "_packed_forward", lambda m, b: tuple(r + 1e-2 for r in real(m, b)))
     with pytest.warns(PackingFallbackWarning, match="self-check"):
         assert not supports_custom_mask(model)
     pairs, _ = random_pairs(3, eos, pad)

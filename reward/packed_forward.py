@@ -1,0 +1,110 @@
+"""The packed forward: rewards from `PackedBatch` rows, and when a model can take them.
+
+`packed_rewards(model, batch)` runs `model.base_model` on the packed rows with their 4-D mask and
+position ids and applies `model.score` at each sequence's reward token only; `supports_custom_mask`
+decides once per model (architecture allow-list + a numerical self-check) whether that is exact,
+and otherwise the batch goes through the plain padded forward. Layout: reward/packing.py.
+"""
+
+from __future__ import annotations
+
+import weakref
+
+import torch
+from torch import nn
+from transformers import PreTrainedModel
+
+from reward.collate import PairwiseCollator
+from reward.model import compute_rewards
+from reward.packing import SUPPORTED_ATTENTION, SUPPORTED_MODEL_TYPES, PackedBatch, _warn_once, pack_pairs
+
+
+def packed_rewards(model: PreTrainedModel, batch: PackedBatch) -> tuple[torch.Tensor, torch.Tensor]:
+    """(r_chosen (B,), r_rejected (B,)) float32: the rewards of the padded forward, from the packed rows.
+
+    Falls back to `compute_rewards` on the `PairwiseCollator` batch when `supports_custom_mask`
+    says no. Call it inside the same autocast context as `compute_rewards`.
+    """
+    if not supports_custom_mask(model):
+        return _padded_rewards(model, batch)
+    return _packed_forward(model, batch)
+
+
+def _packed_forward(model: PreTrainedModel, batch: PackedBatch) -> tuple[torch.Tensor, torch.Tensor]:
+    if batch.pad_token_id != (pad := model.config.get_text_config().pad_token_id):
+        raise ValueError(f"batch packed with pad_token_id={batch.pad_token_id}, the model reads rewards with {pad}")
+    weight = model.get_input_embeddings().weight
+    batch = batch.to(weight.device)
+    mask = batch.attention_mask  # (R, 1, T, T) bool
+    if model.config._attn_implementation == "eager":  # eager adds the mask to the scores
+        mask = torch.zeros(mask.shape, dtype=weight.dtype, device=weight.device)  # (R, 1, T, T)
+        mask = mask.masked_fill(~batch.attention_mask, torch.finfo(weight.dtype).min)
+    hidden = model.base_model(
+        input_ids=batch.input_ids, attention_mask=mask, position_ids=batch.position_ids, use_cache=False
+    ).last_hidden_state  # (R, T, H)
+    where = torch.cat([batch.chosen_index, batch.rejected_index])  # (2B, 2)
+    rewards = model.score(hidden[where[:, 0], where[:, 1]]).squeeze(-1).float()  # (2B,)
+    b = batch.margin.numel()
+    return rewards[:b], rewards[b:]
+
+
+def _padded_rewards(model: PreTrainedModel, batch: PackedBatch) -> tuple[torch.Tensor, torch.Tensor]:
+    pairs = [{"chosen_ids": c, "rejected_ids": r} for c, r in zip(batch.chosen_ids, batch.rejected_ids)]
+    plain = PairwiseCollator(batch.pad_token_id)(pairs)
+    device = model.get_input_embeddings().weight.device
+    rewards = compute_rewards(model, plain["input_ids"].to(device), plain["attention_mask"].to(device))  # (2B,)
+    return rewards[: len(pairs)], rewards[len(pairs) :]
+
+
+# --- support detection ----------------------------------------------------------------------------
+_CHECKED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> bool, decided once
+
+
+def supports_custom_mask(model: PreTrainedModel) -> bool:
+    """True if `packed_rewards` can run this model packed; decided (and any reason warned) once per model."""
+    if model in _CHECKED:
+        return _CHECKED[model]
+    config = model.config
+    reason = None
+    if config.model_type not in SUPPORTED_MODEL_TYPES:
+        reason = f"model type {config.model_type!r} is not one of {SUPPORTED_MODEL_TYPES}"
+    elif not isinstance(getattr(model, "score", None), nn.Linear) or model.base_model is model:
+        reason = "the model has no `score` Linear head on a separate backbone"
+    elif config._attn_implementation not in SUPPORTED_ATTENTION:
+        reason = f"attention {config._attn_implementation!r} takes no dense 4-D mask"
+    elif "sliding_attention" in (getattr(config, "layer_types", None) or []):
+        reason = "sliding-window layers would ignore the window under a custom mask"
+    elif config.get_text_config().pad_token_id is None:
+        reason = "config.pad_token_id is not set, so the reward token is undefined for padded batches"
+    elif not _self_check(model):
+        reason = "packed rewards differ from the padded forward on the self-check example"
+    if reason:
+        _warn_once(f"packing / shared prefix off, using the padded forward: {reason}")
+    _CHECKED[model] = reason is None
+    return reason is None
+
+
+def _self_check(model: PreTrainedModel) -> bool:
+    """Packed (with and without a shared prefix) vs padded rewards on a fixed example, eval mode, no autocast."""
+    pad = model.config.get_text_config().pad_token_id
+    vocab = [i for i in range(model.get_input_embeddings().weight.shape[0]) if i != pad]
+    vocab = (vocab * 40)[:40]  # non-pad ids, repeated if the vocabulary is tiny
+    prompt = vocab[1:6]
+    pairs = [
+        {"chosen_ids": prompt + vocab[6:9], "rejected_ids": prompt + vocab[9:11] + [pad]},
+        {"chosen_ids": prompt[:2] + vocab[11:13], "rejected_ids": prompt[:2] + vocab[13:18]},
+        {"chosen_ids": vocab[18:21], "rejected_ids": vocab[18:20]},
+    ]
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), torch.autocast(model.device.type, enabled=False):
+            want = torch.cat(_padded_rewards(model, pack_pairs(pairs, pad, share_prefix=False)))  # (2B,)
+            got = [
+                torch.cat(_packed_forward(model, pack_pairs(pairs, pad, budget, share)))  # (2B,)
+                for budget, share in ((12, True), (8, False))
+            ]
+    finally:
+        model.train(was_training)
+    tol = 1e-4 if model.dtype in (torch.float32, torch.float64) else 5e-2
+    return all(torch.allclose(g, want, rtol=tol, atol=tol) for g in got)
