@@ -10,6 +10,7 @@ Reads top to bottom: options -> data -> tokenizer + model -> tokenize -> summary
 
 from __future__ import annotations
 
+import os
 import random
 import shlex
 import sys
@@ -17,6 +18,7 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
+import datasets
 import torch
 from datasets import Dataset, DatasetDict
 
@@ -24,16 +26,18 @@ from reward.batching import build_collator, step_plan
 from reward.checkpoint import save_reward_model
 from reward.config import TrainConfig, parse_config
 from reward.data import load_preferences
+from reward.distributed import barrier, device_for, init_world, shutdown
 from reward.errors import UserError
 from reward.formatting import TokenizeStats, tokenize_pairs
 from reward.loop import NonFiniteError, TrainResult, train
 from reward.metrics import MetricsWriter
 from reward.model import count_parameters, ensure_pad_token, load_model, load_tokenizer
-from reward.precision import pick_device, resolve_precision
+from reward.precision import resolve_precision
 from reward.resume import (
     check_free_space,
     load_training_state,
     prepare_output_dir,
+    resolve_checkpoint,
     save_training_checkpoint,
     trim_metrics,
 )
@@ -53,9 +57,18 @@ def main(
     random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
     out_dir = Path(cfg.output_dir)
-    device = pick_device(cfg.use_cpu)
+    world = init_world()  # torchrun: one process per device; otherwise a world of one
+    if not world.is_main:  # only rank 0 talks
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - for the life of this worker process
+        datasets.disable_progress_bars()
+    device = device_for(world, cfg.use_cpu)
     precision = resolve_precision(cfg.bf16, cfg.fp16, device)
-    checkpoint = prepare_output_dir(out_dir, cfg.resume_from_checkpoint, cfg.overwrite_output_dir)
+    checkpoint = None
+    if world.is_main:
+        checkpoint = prepare_output_dir(out_dir, cfg.resume_from_checkpoint, cfg.overwrite_output_dir)
+    barrier(world)  # the others read the checkpoint only once rank 0 has checked the output dir
+    if not world.is_main and cfg.resume_from_checkpoint:
+        checkpoint = resolve_checkpoint(cfg.resume_from_checkpoint, out_dir)
 
     # --- data and tokenizer ----------------------------------------------------------------------
     data = load_preferences(
@@ -109,7 +122,8 @@ def main(
     if cfg.torch_compile:  # in place: parameter names (and so checkpoints) are unchanged
         model.base_model.compile()
     model.to(device)
-    check_free_space(out_dir, count_parameters(model), cfg.save_total_limit)
+    if world.is_main:
+        check_free_space(out_dir, count_parameters(model), cfg.save_total_limit)
     if cfg.plot_curves:
         from reward.plotting import require_matplotlib
 
@@ -118,19 +132,22 @@ def main(
     if checkpoint:
         resume_state = load_training_state(checkpoint)
         print(f"resuming from {checkpoint} at optimizer step {resume_state['step']}")
-    _, total_steps = step_plan(len(train_ds), cfg)
+    _, total_steps = step_plan(len(train_ds), cfg, world.size)
     print(
         f"model: {cfg.model_name_or_path} ({type(model).__name__}, {count_parameters(model) / 1e6:.2f}M params) | "
         f"device {device} | {precision.name}\n"
-        f"optimizer steps: {total_steps} x {cfg.pairs_per_step} pairs "
-        f"({cfg.per_device_train_batch_size} x {cfg.gradient_accumulation_steps} accumulation) | "
+        f"optimizer steps: {total_steps} x {cfg.pairs_per_step * world.size} pairs "
+        f"({cfg.per_device_train_batch_size} x {cfg.gradient_accumulation_steps} accumulation x {world.size} "
+        f"process{'es' if world.size > 1 else ''}) | "
         f"lr {cfg.learning_rate:g} {cfg.lr_scheduler_type} | output: {out_dir}\n"
         f"batching: {batching_summary(cfg)}"
     )
 
     # --- train -----------------------------------------------------------------------------------
     metrics_path = out_dir / "metrics.jsonl"
-    if resume_state:
+    if not world.is_main:
+        pass
+    elif resume_state:
         trim_metrics(metrics_path, resume_state["step"])  # records after the checkpoint are redone
     else:
         metrics_path.unlink(missing_ok=True)  # one run per metrics file
@@ -145,12 +162,16 @@ def main(
         save_training_checkpoint(out_dir, step, export, state, cfg.save_total_limit)
 
     result = train(
-        cfg, model, train_ds, eval_ds, collate, precision, writer, save_checkpoint, resume_state, should_stop
+        cfg, model, train_ds, eval_ds, collate, precision, writer, save_checkpoint, resume_state, should_stop, world
     )
+    if not world.is_main:
+        barrier(world)  # wait for rank 0's export, then leave together
+        return result
     if result.stopped:
         print(
             f"stopped after optimizer step {result.steps}; checkpoint saved in {out_dir / f'checkpoint-{result.steps}'}"
         )
+        barrier(world)
         return result
     saved = export(out_dir, {f"eval_{k}": v for k, v in (result.eval or {}).items()})
     if cfg.plot_curves:
@@ -174,6 +195,7 @@ def main(
         f"saved reward model to {saved}\nscore with: python score.py --model {shlex.quote(str(saved))} "
         f"--input {shlex.quote(score_input)}"
     )
+    barrier(world)
     return result
 
 
@@ -218,6 +240,8 @@ def cli(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         print(f"error: {exc}", file=sys.stderr)
         return 2 if isinstance(exc, UserError) else 3
+    finally:
+        shutdown()  # leave the process group (torchrun) if there is one
     if result.stopped:
         print(f"resume with: python train.py {shlex.join(resume_argv(argv))}")
         return 128 + (stop.requested or 0)

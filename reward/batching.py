@@ -28,36 +28,46 @@ def epoch_order(num_pairs: int, seed: int, epoch: int) -> list[int]:
     return torch.randperm(num_pairs, generator=g).tolist()
 
 
-def step_plan(num_pairs: int, cfg: TrainConfig) -> tuple[int, int]:
-    """(optimizer steps per epoch, total optimizer steps)."""
-    micro_batches = math.ceil(num_pairs / cfg.per_device_train_batch_size)
+def step_plan(num_pairs: int, cfg: TrainConfig, world_size: int = 1) -> tuple[int, int]:
+    """(optimizer steps per epoch, total optimizer steps); a global micro-batch is world_size x b pairs."""
+    micro_batches = math.ceil(num_pairs / (cfg.per_device_train_batch_size * world_size))
     per_epoch = math.ceil(micro_batches / cfg.gradient_accumulation_steps)
     total = cfg.max_steps if cfg.max_steps > 0 else math.ceil(cfg.num_train_epochs * per_epoch)
     return per_epoch, max(total, 1)
 
 
 def optimizer_steps(
-    ds: Dataset, collate: Callable[[list[dict]], Batch], cfg: TrainConfig, start_step: int = 0
-) -> Iterator[tuple[int, list[Batch]]]:
-    """Yield (epoch, micro-batches of one optimizer step), forever; the caller stops it.
+    ds: Dataset,
+    collate: Callable[[list[dict]], Batch],
+    cfg: TrainConfig,
+    start_step: int = 0,
+    rank: int = 0,
+    world_size: int = 1,
+) -> Iterator[tuple[int, list[Batch], int]]:
+    """Yield (epoch, this rank's micro-batches of one optimizer step, pairs in the global step), forever.
 
-    An epoch's last step takes whatever micro-batches are left (it may have fewer, and its last
-    micro-batch fewer pairs): the per-pair normalisation keeps that exact. The order is a pure
-    function of (seed, epoch), so a resumed run starts at `start_step` without replaying data.
-    With `group_by_length`, pairs of similar length share micro-batches (reward/grouping.py).
+    Every rank builds the same global micro-batches of world_size x b pairs and takes slice `rank`
+    of each (reward/distributed.py). An epoch's last step takes whatever is left (fewer micro-
+    batches, a smaller last one, possibly nothing for some rank): the per-pair normalisation by the
+    global pair count keeps that exact. The order is a pure function of (seed, epoch), so a resumed
+    run starts at `start_step` without replaying data. With `group_by_length`, pairs of similar
+    length share micro-batches (reward/grouping.py).
     """
     b, k = cfg.per_device_train_batch_size, cfg.gradient_accumulation_steps
-    steps_per_epoch, _ = step_plan(len(ds), cfg)
+    global_b = b * world_size
+    steps_per_epoch, _ = step_plan(len(ds), cfg, world_size)
     lengths = pair_lengths(ds) if cfg.group_by_length else None
     epoch, skip = divmod(start_step, steps_per_epoch)
     while True:
         if lengths is not None:
-            chunks = grouped_batches(lengths, b, cfg.seed, epoch)
+            chunks = grouped_batches(lengths, global_b, cfg.seed, epoch)
         else:
             order = epoch_order(len(ds), cfg.seed, epoch)
-            chunks = [order[i : i + b] for i in range(0, len(order), b)]
+            chunks = [order[i : i + global_b] for i in range(0, len(order), global_b)]
         for s in range(skip * k, len(chunks), k):
-            yield epoch, [collate(rows_at(ds, idx)) for idx in chunks[s : s + k]]
+            step_chunks = chunks[s : s + k]
+            mine = [chunk[rank * b : (rank + 1) * b] for chunk in step_chunks]
+            yield epoch, [collate(rows_at(ds, idx)) for idx in mine if idx], sum(map(len, step_chunks))
         epoch, skip = epoch + 1, 0
 
 

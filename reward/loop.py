@@ -24,6 +24,7 @@ from reward.batching import Batch, batch_pairs, batch_tokens, optimizer_steps, r
 from reward.collate import PairwiseCollator
 from reward.config import TrainConfig
 from reward.diagnostics import diagnose, subset_column
+from reward.distributed import SINGLE_PROCESS, World, any_rank, reduce_totals, sum_gradients, sum_int
 from reward.loss import bradley_terry_loss
 from reward.metrics import MetricsWriter, MetricTotals, format_step_line
 from reward.model import compute_rewards
@@ -71,9 +72,12 @@ def accumulate_gradients(
     precision: Precision,
     center_coef: float | None = None,
     label_smoothing: float = 0.0,
+    num_pairs_in_step: int | None = None,
 ) -> MetricTotals:
-    """Forward + backward every micro-batch of one step, each scaled by 1 / (pairs in the step)."""
-    n_step = sum(batch_pairs(mb) for mb in micro_batches)
+    """Forward + backward every micro-batch of one step, each scaled by 1 / (pairs in the step).
+
+    `num_pairs_in_step` is the step's pair count over all ranks (default: these micro-batches')."""
+    n_step = num_pairs_in_step or sum(batch_pairs(mb) for mb in micro_batches)
     totals = MetricTotals()
     for mb in micro_batches:
         with precision.autocast():
@@ -198,14 +202,16 @@ def train(
     save: Callable[[int, dict], None] | None = None,
     resume_state: dict | None = None,
     should_stop: Callable[[int], bool] | None = None,
+    world: World = SINGLE_PROCESS,
 ) -> TrainResult:
     """Run the optimizer steps; log, evaluate and call `save(step, training_state)` on schedule.
 
     `resume_state` (from a checkpoint, with the weights already loaded into `model`) continues a
     run exactly where it was saved. `should_stop(step)` is asked after every step; when it says
     yes the run saves a checkpoint and returns with `stopped=True` (used for SIGINT/SIGTERM).
+    With `world.size > 1` every rank runs this; only rank 0 logs, evaluates and saves.
     """
-    steps_per_epoch, total_steps = step_plan(len(train_ds), cfg)
+    steps_per_epoch, total_steps = step_plan(len(train_ds), cfg, world.size)
     optimizer = build_optimizer(model, cfg)
     scheduler = build_scheduler(optimizer, cfg, total_steps)
     start_step, nonfinite_total = 0, 0
@@ -223,17 +229,20 @@ def train(
     # (evaluation and saving excluded, so pairs/s measures training)
     window, grad_norms, window_tokens, window_seconds = MetricTotals(), [], 0, 0.0
     last_train, last_eval, nonfinite_in_a_row = {}, None, 0
-    bar = tqdm(total=total_steps, initial=start_step, desc="train", unit="step", disable=cfg.disable_tqdm)
-    steps = optimizer_steps(train_ds, collate, cfg, start_step)
+    bar = tqdm(total=total_steps, initial=start_step, desc="train", unit="step",
+               disable=cfg.disable_tqdm or not world.is_main)  # fmt: skip
+    steps = optimizer_steps(train_ds, collate, cfg, start_step, world.rank, world.size)
     # evaluation reads every pair through the plain padded forward: the reference the packed path matches
     eval_collate = collate if isinstance(collate, PairwiseCollator) else PairwiseCollator(collate.pad_token_id)
     step = start_step
     for step in range(start_step + 1, total_steps + 1):
         started = time.perf_counter()
-        _epoch, micro_batches = next(steps)  # collation counts as training time
+        _epoch, micro_batches, pairs_in_step = next(steps)  # collation counts as training time
         totals = accumulate_gradients(
-            model, micro_batches, precision, cfg.center_rewards_coefficient, cfg.label_smoothing
+            model, micro_batches, precision, cfg.center_rewards_coefficient, cfg.label_smoothing, pairs_in_step
         )
+        sum_gradients(model, world)  # Σ over ranks: each already divided by the global pair count
+        totals = reduce_totals(totals, world, precision.device)
         lr = scheduler.get_last_lr()[0]  # the lr this update uses
         grad_norm = apply_update(model, optimizer, scheduler, precision, cfg.max_grad_norm)
         window_seconds += time.perf_counter() - started
@@ -241,7 +250,7 @@ def train(
             nonfinite_in_a_row = 0
             grad_norms.append(grad_norm)
             window.merge(totals)
-            window_tokens += sum(batch_tokens(mb) for mb in micro_batches)
+            window_tokens += sum_int(sum(batch_tokens(mb) for mb in micro_batches), world, precision.device)
             bar.set_postfix(loss=f"{totals.summary()['loss']:.4f}", acc=f"{totals.summary()['accuracy']:.2f}")
         else:  # apply_update skipped the update: nothing non-finite reached the weights
             nonfinite_total += 1
@@ -267,19 +276,27 @@ def train(
             record["nonfinite_steps"] = nonfinite_total
             window, grad_norms, window_tokens, window_seconds = MetricTotals(), [], 0, 0.0
         end_of_epoch = step % steps_per_epoch == 0
-        if do_eval and (
-            step == total_steps
-            or (cfg.eval_strategy == "steps" and step % cfg.eval_steps == 0)
-            or (cfg.eval_strategy == "epoch" and end_of_epoch)
+        if (
+            do_eval
+            and world.is_main
+            and (
+                step == total_steps
+                or (cfg.eval_strategy == "steps" and step % cfg.eval_steps == 0)
+                or (cfg.eval_strategy == "epoch" and end_of_epoch)
+            )
         ):
             last_eval = evaluate(model, eval_ds, eval_collate, cfg, precision)
             record = record or {"step": step, "epoch": round(step / steps_per_epoch, 4)}
             record.update({f"eval_{k}": v for k, v in last_eval.items()})
-        if record is not None:
+        if record is not None and world.is_main:
             writer.write(record)
             bar.write(format_step_line(record))
-        stop = should_stop is not None and should_stop(step)
-        if save is not None and (stop or step == total_steps or (cfg.save_steps > 0 and step % cfg.save_steps == 0)):
+        stop = any_rank(should_stop is not None and should_stop(step), world, precision.device)
+        if (
+            save is not None
+            and world.is_main
+            and (stop or step == total_steps or (cfg.save_steps > 0 and step % cfg.save_steps == 0))
+        ):
             save(step, training_state(step, optimizer, scheduler, precision, nonfinite_total))
         if stop:
             bar.close()

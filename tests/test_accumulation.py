@@ -74,7 +74,8 @@ def test_step_plan_groups_the_same_pairs(tiny_tokenizer):
         ds, collate, TrainConfig(per_device_train_batch_size=4, gradient_accumulation_steps=2, group_by_length=False)
     )
     for _ in range(4):  # two epochs: steps of 8 + 2 pairs
-        (e1, mb1), (e2, mb2) = next(big), next(small)
+        (e1, mb1, n1), (e2, mb2, n2) = next(big), next(small)
+        assert n1 == n2 == sum(m["margin"].numel() for m in mb1)
         assert e1 == e2
         assert sum(m["margin"].numel() for m in mb1) == sum(m["margin"].numel() for m in mb2)
         ids1 = {tuple(r[r != 0].tolist()) for m in mb1 for r in m["input_ids"]}

@@ -339,7 +339,7 @@ def test_uneven_micro_batches_differ_by_the_formula(tok, init_model, tmp_path):
     optimizer = build_optimizer(model, cfg)
     scheduler = build_scheduler(optimizer, cfg, step_plan(len(ds), cfg)[1])
 
-    _, mbs = next(plan)
+    _, mbs, _ = next(plan)
     assert [mb["margin"].numel() for mb in mbs] == [4, 4, 4]
     parts = [per_pair_losses(model, mb, coef) for mb in mbs]
     step1 = accumulate_gradients(model, mbs, FP32, coef).summary()
@@ -349,7 +349,7 @@ def test_uneven_micro_batches_differ_by_the_formula(tok, init_model, tmp_path):
     assert_steps_close([{"step": 1, **step1}], [trl1], RTOL, ATOL, even_keys)  # even step: same numbers
     assert_trl_reward_extremes(trl1, parts)
 
-    _, mbs = next(plan)
+    _, mbs, _ = next(plan)
     sizes = [mb["margin"].numel() for mb in mbs]
     assert sizes == [4, 4, 2]
     k, n = len(sizes), sum(sizes)
