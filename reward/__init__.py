@@ -23,6 +23,7 @@ The modules follow the data flow:
     plotting.py    optional plots (matplotlib, imported lazily)
     resume.py      resumable checkpoints written atomically; the output-dir policy
     signals.py     SIGINT/SIGTERM: finish the step, save, exit
+    distributed.py torchrun data parallel: rank slices, one gradient sum per step, global metrics
 """
 
 __version__ = "0.1.0"

@@ -39,8 +39,9 @@ def run(out: Path, nproc: int, batch: int, extra: list[str]) -> None:
         ["--gradient_accumulation_steps", "1", "--group_by_length", "false", "--padding_free", "false",
          "--share_prefix", "false"],
         ["--gradient_accumulation_steps", "2"],  # the defaults: grouped, packed, shared prefix
+        ["--gradient_accumulation_steps", "2", "--gradient_checkpointing", "true"],
     ],
-    ids=["plain-no-accumulation", "packed-accumulation-2"],
+    ids=["plain-no-accumulation", "packed-accumulation-2", "gradient-checkpointing"],
 )  # fmt: skip
 def test_two_processes_equal_one_with_the_doubled_batch(extra, tmp_path):
     single, double = tmp_path / "single", tmp_path / "ddp"
