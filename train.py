@@ -145,11 +145,9 @@ def main(
 
     # --- train -----------------------------------------------------------------------------------
     metrics_path = out_dir / "metrics.jsonl"
-    if not world.is_main:
-        pass
-    elif resume_state:
+    if world.is_main and resume_state:
         trim_metrics(metrics_path, resume_state["step"])  # records after the checkpoint are redone
-    else:
+    elif world.is_main:
         metrics_path.unlink(missing_ok=True)  # one run per metrics file
     writer = MetricsWriter(metrics_path)
     collate = build_collator(cfg, tokenizer.pad_token_id)

@@ -242,7 +242,6 @@ def main() -> None:
         print(json.dumps(worker(args)))
         return
 
-    args.passthrough = [a for a in sys.argv[1:] if not a.startswith("--mode")]
     args.passthrough = strip_option(sys.argv[1:], "--mode")
     args.workdir.mkdir(parents=True, exist_ok=True)
     args.init = args.workdir / f"init-{args.model.replace('/', '_')}"
