@@ -30,6 +30,7 @@ from reward.distributed import barrier, device_for, init_world, shutdown
 from reward.errors import UserError
 from reward.formatting import TokenizeStats, tokenize_pairs
 from reward.loop import NonFiniteError, TrainResult, train
+from reward.lora import adapter_to_resume, add_lora, describe_lora, require_peft, save_lora_model, unwrap
 from reward.metrics import MetricsWriter
 from reward.model import count_parameters, ensure_pad_token, load_model, load_tokenizer
 from reward.precision import resolve_precision
@@ -41,6 +42,7 @@ from reward.resume import (
     save_training_checkpoint,
     trim_metrics,
 )
+from reward.sharding import check_fsdp_world, full_weights, shard_model
 from reward.signals import StopOnSignal
 
 
@@ -62,6 +64,8 @@ def main(
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - for the life of this worker process
         datasets.disable_progress_bars()
     device = device_for(world, cfg.use_cpu)
+    if cfg.fsdp:
+        check_fsdp_world(world)  # fail before loading anything
     precision = resolve_precision(cfg.bf16, cfg.fp16, device)
     checkpoint = None
     if world.is_main:
@@ -69,6 +73,10 @@ def main(
     barrier(world)  # the others read the checkpoint only once rank 0 has checked the output dir
     if not world.is_main and cfg.resume_from_checkpoint:
         checkpoint = resolve_checkpoint(cfg.resume_from_checkpoint, out_dir)
+    if cfg.use_peft:
+        require_peft()  # fail now, not after loading the data
+    # a LoRA checkpoint's weights are merged (W + BA): its exact state is base model + saved adapter
+    adapter = adapter_to_resume(checkpoint, cfg.use_peft)
 
     # --- data and tokenizer ----------------------------------------------------------------------
     data = load_preferences(
@@ -110,7 +118,7 @@ def main(
 
     # --- model -----------------------------------------------------------------------------------
     model = load_model(
-        model_source,
+        cfg.model_name_or_path if cfg.use_peft else model_source,
         tokenizer,
         seed=cfg.seed,
         disable_dropout=cfg.disable_dropout,
@@ -119,9 +127,15 @@ def main(
     if cfg.gradient_checkpointing:
         model.config.use_cache = False
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if cfg.use_peft:  # after checkpointing: use_reentrant=False needs no enable_input_require_grads
+        model = add_lora(model, cfg, adapter)
+        print(describe_lora(model))
     if cfg.torch_compile:  # in place: parameter names (and so checkpoints) are unchanged
-        model.base_model.compile()
-    model.to(device)
+        unwrap(model).base_model.compile()
+    if cfg.fsdp:  # on the CPU copy: fully_shard moves only this process's shard to the device
+        shard_model(model, world, device)
+    else:
+        model.to(device)
     if world.is_main:
         check_free_space(out_dir, count_parameters(model), cfg.save_total_limit)
     if cfg.plot_curves:
@@ -152,16 +166,26 @@ def main(
     writer = MetricsWriter(metrics_path)
     collate = build_collator(cfg, tokenizer.pad_token_id)
 
-    def export(target: Path, metrics: dict | None = None) -> Path:
+    def export(target: Path, metrics: dict | None = None, weights: dict | None = None) -> Path:
         card = {"format": data.format, "train_pairs": len(train_ds), "metrics": metrics or {}}
-        return save_reward_model(model, tokenizer, target, cfg.to_dict(), card)
+        if cfg.fsdp:  # the model holds only shards: write the gathered full `weights`
+            return save_reward_model(model, tokenizer, target, cfg.to_dict(), card, state_dict=weights)
+        save = save_lora_model if cfg.use_peft else save_reward_model  # LoRA: merged weights + adapter/
+        return save(model, tokenizer, target, cfg.to_dict(), card)
 
     def save_checkpoint(step: int, state: dict) -> None:
-        save_training_checkpoint(out_dir, step, export, state, cfg.save_total_limit)
+        if not cfg.fsdp:
+            save_training_checkpoint(out_dir, step, export, state, cfg.save_total_limit)
+            return
+        weights = full_weights(model)  # called on every rank (the gather is collective); {} but on rank 0
+        if world.is_main:
+            write = lambda path: export(path, weights=weights)  # noqa: E731
+            save_training_checkpoint(out_dir, step, write, state, cfg.save_total_limit)
 
     result = train(
         cfg, model, train_ds, eval_ds, collate, precision, writer, save_checkpoint, resume_state, should_stop, world
     )
+    weights = full_weights(model) if cfg.fsdp and not result.stopped else None  # FSDP: every rank gathers
     if not world.is_main:
         barrier(world)  # wait for rank 0's export, then leave together
         return result
@@ -171,7 +195,7 @@ def main(
         )
         barrier(world)
         return result
-    saved = export(out_dir, {f"eval_{k}": v for k, v in (result.eval or {}).items()})
+    saved = export(out_dir, {f"eval_{k}": v for k, v in (result.eval or {}).items()}, weights)
     if cfg.plot_curves:
         from reward.plotting import plot_training_curves  # matplotlib is an optional extra
 

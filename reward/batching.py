@@ -85,7 +85,7 @@ def pair_lengths(ds: Dataset) -> list[int]:
 def build_collator(cfg: TrainConfig, pad_token_id: int) -> Callable[[list[dict]], Batch]:
     """The training collator: packed rows (padding-free and/or shared prefix) or the plain padded one."""
     if cfg.padding_free or cfg.share_prefix:
-        return PackingCollator(pad_token_id, "auto" if cfg.padding_free else None, cfg.share_prefix)
+        return PackingCollator(pad_token_id, "all" if cfg.padding_free else None, cfg.share_prefix)
     return PairwiseCollator(pad_token_id, cfg.pad_to_multiple_of)
 
 

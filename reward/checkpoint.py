@@ -66,11 +66,14 @@ def save_reward_model(
     out_dir: str | Path,
     training_config: dict[str, Any],
     card: dict[str, Any] | None = None,
+    state_dict: dict[str, Any] | None = None,
 ) -> Path:
-    """Save weights (safetensors), tokenizer, training config and model card into `out_dir`."""
+    """Save weights (safetensors), tokenizer, training config and model card into `out_dir`.
+
+    `state_dict` replaces the model's own weights (--fsdp: the full weights gathered from the shards)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out, safe_serialization=True)
+    model.save_pretrained(out, safe_serialization=True, state_dict=state_dict)
     tokenizer.save_pretrained(out)
     (out / "training_config.json").write_text(json.dumps(training_config, indent=2, default=str) + "\n")
     if card is not None:

@@ -34,6 +34,31 @@ class TrainConfig:
     gradient_checkpointing: bool = _opt(
         False, "Recompute activations in backward to save memory (TRL defaults to on; we default off)."
     )
+    fsdp: bool = _opt(
+        False,
+        "Shard weights, gradients and AdamW state across the torchrun processes (FSDP2); needs 2+ processes.",
+    )
+    # --- LoRA (peft extra: pip install -e ".[peft]"; README "LoRA") ----------------------------
+    use_peft: bool = _opt(
+        False,
+        "Train LoRA adapters on the backbone plus the full score head instead of every weight; "
+        "the saved model has the adapters merged (plain transformers), the adapter alone is in adapter/.",
+    )
+    lora_r: int = _opt(16, "LoRA rank r (TRL's default): trained parameters grow linearly with it.")
+    lora_alpha: int = _opt(32, "LoRA alpha: the update is (alpha / r) B A; 32 = 2r as in TRL, a scale of 2.")
+    lora_dropout: float = _opt(
+        0.0,
+        "Dropout on the adapters' input. 0 is what TRL runs: its 0.05 default is zeroed by disable_dropout "
+        "(chosen and rejected should see the same noise).",
+    )
+    lora_target_modules: list[str] = field(
+        default_factory=lambda: ["all-linear"],
+        metadata={
+            "help": "Layers that get adapters: 'all-linear' (every Linear of the backbone, not the score head; "
+            "QLoRA found all layers needed to match full fine-tuning) or module names, "
+            "e.g. q_proj v_proj or q_proj,v_proj."
+        },
+    )
     # --- data ----------------------------------------------------------------------------------
     dataset_name: str = _opt(
         "synthetic",
@@ -128,6 +153,23 @@ class TrainConfig:
             problems.append("--eval_strategy must be 'steps', 'epoch' or 'no'")
         if self.max_length is not None and self.max_length < 2:
             problems.append("--max_length must be >= 2")
+        if self.lora_r < 1:
+            problems.append("--lora_r must be >= 1")
+        if not self.lora_alpha > 0:
+            problems.append("--lora_alpha must be > 0")
+        if not 0.0 <= self.lora_dropout < 1.0:
+            problems.append("--lora_dropout must be in [0, 1)")
+        # "q_proj,v_proj", ["q_proj", "v_proj"] (flags) or a YAML string: one list of names
+        targets = [self.lora_target_modules] if isinstance(self.lora_target_modules, str) else self.lora_target_modules
+        self.lora_target_modules = [name.strip() for item in targets for name in item.split(",") if name.strip()]
+        if not self.lora_target_modules:
+            problems.append("--lora_target_modules needs 'all-linear' or at least one module name")
+        elif "all-linear" in self.lora_target_modules and len(self.lora_target_modules) > 1:
+            problems.append("--lora_target_modules: 'all-linear' cannot be combined with module names")
+        if self.fsdp and self.torch_compile:
+            problems.append("--fsdp with --torch_compile is not supported yet")
+        if self.fsdp and self.use_peft:
+            problems.append("--fsdp with --use_peft is not supported yet")
         if problems:
             raise UserError("; ".join(problems))
 

@@ -14,7 +14,8 @@ reduction without a forward pass. One reduction per optimizer step is what DDP's
 accumulation does too.
 
 Only rank 0 prints, shows progress, evaluates, logs and writes checkpoints; the other ranks wait
-for it at their next collective.
+for it at their next collective. `--fsdp` shards the model instead of replicating it:
+reward/sharding.py.
 """
 
 from __future__ import annotations

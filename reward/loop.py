@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
 from datasets import Dataset
 from torch import nn
+from torch.distributed.tensor import DTensor
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, get_scheduler
 
@@ -32,6 +33,7 @@ from reward.packed_forward import packed_rewards
 from reward.packing import PackedBatch
 from reward.precision import Precision
 from reward.resume import rng_state, set_rng_state
+from reward.sharding import filler_passes, full_optimizer_state, load_full_optimizer_state
 
 
 # --- optimizer and schedule ------------------------------------------------------------------------
@@ -73,23 +75,18 @@ def accumulate_gradients(
     center_coef: float | None = None,
     label_smoothing: float = 0.0,
     num_pairs_in_step: int | None = None,
+    fillers: Sequence[Batch] = (),
 ) -> MetricTotals:
     """Forward + backward every micro-batch of one step, each scaled by 1 / (pairs in the step).
 
-    `num_pairs_in_step` is the step's pair count over all ranks (default: these micro-batches')."""
+    `num_pairs_in_step` is the step's pair count over all ranks (default: these micro-batches').
+    `fillers` run forward + backward with weight 0 (no gradient, no metrics): under FSDP a rank
+    with fewer micro-batches still joins every collective (reward/sharding.py `filler_passes`)."""
     n_step = num_pairs_in_step or sum(batch_pairs(mb) for mb in micro_batches)
     totals = MetricTotals()
     for mb in micro_batches:
         with precision.autocast():
-            if isinstance(mb, PackedBatch):  # packed rows: same rewards as the padded forward
-                r_chosen, r_rejected = packed_rewards(model, mb)  # (B,), (B,) float32
-                margin = mb.margin
-            else:
-                input_ids = mb["input_ids"].to(precision.device)  # (2B, T)
-                attention_mask = mb["attention_mask"].to(precision.device)  # (2B, T)
-                rewards = compute_rewards(model, input_ids, attention_mask)  # (2B,) float32
-                r_chosen, r_rejected = rewards.chunk(2)  # (B,), (B,)
-                margin = mb["margin"]
+            r_chosen, r_rejected, margin = pair_rewards(model, mb, precision)
         out = bradley_terry_loss(
             r_chosen,
             r_rejected,
@@ -101,7 +98,27 @@ def accumulate_gradients(
         loss = precision.scaler.scale(out.loss) if precision.scaler else out.loss
         loss.backward()
         totals.add(out)
+    for mb in fillers:
+        with precision.autocast():
+            r_chosen, r_rejected, _ = pair_rewards(model, mb, precision)
+        # × 0 keeps the whole graph, so every parameter gets a (zero) gradient and each FSDP unit
+        # reduce-scatters the same buffers as on the other ranks
+        (torch.cat([r_chosen, r_rejected]).sum() * 0.0).backward()
     return totals
+
+
+def pair_rewards(
+    model: PreTrainedModel, mb: Batch, precision: Precision
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(r_chosen (B,), r_rejected (B,), margin (B,)) of one micro-batch, packed or padded; call under autocast."""
+    if isinstance(mb, PackedBatch):  # packed rows: same rewards as the padded forward
+        r_chosen, r_rejected = packed_rewards(model, mb)  # (B,), (B,) float32
+        return r_chosen, r_rejected, mb.margin
+    input_ids = mb["input_ids"].to(precision.device)  # (2B, T)
+    attention_mask = mb["attention_mask"].to(precision.device)  # (2B, T)
+    rewards = compute_rewards(model, input_ids, attention_mask)  # (2B,) float32
+    r_chosen, r_rejected = rewards.chunk(2)  # (B,), (B,)
+    return r_chosen, r_rejected, mb["margin"]
 
 
 def apply_update(model: nn.Module, optimizer, scheduler, precision: Precision, max_grad_norm: float) -> float:
@@ -113,7 +130,10 @@ def apply_update(model: nn.Module, optimizer, scheduler, precision: Precision, m
     if precision.scaler:
         precision.scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
     limit = max_grad_norm if max_grad_norm > 0 else float("inf")
-    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), limit).item()
+    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), limit)
+    if isinstance(grad_norm, DTensor):  # FSDP: a norm over sharded gradients, a partial sum per rank
+        grad_norm = grad_norm.full_tensor()  # the global norm, the same on every rank
+    grad_norm = grad_norm.item()
     if precision.scaler:
         precision.scaler.step(optimizer)  # skips the step if the gradients overflowed
         precision.scaler.update()
@@ -179,12 +199,16 @@ class NonFiniteError(RuntimeError):
     """Too many optimizer steps in a row had a non-finite loss or gradient."""
 
 
-def training_state(step: int, optimizer, scheduler, precision: Precision, nonfinite_steps: int = 0) -> dict:
-    """Everything besides the weights that a resumed run needs to continue bit for bit."""
+def training_state(
+    step: int, optimizer, scheduler, precision: Precision, nonfinite_steps: int = 0, model: nn.Module | None = None
+) -> dict:
+    """Everything besides the weights that a resumed run needs to continue bit for bit.
+
+    With `model` (FSDP) the optimizer state is gathered unsharded (a collective: every rank calls this)."""
     return {
         "step": step,
         "nonfinite_steps": nonfinite_steps,
-        "optimizer": optimizer.state_dict(),
+        "optimizer": full_optimizer_state(model, optimizer) if model is not None else optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
         "scaler": precision.scaler.state_dict() if precision.scaler else None,
         "rng": rng_state(),
@@ -209,14 +233,18 @@ def train(
     `resume_state` (from a checkpoint, with the weights already loaded into `model`) continues a
     run exactly where it was saved. `should_stop(step)` is asked after every step; when it says
     yes the run saves a checkpoint and returns with `stopped=True` (used for SIGINT/SIGTERM).
-    With `world.size > 1` every rank runs this; only rank 0 logs, evaluates and saves.
+    With `world.size > 1` every rank runs this; only rank 0 logs, evaluates and saves (with
+    `cfg.fsdp` every rank evaluates and calls `save`, which gather the shards; rank 0 records).
     """
     steps_per_epoch, total_steps = step_plan(len(train_ds), cfg, world.size)
     optimizer = build_optimizer(model, cfg)
     scheduler = build_scheduler(optimizer, cfg, total_steps)
     start_step, nonfinite_total = 0, 0
     if resume_state is not None:
-        optimizer.load_state_dict(resume_state["optimizer"])
+        if cfg.fsdp:  # saved unsharded, keyed by parameter name: each rank keeps its shard
+            load_full_optimizer_state(model, optimizer, resume_state["optimizer"])
+        else:
+            optimizer.load_state_dict(resume_state["optimizer"])
         scheduler.load_state_dict(resume_state["scheduler"])
         if precision.scaler and resume_state["scaler"]:
             precision.scaler.load_state_dict(resume_state["scaler"])
@@ -234,14 +262,19 @@ def train(
     steps = optimizer_steps(train_ds, collate, cfg, start_step, world.rank, world.size)
     # evaluation reads every pair through the plain padded forward: the reference the packed path matches
     eval_collate = collate if isinstance(collate, PairwiseCollator) else PairwiseCollator(collate.pad_token_id)
+    filler = collate(rows_at(train_ds, [0])) if cfg.fsdp else None  # a 1-pair batch for `fillers`
+    every_rank = cfg.fsdp  # FSDP gathers weights in every forward and to save: collectives, not rank 0's job
     step = start_step
     for step in range(start_step + 1, total_steps + 1):
         started = time.perf_counter()
         _epoch, micro_batches, pairs_in_step = next(steps)  # collation counts as training time
+        fillers = [filler] * filler_passes(len(micro_batches), world, precision.device) if cfg.fsdp else []
         totals = accumulate_gradients(
-            model, micro_batches, precision, cfg.center_rewards_coefficient, cfg.label_smoothing, pairs_in_step
-        )
-        sum_gradients(model, world)  # Σ over ranks: each already divided by the global pair count
+            model, micro_batches, precision, cfg.center_rewards_coefficient, cfg.label_smoothing, pairs_in_step,
+            fillers,
+        )  # fmt: skip
+        if not cfg.fsdp:  # FSDP has reduce-scattered (Σ) each micro-batch's gradients already
+            sum_gradients(model, world)  # Σ over ranks: each already divided by the global pair count
         totals = reduce_totals(totals, world, precision.device)
         lr = scheduler.get_last_lr()[0]  # the lr this update uses
         grad_norm = apply_update(model, optimizer, scheduler, precision, cfg.max_grad_norm)
@@ -278,7 +311,7 @@ def train(
         end_of_epoch = step % steps_per_epoch == 0
         if (
             do_eval
-            and world.is_main
+            and (world.is_main or every_rank)
             and (
                 step == total_steps
                 or (cfg.eval_strategy == "steps" and step % cfg.eval_steps == 0)
@@ -294,10 +327,11 @@ def train(
         stop = any_rank(should_stop is not None and should_stop(step), world, precision.device)
         if (
             save is not None
-            and world.is_main
+            and (world.is_main or every_rank)
             and (stop or step == total_steps or (cfg.save_steps > 0 and step % cfg.save_steps == 0))
         ):
-            save(step, training_state(step, optimizer, scheduler, precision, nonfinite_total))
+            sharded = model if cfg.fsdp else None
+            save(step, training_state(step, optimizer, scheduler, precision, nonfinite_total, sharded))
         if stop:
             bar.close()
             return TrainResult(step, last_train, last_eval, stopped=True, nonfinite_steps=nonfinite_total)

@@ -1,9 +1,10 @@
 """The packed forward: rewards from `PackedBatch` rows, and when a model can take them.
 
-`packed_rewards(model, batch)` runs `model.base_model` on the packed rows with their 4-D mask and
-position ids and applies `model.score` at each sequence's reward token only; `supports_custom_mask`
-decides once per model (architecture allow-list + a numerical self-check) whether that is exact,
-and otherwise the batch goes through the plain padded forward. Layout: reward/packing.py.
+`packed_rewards(model, batch)` runs `model.base_model` on the packed rows with their position ids
+and segment layout (attention per segment: reward/segment_attention.py) and applies `model.score`
+at each sequence's reward token only; `supports_packing` decides once per model (architecture
+allow-list + a numerical self-check against the padded forward) whether that is exact, and
+otherwise the batch goes through the plain padded forward. Layout: reward/packing.py.
 """
 
 from __future__ import annotations
@@ -17,30 +18,41 @@ from transformers import PreTrainedModel
 from reward.collate import PairwiseCollator
 from reward.model import compute_rewards
 from reward.packing import SUPPORTED_ATTENTION, SUPPORTED_MODEL_TYPES, PackedBatch, _warn_once, pack_pairs
+from reward.segment_attention import use_segment_attention
 
 
 def packed_rewards(model: PreTrainedModel, batch: PackedBatch) -> tuple[torch.Tensor, torch.Tensor]:
     """(r_chosen (B,), r_rejected (B,)) float32: the rewards of the padded forward, from the packed rows.
 
-    Falls back to `compute_rewards` on the `PairwiseCollator` batch when `supports_custom_mask`
-    says no. Call it inside the same autocast context as `compute_rewards`.
+    Falls back to `compute_rewards` on the `PairwiseCollator` batch when `supports_packing` says
+    no. Call it inside the same autocast context as `compute_rewards`. A PEFT-wrapped model is
+    run through its adapted inner model (`get_base_model()`: same modules, LoRA layers in place).
     """
-    if not supports_custom_mask(model):
+    if not supports_packing(model):
         return _padded_rewards(model, batch)
-    return _packed_forward(model, batch)
+    return _packed_forward(_unwrap(model), batch)
+
+
+def _unwrap(model: nn.Module) -> PreTrainedModel:
+    """The transformers model inside a peft `PeftModel` (whose `.base_model` is peft's LoraModel)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
 def _packed_forward(model: PreTrainedModel, batch: PackedBatch) -> tuple[torch.Tensor, torch.Tensor]:
     if batch.pad_token_id != (pad := model.config.get_text_config().pad_token_id):
         raise ValueError(f"batch packed with pad_token_id={batch.pad_token_id}, the model reads rewards with {pad}")
-    weight = model.get_input_embeddings().weight
-    batch = batch.to(weight.device)
-    mask = batch.attention_mask  # (R, 1, T, T) bool
-    if model.config._attn_implementation == "eager":  # eager adds the mask to the scores
-        mask = torch.zeros(mask.shape, dtype=weight.dtype, device=weight.device)  # (R, 1, T, T)
-        mask = mask.masked_fill(~batch.attention_mask, torch.finfo(weight.dtype).min)
+    use_segment_attention(model)  # for good: gradient checkpointing re-runs this forward in backward
+    batch = batch.to(model.get_input_embeddings().weight.device)
+    # A 4-D attention_mask is passed through untouched (transformers masking_utils.py:832-834), so
+    # this (R, 1, 1, 1) placeholder stops the model from building an (R, 1, T, T) mask that the
+    # segment attention would ignore anyway; `reward_segments` is the real layout.
+    placeholder = torch.ones((batch.input_ids.shape[0], 1, 1, 1), dtype=torch.bool, device=batch.input_ids.device)
     hidden = model.base_model(
-        input_ids=batch.input_ids, attention_mask=mask, position_ids=batch.position_ids, use_cache=False
+        input_ids=batch.input_ids,  # (R, T)
+        attention_mask=placeholder,
+        position_ids=batch.position_ids,  # (R, T)
+        use_cache=False,
+        reward_segments=batch.segments,
     ).last_hidden_state  # (R, T, H)
     where = torch.cat([batch.chosen_index, batch.rejected_index])  # (2B, 2)
     rewards = model.score(hidden[where[:, 0], where[:, 1]]).squeeze(-1).float()  # (2B,)
@@ -60,32 +72,36 @@ def _padded_rewards(model: PreTrainedModel, batch: PackedBatch) -> tuple[torch.T
 _CHECKED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> bool, decided once
 
 
-def supports_custom_mask(model: PreTrainedModel) -> bool:
+def supports_packing(model: PreTrainedModel) -> bool:
     """True if `packed_rewards` can run this model packed; decided (and any reason warned) once per model."""
     if model in _CHECKED:
         return _CHECKED[model]
+    outer, model = model, _unwrap(model)
     config = model.config
+    attention = config._attn_implementation  # the self-check switches it; restored if packing is refused
     reason = None
     if config.model_type not in SUPPORTED_MODEL_TYPES:
         reason = f"model type {config.model_type!r} is not one of {SUPPORTED_MODEL_TYPES}"
-    elif not isinstance(getattr(model, "score", None), nn.Linear) or model.base_model is model:
-        reason = "the model has no `score` Linear head on a separate backbone"
+    elif not isinstance(getattr(model, "score", None), nn.Module) or model.base_model is model:
+        reason = "the model has no `score` head on a separate backbone"
     elif config._attn_implementation not in SUPPORTED_ATTENTION:
-        reason = f"attention {config._attn_implementation!r} takes no dense 4-D mask"
+        reason = f"attention {config._attn_implementation!r} is not sdpa or eager (flash/flex kernels are not switched)"
     elif "sliding_attention" in (getattr(config, "layer_types", None) or []):
-        reason = "sliding-window layers would ignore the window under a custom mask"
+        reason = "the segment attention has no sliding window"
     elif config.get_text_config().pad_token_id is None:
         reason = "config.pad_token_id is not set, so the reward token is undefined for padded batches"
     elif not _self_check(model):
         reason = "packed rewards differ from the padded forward on the self-check example"
     if reason:
+        config._attn_implementation = attention
         _warn_once(f"packing / shared prefix off, using the padded forward: {reason}")
-    _CHECKED[model] = reason is None
+    _CHECKED[outer] = reason is None
     return reason is None
 
 
 def _self_check(model: PreTrainedModel) -> bool:
-    """Packed (with and without a shared prefix) vs padded rewards on a fixed example, eval mode, no autocast."""
+    """Packed (one row with shared prefixes; rows of a budget, unshared) vs padded rewards on a fixed
+    example, eval mode, no autocast."""
     pad = model.config.get_text_config().pad_token_id
     vocab = [i for i in range(model.get_input_embeddings().weight.shape[0]) if i != pad]
     vocab = (vocab * 40)[:40]  # non-pad ids, repeated if the vocabulary is tiny
@@ -102,7 +118,7 @@ def _self_check(model: PreTrainedModel) -> bool:
             want = torch.cat(_padded_rewards(model, pack_pairs(pairs, pad, share_prefix=False)))  # (2B,)
             got = [
                 torch.cat(_packed_forward(model, pack_pairs(pairs, pad, budget, share)))  # (2B,)
-                for budget, share in ((12, True), (8, False))
+                for budget, share in (("all", True), (8, False))
             ]
     finally:
         model.train(was_training)

@@ -1,35 +1,36 @@
 """Padding-free packing and a shared prompt prefix: the pairwise forward without wasted tokens.
 
 The padded path (`PairwiseCollator` + `compute_rewards`) pads 2B rows to the longest sequence and
-computes each prompt twice. Here sequences are *segments* laid side by side in rows; a 4-D boolean
-mask keeps segments apart and position ids restart at 0 per segment, so every token sees exactly
-what it sees in its own padded row:
+computes each prompt twice. Here sequences are *segments* laid side by side in rows; position ids
+restart at 0 per segment and the attention keeps segments apart, so every token sees exactly what
+it sees in its own padded row:
 
-- packing (`max_tokens_per_row=N`): first-fit of the segments, longest first, into rows of at most
-  N tokens (a longer segment gets a row of its own);
+- packing (`max_tokens_per_row`): "all" puts every segment in one row (no padding at all: the
+  training default), an int N fills rows of at most N tokens first-fit, longest first (a longer
+  segment gets a row of its own), None gives each segment its own row (padded, as the plain path);
 - shared prefix (`share_prefix=True`): a pair is one segment [P | C' | R'], P the longest common
   token prefix of chosen and rejected; R' attends to P and R' but not C', and its positions go on
   from len(P). No common prefix gives [C' | R'], two independent sequences: exact, so not a
   fallback, but warned once (nothing is saved; the prompt did not tokenize to a shared prefix);
 - both: several [P | C' | R'] segments per row.
 
+Who attends to whom is `PackedBatch.segments`, (row, start, len P, len C', len R') per segment
+((row, start, L, 0, 0) for an unshared sequence). reward/segment_attention.py computes attention
+segment by segment from it, so a row of many segments costs what its segments cost, not T x T;
+`PackedBatch.dense_mask()` writes the same rule out as a 4-D mask, for tests and for reading.
 `model.base_model` (`.model` Llama/Qwen2, `.transformer` GPT-2) runs the rows; `model.score` is
 applied at the reward tokens only, which are the padded path's: the last token of the sequence
 whose id != pad_token_id (index 0 if none), so with pad == eos the token before a trailing EOS.
 
 Support: llama, qwen2, gpt2 with a `score` Linear, sdpa or eager attention, no sliding window, and
 a numerical self-check once per model; otherwise (e.g. BERT) the padded path, with one
-`PackingFallbackWarning` per reason. transformers 5.23 passes a 4-D mask through untouched
-(masking_utils.py:832-834), GPT-2 embeds the position ids given (modeling_gpt2.py:569-574), and
-eager attention adds the mask to the scores (modeling_llama.py:194-195): for eager it becomes 0 /
-min-float here. Cost: the mask is dense, R x T x T bools (8 rows of 2048: 32 MiB), and sdpa computes
-all T x T scores of a row: keep `max_tokens_per_row` near the longest sequence.
+`PackingFallbackWarning` per reason (reward/packed_forward.py).
 
 API (`pairs` are `{"chosen_ids", "rejected_ids", "margin"?}` rows, as for `PairwiseCollator`):
-    pack_pairs(pairs, pad_token_id, max_tokens_per_row=None, share_prefix=True) -> PackedBatch
-    PackingCollator(pad_token_id, max_tokens_per_row=None, share_prefix=True)(pairs) -> PackedBatch
+    pack_pairs(pairs, pad_token_id, max_tokens_per_row="all", share_prefix=True) -> PackedBatch
+    PackingCollator(pad_token_id, max_tokens_per_row="all", share_prefix=True)(pairs) -> PackedBatch
     reward.packed_forward.packed_rewards(model, batch) -> (r_chosen (B,), r_rejected (B,)), float32
-    reward.packed_forward.supports_custom_mask(model) -> bool
+    reward.packed_forward.supports_packing(model) -> bool
     common_prefix_length(a, b) -> int;  reward_token_index(ids, pad_token_id) -> int
 """
 
@@ -41,10 +42,11 @@ from dataclasses import dataclass
 import torch
 
 SUPPORTED_MODEL_TYPES = ("llama", "qwen2", "gpt2")  # each one checked in tests/test_packing.py
-SUPPORTED_ATTENTION = ("sdpa", "eager")  # flash / flex kernels take no dense 4-D mask
+SUPPORTED_ATTENTION = ("sdpa", "eager", "reward_segments")  # switched to reward_segments on first use
 
-# Branch of a token inside a segment: the shared prefix, the chosen suffix, the rejected suffix.
-PREFIX, CHOSEN, REJECTED = 0, 1, 2
+
+Segment = tuple[int, int, int, int, int]  # (row, start, len P, len C', len R')
+PREFIX, CHOSEN, REJECTED = 0, 1, 2  # branch of a token inside a segment
 
 
 class PackingFallbackWarning(UserWarning):
@@ -57,7 +59,7 @@ class PackedBatch:
 
     input_ids: torch.Tensor  # (R, T) long, padded with pad_token_id
     position_ids: torch.Tensor  # (R, T) long, restarting at 0 in each segment (0 on padding)
-    attention_mask: torch.Tensor  # (R, 1, T, T) bool, True = query row may attend to key column
+    segments: list[Segment]  # (row, start, len P, len C', len R') per segment: what attends to what
     chosen_index: torch.Tensor  # (B, 2) long: (row, column) of each pair's chosen reward token
     rejected_index: torch.Tensor  # (B, 2) long: (row, column) of each pair's rejected reward token
     margin: torch.Tensor  # (B,) float32, 0 where absent (as PairwiseCollator)
@@ -76,8 +78,20 @@ class PackedBatch:
         """Real tokens of the plain path (sum of both sides' lengths, its padding excluded)."""
         return sum(map(len, self.chosen_ids)) + sum(map(len, self.rejected_ids))
 
+    def dense_mask(self) -> torch.Tensor:
+        """(R, 1, T, T) bool, True = query row may attend to key column: the rule the segment attention
+        computes, written out (for tests and reading; the forward never builds it: R x T x T)."""
+        rows, width = self.input_ids.shape
+        mask = torch.zeros((rows, 1, width, width), dtype=torch.bool)  # (R, 1, T, T)
+        for row, start, prefix, chosen, rejected in self.segments:
+            end = start + prefix + chosen + rejected
+            branches = [PREFIX] * prefix + [CHOSEN] * chosen + [REJECTED] * rejected
+            mask[row, 0, start:end, start:end] = _segment_mask(branches)  # block diagonal
+        mask[:, 0].diagonal(dim1=-2, dim2=-1).fill_(True)  # padding sees itself (an empty row would be NaN)
+        return mask
+
     def to(self, device: torch.device | str) -> PackedBatch:
-        tensors = ("input_ids", "position_ids", "attention_mask", "chosen_index", "rejected_index", "margin")
+        tensors = ("input_ids", "position_ids", "chosen_index", "rejected_index", "margin")
         moved = {name: getattr(self, name).to(device) for name in tensors}
         return PackedBatch(**{**self.__dict__, **moved})
 
@@ -109,7 +123,7 @@ class _Segment:
 
     ids: list[int]
     positions: list[int]
-    branches: list[int]  # PREFIX / CHOSEN / REJECTED per token
+    lengths: tuple[int, int, int]  # (shared prefix P, chosen suffix C', rejected suffix R'); (L, 0, 0) unshared
     rewards: list[tuple[int, int, int]]  # (pair, 0 = chosen | 1 = rejected, offset in the segment)
 
 
@@ -121,7 +135,7 @@ def _pair_segment(pair: int, chosen: list[int], rejected: list[int], pad_token_i
     return _Segment(
         ids=chosen + rejected[p:],
         positions=list(range(len(chosen))) + list(range(p, len(rejected))),
-        branches=[PREFIX] * p + [CHOSEN] * c_len + [REJECTED] * r_len,
+        lengths=(p, c_len, r_len),
         # An index below p is in P (same token in both); a rejected index >= p sits after C'.
         rewards=[(pair, 0, c_at), (pair, 1, r_at if r_at < p else r_at + c_len)],
     )
@@ -151,11 +165,9 @@ def _assign_rows(lengths: list[int], max_tokens_per_row: int | None) -> list[lis
 
 
 def pack_pairs(
-    pairs: list[dict], pad_token_id: int, max_tokens_per_row: int | str | None = None, share_prefix: bool = True
+    pairs: list[dict], pad_token_id: int, max_tokens_per_row: int | str | None = "all", share_prefix: bool = True
 ) -> PackedBatch:
-    """Lay B pairs out as segments in rows. `max_tokens_per_row=None`: one segment per row; "auto":
-    rows as long as the longest segment (sdpa computes every T x T score of a row, so wider rows
-    cost more than the padding they save).
+    """Lay B pairs out as segments in rows: "all" in one row, an int budget per row, or None (one per row).
 
     Exact example (pad 0): pair 0 shares [5, 6]; pair 1 shares [3], its rejected side is all prefix.
 
@@ -163,7 +175,9 @@ def pack_pairs(
     ...                 {"chosen_ids": [3, 4], "rejected_ids": [3]}], pad_token_id=0, max_tokens_per_row=8)
     >>> b.input_ids, b.position_ids
     (tensor([[5, 6, 7, 8, 9, 3, 4]]), tensor([[0, 1, 2, 2, 3, 0, 1]]))
-    >>> b.attention_mask[0, 0].long()
+    >>> b.segments
+    [(0, 0, 2, 1, 2), (0, 5, 1, 1, 0)]
+    >>> b.dense_mask()[0, 0].long()
     tensor([[1, 0, 0, 0, 0, 0, 0],
             [1, 1, 0, 0, 0, 0, 0],
             [1, 1, 1, 0, 0, 0, 0],
@@ -195,19 +209,17 @@ def pack_pairs(
     else:
         sides = [(i, side, ids) for side, seqs in enumerate((chosen, rejected)) for i, ids in enumerate(seqs)]
         segments = [
-            _Segment(
-                ids, list(range(len(ids))), [PREFIX] * len(ids), [(i, side, reward_token_index(ids, pad_token_id))]
-            )
+            _Segment(ids, list(range(len(ids))), (len(ids), 0, 0), [(i, side, reward_token_index(ids, pad_token_id))])
             for i, side, ids in sides
         ]
 
-    if max_tokens_per_row == "auto":  # rows as long as the longest segment: no row grows the batch's width
-        max_tokens_per_row = max(len(s.ids) for s in segments)
+    if max_tokens_per_row == "all":  # one row: no padding at all
+        max_tokens_per_row = sum(len(s.ids) for s in segments)
     rows = _assign_rows([len(s.ids) for s in segments], max_tokens_per_row)
     width = max(sum(len(segments[s].ids) for s in row) for row in rows)
     input_ids = torch.full((len(rows), width), pad_token_id, dtype=torch.long)  # (R, T)
     position_ids = torch.zeros((len(rows), width), dtype=torch.long)  # (R, T)
-    attention_mask = torch.zeros((len(rows), 1, width, width), dtype=torch.bool)  # (R, 1, T, T)
+    layout: list[Segment] = []
     reward_at = torch.zeros((2, len(pairs), 2), dtype=torch.long)  # (side, B, (row, column))
     for r, row in enumerate(rows):
         start = 0
@@ -216,17 +228,15 @@ def pack_pairs(
             end = start + len(seg.ids)
             input_ids[r, start:end] = torch.tensor(seg.ids, dtype=torch.long)
             position_ids[r, start:end] = torch.tensor(seg.positions, dtype=torch.long)
-            attention_mask[r, 0, start:end, start:end] = _segment_mask(seg.branches)  # block diagonal
+            layout.append((r, start, *seg.lengths))
             for pair, side, offset in seg.rewards:
                 reward_at[side, pair] = torch.tensor([r, start + offset])
             start = end
-    # Padding attends to itself only: a query row with no key at all would make sdpa return NaN.
-    attention_mask[:, 0].diagonal(dim1=-2, dim2=-1).fill_(True)
     margin = torch.tensor([float(p.get("margin") or 0.0) for p in pairs], dtype=torch.float32)  # (B,)
     return PackedBatch(
         input_ids=input_ids,
         position_ids=position_ids,
-        attention_mask=attention_mask,
+        segments=layout,
         chosen_index=reward_at[0],
         rejected_index=reward_at[1],
         margin=margin,
@@ -240,10 +250,11 @@ def pack_pairs(
 def _segment_mask(branches: list[int]) -> torch.Tensor:
     """(L, L) bool: causal, and the chosen and rejected suffixes blind to each other.
 
-    >>> _segment_mask([PREFIX, CHOSEN, REJECTED]).long()
-    tensor([[1, 0, 0],
-            [1, 1, 0],
-            [1, 0, 1]])
+    >>> _segment_mask([PREFIX, CHOSEN, REJECTED, REJECTED]).long()
+    tensor([[1, 0, 0, 0],
+            [1, 1, 0, 0],
+            [1, 0, 1, 0],
+            [1, 0, 1, 1]])
     """
     branch = torch.tensor(branches)  # (L,)
     causal = torch.ones(len(branches), len(branches), dtype=torch.bool).tril()  # (L, L) key <= query
@@ -256,7 +267,7 @@ class PackingCollator:
     """`pack_pairs` with fixed options, for a DataLoader or the loop (in place of `PairwiseCollator`)."""
 
     pad_token_id: int
-    max_tokens_per_row: int | str | None = None  # None: one segment per row; "auto": longest segment
+    max_tokens_per_row: int | str | None = "all"  # "all": one row; N: rows of <= N tokens; None: one per row
     share_prefix: bool = True
 
     def __call__(self, pairs: list[dict]) -> PackedBatch:

@@ -124,7 +124,7 @@ def load_training_state(checkpoint: Path) -> dict[str, Any]:
 # --- the output directory ------------------------------------------------------------------------
 # what a run writes at the top of its output dir (the final model folder and the run's records)
 RUN_FILES = ("metrics.jsonl", LATEST_FILE, "heldout_pairs.jsonl", "training_config.json", "README.md", "config.json",
-             "generation_config.json", "chat_template.jinja", "special_tokens_map.json")  # fmt: skip
+             "generation_config.json", "chat_template.jinja", "special_tokens_map.json", "adapter")  # fmt: skip
 RUN_GLOBS = ("checkpoint-*", ".tmp-checkpoint-*", "model*.safetensors", "model.safetensors.index.json", "tokenizer*")
 
 

@@ -26,13 +26,14 @@ from reward.collate import PairwiseCollator
 from reward.grouping import grouped_batches, padded_tokens
 from reward.loss import bradley_terry_loss
 from reward.model import compute_rewards, turn_off_dropout
-from reward.packed_forward import packed_rewards, supports_custom_mask
+from reward.packed_forward import packed_rewards, supports_packing
 from reward.packing import (
     PackingFallbackWarning,
     common_prefix_length,
     pack_pairs,
     reward_token_index,
 )
+from reward.segment_attention import segment_attention
 
 VOCAB = 96
 TOL = 1e-5
@@ -40,6 +41,8 @@ LAYOUTS = {  # name -> (max_tokens_per_row, share_prefix)
     "packing": (48, False),
     "prefix": (None, True),
     "both": (64, True),
+    "one-row": ("all", True),  # the training default
+    "one-row-unshared": ("all", False),
 }
 
 
@@ -117,7 +120,7 @@ def fresh_warnings(monkeypatch):
 @pytest.mark.parametrize("arch,attn", [("llama", "sdpa"), ("qwen2", "sdpa"), ("gpt2", "sdpa"), ("llama", "eager")])
 def test_packed_rewards_and_grads_equal_padded(arch, attn):
     model, pad, eos = build(arch, attn)
-    assert supports_custom_mask(model)
+    assert supports_packing(model)
     pairs, _ = random_pairs(10, eos, pad, seed=hash(arch) % 100)
     margin = torch.full((len(pairs),), 0.1)
     for mode in ("eval", "train"):  # dropout is off, so train mode must not change a bit of it
@@ -156,8 +159,10 @@ def test_docstring_example_exactly():
     )
     assert b.input_ids.tolist() == [[5, 6, 7, 8, 9, 3, 4]]
     assert b.position_ids.tolist() == [[0, 1, 2, 2, 3, 0, 1]]
-    assert b.attention_mask.shape == (1, 1, 7, 7) and b.attention_mask.dtype == torch.bool
-    assert b.attention_mask[0, 0].long().tolist() == [
+    assert b.segments == [(0, 0, 2, 1, 2), (0, 5, 1, 1, 0)]
+    mask = b.dense_mask()
+    assert mask.shape == (1, 1, 7, 7) and mask.dtype == torch.bool
+    assert mask[0, 0].long().tolist() == [
         [1, 0, 0, 0, 0, 0, 0],
         [1, 1, 0, 0, 0, 0, 0],
         [1, 1, 1, 0, 0, 0, 0],
@@ -176,7 +181,8 @@ def test_rows_respect_the_budget_and_padding_attends_only_to_itself():
     b = pack_pairs(pairs, pad_token_id=0, max_tokens_per_row=12, share_prefix=False)
     real = b.input_ids != 0  # (R, T)
     assert real.sum(-1).tolist() == [31, 30, 6 + 5, 3 + 2]  # over-long segments alone, then first-fit decreasing
-    mask = b.attention_mask[:, 0]  # (R, T, T)
+    assert [row for row, *_ in b.segments] == [0, 1, 2, 2, 3, 3]
+    mask = b.dense_mask()[:, 0]  # (R, T, T)
     assert mask.diagonal(dim1=1, dim2=2).all()  # no query row without a key (sdpa would give NaN)
     assert not (mask & ~real[:, :, None] & real[:, None, :]).any()  # padding sees no real token
     assert not (mask & real[:, :, None] & ~real[:, None, :]).any()  # and no real token sees padding
@@ -188,13 +194,51 @@ def test_tokens_computed_per_pair_at_most_prompt_plus_both_responses():
     padded = PairwiseCollator(pad)(pairs)["input_ids"]  # (2B, T)
     shared = pack_pairs(pairs, pad, max_tokens_per_row=None, share_prefix=True)
     both = pack_pairs(pairs, pad, max_tokens_per_row=64, share_prefix=True)
+    one_row = pack_pairs(pairs, pad, share_prefix=True)  # the default, "all": no padding at all
+    assert one_row.input_ids.shape[0] == 1 and one_row.num_positions == one_row.num_tokens
     bound = sum(len(p["chosen_ids"]) + len(p["rejected_ids"]) - n for p, n in zip(pairs, prompt_lengths))  # P+C+R
     exact = sum(
         len(p["chosen_ids"]) + len(p["rejected_ids"]) - common_prefix_length(p["chosen_ids"], p["rejected_ids"])
         for p in pairs
     )
-    assert shared.num_tokens == both.num_tokens == exact <= bound < shared.sequence_tokens
-    assert both.num_positions < shared.num_positions < padded.numel()
+    assert shared.num_tokens == both.num_tokens == one_row.num_tokens == exact <= bound < shared.sequence_tokens
+    assert one_row.num_positions <= both.num_positions < shared.num_positions < padded.numel()
+
+
+@pytest.mark.parametrize("kv_heads", [4, 1])
+def test_segment_attention_equals_sdpa_with_the_dense_mask(kv_heads):
+    """The per-segment kernel is the dense-mask rule of `dense_mask()`, also for grouped KV heads;
+    positions outside every segment (a row's padding) come out as zeros."""
+    pairs, _ = random_pairs(7, eos=2, pad=0, seed=9)
+    batch = pack_pairs(pairs, 0, max_tokens_per_row=40, share_prefix=True)
+    rows, width = batch.input_ids.shape
+    g = torch.Generator().manual_seed(0)
+    q = torch.randn(rows, 4, width, 8, generator=g, requires_grad=True)  # (R, H, T, d)
+    k, v = (torch.randn(rows, kv_heads, width, 8, generator=g, requires_grad=True) for _ in range(2))
+    module = torch.nn.Module()
+    got, _ = segment_attention(module, q, k, v, None, scaling=0.3, reward_segments=batch.segments)  # (R, T, H, d)
+    expand = 4 // kv_heads
+    mask = batch.dense_mask()  # (R, 1, T, T)
+    want = torch.nn.functional.scaled_dot_product_attention(
+        q, k.repeat_interleave(expand, 1), v.repeat_interleave(expand, 1), attn_mask=mask, scale=0.3
+    ).transpose(1, 2)  # (R, T, H, d)
+    real = (batch.input_ids != 0)[:, :, None, None]  # (R, T, 1, 1)
+    assert (got - want * real).abs().max() <= TOL
+    assert got[~real.expand_as(got)].abs().max() == 0
+    grads = torch.autograd.grad((got * real).square().sum(), (q, k, v))
+    want_grads = torch.autograd.grad((want * real).square().sum(), (q, k, v))
+    assert max((a - b).abs().max().item() for a, b in zip(grads, want_grads)) <= TOL
+
+
+def test_segment_attention_is_not_saved_and_leaves_the_padded_forward_alone(tmp_path):
+    model, pad, eos = build("llama")
+    pairs, _ = random_pairs(5, eos, pad, seed=2)
+    before = torch.cat(padded_reference(model, pairs, pad))
+    packed_rewards(model, pack_pairs(pairs, pad))
+    assert model.config._attn_implementation == "reward_segments"
+    assert torch.equal(torch.cat(padded_reference(model, pairs, pad)), before)  # calls without segments = sdpa
+    model.save_pretrained(tmp_path)
+    assert "reward_segments" not in (tmp_path / "config.json").read_text()
 
 
 def test_no_common_prefix_is_exact_and_reported_once():
@@ -224,7 +268,7 @@ def test_bert_falls_back_to_the_padded_forward_once():
             got = torch.cat(packed_rewards(model, pack_pairs(pairs, 0, max_tokens_per_row=64)))
             assert torch.allclose(got, want, atol=TOL)
     assert sum(issubclass(w.category, PackingFallbackWarning) for w in caught) == 1
-    assert not supports_custom_mask(model)
+    assert not supports_packing(model)
 
 
 def test_self_check_rejects_a_packed_forward_that_disagrees(monkeypatch):
@@ -232,7 +276,7 @@ def test_self_check_rejects_a_packed_forward_that_disagrees(monkeypatch):
     real = packed_forward._packed_forward
     monkeypatch.setattr(packed_forward, "_packed_forward", lambda m, b: tuple(r + 1e-2 for r in real(m, b)))
     with pytest.warns(PackingFallbackWarning, match="self-check"):
-        assert not supports_custom_mask(model)
+        assert not supports_packing(model)
     pairs, _ = random_pairs(3, eos, pad)
     got = packed_rewards(model, packing.PackingCollator(pad, max_tokens_per_row=64)(pairs))  # the padded path
     assert torch.equal(torch.cat(got), torch.cat(padded_reference(model, pairs, pad)))
@@ -252,8 +296,8 @@ def test_sliding_window_qwen2_falls_back():
         num_key_value_heads=1, num_labels=1, pad_token_id=0, use_sliding_window=True, sliding_window=4,
         max_window_layers=0,
     )  # fmt: skip
-    with pytest.warns(PackingFallbackWarning, match="sliding-window"):
-        assert not supports_custom_mask(Qwen2ForSequenceClassification(config))
+    with pytest.warns(PackingFallbackWarning, match="sliding window"):
+        assert not supports_packing(Qwen2ForSequenceClassification(config))
 
 
 # --- length grouping ------------------------------------------------------------------------------

@@ -1,0 +1,111 @@
+"""Attention over packed segments: each segment attends only to itself, at the cost of its own length.
+
+A packed row holds several segments side by side (reward/packing.py). A dense 4-D mask over the
+row would make the kernel score every query against every key of the row, R x T x T, although
+all but the block-diagonal is masked out. Here each segment is computed on its own with
+`F.scaled_dot_product_attention`, so the cost is the sum of the segments' own squares, and the
+longest part of each segment runs on the kernel's plain causal path:
+
+    segment [P | C' | R']   (P: shared prompt prefix, C'/R': chosen/rejected suffixes)
+      queries P + C'  ->  keys P + C'      causal                      (is_causal=True)
+      queries R'      ->  keys P then R'   all of P, causal inside R'  (a causal mask shifted by len P)
+
+the rule of `PackedBatch.dense_mask()` (tests/test_packing.py checks that this gives the
+dense-mask output and gradients). A segment without a shared prefix is (row, start, L,
+0, 0): one causal sequence. A variant that gathered all segments into one padded (S, L) batch for
+a single masked call was tried on the 2-core CPU: slower for long segments of mixed length (it
+pays L x L per segment and loses the causal kernel), faster only for many very short segments,
+where this loop's per-call Python overhead shows.
+
+It plugs into transformers as an attention implementation, "reward_segments", registered with
+`AttentionInterface` (how HF lets code supply its own kernel: the attention modules of Llama,
+Qwen2 and GPT-2 look the function up by `config._attn_implementation` at every call and pass on
+the model's extra keyword arguments). The layout travels as the keyword argument
+`reward_segments=[(row, start, len P, len C', len R'), ...]`; a call without it (the padded
+forward, evaluation, the pipeline) goes to transformers' own sdpa attention with sdpa's mask, so a
+model switched to "reward_segments" computes everything else exactly as "sdpa" does. The switch is
+kept for the model's life on purpose: gradient checkpointing re-runs the forward during backward,
+after any temporary switch would have been undone. The name is not saved: transformers leaves
+`_attn_implementation` out of config.json.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import AttentionInterface, PreTrainedModel
+from transformers.integrations.sdpa_attention import sdpa_attention_forward
+from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+from reward.packing import Segment
+
+NAME = "reward_segments"
+
+
+def segment_attention(
+    module: nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    dropout: float = 0.0,
+    scaling: float | None = None,
+    reward_segments: list[Segment] | None = None,
+    **kwargs,
+) -> tuple[torch.Tensor, None]:
+    """Attention output (R, T, H, d) for query (R, H, T, d) and key/value (R, H_kv, T, d).
+
+    With `reward_segments`, row positions outside every segment (a row's trailing padding) get a
+    zero output: nothing reads them. Without, this is transformers' sdpa attention.
+    """
+    if reward_segments is None:
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout, scaling, **kwargs)
+    groups = query.shape[1] // key.shape[1]
+    if groups > 1:  # grouped-query attention: each key/value head serves `groups` query heads
+        key = key.repeat_interleave(groups, dim=1)  # (R, H, T, d)
+        value = value.repeat_interleave(groups, dim=1)  # (R, H, T, d)
+    rows, width = query.shape[0], query.shape[2]
+    pieces: list[list[torch.Tensor]] = [[] for _ in range(rows)]
+    filled = [0] * rows
+    for row, start, prefix, chosen, rejected in reward_segments:
+        if start != filled[row]:
+            raise ValueError(f"segments of row {row} must be contiguous from column 0 (got start {start})")
+        q, k, v = query[row : row + 1], key[row : row + 1], value[row : row + 1]  # (1, H, T, d)
+        shared_end, end = start + prefix + chosen, start + prefix + chosen + rejected
+        pieces[row].append(
+            F.scaled_dot_product_attention(
+                q[:, :, start:shared_end], k[:, :, start:shared_end], v[:, :, start:shared_end],
+                dropout_p=dropout, is_causal=True, scale=scaling,
+            )  # (1, H, P + C', d)
+        )  # fmt: skip
+        if rejected:
+            keys = torch.cat([k[:, :, start : start + prefix], k[:, :, shared_end:end]], dim=2)  # (1, H, P + R', d)
+            values = torch.cat([v[:, :, start : start + prefix], v[:, :, shared_end:end]], dim=2)  # (1, H, P + R', d)
+            # R' query i sees all of P and R' keys 0..i: a causal mask shifted right by len(P)
+            see = torch.ones(rejected, prefix + rejected, dtype=torch.bool, device=query.device).tril(prefix)
+            pieces[row].append(
+                F.scaled_dot_product_attention(
+                    q[:, :, shared_end:end], keys, values, attn_mask=see, dropout_p=dropout, scale=scaling
+                )  # (1, H, R', d)
+            )
+        filled[row] = end
+    for row in range(rows):
+        if filled[row] < width:  # trailing padding of the row: nothing reads it
+            pieces[row].append(query.new_zeros(1, query.shape[1], width - filled[row], value.shape[-1]))
+    out = torch.cat([torch.cat(p, dim=2) for p in pieces], dim=0)  # (R, H, T, d)
+    return out.transpose(1, 2).contiguous(), None  # (R, T, H, d), as transformers' attention functions
+
+
+AttentionInterface.register(NAME, segment_attention)
+AttentionMaskInterface.register(NAME, sdpa_mask)  # calls without segments get sdpa's own mask
+
+
+def use_segment_attention(model: PreTrainedModel) -> None:
+    """Switch `model` to "reward_segments" (from "sdpa" or "eager"); idempotent.
+
+    From "eager", calls without segments then run sdpa rather than eager attention: the same
+    function up to float rounding.
+    """
+    if model.config._attn_implementation != NAME:
+        model.config._attn_implementation = NAME  # the setter passes it on to sub-configs
