@@ -16,6 +16,7 @@ from torch import nn
 from transformers import PreTrainedModel
 
 from reward.collate import PairwiseCollator
+from reward.lora import unwrap
 from reward.model import compute_rewards
 from reward.packing import SUPPORTED_ATTENTION, SUPPORTED_MODEL_TYPES, PackedBatch, _warn_once, pack_pairs
 from reward.segment_attention import use_segment_attention
@@ -30,12 +31,8 @@ def packed_rewards(model: PreTrainedModel, batch: PackedBatch) -> tuple[torch.Te
     """
     if not supports_packing(model):
         return _padded_rewards(model, batch)
-    return _packed_forward(_unwrap(model), batch)
+    return _packed_forward(unwrap(model), batch)
 
-
-def _unwrap(model: nn.Module) -> PreTrainedModel:
-    """The transformers model inside a peft `PeftModel` (whose `.base_model` is peft's LoraModel)."""
-    return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
 def _packed_forward(model: PreTrainedModel, batch: PackedBatch) -> tuple[torch.Tensor, torch.Tensor]:
@@ -76,7 +73,7 @@ def supports_packing(model: PreTrainedModel) -> bool:
     """True if `packed_rewards` can run this model packed; decided (and any reason warned) once per model."""
     if model in _CHECKED:
         return _CHECKED[model]
-    outer, model = model, _unwrap(model)
+    outer, model = model, unwrap(model)
     config = model.config
     attention = config._attn_implementation  # the self-check switches it; restored if packing is refused
     reason = None
