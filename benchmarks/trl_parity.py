@@ -33,7 +33,7 @@ from datasets import Dataset
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from trl import RewardConfig, RewardTrainer
 
-from reward.batching import optimizer_steps
+from reward.batching import build_collator, optimizer_steps
 from reward.collate import PairwiseCollator
 from reward.config import TrainConfig
 from reward.data import detect_format
@@ -174,12 +174,13 @@ def run_ours(
     cfg: TrainConfig,
     output_dir: str | Path,
 ) -> Run:
-    """Train a deep copy of `model` with `reward.loop.train` and read the per-step metrics.jsonl."""
+    """Train a deep copy of `model` with `reward.loop.train` (the collator train.py would build for
+    `cfg`) and read the per-step metrics.jsonl."""
     model = copy.deepcopy(model)
     ds = tokenize(train_rows, tokenizer, cfg)
     path = Path(output_dir) / "metrics.jsonl"
     path.unlink(missing_ok=True)
-    collate = PairwiseCollator(tokenizer.pad_token_id, cfg.pad_to_multiple_of)
+    collate = build_collator(cfg, tokenizer.pad_token_id)  # plain padded, or packed when cfg asks for it
     started = time.perf_counter()
     train(cfg, model, ds, None, collate, FP32, MetricsWriter(path))
     seconds = time.perf_counter() - started

@@ -1,18 +1,24 @@
 """TRL's RewardTrainer vs. our loop: same model, data, hyper-parameters and machine, in one run.
 
-    python benchmarks/vs_trl.py                                   # tiny model, generated data, both modes
+    python benchmarks/vs_trl.py                                   # tiny model, long-prompt data, all modes
     python benchmarks/vs_trl.py --model small --data synthetic-long --mode fast --max_steps 60
     python benchmarks/vs_trl.py --model smollm2-135m --data synthetic-long --bf16   # on a GPU: unchanged
 
 Each measured run is a fresh process (so peak memory is that system's alone), and the systems
-alternate (TRL, ours, ours, TRL, ...) so drift in machine load hits both. Both start from one saved
-random init and are evaluated by the same function on the same held-out pairs.
+alternate (TRL, ours..., then ours..., TRL, ...) so drift in machine load hits both. Both start from
+one saved random init and are evaluated by the same function on the same held-out pairs. TRL runs
+as it ships (plain padded batches in shuffled order), once per repeat; each mode of ours is
+compared with those runs:
 
-Modes:
-- parity: identical batching (the same pairs in the same micro-batches, plain padding), fp32 — the
-  per-step losses must agree (max difference reported) and the speed ratio is the loop's overhead.
-- fast: our defaults for speed (length grouping + padding-free packing + shared prompt prefix),
-  TRL as it ships; held-out accuracy is reported to show the speed is not bought with quality.
+- parity: our loop on TRL's batching (the same pairs in the same micro-batches, plain padding),
+  fp32 — the per-step losses must agree (max difference reported); the speed ratio is the loop's
+  overhead.
+- same-batches: TRL's micro-batches, run padding-free with the shared prompt prefix: the speed of
+  the exact token savings alone, with per-step losses still comparable (max difference reported)
+  and so the same held-out accuracy: speed not bought with quality.
+- fast: our training defaults (length grouping + padding-free packing + shared prefix). Grouping
+  changes which pairs share a micro-batch (a different, equally valid order), so losses are not
+  step-for-step comparable; in the packed path it saves nothing (one row has no padding).
 
 Reported per system: pairs/s, real (non-pad) tokens/s, padded share of the tokens computed, peak
 memory (RSS on CPU, CUDA peak on GPU), held-out loss/accuracy, model FLOP/s (6 · params · real
@@ -88,6 +94,15 @@ def peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
+# Our options per mode (TRL always runs as it ships, with parity mode's hyper-parameters).
+OUR_SPEED_OPTIONS = {
+    "parity": {},  # TRL's batching: shuffled order, plain padding
+    "same-batches": {"padding_free": True, "share_prefix": True},  # TRL's micro-batches, packed
+    "fast": {"group_by_length": True, "padding_free": True, "share_prefix": True},  # our training defaults
+}
+SAME_BATCHES = ("parity", "same-batches")  # modes whose per-step losses are comparable with TRL's
+
+
 def worker(args: argparse.Namespace) -> dict:
     """Train one system in this process and return its measurements."""
     from benchmarks import trl_parity as harness
@@ -104,12 +119,11 @@ def worker(args: argparse.Namespace) -> dict:
     tokenizer = load_tokenizer(args.init)
     model = load_model(args.init, tokenizer, seed=args.seed).to(device)
     data = load_rows(args.data, args.num_pairs, args.seed)
-    fast = args.mode == "fast" and args.system == "ours"
     cfg = harness.our_config(
         per_device_train_batch_size=args.batch_size, gradient_accumulation_steps=args.grad_accum,
         max_steps=args.max_steps, learning_rate=args.learning_rate, seed=args.seed, bf16=args.bf16,
         use_cpu=device.type == "cpu", output_dir=str(args.workdir / args.system),
-        **({"group_by_length": True, "padding_free": True, "share_prefix": True} if fast else {}),
+        **(OUR_SPEED_OPTIONS[args.mode] if args.system == "ours" else {}),
     )  # fmt: skip
     Path(cfg.output_dir).mkdir(parents=True, exist_ok=True)
     if device.type == "cuda":
@@ -192,7 +206,7 @@ def table(mode: str, trl: dict, ours: dict, flops: float) -> str:
         lines.append(f"| {label} | {fmt.format(trl[key])} | {fmt.format(ours[key])} | {ratio:.2f} |")
     lines.append(f"| model FLOP/s / matmul FLOP/s | {mfu['trl']:.1%} | {mfu['ours']:.1%} | "
                  f"{mfu['ours'] / mfu['trl']:.2f} |")  # fmt: skip
-    if mode == "parity":
+    if mode in SAME_BATCHES:
         diff = max(abs(a - b) for a, b in zip(trl["losses"], ours["losses"]))
         lines.append(f"| max per-step loss difference | | {diff:.2e} | |")
     return "\n".join(lines)
@@ -222,7 +236,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="tiny", help="tiny | small | smollm2-135m | a model folder or Hub id")
     p.add_argument("--data", default="synthetic-long", help="synthetic | synthetic-long | a file | a Hub dataset")
-    p.add_argument("--mode", default="both", choices=["parity", "fast", "both"])
+    p.add_argument("--mode", default="all", choices=[*OUR_SPEED_OPTIONS, "both", "all"],
+                   help="both = parity + fast; all = parity + same-batches + fast")  # fmt: skip
     p.add_argument("--num_pairs", type=int, default=1200)
     p.add_argument("--batch_size", type=int, default=8)
     p.add_argument("--grad_accum", type=int, default=1)
@@ -247,16 +262,20 @@ def main() -> None:
     args.init = args.workdir / f"init-{args.model.replace('/', '_')}"
     build_init(args.model, args.init, args.seed)
     flops = matmul_flops(args.threads)
-    modes = ["parity", "fast"] if args.mode == "both" else [args.mode]
+    modes = {"both": ["parity", "fast"], "all": list(OUR_SPEED_OPTIONS)}.get(args.mode, [args.mode])
+    # TRL's runs do not depend on the mode: run them once per repeat and compare every mode of ours
+    # with them. Alternate the order per repeat so drift in machine load hits both systems.
+    runs = {"trl": [], **{mode: [] for mode in modes}}
+    for repeat in range(args.repeats):
+        order = ["trl", *modes] if repeat % 2 == 0 else [*modes, "trl"]
+        for name in order:
+            system, mode = ("trl", "parity") if name == "trl" else ("ours", name)
+            runs[name].append(run_worker(args, system, mode))
+            print(f"{name} run {repeat + 1}: {runs[name][-1]['pairs_per_s']:.1f} pairs/s", flush=True)
+    trl_summary = summarise(runs["trl"])
     results, report = {}, []
     for mode in modes:
-        runs = {"trl": [], "ours": []}
-        for repeat in range(args.repeats):
-            order = ("trl", "ours") if repeat % 2 == 0 else ("ours", "trl")
-            for system in order:
-                runs[system].append(run_worker(args, system, mode))
-                print(f"{mode} {system} run {repeat + 1}: {runs[system][-1]['pairs_per_s']:.1f} pairs/s", flush=True)
-        results[mode] = {s: summarise(r) for s, r in runs.items()}
+        results[mode] = {"trl": trl_summary, "ours": summarise(runs[mode])}
         report.append(table(mode, results[mode]["trl"], results[mode]["ours"], flops))
     import transformers
     import trl
