@@ -235,6 +235,23 @@ def test_training_steps_match_trl_with_pad_equal_to_eos(tmp_path):
     assert diffs["weights"] <= WEIGHT_ATOL
 
 
+def test_packed_training_on_trls_batches_matches_trl(tok, init_model, tmp_path):
+    """The benchmark's same-batches mode: TRL's micro-batches, run padding-free with the shared
+    prefix, give TRL's per-step metrics (float rounding apart) — the speed-up changes no math."""
+    data = rows(84, seed=3)
+    cfg = our_config(per_device_train_batch_size=2, gradient_accumulation_steps=4, max_steps=22, learning_rate=1e-3,
+                     weight_decay=0.1, seed=7, warmup_steps=3, padding_free=True, share_prefix=True)  # fmt: skip
+    ours = run_ours(init_model, tok, data, cfg, tmp_path / "ours")
+    theirs, _ = run_trl(init_model, tok, data, cfg, tmp_path / "trl")
+    assert ours.model.config._attn_implementation == "reward_segments"  # the packed path really ran
+    keys = {key: v for key, v in STEP_KEYS.items() if key not in ("reward_min", "reward_max")}
+    diffs = max_differences(ours.steps, theirs.steps, keys)
+    diffs["weights"] = max_weight_difference(ours.model, theirs.model)
+    report("packed on TRL's batches", diffs)
+    assert_steps_close(ours.steps, theirs.steps, 1e-4, 1e-4, keys)
+    assert diffs["weights"] <= 1e-4
+
+
 # --- requirement 3: evaluation ---------------------------------------------------------------------
 def test_eval_metrics_match_trl(tok, init_model, tmp_path):
     """Full eval batches: all agree. Smaller last batch: TRL's eval_loss is still pair-weighted (= ours),
