@@ -34,7 +34,6 @@ def packed_rewards(model: PreTrainedModel, batch: PackedBatch) -> tuple[torch.Te
     return _packed_forward(unwrap(model), batch)
 
 
-
 def _packed_forward(model: PreTrainedModel, batch: PackedBatch) -> tuple[torch.Tensor, torch.Tensor]:
     if batch.pad_token_id != (pad := model.config.get_text_config().pad_token_id):
         raise ValueError(f"batch packed with pad_token_id={batch.pad_token_id}, the model reads rewards with {pad}")
