@@ -82,7 +82,7 @@ class TrainConfig:
         True, "Batch pairs of similar length (sorted inside seeded mega-batches of 50 batches, as HF)."
     )
     padding_free: bool = _opt(
-        True, "Pack the sequences of a micro-batch into rows without padding (Llama/Qwen2/GPT-2; else plain)."
+        True, "Pack the sequences of a micro-batch into one row, no padding (Llama/Qwen2/GPT-2; else plain)."
     )
     share_prefix: bool = _opt(
         True, "Compute the prompt shared by chosen and rejected once per pair (Llama/Qwen2/GPT-2; else plain)."
