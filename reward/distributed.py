@@ -20,6 +20,7 @@ reward/sharding.py.
 
 from __future__ import annotations
 
+import gc
 import os
 from dataclasses import dataclass
 
@@ -115,5 +116,11 @@ def barrier(world: World) -> None:
 
 
 def shutdown() -> None:
+    """Leave the process group. The model and its FSDP state (which may hold gloo work objects that
+    keep tensors) are freed first, by `gc.collect()`, while the interpreter is fully alive: freed
+    during interpreter finalization instead, such objects can make a gloo rank abort at exit
+    ("terminate called without an active exception", SIGABRT; pytorch/pytorch PR 179291 describes
+    the mechanism). Seen once in CI at the end of a 2-process --fsdp run."""
     if dist.is_available() and dist.is_initialized():
+        gc.collect()
         dist.destroy_process_group()
