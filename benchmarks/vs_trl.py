@@ -82,6 +82,28 @@ def build_init(model: str, out: Path, seed: int) -> None:
     tokenizer.save_pretrained(out)
 
 
+# The warm start behind --pretrain_steps: train.py on the short generated task (reward/synthetic.py)
+PRETRAIN_ARGS = ["--dataset_name", "synthetic", "--synthetic_num_pairs", "6000", "--per_device_train_batch_size", "32",
+                 "--learning_rate", "1e-4"]  # fmt: skip
+
+
+def pretrain(init: Path, steps: int, seed: int, out: Path) -> str:
+    """Train the random init for `steps` on the short generated task with our train.py; return its held-out line.
+
+    Why: reward models start from a pretrained LM, and a random-init model of this size stays at
+    chance on the long-prompt task for well over a hundred steps (it has to learn the words first),
+    so held-out accuracy after a benchmark-sized run says nothing. From a model that already
+    knows the short task, both systems must still learn the long prompts (histories, trailing
+    sentences) within the benchmark's steps. Both then start from this model, like any --model."""
+    cmd = [sys.executable, "train.py", "--model_name_or_path", str(init), *PRETRAIN_ARGS, "--max_steps", str(steps),
+           "--eval_steps", str(steps), "--seed", str(seed), "--output_dir", str(out), "--overwrite_output_dir",
+           "--disable_tqdm", "true"]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    if proc.returncode != 0:
+        sys.exit(f"pretraining failed:\n{proc.stderr[-4000:]}")
+    return next(line for line in proc.stdout.splitlines() if line.startswith("held-out:"))
+
+
 def load_rows(data: str, num_pairs: int, seed: int):
     from reward.data import load_preferences
 
@@ -107,8 +129,6 @@ def worker(args: argparse.Namespace) -> dict:
     """Train one system in this process and return its measurements."""
     from benchmarks import trl_parity as harness
     from reward.batching import batch_pairs, batch_tokens, build_collator, optimizer_steps
-    from reward.collate import PairwiseCollator
-    from reward.loop import evaluate
     from reward.model import count_parameters, load_model, load_tokenizer
     from reward.packing import PackedBatch
     from reward.precision import pick_device, resolve_precision
@@ -149,8 +169,7 @@ def worker(args: argparse.Namespace) -> dict:
                 computed, slots = computed + mb.num_tokens, slots + mb.num_positions
             else:
                 computed, slots = computed + int(mb["attention_mask"].sum()), slots + mb["input_ids"].numel()
-    eval_ds = harness.tokenize(data.test, tokenizer, cfg)
-    held_out = evaluate(run.model.to(device), eval_ds, PairwiseCollator(tokenizer.pad_token_id), cfg, precision)
+    held_out = held_out_metrics(run.model.to(device), tokenizer, data.test, cfg, precision)
     return {
         "system": args.system, "mode": args.mode, "seconds": run.seconds, "pairs": pairs,
         "pairs_per_s": pairs / run.seconds, "real_tokens_per_s": real / run.seconds,
@@ -159,6 +178,32 @@ def worker(args: argparse.Namespace) -> dict:
         "peak_memory_mb": peak, "eval_loss": held_out["loss"], "eval_accuracy": held_out["accuracy"],
         "params": count_parameters(model), "real_tokens": real, "losses": [s["loss"] for s in run.steps],
     }  # fmt: skip
+
+
+def held_out_metrics(model, tokenizer, rows, cfg, precision) -> dict:
+    """Loss/accuracy on the held-out pairs: one function, the same plain padded batches, for every system."""
+    from benchmarks import trl_parity as harness
+    from reward.collate import PairwiseCollator
+    from reward.loop import evaluate
+
+    return evaluate(
+        model, harness.tokenize(rows, tokenizer, cfg), PairwiseCollator(tokenizer.pad_token_id), cfg, precision
+    )
+
+
+def before_training(args: argparse.Namespace) -> dict:
+    """Held-out loss/accuracy of the shared init, so a reader sees what training changed."""
+    from benchmarks import trl_parity as harness
+    from reward.model import load_model, load_tokenizer
+    from reward.precision import pick_device, resolve_precision
+
+    torch.set_num_threads(args.threads)
+    device = pick_device()
+    tokenizer = load_tokenizer(args.init)
+    model = load_model(args.init, tokenizer, seed=args.seed).to(device)
+    cfg = harness.our_config(use_cpu=device.type == "cpu", seed=args.seed)
+    data = load_rows(args.data, args.num_pairs, args.seed)
+    return held_out_metrics(model, tokenizer, data.test, cfg, resolve_precision(args.bf16, False, device))
 
 
 def matmul_flops(threads: int, size: int = 1024, repeats: int = 20) -> float:
@@ -247,6 +292,14 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     p.add_argument("--bf16", action="store_true")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--pretrain_steps",
+        type=int,
+        default=0,
+        help="first train the init this many steps on the short generated task (batch 32, "
+        "lr 1e-4) with train.py, standing in for a pretrained LM; both systems start from it",
+    )
+    p.add_argument("--results_dir", type=Path, default=RESULTS, help="where the JSON and PNG go")
     p.add_argument("--worker", choices=["trl", "ours"], help=argparse.SUPPRESS)
     p.add_argument("--system", help=argparse.SUPPRESS)
     p.add_argument("--init", type=Path, help=argparse.SUPPRESS)
@@ -261,6 +314,15 @@ def main() -> None:
     args.workdir.mkdir(parents=True, exist_ok=True)
     args.init = args.workdir / f"init-{args.model.replace('/', '_')}"
     build_init(args.model, args.init, args.seed)
+    pretrained = ""
+    if args.pretrain_steps > 0:
+        out = args.workdir / f"pretrained-{args.model.replace('/', '_')}"
+        line = pretrain(args.init, args.pretrain_steps, args.seed, out)
+        pretrained = f", pretrained {args.pretrain_steps} steps on synthetic ({line})"
+        print(f"init{pretrained}", flush=True)
+        args.init = out
+    before = before_training(args)
+    print(f"held-out before training: loss {before['loss']:.4f}, accuracy {before['accuracy']:.3f}", flush=True)
     flops = matmul_flops(args.threads)
     modes = {"both": ["parity", "fast"], "all": list(OUR_SPEED_OPTIONS)}.get(args.mode, [args.mode])
     # TRL's runs do not depend on the mode: run them once per repeat and compare every mode of ours
@@ -284,14 +346,19 @@ def main() -> None:
               f"{'CUDA ' + torch.cuda.get_device_name() if torch.cuda.is_available() else 'CPU'} | "
               f"torch {torch.__version__}, transformers {transformers.__version__}, trl {trl.__version__} | "
               f"matmul {flops / 1e9:.1f} GFLOP/s\ncommand: python benchmarks/vs_trl.py {' '.join(sys.argv[1:])}\n"
-              f"model {args.model} ({results[modes[0]]['ours']['params'] / 1e6:.1f}M params), data {args.data}, "
+              f"model {args.model} ({results[modes[0]]['ours']['params'] / 1e6:.1f}M params{pretrained}), "
+              f"data {args.data}, "
               f"{args.max_steps} steps x {args.batch_size * args.grad_accum} pairs, "
-              f"{args.repeats} runs per system")  # fmt: skip
+              f"{args.repeats} runs per system\n"
+              f"held-out ({before['pairs']} pairs) before training: loss {before['loss']:.4f}, "
+              f"accuracy {before['accuracy']:.3f}")  # fmt: skip
     print("\n" + header + "\n\n" + "\n\n".join(report))
-    RESULTS.mkdir(parents=True, exist_ok=True)
+    args.results_dir.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    out = RESULTS / f"{stamp}-{args.model.replace('/', '_')}-{args.data.replace('/', '_')}"
-    out.with_suffix(".json").write_text(json.dumps({"header": header, "results": results}, indent=2))
+    out = args.results_dir / f"{stamp}-{args.model.replace('/', '_')}-{args.data.replace('/', '_')}"
+    out.with_suffix(".json").write_text(
+        json.dumps({"header": header, "before_training": before, "results": results}, indent=2)
+    )
     print(f"results: {out.with_suffix('.json')}")
     plot(results, out.with_suffix(".png"))
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator
 
+import pyarrow.compute as pc
 import torch
 from datasets import Dataset
 
@@ -72,14 +73,13 @@ def optimizer_steps(
 
 
 def pair_lengths(ds: Dataset) -> list[int]:
-    """len(chosen_ids) + len(rejected_ids) per pair, computed in Arrow batches (not as Python lists of ids)."""
-    counted = ds.map(
-        lambda batch: {"n": [len(c) + len(r) for c, r in zip(batch["chosen_ids"], batch["rejected_ids"])]},
-        batched=True,
-        remove_columns=ds.column_names,
-        desc="Measuring pair lengths",
-    )
-    return counted["n"]
+    """len(chosen_ids) + len(rejected_ids) per pair, read from Arrow list lengths (no Python lists of ids).
+
+    >>> pair_lengths(Dataset.from_list([{"chosen_ids": [5, 6, 7], "rejected_ids": [5, 8]}]))
+    [5]
+    """
+    table = ds.select_columns(["chosen_ids", "rejected_ids"]).with_format("arrow")[:]  # honours select/shuffle
+    return pc.add(pc.list_value_length(table["chosen_ids"]), pc.list_value_length(table["rejected_ids"])).to_pylist()
 
 
 def build_collator(cfg: TrainConfig, pad_token_id: int) -> Callable[[list[dict]], Batch]:

@@ -21,7 +21,7 @@ from torch.distributed.tensor import DTensor
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, get_scheduler
 
-from reward.batching import Batch, batch_pairs, batch_tokens, optimizer_steps, rows_at, step_plan
+from reward.batching import Batch, batch_pairs, batch_tokens, optimizer_steps, pair_lengths, rows_at, step_plan
 from reward.collate import PairwiseCollator
 from reward.config import TrainConfig
 from reward.diagnostics import diagnose, subset_column
@@ -158,8 +158,12 @@ def evaluate(
     chosen, rejected = [], []  # per batch: (B,), (B,) rewards
     lengths, subsets = [], []  # per pair: (chosen tokens, rejected tokens); subset label
     b = cfg.per_device_eval_batch_size
+    # Pairs of similar length share a batch: a pair's rewards do not depend on its batch mates, and
+    # every metric is a sum over pairs, so only the padding changes (long-prompt data in file
+    # order pads most batches to several times their real tokens).
+    by_length = sorted(range(len(ds)), key=pair_lengths(ds).__getitem__)
     for start in range(0, len(ds), b):
-        rows = rows_at(ds, list(range(start, min(start + b, len(ds)))))
+        rows = rows_at(ds, by_length[start : start + b])
         batch = collate(rows)
         with precision.autocast():
             rewards = compute_rewards(

@@ -11,6 +11,7 @@ import pytest
 import torch
 from datasets import Dataset
 
+from reward.batching import pair_lengths
 from reward.collate import PairwiseCollator
 from reward.config import TrainConfig
 from reward.diagnostics import (
@@ -160,6 +161,31 @@ def test_evaluate_reports_the_diagnostics_of_direct_rewards(tiny_tokenizer):
     for key, value in expected.items():
         assert got[key] == pytest.approx(value, abs=1e-5), key
     assert got["pairs"] == 11 and got["accuracy"] == pytest.approx((r_c > r_r).double().mean().item())
+    assert got["loss"] == pytest.approx(-torch.nn.functional.logsigmoid(r_c - r_r).mean().item(), abs=1e-5)
+
+
+def test_evaluate_batches_pairs_of_similar_length(tiny_tokenizer):
+    """Evaluation batches pairs by length (less padding); the batch a pair lands in does not matter."""
+    rows = generate_pairs(9, seed=3)
+    ds, _ = tokenize_pairs(Dataset.from_list(rows), tiny_tokenizer, "explicit prompt", max_length=None)
+    ds = ds.select([8, 0, 5, 2, 7, 1, 3, 6, 4])  # an index mapping, as after a shuffle or split
+    lengths = [len(c) + len(r) for c, r in zip(ds["chosen_ids"], ds["rejected_ids"])]
+    assert pair_lengths(ds) == lengths  # read through the mapping, not from the underlying table
+    seen = []
+    plain = PairwiseCollator(tiny_tokenizer.pad_token_id)
+
+    def collate(batch_rows):
+        seen.append([len(r["chosen_ids"]) + len(r["rejected_ids"]) for r in batch_rows])
+        return plain(batch_rows)
+
+    model = load_model("tiny", tiny_tokenizer, seed=0).eval()
+    precision = resolve_precision(False, False, torch.device("cpu"))
+    got = evaluate(model, ds, collate, TrainConfig(per_device_eval_batch_size=4), precision)
+    assert [len(b) for b in seen] == [4, 4, 1]
+    assert sum(seen, []) == sorted(lengths)  # each batch holds neighbours in length order
+    one_by_one = evaluate(model, ds, plain, TrainConfig(per_device_eval_batch_size=1), precision)
+    for key in ("loss", "accuracy", "margin", "ece", "length_corr"):
+        assert got[key] == pytest.approx(one_by_one[key], abs=1e-5), key
 
 
 def test_training_writes_eval_diagnostics_to_metrics_jsonl(tiny_tokenizer, tmp_path):
