@@ -3,6 +3,8 @@
     python benchmarks/vs_trl.py                                   # tiny model, long-prompt data, all modes
     python benchmarks/vs_trl.py --model small --data synthetic-long --mode fast --max_steps 60
     python benchmarks/vs_trl.py --model smollm2-135m --data synthetic-long --bf16   # on a GPU: unchanged
+    python benchmarks/vs_trl.py --model small --pretrain_steps 338 --mode fast --num_pairs 3000 --max_steps 300
+                                # warm start, then train both to the end: compare held-out accuracy
 
 Each measured run is a fresh process (so peak memory is that system's alone), and the systems
 alternate (TRL, ours..., then ours..., TRL, ...) so drift in machine load hits both. Both start from

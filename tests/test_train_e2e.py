@@ -4,6 +4,7 @@ import json
 import random
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 from datasets import Dataset
+from safetensors.torch import load_file
 
 import train
 from reward.config import parse_config
@@ -167,3 +169,22 @@ def test_train_draws_its_curves(tmp_path):
                         "--eval_steps", "2", "--plot_curves", str(png), "--disable_tqdm"])  # fmt: skip
     train.main(cfg, dataset=Dataset.from_list(lexical_pairs(40, seed=4)))
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+
+
+@pytest.mark.skipif(not (shutil.which("cc") or shutil.which("gcc")), reason="torch.compile on CPU needs a C compiler")
+def test_torch_compile_gives_the_eager_losses_and_checkpoint(tmp_path):
+    """--torch_compile is a speed option only: same per-step losses as eager, same checkpoint names."""
+
+    def run_with(extra: list[str]) -> tuple[list[float], dict[str, torch.Tensor]]:
+        out = tmp_path / ("compiled" if extra else "eager")
+        cfg = parse_config(["--output_dir", str(out), "--max_steps", "3", "--logging_steps", "1",
+                            "--per_device_train_batch_size", "4", "--eval_strategy", "no", "--padding_free", "false",
+                            "--share_prefix", "false", "--disable_tqdm", *extra])  # fmt: skip
+        train.main(cfg, dataset=Dataset.from_list(lexical_pairs(24, seed=5)))
+        return [r["loss"] for r in read_metrics(out)], load_file(out / "model.safetensors")
+
+    eager_losses, eager_weights = run_with([])
+    compiled_losses, compiled_weights = run_with(["--torch_compile"])
+    assert compiled_losses == pytest.approx(eager_losses, abs=1e-5)
+    assert compiled_weights.keys() == eager_weights.keys()  # no "_orig_mod." prefixes
+    assert max((compiled_weights[k] - eager_weights[k]).abs().max().item() for k in eager_weights) < 1e-4
