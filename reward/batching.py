@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator
 
-import pyarrow.compute as pc
+import pyarrow.compute as pc  # pyarrow is datasets' own storage layer, installed with it
 import torch
 from datasets import Dataset
 
