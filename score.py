@@ -5,11 +5,17 @@
     python score.py --model runs/tiny-synthetic --input pairs.jsonl --explain --explain_rows 5
     python score.py --model runs/tiny-synthetic --input pairs.jsonl --plot scores.png --reliability_out rel.json
 
+    python score.py --model runs/tiny-synthetic --input runs/tiny-synthetic/heldout_pairs.jsonl --check_consumers
+    python score.py --model runs/tiny-synthetic --input completions.jsonl --output ranked.jsonl
+
 Preference files (chosen/rejected) print pairwise accuracy, mean reward margin, the loss and reward
 stats, then calibration (ECE + reliability table), length bias and accuracy per subset
 (`reward/diagnostics.py`). `--explain` prints every term of the loss pair by pair
 (`reward/explain.py`). Files of texts (`text`), prompt/response rows or conversations (`messages`)
-get a `reward` each. Text is formatted as in training (EOS appended; chat template for message lists).
+get a `reward` each; rows of a prompt and a list of `completions` get `rewards` and a `ranking`
+(and best-of-n accuracy with a `scores`, `ranking` or `best` column). Text is formatted as the
+model's config.json records training did (`reward_format`). `--check_consumers` scores the rows the
+way GRPO, RewardBench, a PPO loop and the pipeline do (`reward/consumer_check.py`).
 """
 
 from __future__ import annotations
@@ -23,7 +29,8 @@ from pathlib import Path
 from reward.config import ScoreConfig, parse_score_config
 from reward.errors import UserError
 from reward.explain import explain_pairs, format_explanation
-from reward.scoring import PAIRS, RewardScorer, load_rows, training_loss_options
+from reward.formatting import describe_format
+from reward.scoring import PAIRS, RANKINGS, RewardScorer, load_rows, training_loss_options
 
 PAIR_ONLY_OPTIONS = ("explain", "plot", "reliability_out")
 
@@ -34,14 +41,35 @@ def main(cfg: ScoreConfig) -> dict:
     used = [f"--{name}" for name in PAIR_ONLY_OPTIONS if getattr(cfg, name)]
     if kind != PAIRS and used:
         raise UserError(f"{', '.join(used)} need(s) a file of pairs (chosen/rejected columns); {cfg.input} has {kind}")
+    if cfg.normalize and (kind == PAIRS or cfg.check_consumers):
+        raise UserError(
+            "--normalize rescales single rewards (texts, responses, rankings); pair metrics use raw rewards"
+        )
     if cfg.plot:
         from reward.plotting import require_matplotlib
 
         require_matplotlib()  # fail before scoring, not after
-    scorer = RewardScorer(cfg.model, batch_size=cfg.batch_size, device=cfg.device)
+    if cfg.output:
+        check_output_path(cfg.output)  # before the work, not after it
+    scorer = RewardScorer(cfg.model, batch_size=cfg.batch_size, device=cfg.device, normalize=cfg.normalize)
     print(f"scoring {len(rows)} {kind} from {cfg.input} with {cfg.model} on {scorer.device}")
-    if kind == PAIRS:
+    if not cfg.check_consumers:  # the check's report names it itself
+        print(f"formatting: {describe_format(scorer.format, scorer.format_record)}")
+    if scorer.normalize:
+        print(
+            f"normalized: (reward - {scorer.stats['mean']:.4f}) / {scorer.stats['std']:.4f} ({scorer.stats['source']})"
+        )
+    if cfg.check_consumers:
+        from reward.consumer_check import check_consumers, format_report
+
+        results = check_consumers(scorer, rows, kind)
+        print(format_report(scorer, results, len(rows)))
+        scored, summary = [r.to_dict() for r in results], {"consumers": [r.to_dict() for r in results]}
+    elif kind == PAIRS:
         scored, summary = report_pairs(cfg, scorer, rows)
+    elif kind == RANKINGS:
+        scored, summary = scorer.score_rankings(rows)
+        print(format_ranking_summary(summary))
     else:
         scored = scorer.score_rows(rows, kind)
         rewards = [r["reward"] for r in scored]
@@ -93,6 +121,26 @@ def report_pairs(cfg: ScoreConfig, scorer: RewardScorer, rows: list[dict]) -> tu
         plot_scores(report.r_chosen, report.r_rejected, report.diagnostics.calibration, cfg.plot)
         print(f"wrote reward histograms and the reliability diagram to {cfg.plot}")
     return scored, m
+
+
+def format_ranking_summary(summary: dict) -> str:
+    line = f"prompts {summary['prompts']} | completions {summary['completions']}"
+    if "best_of_n_accuracy" in summary:
+        line += (
+            f" | best-of-n accuracy {summary['best_of_n_accuracy']:.4f} "
+            f"(picking at random: {summary['best_of_n_chance']:.4f})"
+        )
+    return line
+
+
+def check_output_path(path: str) -> None:
+    """An --output that cannot be written is an error before scoring, not a traceback after it."""
+    out = Path(path)
+    if out.is_dir():
+        raise UserError(f"--output {path}: is a directory")
+    parent = next((p for p in out.parents if p.exists()), Path("."))
+    if not parent.is_dir():
+        raise UserError(f"--output {path}: {parent} is a file, not a folder")
 
 
 def write_atomically(path: str, chunks: Iterable[str]) -> None:

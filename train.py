@@ -24,15 +24,24 @@ from datasets import Dataset, DatasetDict
 
 from reward.batching import build_collator, step_plan
 from reward.checkpoint import save_reward_model
+from reward.collate import PairwiseCollator
 from reward.config import TrainConfig, parse_config
-from reward.data import load_preferences
+from reward.data import CONVERSATIONAL, IMPLICIT, load_preferences
 from reward.distributed import barrier, device_for, init_world, shutdown
 from reward.errors import UserError
-from reward.formatting import TokenizeStats, tokenize_pairs
-from reward.loop import NonFiniteError, TrainResult, train
+from reward.formatting import (
+    FORMAT_KEY,
+    SequenceFormat,
+    TokenizeStats,
+    describe_format,
+    format_record,
+    read_format,
+    tokenize_pairs,
+)
+from reward.loop import NonFiniteError, TrainResult, evaluate, train
 from reward.lora import adapter_to_resume, add_lora, describe_lora, require_peft, save_lora_model, unwrap
 from reward.metrics import MetricsWriter
-from reward.model import count_parameters, ensure_pad_token, load_model, load_tokenizer
+from reward.model import count_parameters, ensure_pad_token, is_encoder, load_model, load_tokenizer, reward_token
 from reward.precision import resolve_precision
 from reward.resume import (
     check_free_space,
@@ -42,8 +51,11 @@ from reward.resume import (
     save_training_checkpoint,
     trim_metrics,
 )
+from reward.scoring import STATS_KEY
 from reward.sharding import check_fsdp_world, full_weights, shard_model
 from reward.signals import StopOnSignal
+
+STATS_SAMPLE = 512  # training pairs scored for the reward statistics when there is no held-out split
 
 
 def main(
@@ -100,11 +112,14 @@ def main(
             f"tokenizer has no pad token: using eos {tokenizer.eos_token!r} as pad (as TRL); "
             "the reward is read at the token before the trailing EOS"
         )
-    train_ds, train_stats = tokenize_pairs(data.train, tokenizer, data.format, cfg.max_length, cfg.dataset_num_proc)
+    sequence_format = choose_format(cfg, tokenizer, data.format)
+    train_ds, train_stats = tokenize_pairs(
+        data.train, tokenizer, data.format, cfg.max_length, cfg.dataset_num_proc, sequence_format=sequence_format
+    )
     eval_ds = None
     if data.test is not None and len(data.test) > 0:
         eval_ds, eval_stats = tokenize_pairs(
-            data.test, tokenizer, data.format, cfg.max_length, cfg.dataset_num_proc, "eval"
+            data.test, tokenizer, data.format, cfg.max_length, cfg.dataset_num_proc, "eval", sequence_format
         )
     print(
         f"pairs kept: train {describe(train_stats, cfg.max_length)}"
@@ -124,6 +139,8 @@ def main(
         disable_dropout=cfg.disable_dropout,
         trust_remote_code=cfg.trust_remote_code,
     )
+    record_format(model, tokenizer, sequence_format, data.format)  # every save writes it to config.json
+    print(f"formatting: {describe_format(*read_format(model.config))}")
     if cfg.gradient_checkpointing:
         model.config.use_cache = False
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -154,7 +171,7 @@ def main(
         f"({cfg.per_device_train_batch_size} x {cfg.gradient_accumulation_steps} accumulation x {world.size} "
         f"process{'es' if world.size > 1 else ''}) | "
         f"lr {cfg.learning_rate:g} {cfg.lr_scheduler_type} | output: {out_dir}\n"
-        f"batching: {batching_summary(cfg)}"
+        f"batching: {batching_summary(cfg, model)}"
     )
 
     # --- train -----------------------------------------------------------------------------------
@@ -164,10 +181,12 @@ def main(
     elif world.is_main:
         metrics_path.unlink(missing_ok=True)  # one run per metrics file
     writer = MetricsWriter(metrics_path)
-    collate = build_collator(cfg, tokenizer.pad_token_id)
+    collate = build_collator(cfg, tokenizer.pad_token_id, packable=not is_encoder(unwrap(model)))
+
+    example = (data.test if data.test is not None and len(data.test) else data.train)[0]
 
     def export(target: Path, metrics: dict | None = None, weights: dict | None = None) -> Path:
-        card = {"format": data.format, "train_pairs": len(train_ds), "metrics": metrics or {}}
+        card = {"format": data.format, "train_pairs": len(train_ds), "metrics": metrics or {}, "example": example}
         if cfg.fsdp:  # the model holds only shards: write the gathered full `weights`
             return save_reward_model(model, tokenizer, target, cfg.to_dict(), card, state_dict=weights)
         save = save_lora_model if cfg.use_peft else save_reward_model  # LoRA: merged weights + adapter/
@@ -185,6 +204,9 @@ def main(
     result = train(
         cfg, model, train_ds, eval_ds, collate, precision, writer, save_checkpoint, resume_state, should_stop, world
     )
+    if not result.stopped and (world.is_main or cfg.fsdp):  # for normalising consumers (RewardFunction(normalize=True))
+        stats = reward_statistics(model, result, eval_ds, train_ds, cfg, precision, tokenizer.pad_token_id)
+        setattr(unwrap(model).config, STATS_KEY, stats)
     weights = full_weights(model) if cfg.fsdp and not result.stopped else None  # FSDP: every rank gathers
     if not world.is_main:
         barrier(world)  # wait for rank 0's export, then leave together
@@ -213,12 +235,48 @@ def main(
         data.test.to_json(score_input, lines=True, force_ascii=False)
     else:
         score_input = cfg.dataset_name if Path(cfg.dataset_name).exists() else "PAIRS.jsonl"
+    score = f"python score.py --model {shlex.quote(str(saved))} --input {shlex.quote(score_input)}"
     print(
-        f"saved reward model to {saved}\nscore with: python score.py --model {shlex.quote(str(saved))} "
-        f"--input {shlex.quote(score_input)}"
+        f"saved reward model to {saved}\nscore with: {score}\n"
+        f"check what GRPO, RewardBench, PPO and the pipeline see: {score} --check_consumers"
     )
     barrier(world)
     return result
+
+
+def choose_format(cfg: TrainConfig, tokenizer, data_format: str) -> SequenceFormat:
+    """The formatting options, checked against the data and the tokenizer."""
+    if cfg.text_as_chat and data_format == IMPLICIT:
+        raise UserError("--text_as_chat needs a prompt column (it renders the prompt as the user turn)")
+    if cfg.text_as_chat and not tokenizer.chat_template:
+        raise UserError("--text_as_chat needs a tokenizer with a chat template")
+    if cfg.append_eos and tokenizer.eos_token is None and data_format != CONVERSATIONAL:
+        print("tokenizer has no EOS token: nothing is appended (its own special tokens end each sequence)")
+    return SequenceFormat(cfg.append_eos, cfg.add_special_tokens, cfg.text_as_chat)
+
+
+def record_format(model, tokenizer, sequence_format: SequenceFormat, data_format: str) -> None:
+    """How text became tokens is part of the model: config.json `reward_format` (reward/formatting.py).
+    Statistics of a reward model used as the init are not this run's: they are dropped."""
+    record = format_record(sequence_format, tokenizer, data_format)
+    templated = data_format == CONVERSATIONAL or sequence_format.text_as_chat
+    record["reward_token"] = reward_token(model, tokenizer, templated, record["append_eos"])
+    setattr(model.config, FORMAT_KEY, record)
+    if hasattr(model.config, STATS_KEY):
+        delattr(model.config, STATS_KEY)
+
+
+def reward_statistics(model, result: TrainResult, eval_ds, train_ds, cfg: TrainConfig, precision, pad_token_id) -> dict:
+    """Mean and std of the 2N rewards on the held-out split (the final evaluation when there was one),
+    else on up to STATS_SAMPLE training pairs (every rank runs it: under FSDP the forward is collective)."""
+    if result.eval and "reward_std" in result.eval:
+        values, source = result.eval, f"held-out split, {result.eval['pairs']} pairs"
+    else:
+        ds, source = (eval_ds, "held-out split") if eval_ds is not None else (train_ds, "training split sample")
+        ds = ds.select(range(min(STATS_SAMPLE, len(ds))))
+        values = evaluate(model, ds, PairwiseCollator(pad_token_id), cfg, precision)
+        source = f"{source}, {len(ds)} pairs"
+    return {"mean": values["reward_mean"], "std": values["reward_std"], "count": 2 * values["pairs"], "source": source}
 
 
 def resume_argv(argv: list[str]) -> list[str]:
@@ -237,7 +295,11 @@ def resume_argv(argv: list[str]) -> list[str]:
     return [*out, "--resume_from_checkpoint", "latest"]
 
 
-def batching_summary(cfg: TrainConfig) -> str:
+def batching_summary(cfg: TrainConfig, model) -> str:
+    if (cfg.padding_free or cfg.share_prefix) and is_encoder(unwrap(model)):
+        return (
+            "plain padded batches (an encoder's tokens attend to the whole sequence: nothing can be packed or shared)"
+        )
     parts = [name for on, name in ((cfg.group_by_length, "length-grouped"), (cfg.padding_free, "padding-free packing"),
                                    (cfg.share_prefix, "shared prompt prefix")) if on]  # fmt: skip
     return " + ".join(parts) or "plain padded batches in shuffled order (TRL's batching)"

@@ -16,8 +16,12 @@ The modules follow the data flow:
     precision.py   device, fp32 / bf16 / fp16 + GradScaler
     loop.py        optimizer, schedule, exact accumulation, clipping, eval, the loop
     metrics.py     exact metric averages, step log line, metrics.jsonl
-    checkpoint.py  pipeline-ready Hugging Face folder + model card
-    scoring.py     batched scoring of texts and pairs
+    checkpoint.py  pipeline-ready Hugging Face folder
+    model_card.py  the folder's README: format, statistics, one tested snippet per consumer
+    scoring.py     batched scoring of texts, pairs and ranked completions, in the recorded format
+    reward_function.py  RewardFunction: the model as a TRL `reward_funcs` callable (GRPO, RLOO, ...)
+    consumers.py   each consumer's way of scoring (GRPO, RewardBench, PPO, pipeline), reproduced
+    consumer_check.py  score.py --check_consumers: every consumer vs the training-time reward
     explain.py     the loss term by term (score.py --explain)
     diagnostics.py calibration (ECE), length bias, per-subset accuracy
     plotting.py    optional plots (matplotlib, imported lazily)
@@ -27,3 +31,13 @@ The modules follow the data flow:
 """
 
 __version__ = "0.1.0"
+__all__ = ["RewardFunction"]
+
+
+def __getattr__(name: str):
+    """`from reward import RewardFunction` without importing torch when only a submodule is needed."""
+    if name == "RewardFunction":
+        from reward.reward_function import RewardFunction
+
+        return RewardFunction
+    raise AttributeError(f"module 'reward' has no attribute {name!r}")

@@ -82,9 +82,11 @@ def pair_lengths(ds: Dataset) -> list[int]:
     return pc.add(pc.list_value_length(table["chosen_ids"]), pc.list_value_length(table["rejected_ids"])).to_pylist()
 
 
-def build_collator(cfg: TrainConfig, pad_token_id: int) -> Callable[[list[dict]], Batch]:
-    """The training collator: packed rows (padding-free and/or shared prefix) or the plain padded one."""
-    if cfg.padding_free or cfg.share_prefix:
+def build_collator(cfg: TrainConfig, pad_token_id: int, packable: bool = True) -> Callable[[list[dict]], Batch]:
+    """The training collator: packed rows (padding-free and/or shared prefix) or the plain padded one.
+
+    `packable=False` (an encoder: every token attends to the whole sequence) always gives the padded one."""
+    if packable and (cfg.padding_free or cfg.share_prefix):
         return PackingCollator(pad_token_id, "all" if cfg.padding_free else None, cfg.share_prefix)
     return PairwiseCollator(pad_token_id, cfg.pad_to_multiple_of)
 

@@ -1,15 +1,16 @@
 """Write the trained reward model as an ordinary Hugging Face folder that the pipeline loads.
 
     OUTPUT_DIR/
-      config.json            one label ("reward"), pad_token_id, problem_type "regression"
+      config.json            one label ("reward"), pad_token_id, problem_type "regression", and
+                             reward_format (how text became tokens) + reward_stats (mean / std)
       model.safetensors      weights (safetensors only)
       tokenizer.json, tokenizer_config.json, (chat_template.jinja)
       training_config.json   every option of the run, to reproduce it
-      README.md              model card: data, metrics and a usage snippet that works
+      README.md              model card: data, metrics, one tested snippet per consumer (reward/model_card.py)
 
 `pipeline("text-classification", model=OUTPUT_DIR)` then returns the raw reward (no sigmoid,
-because of problem_type "regression") for a formatted string: the text plus the EOS token, exactly
-what training tokenized (see `reward/formatting.py`).
+because of problem_type "regression") for a formatted string: the text as training formatted it
+(`reward_format`; by default plus the EOS token, see `reward/formatting.py`).
 """
 
 from __future__ import annotations
@@ -20,44 +21,7 @@ from typing import Any
 
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-MODEL_CARD = """---
-library_name: transformers
-pipeline_tag: text-classification
-tags: [reward-model, bradley-terry]
----
-
-# Reward model: {name}
-
-A Bradley–Terry reward model (`{arch}`, one output: the reward) trained with
-`reward` (a from-scratch PyTorch Bradley–Terry trainer) from `{base}` on `{data}` ({fmt} format,
-{pairs} training pairs).
-
-| metric | value |
-|---|---|
-{metrics_rows}
-
-## Use
-
-The reward is read at the last token; training formatted each text as prompt + response + EOS,
-so append the EOS token (or use a conversation's chat template) when you score:
-
-```python
-from transformers import pipeline
-
-rm = pipeline("text-classification", model="{path}")
-text = {example!r} + rm.tokenizer.eos_token
-print(rm(text)[0]["score"])  # raw reward: higher = preferred
-```
-
-For conversational data, render with the chat template and do not add special tokens twice:
-
-```python
-text = rm.tokenizer.apply_chat_template(messages, tokenize=False)
-print(rm(text, add_special_tokens=False)[0]["score"])
-```
-
-Or, with the project installed: `python score.py --model {path} --input FILE.jsonl`.
-"""
+from reward.model_card import render_model_card
 
 
 def save_reward_model(
@@ -79,19 +43,3 @@ def save_reward_model(
     if card is not None:
         (out / "README.md").write_text(render_model_card(out, model, training_config, card))
     return out
-
-
-def render_model_card(out: Path, model: PreTrainedModel, cfg: dict[str, Any], card: dict[str, Any]) -> str:
-    metrics = card.get("metrics") or {}
-    rows = "\n".join(f"| {k} | {v:.4f} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in metrics.items())
-    return MODEL_CARD.format(
-        name=out.name,
-        arch=type(model).__name__,
-        base=cfg.get("model_name_or_path"),
-        data=cfg.get("dataset_name"),
-        fmt=card.get("format", "?"),
-        pairs=card.get("train_pairs", "?"),
-        metrics_rows=rows or "| (none) | |",
-        path=str(out),
-        example=card.get("example", "Name a fruit. Sure: mango."),
-    )

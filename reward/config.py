@@ -77,6 +77,22 @@ class TrainConfig:
         1024, "Pairs where either side is longer than this many tokens are dropped (and counted)."
     )
     pad_to_multiple_of: int | None = _opt(None, "Pad the batch length up to a multiple of this (plain path).")
+    # --- formatting: how text becomes tokens; recorded in config.json for every scorer (README) ---
+    append_eos: bool = _opt(
+        True,
+        "Append the EOS token to plain-text sequences unless present (TRL). False: the reward is read at the "
+        "last text token, as TRL's GRPO and a PPO rollout cut before EOS score it.",
+    )
+    add_special_tokens: bool = _opt(
+        True,
+        "Let the tokenizer add its special tokens (e.g. BOS) to plain text (TRL). False: GRPO's format "
+        "(it tokenizes prompt + completion with add_special_tokens=False).",
+    )
+    text_as_chat: bool = _opt(
+        False,
+        "Render plain-text rows as [user: prompt, assistant: response] with the chat template "
+        "(RewardBench's format); needs a prompt column and a tokenizer with a chat template.",
+    )
     # --- speed (each exact: tests/test_packing.py; all off = TRL's batching, as in parity runs) ---
     group_by_length: bool = _opt(
         True, "Batch pairs of similar length (sorted inside seeded mega-batches of 50 batches, as HF)."
@@ -250,6 +266,16 @@ class ScoreConfig:
     output: str | None = _opt(None, "Write every input row plus its reward(s) to this .jsonl file.")
     batch_size: int = _opt(16, "Sequences per forward pass.")
     device: str | None = _opt(None, "cpu, cuda, cuda:1, ... (default: cuda if available).")
+    normalize: bool = _opt(
+        False,
+        "Write (reward - mean) / std with the held-out reward statistics saved in the model's config.json "
+        "(texts, responses, rankings).",
+    )
+    check_consumers: bool = _opt(
+        False,
+        "Score the rows the way each consumer does (pipeline, TRL GRPO, RewardBench, PPO-style, RewardFunction) "
+        "and print how far each is from the training-time reward, with what to change.",
+    )
     # --- pairs only: the loss explained, and diagnostics ---------------------------------------------
     explain: bool = _opt(
         False,

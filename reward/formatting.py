@@ -5,24 +5,51 @@
 - Text (not conversational): EOS is appended unless the text already ends with it, then
   `tokenizer(text)` with its default special tokens (a Llama-style tokenizer adds BOS).
 - Conversational: `tokenizer.apply_chat_template(messages, tokenize=True)`; the template decides
-  BOS/EOS, nothing is appended.
+  BOS/EOS, nothing is appended (transformers then tokenizes the rendered text with
+  add_special_tokens=False, exactly what TRL's GRPO does with the same text).
 - A pair where either side is longer than `max_length` tokens is dropped, not truncated
   (truncation would cut off the end of a response, where the reward is read), and counted.
 
-The same functions format text at scoring time, so a saved model sees the same strings it was
-trained on (see `format_text`, and `reward/scoring.py`).
+The text part of that policy is a `SequenceFormat`, and it is part of the model: train.py writes it
+(with what the tokenizer adds, the chat template's hash and where the head reads the reward) into
+config.json as `reward_format`, and every scorer (score.py, `RewardScorer`, `RewardFunction`, the
+model card) reads it back, so a saved model is scored on the strings it was trained on.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hashlib
+from dataclasses import asdict, dataclass, fields
+from typing import Any
 
 from datasets import Dataset
-from transformers import PreTrainedTokenizerBase
+from transformers import PretrainedConfig, PreTrainedTokenizerBase
 
 from reward.data import CONVERSATIONAL, margin_value
 from reward.diagnostics import subset_column
 from reward.errors import UserError
+
+FORMAT_KEY = "reward_format"  # config.json field: how training turned text into tokens
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class SequenceFormat:
+    """How one (prompt, response) becomes token ids. The defaults are TRL's RewardTrainer.
+
+    TRL's GRPO scores `prompt + completion` tokenized with add_special_tokens=False, the completion
+    decoded without special tokens (trl/trainer/grpo_trainer.py, `_calculate_rewards`):
+    `SequenceFormat(append_eos=False, add_special_tokens=False)` trains for exactly that string.
+    RewardBench renders [user: prompt, assistant: response] with the chat template:
+    `SequenceFormat(text_as_chat=True)`. Conversational rows always use the chat template.
+    """
+
+    append_eos: bool = True  # plain text: append tokenizer.eos_token unless present (no-op without one)
+    add_special_tokens: bool = True  # plain text: tokenizer(text, add_special_tokens=...), e.g. Llama's BOS
+    text_as_chat: bool = False  # plain-text prompt/response rendered as a user + an assistant message
+
+
+TRL_FORMAT = SequenceFormat()
 
 
 @dataclass
@@ -32,21 +59,31 @@ class TokenizeStats:
     dropped_identical: int = 0  # chosen == rejected token for token: no preference to learn
 
 
-def format_text(text: str, tokenizer: PreTrainedTokenizerBase) -> str:
+def format_text(text: str, tokenizer: PreTrainedTokenizerBase, sequence_format: SequenceFormat = TRL_FORMAT) -> str:
     """The exact string that is tokenized for a non-conversational sequence: EOS appended once.
+
+    Nothing is appended when the format says so, or when the tokenizer has no EOS token (BERT-style
+    encoders end a sequence with their own special tokens, e.g. [SEP]).
 
     >>> from types import SimpleNamespace
     >>> tok = SimpleNamespace(eos_token="</s>")
     >>> format_text("Q: 2+2? A: 4", tok), format_text("Q: 2+2? A: 4</s>", tok)
     ('Q: 2+2? A: 4</s>', 'Q: 2+2? A: 4</s>')
+    >>> format_text("Q: 2+2? A: 4", tok, SequenceFormat(append_eos=False))
+    'Q: 2+2? A: 4'
     """
     eos = tokenizer.eos_token
-    return text if text.endswith(eos) else text + eos
+    if not sequence_format.append_eos or eos is None or text.endswith(eos):
+        return text
+    return text + eos
 
 
-def encode_text(text: str, tokenizer: PreTrainedTokenizerBase) -> list[int]:
+def encode_text(
+    text: str, tokenizer: PreTrainedTokenizerBase, sequence_format: SequenceFormat = TRL_FORMAT
+) -> list[int]:
     """Token ids of a non-conversational sequence (prompt already joined)."""
-    return tokenizer(format_text(text, tokenizer))["input_ids"]
+    formatted = format_text(text, tokenizer, sequence_format)
+    return tokenizer(formatted, add_special_tokens=sequence_format.add_special_tokens)["input_ids"]
 
 
 def require_chat_template(tokenizer: PreTrainedTokenizerBase) -> None:
@@ -64,19 +101,33 @@ def encode_messages(messages: list[dict], tokenizer: PreTrainedTokenizerBase) ->
     return list(out["input_ids"])
 
 
-def encode_sequence(prompt: str | list | None, response: str | list, tokenizer: PreTrainedTokenizerBase) -> list[int]:
+def as_messages(prompt: str | None, response: str) -> list[dict]:
+    """A plain-text prompt and response as RewardBench renders them: one user turn, one assistant turn
+    (rewardbench/utils.py `prepare_dialogue_from_tokenizer`, single-turn case)."""
+    user = [{"role": "user", "content": prompt}] if prompt else []
+    return [*user, {"role": "assistant", "content": response}]
+
+
+def encode_sequence(
+    prompt: str | list | None,
+    response: str | list,
+    tokenizer: PreTrainedTokenizerBase,
+    sequence_format: SequenceFormat = TRL_FORMAT,
+) -> list[int]:
     """prompt + response -> ids, dispatching on text vs. message list."""
     if isinstance(response, list):
         return encode_messages(list(prompt or []) + list(response), tokenizer)
-    return encode_text((prompt or "") + response, tokenizer)
+    if sequence_format.text_as_chat:
+        return encode_messages(as_messages(prompt, response), tokenizer)
+    return encode_text((prompt or "") + response, tokenizer, sequence_format)
 
 
-def encode_pair(row: dict, tokenizer: PreTrainedTokenizerBase) -> dict:
+def encode_pair(row: dict, tokenizer: PreTrainedTokenizerBase, sequence_format: SequenceFormat = TRL_FORMAT) -> dict:
     """One preference row -> {"chosen_ids", "rejected_ids", "margin"}."""
     prompt = row.get("prompt")
     return {
-        "chosen_ids": encode_sequence(prompt, row["chosen"], tokenizer),
-        "rejected_ids": encode_sequence(prompt, row["rejected"], tokenizer),
+        "chosen_ids": encode_sequence(prompt, row["chosen"], tokenizer, sequence_format),
+        "rejected_ids": encode_sequence(prompt, row["rejected"], tokenizer, sequence_format),
         "margin": margin_value(row["margin"]) if row.get("margin") is not None else 0.0,
     }
 
@@ -88,15 +139,16 @@ def tokenize_pairs(
     max_length: int | None,
     num_proc: int | None = None,
     desc: str = "train",
+    sequence_format: SequenceFormat = TRL_FORMAT,
 ) -> tuple[Dataset, TokenizeStats]:
     """Tokenize every pair and drop over-long ones. Returns columns chosen_ids, rejected_ids, margin,
     and the `subset` (or `category`) column when the rows have one (for per-subset eval accuracy)."""
-    if fmt == CONVERSATIONAL:
+    if fmt == CONVERSATIONAL or sequence_format.text_as_chat:
         require_chat_template(tokenizer)  # fail before the first row, not inside datasets.map
     keep = subset_column(ds.column_names)
     out = ds.map(
         encode_pair,
-        fn_kwargs={"tokenizer": tokenizer},
+        fn_kwargs={"tokenizer": tokenizer, "sequence_format": sequence_format},
         remove_columns=[c for c in ds.column_names if c != keep],
         num_proc=num_proc,
         desc=f"Tokenizing {desc}",
@@ -114,3 +166,78 @@ def tokenize_pairs(
             desc=f"Dropping {desc} pairs over {max_length} tokens",
         )
     return out, TokenizeStats(kept=len(out), dropped_too_long=total - len(out), dropped_identical=identical)
+
+
+# --- the format as part of the model (config.json `reward_format`) --------------------------------
+def special_tokens_added(tokenizer: PreTrainedTokenizerBase) -> dict[str, list[str]]:
+    """What `tokenizer(text)` puts around a text: {"before": ["<s>"], "after": []} for Llama-style."""
+    bare = tokenizer("a", add_special_tokens=False)["input_ids"]
+    full = tokenizer("a")["input_ids"]
+    at = next((i for i in range(len(full) - len(bare) + 1) if full[i : i + len(bare)] == bare), 0)
+    before, after = full[:at], full[at + len(bare) :]
+    return {"before": tokenizer.convert_ids_to_tokens(before), "after": tokenizer.convert_ids_to_tokens(after)}
+
+
+def chat_template_hash(tokenizer: PreTrainedTokenizerBase) -> str | None:
+    template = tokenizer.chat_template
+    if not isinstance(template, str) or not template:
+        return None
+    return hashlib.sha256(template.encode()).hexdigest()[:16]
+
+
+def format_record(
+    sequence_format: SequenceFormat, tokenizer: PreTrainedTokenizerBase, data_format: str
+) -> dict[str, Any]:
+    """The `reward_format` entry of config.json: the policy, and the facts a consumer needs to match it
+    (train.py adds `reward_token`, where the model's head reads the reward)."""
+    effective = SequenceFormat(
+        append_eos=sequence_format.append_eos and tokenizer.eos_token is not None,
+        add_special_tokens=sequence_format.add_special_tokens,
+        text_as_chat=sequence_format.text_as_chat,
+    )
+    return {
+        "version": FORMAT_VERSION,
+        **asdict(effective),
+        "eos_token": tokenizer.eos_token,
+        "special_tokens": special_tokens_added(tokenizer)
+        if effective.add_special_tokens
+        else {"before": [], "after": []},
+        "chat_template_sha256": chat_template_hash(tokenizer),
+        "data_format": data_format,
+    }
+
+
+def read_format(config: PretrainedConfig) -> tuple[SequenceFormat, dict[str, Any] | None]:
+    """The SequenceFormat a model was trained with, and its full record (None: not recorded, e.g. a model
+    from elsewhere; TRL's formatting is then assumed)."""
+    record = getattr(config, FORMAT_KEY, None)
+    if not isinstance(record, dict):
+        return TRL_FORMAT, None
+    names = {f.name for f in fields(SequenceFormat)}
+    return SequenceFormat(**{k: bool(v) for k, v in record.items() if k in names}), record
+
+
+def describe_format(sequence_format: SequenceFormat, record: dict[str, Any] | None) -> str:
+    """One line for people: how plain text and conversations become tokens, and where the reward is read.
+
+    >>> describe_format(TRL_FORMAT, None)
+    "TRL's RewardTrainer format assumed (no reward_format in config.json): EOS appended, special tokens added"
+    """
+    if sequence_format.text_as_chat:
+        text = "plain text as user/assistant messages through the chat template"
+    else:
+        eos = f"EOS {record['eos_token']!r}" if record and record.get("eos_token") else "EOS"
+        text = (
+            (f"{eos} appended" if sequence_format.append_eos else "no EOS appended")
+            + ", "
+            + ("special tokens added" if sequence_format.add_special_tokens else "no special tokens added")
+        )
+        if record and sequence_format.add_special_tokens:
+            added = record.get("special_tokens") or {}
+            shown = [f"{t!r} in front" for t in added.get("before", [])] + [
+                f"{t!r} at the end" for t in added.get("after", [])
+            ]
+            text += f" ({', '.join(shown)})" if shown else " (none for this tokenizer)"
+    if record is None:
+        return f"TRL's RewardTrainer format assumed (no {FORMAT_KEY} in config.json): {text}"
+    return f"{text}; conversations through the chat template; reward read at: {record.get('reward_token', '?')}"

@@ -148,9 +148,9 @@ def apply_update(model: nn.Module, optimizer, scheduler, precision: Precision, m
 def evaluate(
     model: PreTrainedModel, ds: Dataset, collate: PairwiseCollator, cfg: TrainConfig, precision: Precision
 ) -> dict:
-    """Loss and metrics over every pair of `ds` (pair-weighted), in eval mode, plus the diagnostics of
-    `reward/diagnostics.py` over all pairs: ece, length_corr, and accuracy/<subset> when `ds` has a
-    subset/category column."""
+    """Loss and metrics over every pair of `ds` (pair-weighted), in eval mode, plus the spread of the 2N
+    rewards (reward_std, population) and the diagnostics of `reward/diagnostics.py` over all pairs: ece,
+    length_corr, and accuracy/<subset> when `ds` has a subset/category column."""
     was_training = model.training
     model.eval()
     totals = MetricTotals()
@@ -186,7 +186,8 @@ def evaluate(
     model.train(was_training)
     tokens = torch.tensor(lengths)  # (N, 2)
     extra = diagnose(torch.cat(chosen), torch.cat(rejected), tokens[:, 0], tokens[:, 1], subsets if column else None)
-    return {**totals.summary(), **extra.metrics()}
+    spread = torch.cat(chosen + rejected).double().std(correction=0).item()  # over all 2N rewards
+    return {**totals.summary(), "reward_std": spread, **extra.metrics()}
 
 
 # --- the loop -------------------------------------------------------------------------------------

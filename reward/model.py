@@ -26,6 +26,11 @@ from reward.errors import UserError
 from reward.tiny import TINY, build_tiny_tokenizer, tiny_config
 
 REWARD_LABEL = "reward"
+# Bidirectional encoders: their classification head pools the first token ([CLS] / <s>), and every
+# token sees the whole sequence, so nothing can be packed or shared (reward/packed_forward.py).
+ENCODER_MODEL_TYPES = frozenset(
+    "albert bert camembert deberta deberta-v2 distilbert electra modernbert mpnet roberta xlm-roberta".split()
+)
 
 
 def check_model_source(name: str) -> None:
@@ -113,6 +118,30 @@ def configure_for_reward(model: PreTrainedModel, tokenizer: PreTrainedTokenizerB
     model.config.id2label = {0: REWARD_LABEL}
     model.config.label2id = {REWARD_LABEL: 0}
     model.config.problem_type = "regression"
+
+
+def is_encoder(model: PreTrainedModel) -> bool:
+    return model.config.model_type in ENCODER_MODEL_TYPES
+
+
+def reward_token(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, templated: bool, append_eos: bool) -> str:
+    """Where the model's own head reads the reward, in words (recorded in config.json `reward_format`).
+
+    Decoder heads (`XxxForSequenceClassification`, GenericForSequenceClassification) take the rightmost
+    token whose id is not pad_token_id; with pad == eos that is the token before a trailing EOS.
+    Encoder heads pool the first token ([CLS]), ModernBERT optionally the mean of all tokens.
+    `templated`: the sequences are chat-template renderings; `append_eos`: plain text got an EOS.
+    """
+    if is_encoder(model):
+        if getattr(model.config, "classifier_pooling", "cls") == "mean":
+            return "the mean over all tokens (ModernBERT classifier_pooling='mean')"
+        return "the first token ([CLS]), through the model's pooler"
+    last = "the last token that is not the pad token"
+    if tokenizer.pad_token_id is not None and tokenizer.pad_token_id == tokenizer.eos_token_id:
+        return f"{last}; pad == eos, so the token before a trailing EOS"
+    if templated:
+        return f"{last}: the chat template's last token"
+    return f"{last}: {'the appended EOS' if append_eos else 'the last text token (no EOS appended)'}"
 
 
 def turn_off_dropout(model: nn.Module) -> None:

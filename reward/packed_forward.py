@@ -17,7 +17,7 @@ from transformers import PreTrainedModel
 
 from reward.collate import PairwiseCollator
 from reward.lora import unwrap
-from reward.model import compute_rewards
+from reward.model import compute_rewards, is_encoder
 from reward.packing import SUPPORTED_ATTENTION, SUPPORTED_MODEL_TYPES, PackedBatch, _warn_once, pack_pairs
 from reward.segment_attention import use_segment_attention
 
@@ -76,7 +76,11 @@ def supports_packing(model: PreTrainedModel) -> bool:
     config = model.config
     attention = config._attn_implementation  # the self-check switches it; restored if packing is refused
     reason = None
-    if config.model_type not in SUPPORTED_MODEL_TYPES:
+    if is_encoder(model):
+        reason = (
+            "a bidirectional encoder: every token attends to the whole sequence, so nothing can be packed or shared"
+        )
+    elif config.model_type not in SUPPORTED_MODEL_TYPES:
         reason = f"model type {config.model_type!r} is not one of {SUPPORTED_MODEL_TYPES}"
     elif not isinstance(getattr(model, "score", None), nn.Module) or model.base_model is model:
         reason = "the model has no `score` head on a separate backbone"

@@ -9,6 +9,7 @@ to zero; bf16 has float32's exponent range and does not.
 from __future__ import annotations
 
 import contextlib
+import os
 from dataclasses import dataclass
 
 import torch
@@ -35,8 +36,10 @@ class Precision:
 
 
 def pick_device(use_cpu: bool = False) -> torch.device:
-    """CUDA when present (unless `use_cpu`), else CPU."""
-    return torch.device("cuda" if torch.cuda.is_available() and not use_cpu else "cpu")
+    """CUDA when present (unless `use_cpu`): this process's GPU under torchrun (LOCAL_RANK), else CPU."""
+    if torch.cuda.is_available() and not use_cpu:
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    return torch.device("cpu")
 
 
 def resolve_precision(bf16: bool, fp16: bool, device: torch.device) -> Precision:

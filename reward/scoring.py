@@ -1,38 +1,44 @@
-"""Score texts and preference pairs with a saved reward model, formatted exactly as in training.
+"""Score texts, preference pairs and ranked completions with a saved reward model, formatted
+exactly as in training.
 
 Input rows (JSONL/JSON/CSV/Parquet, detected from the columns):
 
-    pairs      chosen, rejected (+ prompt, margin)      -> adds r_chosen, r_rejected
-    texts      text                                     -> adds reward
-    responses  prompt, response (strings or messages)   -> adds reward
-    chats      messages                                 -> adds reward
+    pairs      chosen, rejected (+ prompt, margin)                 -> adds r_chosen, r_rejected
+    rankings   prompt, completions (+ scores | ranking | best)     -> adds rewards, ranking
+    texts      text                                                -> adds reward
+    responses  prompt, response (strings or messages)              -> adds reward
+    chats      messages                                            -> adds reward
 
-Text goes through `reward.formatting` (EOS appended; chat template for message lists), so a pair
-scored here gets the rewards the training loop computed for it. The pair loss uses the model's
-training loss options (centring, label smoothing; `training_loss_options`), so it is the loss the
-training evaluation reports; pairs also get the diagnostics of `reward.diagnostics`.
+Text goes through `reward.formatting` with the model's recorded `SequenceFormat` (config.json
+`reward_format`: EOS appended or not, special tokens or not, chat template), so a pair scored here
+gets the rewards the training loop computed for it. The pair loss uses the model's training loss
+options (centring, label smoothing; `training_loss_options`), so it is the loss the training
+evaluation reports; pairs also get the diagnostics of `reward.diagnostics`. `normalize=True` maps
+each reward to (r - mean) / std with the statistics train.py saved (config.json `reward_stats`).
 """
 
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
-from transformers import AutoModelForSequenceClassification, AutoTokenizer
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from reward.collate import pad_right
-from reward.data import detect_format, load_raw, text_problem, validate
+from reward.data import detect_format, load_raw, margin_value, text_problem, validate
 from reward.diagnostics import DEFAULT_BINS, Diagnostics, diagnose, subset_column
 from reward.errors import UserError
-from reward.formatting import encode_messages, encode_pair, encode_sequence, encode_text
+from reward.formatting import chat_template_hash, encode_messages, encode_pair, encode_sequence, read_format
 from reward.loss import bradley_terry_loss
 from reward.model import check_model_source, compute_rewards, ensure_pad_token, first_line
 from reward.precision import pick_device
 
-PAIRS, TEXTS, RESPONSES, CHATS = "pairs", "texts", "responses", "chats"
+PAIRS, RANKINGS, TEXTS, RESPONSES, CHATS = "pairs", "rankings", "texts", "responses", "chats"
+STATS_KEY = "reward_stats"  # config.json field: mean / std of the rewards on held-out data
 
 
 @dataclass
@@ -78,23 +84,61 @@ def training_loss_options(
 
 
 class RewardScorer:
-    """A saved reward model plus its tokenizer, scoring in length-sorted batches."""
+    """A reward model plus its tokenizer and recorded format, scoring in length-sorted batches.
 
-    def __init__(self, model_dir: str, batch_size: int = 16, device: str | None = None, show_progress: bool = True):
-        try:
-            check_model_source(model_dir)
-            self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
-            self.model = AutoModelForSequenceClassification.from_pretrained(model_dir, use_safetensors=True)
-        except (OSError, ValueError) as exc:
-            raise UserError(f"{model_dir}: could not load a reward model ({first_line(exc)})") from exc
+    `model` is a saved folder (or Hub id), or a loaded model together with its `tokenizer`.
+    """
+
+    def __init__(
+        self,
+        model: str | Path | PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase | None = None,
+        batch_size: int = 16,
+        device: str | torch.device | None = None,
+        show_progress: bool = True,
+        normalize: bool = False,
+    ):
+        if isinstance(model, (str, Path)):
+            self.source = str(model)
+            self.tokenizer, self.model = load_reward_model(self.source)
+        else:
+            if tokenizer is None:
+                raise ValueError("a loaded model needs its tokenizer")
+            self.source = model.config.name_or_path or type(model).__name__
+            self.model, self.tokenizer = model, tokenizer
         if self.model.config.num_labels != 1:
-            raise UserError(f"{model_dir}: the model has {self.model.config.num_labels} labels, a reward model has 1")
+            raise UserError(f"{self.source}: the model has {self.model.config.num_labels} labels, a reward model has 1")
         ensure_pad_token(self.tokenizer)
         self.model.config.pad_token_id = self.tokenizer.pad_token_id
+        self.format, self.format_record = read_format(self.model.config)
+        trained_template = (self.format_record or {}).get("chat_template_sha256")
+        if trained_template and trained_template != chat_template_hash(self.tokenizer):
+            warnings.warn(f"{self.source}: the tokenizer's chat template is not the one training used", stacklevel=2)
+        self.stats = reward_stats(self.model.config)
+        if normalize and self.stats is None:
+            raise UserError(
+                f"{self.source}: normalizing needs the reward statistics train.py saves (config.json '{STATS_KEY}'); "
+                "this model has none"
+            )
+        self.normalize = normalize
         self.device = torch.device(device) if device else pick_device()
         self.model.to(self.device).eval()
         self.batch_size = batch_size
         self.show_progress = show_progress
+
+    def encode(self, prompt: str | list | None, response: str | list) -> list[int]:
+        """Token ids of prompt + response, formatted as training formatted them."""
+        return encode_sequence(prompt, response, self.tokenizer, self.format)
+
+    def rewards(self, prompts: list, responses: list) -> list[float]:
+        """One reward per (prompt, response), normalized when the scorer was built with normalize=True."""
+        return self.normalized(self.score_ids([self.encode(p, r) for p, r in zip(prompts, responses)]))
+
+    def normalized(self, rewards: list[float]) -> list[float]:
+        if not self.normalize:
+            return rewards
+        mean, std = self.stats["mean"], self.stats["std"]
+        return [(r - mean) / std for r in rewards]
 
     @torch.no_grad()
     def score_ids(self, sequences: list[list[int]]) -> list[float]:
@@ -117,7 +161,7 @@ class RewardScorer:
     ) -> PairReport:
         """Rewards of both sides of every pair, the loss (with the training loss options) and diagnostics."""
         opts = loss_options or LossOptions()
-        encoded = [encode_pair(row, self.tokenizer) for row in rows]
+        encoded = [encode_pair(row, self.tokenizer, self.format) for row in rows]
         n = len(encoded)
         rewards = self.score_ids([e["chosen_ids"] for e in encoded] + [e["rejected_ids"] for e in encoded])
         r_c, r_r = torch.tensor(rewards[:n]), torch.tensor(rewards[n:])  # (B,), (B,)
@@ -149,17 +193,81 @@ class RewardScorer:
     def score_rows(self, rows: list[dict], kind: str) -> list[dict]:
         """Rows of kind texts/responses/chats -> the same rows with a `reward` field."""
         encode = {
-            TEXTS: lambda row: encode_text(row["text"], self.tokenizer),
-            RESPONSES: lambda row: encode_sequence(row["prompt"], row["response"], self.tokenizer),
+            TEXTS: lambda row: self.encode(None, row["text"]),
+            RESPONSES: lambda row: self.encode(row["prompt"], row["response"]),
             CHATS: lambda row: encode_messages(row["messages"], self.tokenizer),
         }[kind]
-        rewards = self.score_ids([encode(row) for row in rows])
+        rewards = self.normalized(self.score_ids([encode(row) for row in rows]))
         return [{**row, "reward": r} for row, r in zip(rows, rewards)]
+
+    def score_rankings(self, rows: list[dict]) -> tuple[list[dict], dict]:
+        """Rows of a prompt and K completions -> each row plus `rewards` (K floats) and `ranking` (indices,
+        highest reward first), and best-of-n metrics when rows say which completion is best."""
+        flat = [(i, row.get("prompt"), c) for i, row in enumerate(rows) for c in row["completions"]]
+        rewards = self.rewards([p for _, p, _ in flat], [c for _, _, c in flat])
+        per_row: list[list[float]] = [[] for _ in rows]
+        for (i, _, _), r in zip(flat, rewards):
+            per_row[i].append(r)
+        scored = [
+            {**row, "rewards": r, "ranking": sorted(range(len(r)), key=lambda k, r=r: -r[k])}
+            for row, r in zip(rows, per_row)
+        ]
+        return scored, best_of_n_metrics(rows, per_row)
+
+
+def load_reward_model(source: str) -> tuple[PreTrainedTokenizerBase, PreTrainedModel]:
+    """Tokenizer and one-label model of a saved folder (safetensors only), with one-line errors."""
+    try:
+        check_model_source(source)
+        tokenizer = AutoTokenizer.from_pretrained(source)
+        model = AutoModelForSequenceClassification.from_pretrained(source, use_safetensors=True)
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{source}: could not load a reward model ({first_line(exc)})") from exc
+    return tokenizer, model
+
+
+def reward_stats(config) -> dict | None:
+    """{"mean", "std", "count", "source"} saved by train.py, or None."""
+    stats = getattr(config, STATS_KEY, None)
+    if not isinstance(stats, dict) or not stats.get("std"):
+        return None
+    return stats
+
+
+def best_indices(row: dict) -> set[int] | None:
+    """The completions a row marks as best (several when scores tie), or None if it marks none."""
+    if row.get("best") is not None:
+        return {int(row["best"])}
+    if row.get("ranking") is not None:
+        return {int(row["ranking"][0])}
+    if row.get("scores") is not None:
+        scores = [float(s) for s in row["scores"]]
+        return {k for k, s in enumerate(scores) if s == max(scores)}
+    return None
+
+
+def best_of_n_metrics(rows: list[dict], rewards: list[list[float]]) -> dict:
+    """Best-of-n accuracy: the share of prompts whose highest-reward completion is a best one (a reward
+    tie at the top counts as wrong), with the chance level of picking at random.
+
+    >>> best_of_n_metrics([{"best": 1}, {"scores": [3, 1, 3]}], [[0.1, 0.5], [0.2, 0.9, 0.0]])
+    {'prompts': 2, 'completions': 5, 'best_of_n_accuracy': 0.5, 'best_of_n_chance': 0.5833333333333333}
+    """
+    out: dict = {"prompts": len(rows), "completions": sum(map(len, rewards))}
+    marked = [(best_indices(row), r) for row, r in zip(rows, rewards)]
+    marked = [(best, r) for best, r in marked if best is not None]
+    if marked:
+        top = [[k for k, v in enumerate(r) if v == max(r)] for _, r in marked]
+        out["best_of_n_accuracy"] = sum(len(t) == 1 and t[0] in best for (best, _), t in zip(marked, top)) / len(marked)
+        out["best_of_n_chance"] = sum(len(best) / len(r) for best, r in marked) / len(marked)
+    return out
 
 
 def detect_kind(columns: list[str], source: str = "input") -> str:
     if "chosen" in columns or "rejected" in columns:
         return PAIRS
+    if "completions" in columns:
+        return RANKINGS
     if "text" in columns:
         return TEXTS
     if "prompt" in columns and "response" in columns:
@@ -168,7 +276,7 @@ def detect_kind(columns: list[str], source: str = "input") -> str:
         return CHATS
     raise UserError(
         f"{source}: cannot tell what to score from columns {', '.join(columns)}: expected chosen/rejected "
-        "(pairs), text, prompt/response, or messages"
+        "(pairs), prompt/completions (rankings), text, prompt/response, or messages"
     )
 
 
@@ -192,7 +300,30 @@ def scoring_row_problem(row: dict, kind: str) -> str | None:
         return text_problem("text", row["text"], conversational=False)
     if kind == CHATS:
         return text_problem("messages", row["messages"], conversational=True)
+    if kind == RANKINGS:
+        return ranking_problem(row)
     chat = isinstance(row["response"], list)
     return text_problem("prompt", row["prompt"], chat, may_be_empty=True) or text_problem(
         "response", row["response"], chat
     )
+
+
+def ranking_problem(row: dict) -> str | None:
+    """Why a prompt + completions row cannot be scored, or None."""
+    completions = row["completions"]
+    if not isinstance(completions, list) or not completions:
+        return "field 'completions' must be a non-empty list"
+    chat = isinstance(completions[0], list)
+    problem = text_problem("prompt", row.get("prompt") or ([] if chat else ""), chat, may_be_empty=True)
+    for c in completions:
+        problem = problem or text_problem("completions", c, chat)
+    k = len(completions)
+    if row.get("scores") is not None:
+        scores = row["scores"]
+        if not isinstance(scores, list) or len(scores) != k or any(margin_value(v) is None for v in scores):
+            return f"field 'scores' must be a list of {k} finite numbers, one per completion"
+    if row.get("ranking") is not None and sorted(map(str, row["ranking"])) != sorted(map(str, range(k))):
+        return f"field 'ranking' must list the indices 0..{k - 1} once each, best first"
+    if row.get("best") is not None and not (isinstance(row["best"], int) and 0 <= row["best"] < k):
+        return f"field 'best' must be an index in 0..{k - 1}"
+    return problem

@@ -91,3 +91,101 @@ def quiet_datasets():
     yield
     if was_enabled:
         datasets.enable_progress_bars()
+
+
+def train_tiny(out: Path, dataset=None, **options) -> Path:
+    """A few optimizer steps of `train.main` on the tiny model, saved to `out` (the options under test win)."""
+    import train
+    from reward.config import TrainConfig
+
+    settings = {
+        "output_dir": str(out),
+        "synthetic_num_pairs": 240,
+        "max_steps": 6,
+        "per_device_train_batch_size": 16,
+        "learning_rate": 1e-3,
+        "eval_steps": 6,
+        "logging_steps": 6,
+        "disable_tqdm": True,
+        **options,
+    }
+    train.main(TrainConfig(**settings), dataset=dataset)
+    return out
+
+
+def build_wordpiece_tokenizer() -> PreTrainedTokenizerFast:
+    """A BERT-style WordPiece tokenizer trained offline: [CLS] text [SEP], a [PAD] token, **no EOS**."""
+    from tokenizers import normalizers, processors
+
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.decoder = decoders.WordPiece()
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    trainer = trainers.WordPieceTrainer(vocab_size=600, special_tokens=specials, show_progress=False)
+    tok.train_from_iterator([r["prompt"] + r["chosen"] + r["rejected"] for r in generate_pairs(500, seed=5)], trainer)
+    tok.post_processor = processors.BertProcessing(
+        ("[SEP]", tok.token_to_id("[SEP]")), ("[CLS]", tok.token_to_id("[CLS]"))
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        unk_token="[UNK]",
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
+    )
+
+
+def save_encoder(out: Path, kind: str, seed: int = 0) -> Path:
+    """A random 2-layer BERT or DeBERTa-v2 reward model + WordPiece tokenizer, saved as a model folder."""
+    from transformers import (
+        BertConfig,
+        BertForSequenceClassification,
+        DebertaV2Config,
+        DebertaV2ForSequenceClassification,
+    )
+
+    tokenizer = build_wordpiece_tokenizer()
+    size = {
+        "vocab_size": len(tokenizer),
+        "hidden_size": 64,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "intermediate_size": 128,
+        "max_position_embeddings": 256,
+        "num_labels": 1,
+        "pad_token_id": tokenizer.pad_token_id,
+        "initializer_range": 0.2,
+    }
+    torch.manual_seed(seed)
+    if kind == "bert":
+        model = BertForSequenceClassification(BertConfig(**size))
+    else:
+        model = DebertaV2ForSequenceClassification(DebertaV2Config(**size, pooler_hidden_size=64))
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+def save_tiny_policy(out: Path) -> Path:
+    """A random 2-layer Llama causal LM with the tiny tokenizer (and its chat template): a GRPO policy."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tokenizer = build_tiny_tokenizer()
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out

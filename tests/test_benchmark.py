@@ -14,6 +14,8 @@ import pytest
 
 from tests.conftest import ROOT
 
+pytestmark = pytest.mark.slow  # subprocesses (torchrun / train.py)
+
 
 def test_benchmark_all_modes_with_warm_start(tmp_path):
     pytest.importorskip("trl")

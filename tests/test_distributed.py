@@ -10,6 +10,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+pytestmark = pytest.mark.slow  # subprocesses (torchrun / train.py)
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

@@ -13,6 +13,8 @@ import train
 from reward.config import parse_config
 from reward.errors import UserError
 
+pytestmark = pytest.mark.slow  # subprocesses (torchrun / train.py)
+
 # 55 pairs -> 44 train pairs -> global micro-batches of 8, 8, 8, 8, 8, 4: the 4-pair one is all
 # rank 0's, so rank 1 runs a zero-weight filler pass there (FSDP's collectives are in the passes)
 CASES = {

@@ -128,6 +128,7 @@ def lora_run(tmp_path_factory):
     return out, kept["model"]
 
 
+@pytest.mark.slow
 def test_merged_export_loads_without_peft_and_scores_as_the_adapted_model(lora_run):
     out, model = lora_run
     tokenizer = build_tiny_tokenizer()

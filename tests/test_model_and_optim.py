@@ -14,6 +14,7 @@ from reward.config import TrainConfig
 from reward.errors import UserError
 from reward.loop import apply_update, build_optimizer, build_scheduler
 from reward.model import ensure_pad_token, load_model
+from reward.model_card import example_of
 from reward.precision import resolve_precision
 from reward.tiny import tiny_config
 
@@ -102,6 +103,7 @@ def test_clipping_reports_the_norm_before_and_clips_to_max(tiny_tokenizer):
     assert clipped[0] == pytest.approx(1.0, rel=1e-4)
 
 
+@pytest.mark.slow
 def test_model_card_snippet_runs_and_returns_the_raw_reward(tiny_tokenizer, tmp_path):
     model = load_model("tiny", tiny_tokenizer, seed=5)
     out = tmp_path / "rm"
@@ -111,6 +113,7 @@ def test_model_card_snippet_runs_and_returns_the_raw_reward(tiny_tokenizer, tmp_
     proc = subprocess.run([sys.executable, "-c", snippet], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     printed = float(proc.stdout.strip().splitlines()[-1])
-    ids = tiny_tokenizer("Name a fruit. Sure: mango." + tiny_tokenizer.eos_token, return_tensors="pt")
+    prompt, response = example_of(None)  # the card's example when it is given none
+    ids = tiny_tokenizer(prompt + response + tiny_tokenizer.eos_token, return_tensors="pt")
     with torch.no_grad():
         assert printed == pytest.approx(model(**ids).logits.item(), abs=1e-5)  # raw: no sigmoid applied

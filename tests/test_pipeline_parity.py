@@ -43,6 +43,7 @@ def gpt2_pad_is_eos():
     return tokenizer, model
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("build", [llama_with_pad, gpt2_pad_is_eos], ids=["llama-pad", "gpt2-pad-eq-eos"])
 def test_training_rewards_equal_pipeline_scores(build, tmp_path):
     tokenizer, model = build()

@@ -265,6 +265,7 @@ sys.exit(train.cli(sys.argv[1:]))
 """
 
 
+@pytest.mark.slow
 def test_sigkill_mid_save_leaves_the_previous_checkpoint_usable(tmp_path):
     wrapper = tmp_path / "die_in_second_save.py"
     wrapper.write_text(KILL_WRAPPER.format(root=str(ROOT)))
@@ -316,6 +317,7 @@ def wait_for_first_step(proc: subprocess.Popen, metrics: Path, log: Path, timeou
     raise AssertionError(f"no optimizer step after {timeout} s:\n{log.read_text()[-3000:]}")
 
 
+@pytest.mark.slow
 def test_sigint_and_sigterm_save_a_checkpoint_and_print_a_resume_command(tmp_path):
     """Both signals run side by side (one core each) to keep the test short."""
     env, procs = subprocess_env(), {}

@@ -174,6 +174,7 @@ def test_invalid_pair_file_is_a_clean_error(tiny_model_dir, tmp_path, capsys, qu
     assert str(path) in err and "row 2:" in err and "'chosen'" in err
 
 
+@pytest.mark.slow
 def test_non_string_text_is_a_clean_error(tiny_model_dir, tmp_path, capsys, quiet_datasets):
     path = write_jsonl(tmp_path / "texts.jsonl", [{"text": "fine"}, {"text": None}])
     code = score.cli(["--model", str(tiny_model_dir), "--input", str(path)])
@@ -188,6 +189,7 @@ def run_help(script: str) -> str:
     return proc.stdout
 
 
+@pytest.mark.slow
 def test_score_help_lists_every_option():
     text = run_help("score.py")
     assert text.startswith("usage: score.py")
@@ -195,6 +197,7 @@ def test_score_help_lists_every_option():
         assert f"--{f.name}" in text, f.name
 
 
+@pytest.mark.slow
 def test_train_help_lists_every_option():
     text = run_help("train.py")
     assert text.startswith("usage: train.py")
@@ -332,3 +335,19 @@ def test_plot_writes_an_image(tiny_model_dir, tmp_path, pair_rows):
     image = tmp_path / "fig" / "scores.png"
     score.main(parse_score_config(["--model", str(tiny_model_dir), "--input", str(path), "--plot", str(image)]))
     assert image.read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize("where", ["under-a-file", "a-directory"])
+def test_an_unwritable_output_is_an_error_before_scoring(
+    tiny_model_dir, tmp_path, pair_rows, where, capsys, quiet_datasets
+):
+    path = write_jsonl(tmp_path / "pairs.jsonl", pair_rows)
+    (tmp_path / "file").write_text("x")
+    (tmp_path / "dir").mkdir()
+    output = tmp_path / ("file/out.jsonl" if where == "under-a-file" else "dir")
+    code = score.cli(["--model", str(tiny_model_dir), "--input", str(path), "--output", str(output)])
+    captured = capsys.readouterr()
+    assert code == 2 and "scoring" not in captured.out  # refused before the model was even loaded
+    expected = f"{tmp_path / 'file'} is a file, not a folder" if where == "under-a-file" else "is a directory"
+    assert captured.err.strip() == f"error: --output {output}: {expected}"
+    assert not list(tmp_path.rglob("*.tmp"))

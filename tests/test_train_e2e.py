@@ -31,6 +31,7 @@ def read_metrics(out: Path) -> list[dict]:
     return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
 
 
+@pytest.mark.slow
 def test_default_run_learns_the_task_and_scores(tmp_path):
     """`python train.py` (the embedded default, only the output dir moved) reaches >= 90 % held-out."""
     out = tmp_path / "default"
@@ -52,6 +53,17 @@ def test_default_run_learns_the_task_and_scores(tmp_path):
     assert len(rows) == final["eval_pairs"]
     assert sum(r["r_chosen"] > r["r_rejected"] for r in rows) / len(rows) == pytest.approx(accuracy, abs=1e-4)
 
+    # the printed consumer check: every consumer within 1e-4 of training, or named with the option that fixes it
+    command = proc.stdout.split("check what GRPO, RewardBench, PPO and the pipeline see: ", 1)[1].splitlines()[0]
+    check = run(shlex.split(command)[1:]).stdout
+    lines = check.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("consumer ") and line.endswith("verdict"))
+    fixes = lines[lines.index("what to change:") + 1 :]
+    for line in lines[header + 1 : lines.index("what to change:")]:
+        assert line.endswith("same as training") or re.search(r"DIFFERS \(fix \d+ below\)$", line), line
+    assert len(fixes) == check.count("DIFFERS (fix") == 4  # GRPO, 2 x RewardBench, a rollout cut before EOS
+    assert all(re.search(r"--(append_eos|add_special_tokens|text_as_chat) ", fix) for fix in fixes), fixes
+
 
 def lexical_pairs(n: int, seed: int) -> list[dict]:
     """An easy conversational task: the chosen reply is polite. Learned in a few dozen steps."""
@@ -72,6 +84,7 @@ def lexical_pairs(n: int, seed: int) -> list[dict]:
     return rows
 
 
+@pytest.mark.slow
 def test_small_conversational_run_with_every_training_feature(tmp_path):
     data = tmp_path / "polite.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in lexical_pairs(240, seed=0)))
@@ -115,6 +128,7 @@ def test_small_conversational_run_with_every_training_feature(tmp_path):
     assert float(re.search(r"accuracy ([0-9.]+)", scored.stdout).group(1)) >= 0.9
 
 
+@pytest.mark.slow
 def test_main_is_callable_with_a_dataset_and_a_config_file(tmp_path):
     config = tmp_path / "run.yaml"
     config.write_text(f"output_dir: {tmp_path / 'out'}\nmax_steps: 50\nlearning_rate: 0.5\nlogging_steps: 5\n")
@@ -162,6 +176,7 @@ def test_generated_task_is_not_solved_by_length():
     assert generate_pairs(50, seed=3) == generate_pairs(50, seed=3)
 
 
+@pytest.mark.slow
 def test_train_draws_its_curves(tmp_path):
     pytest.importorskip("matplotlib")
     png = tmp_path / "curves.png"
@@ -171,6 +186,7 @@ def test_train_draws_its_curves(tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not (shutil.which("cc") or shutil.which("gcc")), reason="torch.compile on CPU needs a C compiler")
 def test_torch_compile_gives_the_eager_losses_and_checkpoint(tmp_path):
     """--torch_compile is a speed option only: same per-step losses as eager, same checkpoint names."""

@@ -1,0 +1,147 @@
+"""The consumer check reports ~0 where a consumer formats text as training did and a large gap where
+it does not, with the fix that applies (tests/test_grpo.py checks the GRPO reproduction against a
+real GRPOTrainer)."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+from conftest import train_tiny
+from datasets import Dataset
+
+import score
+from reward.config import parse_score_config
+from reward.consumer_check import check_consumers, format_report
+from reward.consumers import TOLERANCE
+from reward.scoring import RewardScorer, load_rows
+
+PADDED, PACKED = "training forward, padded", "training forward, packed"
+PIPELINE, FUNCTION, GRPO = "pipeline(", "reward.RewardFunction", "TRL GRPO"
+RB_DEFAULT, RB_HF = "RewardBench, default", "RewardBench, HF"
+PPO_EOS, PPO_CUT = "PPO-style get_reward, rollout ends", "PPO-style get_reward, rollout cut"
+
+
+def results_of(folder, rows_file=None):
+    rows, kind = load_rows(str(rows_file or folder / "heldout_pairs.jsonl"))
+    scorer = RewardScorer(folder, device="cpu", show_progress=False)
+    results = check_consumers(scorer, rows, kind)
+    return {r.name: r for r in results}, scorer, results
+
+
+def find(by_name: dict, prefix: str):
+    return next(r for name, r in by_name.items() if name.startswith(prefix))
+
+
+def assert_agree(by_name, *prefixes):
+    for prefix in prefixes:
+        r = find(by_name, prefix)
+        assert r.skipped is None and r.max_diff <= TOLERANCE and r.fix is None, (prefix, r)
+
+
+def assert_differ(by_name, *prefixes, hint: str = ""):
+    for prefix in prefixes:
+        r = find(by_name, prefix)
+        assert r.skipped is None and r.max_diff > 0.05 and r.fix, (prefix, r)
+        assert hint in r.fix, (prefix, r.fix)
+
+
+@pytest.fixture(scope="module")
+def trl_model(tmp_path_factory):
+    return train_tiny(tmp_path_factory.mktemp("trl") / "rm")
+
+
+def test_a_default_run_differs_for_grpo_rewardbench_and_cut_rollouts(trl_model):
+    by_name, _, _ = results_of(trl_model)
+    assert find(by_name, PADDED).max_diff == 0.0
+    assert_agree(by_name, PACKED, PIPELINE, FUNCTION, PPO_EOS)
+    assert_differ(by_name, GRPO, hint="--append_eos false --add_special_tokens false")
+    assert "RewardFunction(DIR)" in find(by_name, GRPO).fix
+    assert_differ(by_name, RB_DEFAULT, RB_HF, hint="--text_as_chat true")
+    assert_differ(by_name, PPO_CUT, hint="--append_eos false")
+    accuracies = {r.accuracy for r in by_name.values() if r.max_diff is not None and r.max_diff <= TOLERANCE}
+    assert len(accuracies) == 1  # every consumer that agrees gets the same pairwise accuracy
+
+
+def test_a_model_trained_in_grpos_format_matches_grpo(tmp_path):
+    folder = train_tiny(tmp_path / "rm", append_eos=False, add_special_tokens=False)
+    by_name, _, _ = results_of(folder)
+    assert_agree(by_name, PACKED, PIPELINE, FUNCTION, GRPO, PPO_CUT)
+    assert_differ(by_name, PPO_EOS, hint="strip the EOS")
+
+
+def test_text_as_chat_matches_rewardbench_default_pipeline(tmp_path):
+    folder = train_tiny(tmp_path / "rm", text_as_chat=True)
+    by_name, _, _ = results_of(folder)
+    # RewardBench masks the doubled BOS, shifting every position by one: RoPE attention depends on
+    # relative positions only, so the Llama model's rewards are unchanged
+    assert_agree(by_name, PACKED, PIPELINE, FUNCTION, RB_DEFAULT, PPO_EOS)
+    assert_differ(by_name, RB_HF, hint="gets it twice")
+    assert_differ(by_name, GRPO, hint="--text_as_chat false")
+
+
+def polite_pairs(n: int) -> list[dict]:
+    rows = []
+    for i in range(n):
+        question = [{"role": "user", "content": f"Can you help with task {i}?"}]
+        rows.append(
+            {
+                "prompt": question,
+                "chosen": [{"role": "assistant", "content": "Of course, with pleasure."}],
+                "rejected": [{"role": "assistant", "content": f"No. Figure out task {i} yourself."}],
+            }
+        )
+    return rows
+
+
+def test_conversational_training_matches_grpo_and_rewardbench(tmp_path):
+    folder = train_tiny(tmp_path / "rm", dataset=Dataset.from_list(polite_pairs(64)), max_steps=3)
+    by_name, _, _ = results_of(folder)
+    assert_agree(by_name, PACKED, PIPELINE, FUNCTION, GRPO, RB_DEFAULT, PPO_EOS)
+
+
+def test_responses_rows_are_checked_without_accuracy(trl_model, tmp_path):
+    path = tmp_path / "responses.jsonl"
+    rows = [json.loads(line) for line in (trl_model / "heldout_pairs.jsonl").read_text().splitlines()[:6]]
+    path.write_text("".join(json.dumps({"prompt": r["prompt"], "response": r["chosen"]}) + "\n" for r in rows))
+    by_name, _, results = results_of(trl_model, path)
+    assert all(r.accuracy is None for r in results)
+    assert find(by_name, PACKED).skipped == "needs pairs (chosen/rejected rows)"
+    assert_agree(by_name, PIPELINE, FUNCTION, PPO_EOS)
+    assert_differ(by_name, GRPO)
+
+
+def test_the_cli_prints_the_table_and_the_fixes(trl_model, tmp_path, capsys):
+    out = tmp_path / "consumers.jsonl"
+    heldout = trl_model / "heldout_pairs.jsonl"
+    argv = ["--model", str(trl_model), "--input", str(heldout), "--check_consumers", "--output", str(out)]
+    summary = score.main(parse_score_config(argv))
+    printed = capsys.readouterr().out
+    assert "consumer check:" in printed and "what to change:" in printed
+    assert "TRL GRPO, reward_funcs=DIR (trl " in printed
+    lines = printed.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("consumer ") and line.endswith("verdict"))
+    table = lines[header + 1 : lines.index("what to change:")]
+    assert len(table) == len(summary["consumers"]) == 9
+    for line in table:
+        assert line.endswith("same as training") or "DIFFERS (fix" in line or "skipped:" in line, line
+    written = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [w["name"] for w in written] == [c["name"] for c in summary["consumers"]]
+    assert all("rewards" not in w for w in written)
+
+
+def test_a_missing_consumer_library_is_skipped_with_one_line(trl_model, monkeypatch):
+    monkeypatch.setitem(sys.modules, "trl", None)  # `import trl` now raises ImportError
+    monkeypatch.setitem(sys.modules, "trl.data_utils", None)
+    by_name, scorer, results = results_of(trl_model)
+    grpo = find(by_name, GRPO)
+    assert grpo.skipped == "trl is not installed (pip install trl)"
+    assert "skipped: trl is not installed" in format_report(scorer, results, 1)
+
+
+def test_other_row_kinds_are_a_clean_error(trl_model, tmp_path, capsys, quiet_datasets):
+    path = tmp_path / "texts.jsonl"
+    path.write_text(json.dumps({"text": "Name a fruit. mango"}) + "\n")
+    assert score.cli(["--model", str(trl_model), "--input", str(path), "--check_consumers"]) == 2
+    assert "needs pairs (chosen/rejected) or prompt/response rows" in capsys.readouterr().err

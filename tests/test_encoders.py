@@ -1,0 +1,103 @@
+"""Encoder reward models (BERT, DeBERTa-v2: no EOS token, the head pools [CLS]) train, save, score and
+load in the pipeline with the training-time rewards; packing falls back to the padded forward."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import subprocess
+import sys
+import warnings
+
+import pytest
+import torch
+from conftest import save_encoder, train_tiny
+from datasets import Dataset
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+from reward.collate import PairwiseCollator
+from reward.consumer_check import check_consumers
+from reward.formatting import tokenize_pairs
+from reward.model import compute_rewards
+from reward.packing import PackingFallbackWarning
+from reward.scoring import RewardScorer, load_rows
+from reward.synthetic import generate_pairs
+
+PIPELINE_SCRIPT = """
+import json, sys
+from transformers import pipeline
+rm = pipeline("text-classification", model=sys.argv[1], device="cpu")
+print(json.dumps([rm(t)[0]["score"] for t in json.loads(sys.stdin.read())]))
+"""
+
+
+@pytest.fixture(scope="module", params=["bert", "deberta-v2"])
+def trained(request, tmp_path_factory):
+    base = save_encoder(tmp_path_factory.mktemp(f"{request.param}-base") / "m", request.param)
+    out = tmp_path_factory.mktemp(request.param) / "rm"
+    printed = io.StringIO()
+    with warnings.catch_warnings(record=True) as caught, contextlib.redirect_stdout(printed):
+        warnings.simplefilter("always")
+        train_tiny(out, model_name_or_path=str(base), learning_rate=1e-3)
+    assert not [w for w in caught if issubclass(w.category, PackingFallbackWarning)]  # nothing was tried
+    return request.param, out, printed.getvalue()
+
+
+def test_an_encoder_trains_and_records_its_format(trained):
+    kind, out, printed = trained
+    config = json.loads((out / "config.json").read_text())
+    assert config["model_type"] == kind and config["problem_type"] == "regression"
+    record = config["reward_format"]
+    assert record["append_eos"] is False and record["eos_token"] is None  # nothing to append
+    assert record["special_tokens"] == {"before": ["[CLS]"], "after": ["[SEP]"]}
+    assert record["reward_token"].startswith("the first token ([CLS])")
+    assert "batching: plain padded batches (an encoder's tokens attend to the whole sequence" in printed
+    assert "tokenizer has no EOS token: nothing is appended" in printed
+    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert all(torch.isfinite(torch.tensor(m["loss"])) for m in metrics if "loss" in m)
+
+
+@pytest.mark.slow
+def test_training_rewards_equal_the_pipeline_in_a_fresh_process(trained):
+    _, out, _ = trained
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    model = AutoModelForSequenceClassification.from_pretrained(out).eval()
+    rows = generate_pairs(8, seed=9)
+    ds, _ = tokenize_pairs(Dataset.from_list(rows), tokenizer, "explicit prompt", None)
+    batch = PairwiseCollator(tokenizer.pad_token_id)([ds[i] for i in range(len(ds))])
+    with torch.no_grad():
+        rewards = compute_rewards(model, batch["input_ids"], batch["attention_mask"]).tolist()  # (2B,)
+    assert max(rewards) - min(rewards) > 1e-3  # distinct rewards: the comparison is not trivial
+    texts = [r["prompt"] + r["chosen"] for r in rows] + [r["prompt"] + r["rejected"] for r in rows]
+    proc = subprocess.run(
+        [sys.executable, "-c", PIPELINE_SCRIPT, str(out)], input=json.dumps(texts), capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == pytest.approx(rewards, abs=1e-5)
+    scorer = RewardScorer(out, device="cpu", show_progress=False)
+    assert scorer.rewards(
+        [r["prompt"] for r in rows] * 2, [r["chosen"] for r in rows] + [r["rejected"] for r in rows]
+    ) == (pytest.approx(rewards, abs=1e-5))
+
+
+def test_padding_does_not_change_an_encoder_reward(trained):
+    _, out, _ = trained
+    scorer = RewardScorer(out, device="cpu", show_progress=False, batch_size=4)
+    ids = [scorer.encode("Name a fruit.", " mango"), scorer.encode("Name a fruit.", " I would say a banana, yes.")]
+    together = scorer.score_ids(ids)
+    alone = [scorer.score_ids([i])[0] for i in ids]
+    assert together == pytest.approx(alone, abs=1e-5)
+
+
+def test_the_consumer_check_says_what_an_encoder_cannot_be_given_to(trained):
+    _, out, _ = trained
+    rows, kind = load_rows(str(out / "heldout_pairs.jsonl"))
+    results = {r.name: r for r in check_consumers(RewardScorer(out, device="cpu", show_progress=False), rows, kind)}
+    ppo = [r for name, r in results.items() if name.startswith("PPO")]
+    assert all("no `score` head on a decoder" in r.skipped for r in ppo)
+    assert all("no chat template" in r.skipped for name, r in results.items() if name.startswith("RewardBench"))
+    grpo = next(r for name, r in results.items() if name.startswith("TRL GRPO"))
+    assert grpo.max_diff > 1e-3 and "[CLS]" in grpo.fix and "RewardFunction" in grpo.fix
+    pipeline = next(r for name, r in results.items() if name.startswith("pipeline"))
+    assert pipeline.max_diff <= 1e-5

@@ -1,0 +1,88 @@
+"""Every snippet of a saved model's card (README.md) runs as written (only the policy name is swapped for
+a local random policy), and the pipeline and PPO-style snippets print the trained reward."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import save_tiny_policy, train_tiny
+from datasets import Dataset
+from test_consumers import polite_pairs
+
+from reward.model_card import example_of
+from reward.scoring import RewardScorer
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[1]
+POLICY_LINE = 'policy = "Qwen/Qwen2.5-0.5B-Instruct"  # your policy model'
+HAS_TRL = importlib.util.find_spec("trl") is not None
+
+
+@pytest.fixture(scope="module")
+def policy(tmp_path_factory):
+    return save_tiny_policy(tmp_path_factory.mktemp("policy"))
+
+
+FORMATS = {
+    "trl": {},
+    "grpo": {"append_eos": False, "add_special_tokens": False},
+    "conversational": {"dataset": "polite", "max_steps": 3},
+}
+
+
+@pytest.fixture(scope="module", params=list(FORMATS))
+def model(request, tmp_path_factory):
+    options = dict(FORMATS[request.param])
+    if options.pop("dataset", None):
+        options["dataset"] = Dataset.from_list(polite_pairs(64))
+    return request.param, train_tiny(tmp_path_factory.mktemp(request.param) / "rm", **options)
+
+
+def snippets(folder: Path) -> list[str]:
+    return re.findall(r"```python\n(.*?)```", (folder / "README.md").read_text(), re.S)
+
+
+def run_snippet(code: str, cwd: Path) -> str:
+    proc = subprocess.run([sys.executable, "-c", code], cwd=cwd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, code + "\n" + proc.stderr[-3000:]
+    return proc.stdout
+
+
+def trained_reward(folder: Path) -> float:
+    first = json.loads((folder / "heldout_pairs.jsonl").read_text().splitlines()[0])
+    prompt, response = example_of(first)
+    return RewardScorer(folder, device="cpu", show_progress=False).rewards([prompt], [response])[0]
+
+
+def test_the_pipeline_and_ppo_snippets_print_the_trained_reward(model, tmp_path):
+    _, folder = model
+    code = snippets(folder)
+    assert len(code) == 4  # pipeline, GRPO + RewardFunction, GRPO + folder, PPO-style
+    want = trained_reward(folder)
+    for snippet in (code[0], code[3]):
+        printed = float(run_snippet(snippet, tmp_path).strip().splitlines()[-1])
+        assert printed == pytest.approx(want, abs=1e-5), snippet
+
+
+@pytest.mark.skipif(not HAS_TRL, reason="the GRPO snippets need the bench extra (trl)")
+def test_the_grpo_snippets_run(model, policy, tmp_path):
+    name, folder = model
+    code = snippets(folder)
+    for snippet in (code[1], code[2]):
+        assert POLICY_LINE in snippet
+        run_snippet(snippet.replace(POLICY_LINE, f"policy = {str(policy)!r}"), tmp_path)
+    card = (folder / "README.md").read_text()
+    assert "TRL removed `PPOTrainer` after 1.12" in card and "trl<=1.12" in card
+    path_note = card.split("### TRL GRPO with the folder\n")[1].split("```")[0]
+    if name == "trl":
+        assert "**Not GRPO's format** (EOS appended, special tokens added" in path_note
+    elif name == "grpo":
+        assert "Trained in GRPO's format" in path_note
+    else:
+        assert "Trained on conversations" in path_note
