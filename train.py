@@ -21,28 +21,21 @@ from pathlib import Path
 import datasets
 import torch
 from datasets import Dataset, DatasetDict
+from transformers import PreTrainedModel
 
 from reward.batching import build_collator, step_plan
 from reward.checkpoint import save_reward_model
-from reward.collate import PairwiseCollator
 from reward.config import TrainConfig, parse_config
-from reward.data import CONVERSATIONAL, IMPLICIT, load_preferences
+from reward.data import load_preferences
 from reward.distributed import barrier, device_for, init_world, shutdown
 from reward.errors import UserError
-from reward.formatting import (
-    FORMAT_KEY,
-    SequenceFormat,
-    TokenizeStats,
-    describe_format,
-    format_record,
-    read_format,
-    tokenize_pairs,
-)
-from reward.loop import NonFiniteError, TrainResult, evaluate, train
+from reward.formatting import TokenizeStats, describe_format, drop_longer, read_format, tokenize_pairs
+from reward.loop import NonFiniteError, TrainResult, train
 from reward.lora import adapter_to_resume, add_lora, describe_lora, require_peft, save_lora_model, unwrap
 from reward.metrics import MetricsWriter
-from reward.model import count_parameters, ensure_pad_token, is_encoder, load_model, load_tokenizer, reward_token
+from reward.model import count_parameters, ensure_pad_token, is_encoder, load_model, load_tokenizer, position_limit
 from reward.precision import resolve_precision
+from reward.provenance import choose_format, record_format, reward_statistics
 from reward.resume import (
     check_free_space,
     load_training_state,
@@ -54,8 +47,6 @@ from reward.resume import (
 from reward.scoring import STATS_KEY
 from reward.sharding import check_fsdp_world, full_weights, shard_model
 from reward.signals import StopOnSignal
-
-STATS_SAMPLE = 512  # training pairs scored for the reward statistics when there is no held-out split
 
 
 def main(
@@ -112,7 +103,7 @@ def main(
             f"tokenizer has no pad token: using eos {tokenizer.eos_token!r} as pad (as TRL); "
             "the reward is read at the token before the trailing EOS"
         )
-    sequence_format = choose_format(cfg, tokenizer, data.format)
+    sequence_format = choose_format(cfg, tokenizer, data.format, checkpoint)
     train_ds, train_stats = tokenize_pairs(
         data.train, tokenizer, data.format, cfg.max_length, cfg.dataset_num_proc, sequence_format=sequence_format
     )
@@ -140,6 +131,7 @@ def main(
         trust_remote_code=cfg.trust_remote_code,
     )
     record_format(model, tokenizer, sequence_format, data.format)  # every save writes it to config.json
+    train_ds, eval_ds = fit_positions(model, train_ds, eval_ds, cfg)
     print(f"formatting: {describe_format(*read_format(model.config))}")
     if cfg.gradient_checkpointing:
         model.config.use_cache = False
@@ -244,39 +236,24 @@ def main(
     return result
 
 
-def choose_format(cfg: TrainConfig, tokenizer, data_format: str) -> SequenceFormat:
-    """The formatting options, checked against the data and the tokenizer."""
-    if cfg.text_as_chat and data_format == IMPLICIT:
-        raise UserError("--text_as_chat needs a prompt column (it renders the prompt as the user turn)")
-    if cfg.text_as_chat and not tokenizer.chat_template:
-        raise UserError("--text_as_chat needs a tokenizer with a chat template")
-    if cfg.append_eos and tokenizer.eos_token is None and data_format != CONVERSATIONAL:
-        print("tokenizer has no EOS token: nothing is appended (its own special tokens end each sequence)")
-    return SequenceFormat(cfg.append_eos, cfg.add_special_tokens, cfg.text_as_chat)
-
-
-def record_format(model, tokenizer, sequence_format: SequenceFormat, data_format: str) -> None:
-    """How text became tokens is part of the model: config.json `reward_format` (reward/formatting.py).
-    Statistics of a reward model used as the init are not this run's: they are dropped."""
-    record = format_record(sequence_format, tokenizer, data_format)
-    templated = data_format == CONVERSATIONAL or sequence_format.text_as_chat
-    record["reward_token"] = reward_token(model, tokenizer, templated, record["append_eos"])
-    setattr(model.config, FORMAT_KEY, record)
-    if hasattr(model.config, STATS_KEY):
-        delattr(model.config, STATS_KEY)
-
-
-def reward_statistics(model, result: TrainResult, eval_ds, train_ds, cfg: TrainConfig, precision, pad_token_id) -> dict:
-    """Mean and std of the 2N rewards on the held-out split (the final evaluation when there was one),
-    else on up to STATS_SAMPLE training pairs (every rank runs it: under FSDP the forward is collective)."""
-    if result.eval and "reward_std" in result.eval:
-        values, source = result.eval, f"held-out split, {result.eval['pairs']} pairs"
-    else:
-        ds, source = (eval_ds, "held-out split") if eval_ds is not None else (train_ds, "training split sample")
-        ds = ds.select(range(min(STATS_SAMPLE, len(ds))))
-        values = evaluate(model, ds, PairwiseCollator(pad_token_id), cfg, precision)
-        source = f"{source}, {len(ds)} pairs"
-    return {"mean": values["reward_mean"], "std": values["reward_std"], "count": 2 * values["pairs"], "source": source}
+def fit_positions(
+    model: PreTrainedModel, train_ds: Dataset, eval_ds: Dataset | None, cfg: TrainConfig
+) -> tuple[Dataset, Dataset | None]:
+    """Drop pairs longer than a model with learned absolute positions takes (BERT 512, GPT-2 1024) when
+    --max_length allows more: they would fail inside the forward. Said in the log, like --max_length."""
+    limit = position_limit(unwrap(model))
+    if limit is None or (cfg.max_length is not None and cfg.max_length <= limit):
+        return train_ds, eval_ds
+    fitted = []
+    for split, ds in (("train", train_ds), ("eval", eval_ds)):
+        if ds is not None:
+            ds, dropped = drop_longer(ds, limit, cfg.dataset_num_proc, split)
+            if dropped:
+                print(f"{split}: dropped {dropped} more pairs longer than the {limit} positions the model has")
+        fitted.append(ds)
+    if len(fitted[0]) == 0:
+        raise UserError(f"no training pair fits the {limit} positions the model has")
+    return fitted[0], fitted[1]
 
 
 def resume_argv(argv: list[str]) -> list[str]:

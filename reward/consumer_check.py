@@ -9,6 +9,8 @@ call the consumer). The fixes are chosen from the model's recorded `reward_forma
 
 from __future__ import annotations
 
+from transformers import PreTrainedTokenizerBase
+
 from reward.consumers import (
     REWARDBENCH,
     TOLERANCE,
@@ -26,7 +28,7 @@ from reward.consumers import (
     trl_grpo_path,
 )
 from reward.errors import UserError
-from reward.formatting import describe_format
+from reward.formatting import SequenceFormat, describe_format
 from reward.model import is_encoder
 from reward.scoring import PAIRS, RESPONSES, RewardScorer
 
@@ -113,33 +115,44 @@ def fix_for(name: str, scorer: RewardScorer, seqs: Sequences) -> str:
             "left: compare its token ids with training's for one row"
         )
     if name.startswith("PPO"):
-        if tok.pad_token_id == tok.eos_token_id and templated:
-            return (
-                "PPO masks every token whose id is the pad id, so with pad == eos the template's EOS tokens inside "
-                "the prompt are masked: give the tokenizer a dedicated pad token before training"
-            )
-        if "cut before EOS" in name and templated:
-            return (
-                "the chat template ends every training sequence with its own end token, which an unfinished "
-                "rollout lacks: penalise unfinished rollouts (trl <= 1.12: PPOConfig(missing_eos_penalty=...))"
-            )
-        if "cut before EOS" in name and fmt.append_eos:
-            return (
-                "an unfinished rollout is read at its last token, which training never scored: retrain with "
-                "--append_eos false, or penalise unfinished rollouts (trl <= 1.12: PPOConfig(missing_eos_penalty=...))"
-            )
-        if "ends in EOS" in name and not fmt.append_eos:
-            return (
-                "a finished rollout keeps its EOS, which training never saw: strip the EOS before scoring, "
-                "or retrain with --append_eos true (the default)"
-            )
-        return "PPO reads the policy's token ids: the policy must share this tokenizer and tokenize prompts as training"
+        return ppo_fix(name, fmt, tok, templated)
     if name.startswith("pipeline") and getattr(scorer.model.config, "problem_type", None) != "regression":
         return (
             "the pipeline applies a sigmoid to a one-label model unless config.problem_type is 'regression': "
             "pass function_to_apply='none'"
         )
     return "this should match training exactly: please report it as a bug, with this table"
+
+
+def ppo_fix(name: str, fmt: SequenceFormat, tok: PreTrainedTokenizerBase, templated: bool) -> str:
+    finished = "ends in EOS" in name
+    if tok.pad_token_id == tok.eos_token_id and templated:
+        return (
+            "PPO masks every token whose id is the pad id, so with pad == eos the template's EOS tokens inside "
+            "the prompt are masked: give the tokenizer a dedicated pad token before training"
+        )
+    if templated and finished:
+        return (
+            "a rollout stops at its EOS, but the chat template writes tokens after it (e.g. a newline) and "
+            "training read the reward there: score finished rollouts as the template renders them "
+            "(reward.RewardFunction on the decoded text) rather than as raw ids"
+        )
+    if templated:
+        return (
+            "the chat template ends every training sequence with its own end token, which an unfinished "
+            "rollout lacks: penalise unfinished rollouts (trl <= 1.12: PPOConfig(missing_eos_penalty=...))"
+        )
+    if not finished and fmt.append_eos:
+        return (
+            "an unfinished rollout is read at its last token, which training never scored: retrain with "
+            "--append_eos false, or penalise unfinished rollouts (trl <= 1.12: PPOConfig(missing_eos_penalty=...))"
+        )
+    if finished and not fmt.append_eos:
+        return (
+            "a finished rollout keeps its EOS, which training never saw: strip the EOS before scoring, "
+            "or retrain with --append_eos true (the default)"
+        )
+    return "PPO reads the policy's token ids: the policy must share this tokenizer and tokenize prompts as training"
 
 
 def grpo_fix(scorer: RewardScorer, seqs: Sequences, adds_tokens: bool) -> str:

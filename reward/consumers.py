@@ -127,8 +127,8 @@ def trl_grpo_path(scorer: RewardScorer, seqs: Sequences) -> list[float]:
     scores a model (trl 1.16): conversational rows rendered with trl's `apply_chat_template` (text),
     plain rows as `prompt + completion`; then `tokenizer(texts, padding=True, padding_side="right",
     add_special_tokens=False)` and `logits[:, 0]`. Completions reach it decoded with
-    `skip_special_tokens=True`, so a trailing EOS in the text is gone. The tokenizer's pad token
-    (eos if none) is written into the model config, as `__init__` does."""
+    `skip_special_tokens=True`, so a trailing EOS in the text is gone. (GRPO's `__init__` also sets
+    the model's pad_token_id from the tokenizer, pad := eos if none: RewardScorer has done the same.)"""
     try:
         from trl.data_utils import apply_chat_template
     except ImportError as exc:
@@ -144,7 +144,6 @@ def trl_grpo_path(scorer: RewardScorer, seqs: Sequences) -> list[float]:
         texts = [
             (p or "") + (r[: -len(eos)] if eos and r.endswith(eos) else r) for p, r in zip(seqs.prompts, seqs.responses)
         ]
-    scorer.model.config.get_text_config().pad_token_id = tok.pad_token_id
     out = []
     with torch.inference_mode():
         for start in range(0, len(texts), scorer.batch_size):
@@ -155,35 +154,42 @@ def trl_grpo_path(scorer: RewardScorer, seqs: Sequences) -> list[float]:
                 padding_side="right",
                 add_special_tokens=False,
             ).to(scorer.device)
-            out += scorer.model(**inputs).logits[:, 0].float().tolist()
+            out += scorer.model(**inputs).logits[:, 0].float().tolist()  # (N, 1) -> N rewards
     return out
 
 
 def rewardbench_texts(scorer: RewardScorer, seqs: Sequences) -> list[str]:
-    """Each sequence as RewardBench renders it (rewardbench/utils.py `prepare_dialogue_from_tokenizer`):
-    [user: prompt, assistant: response] (multi-turn prompts re-labelled user/assistant by turn), then
-    `tokenizer.apply_chat_template(messages, tokenize=False)`."""
+    """Each sequence as RewardBench renders it (rewardbench/utils.py `prepare_dialogue_from_tokenizer`),
+    then `tokenizer.apply_chat_template(messages, tokenize=False)`: a plain-text pair as [user: prompt,
+    assistant: response]; a conversation as its earlier turns re-labelled user/assistant by position
+    (RewardBench asserts the last of them is a user turn) + its final message as the assistant turn."""
     if not scorer.tokenizer.chat_template:
         raise Skip("the tokenizer has no chat template: RewardBench would use a FastChat template (not reproduced)")
     texts = []
     for prompt, response in zip(seqs.prompts, seqs.responses):
-        if not prompt:
-            raise Skip("rows without a prompt cannot be rendered as RewardBench's user/assistant turns")
         if isinstance(response, list):
+            full = list(prompt or []) + response
             turns = [
-                {"role": "user" if i % 2 == 0 else "assistant", "content": m["content"]} for i, m in enumerate(prompt)
+                {"role": "user" if i % 2 == 0 else "assistant", "content": m["content"]}
+                for i, m in enumerate(full[:-1])
             ]
-            messages = [*turns, {"role": "assistant", "content": response[-1]["content"]}]
-        else:
+            if not turns or turns[-1]["role"] != "user":
+                raise Skip("RewardBench needs an odd number of turns before the answer (it asserts a user turn last)")
+            messages = [*turns, {"role": "assistant", "content": full[-1]["content"]}]
+        elif prompt:
             messages = as_messages(prompt, response)
+        else:
+            raise Skip("plain-text rows without a prompt cannot be rendered as RewardBench's user/assistant turns")
         texts.append(scorer.tokenizer.apply_chat_template(messages, tokenize=False))
     return texts
 
 
 def rewardbench_default(scorer: RewardScorer, seqs: Sequences) -> list[float]:
     """RewardBench's default `RewardBenchPipeline` (rewardbench/models/pipeline.py): the rendered text
-    tokenized with special tokens, truncated from the left at 2048, right-padded; when a sequence
-    starts with two BOS the first is masked out of attention (its position stays)."""
+    tokenized with special tokens, truncated from the left at 2048, padded on the tokenizer's side;
+    when a sequence starts with two BOS the first is masked out of attention (its position stays).
+    RewardBench runs it in 8-bit (bitsandbytes, CUDA) unless told otherwise; this runs the weights as
+    loaded, so it measures the formatting, not quantization."""
     texts = rewardbench_texts(scorer, seqs)
     tok = scorer.tokenizer
     side, tok.truncation_side = tok.truncation_side, "left"  # run_rm.py sets it on the shared tokenizer
@@ -201,11 +207,11 @@ def rewardbench_default(scorer: RewardScorer, seqs: Sequences) -> list[float]:
                 if tok.bos_token_id is not None:
                     ids, mask = inputs["input_ids"], inputs["attention_mask"]  # (N, T)
                     first = mask.argmax(dim=1)  # (N,) first real token
-                    second = torch.clamp(first + 1, max=ids.shape[1] - 1)
-                    rows = torch.arange(ids.shape[0], device=ids.device)
-                    double = (ids[rows, first] == tok.bos_token_id) & (ids[rows, second] == tok.bos_token_id)
+                    second = torch.clamp(first + 1, max=ids.shape[1] - 1)  # (N,)
+                    rows = torch.arange(ids.shape[0], device=ids.device)  # (N,)
+                    double = (ids[rows, first] == tok.bos_token_id) & (ids[rows, second] == tok.bos_token_id)  # (N,)
                     mask[rows[double], first[double]] = 0
-                out += scorer.model(**inputs).logits[:, 0].float().tolist()
+                out += scorer.model(**inputs).logits[:, 0].float().tolist()  # (N, 1) -> N rewards
     finally:
         tok.truncation_side = side
     return out
@@ -290,14 +296,16 @@ def query_length(scorer: RewardScorer, prompt, full: list[int]) -> int:
 
 
 def rollout(response: list[int], eos: int | None, with_eos: bool) -> list[int]:
-    """The response as a PPO rollout ends: with its EOS (finished) or without (cut off).
+    """The response as a PPO rollout ends: generation stops at the first EOS, and `truncate_response`
+    keeps it and pads after it (finished), or the length limit stops it before any EOS (cut off).
+    Tokens a chat template writes after its EOS (ChatML's newline) are in neither.
 
-    >>> rollout([5, 6, 2], eos=2, with_eos=False), rollout([5, 6], eos=2, with_eos=True)
-    ([5, 6], [5, 6, 2])
+    >>> rollout([5, 6, 2, 9], eos=2, with_eos=True), rollout([5, 6, 2, 9], eos=2, with_eos=False)
+    ([5, 6, 2], [5, 6])
+    >>> rollout([5, 6], eos=2, with_eos=True), rollout([5, 6], eos=2, with_eos=False)
+    ([5, 6, 2], [5, 6])
     """
     if eos is None:
         return response
-    ends = bool(response) and response[-1] == eos
-    if with_eos:
-        return response if ends else [*response, eos]
-    return response[:-1] if ends else response
+    end = response.index(eos) if eos in response else len(response)
+    return [*response[:end], eos] if with_eos else response[:end]

@@ -19,7 +19,7 @@ model card) reads it back, so a saved model is scored on the strings it was trai
 from __future__ import annotations
 
 import hashlib
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 from datasets import Dataset
@@ -63,7 +63,8 @@ def format_text(text: str, tokenizer: PreTrainedTokenizerBase, sequence_format: 
     """The exact string that is tokenized for a non-conversational sequence: EOS appended once.
 
     Nothing is appended when the format says so, or when the tokenizer has no EOS token (BERT-style
-    encoders end a sequence with their own special tokens, e.g. [SEP]).
+    encoders end a sequence with their own special tokens, e.g. [SEP]); train.py also switches it
+    off for a tokenizer that appends its own EOS (`effective_format`).
 
     >>> from types import SimpleNamespace
     >>> tok = SimpleNamespace(eos_token="</s>")
@@ -158,14 +159,22 @@ def tokenize_pairs(
         lambda r: r["chosen_ids"] != r["rejected_ids"], num_proc=num_proc, desc=f"Dropping identical {desc} pairs"
     )
     identical = before - len(out)
-    total = len(out)
-    if max_length is not None:
-        out = out.filter(
-            lambda r: len(r["chosen_ids"]) <= max_length and len(r["rejected_ids"]) <= max_length,
-            num_proc=num_proc,
-            desc=f"Dropping {desc} pairs over {max_length} tokens",
-        )
-    return out, TokenizeStats(kept=len(out), dropped_too_long=total - len(out), dropped_identical=identical)
+    out, too_long = drop_longer(out, max_length, num_proc, desc)
+    return out, TokenizeStats(kept=len(out), dropped_too_long=too_long, dropped_identical=identical)
+
+
+def drop_longer(
+    ds: Dataset, max_length: int | None, num_proc: int | None = None, desc: str = "train"
+) -> tuple[Dataset, int]:
+    """Pairs where neither side is longer than `max_length` tokens, and how many were dropped."""
+    if max_length is None:
+        return ds, 0
+    kept = ds.filter(
+        lambda r: len(r["chosen_ids"]) <= max_length and len(r["rejected_ids"]) <= max_length,
+        num_proc=num_proc,
+        desc=f"Dropping {desc} pairs over {max_length} tokens",
+    )
+    return kept, len(ds) - len(kept)
 
 
 # --- the format as part of the model (config.json `reward_format`) --------------------------------
@@ -185,23 +194,26 @@ def chat_template_hash(tokenizer: PreTrainedTokenizerBase) -> str | None:
     return hashlib.sha256(template.encode()).hexdigest()[:16]
 
 
+def effective_format(sequence_format: SequenceFormat, tokenizer: PreTrainedTokenizerBase) -> SequenceFormat:
+    """The format as it applies to this tokenizer: no EOS is appended when it has none (BERT) or when it
+    appends its own (RoBERTa's `</s>`, DeBERTa-v2's `[SEP]`), where TRL would append a second one."""
+    eos = tokenizer.eos_token
+    own = sequence_format.add_special_tokens and eos in special_tokens_added(tokenizer)["after"]
+    return replace(sequence_format, append_eos=sequence_format.append_eos and eos is not None and not own)
+
+
 def format_record(
     sequence_format: SequenceFormat, tokenizer: PreTrainedTokenizerBase, data_format: str
 ) -> dict[str, Any]:
-    """The `reward_format` entry of config.json: the policy, and the facts a consumer needs to match it
-    (train.py adds `reward_token`, where the model's head reads the reward)."""
-    effective = SequenceFormat(
-        append_eos=sequence_format.append_eos and tokenizer.eos_token is not None,
-        add_special_tokens=sequence_format.add_special_tokens,
-        text_as_chat=sequence_format.text_as_chat,
-    )
+    """The `reward_format` entry of config.json: the policy as it applied, and the facts a consumer needs
+    to match it (train.py adds `reward_token`, where the model's head reads the reward)."""
+    effective = effective_format(sequence_format, tokenizer)
+    added = special_tokens_added(tokenizer) if effective.add_special_tokens else {"before": [], "after": []}
     return {
         "version": FORMAT_VERSION,
         **asdict(effective),
         "eos_token": tokenizer.eos_token,
-        "special_tokens": special_tokens_added(tokenizer)
-        if effective.add_special_tokens
-        else {"before": [], "after": []},
+        "special_tokens": added,
         "chat_template_sha256": chat_template_hash(tokenizer),
         "data_format": data_format,
     }
@@ -234,10 +246,12 @@ def describe_format(sequence_format: SequenceFormat, record: dict[str, Any] | No
         )
         if record and sequence_format.add_special_tokens:
             added = record.get("special_tokens") or {}
-            shown = [f"{t!r} in front" for t in added.get("before", [])] + [
-                f"{t!r} at the end" for t in added.get("after", [])
-            ]
+            shown = [f"{t!r} in front" for t in added.get("before", [])]
+            shown += [f"{t!r} at the end" for t in added.get("after", [])]
             text += f" ({', '.join(shown)})" if shown else " (none for this tokenizer)"
     if record is None:
         return f"TRL's RewardTrainer format assumed (no {FORMAT_KEY} in config.json): {text}"
-    return f"{text}; conversations through the chat template; reward read at: {record.get('reward_token', '?')}"
+    reads = f"reward read at: {record.get('reward_token', '?')}"
+    if record.get("data_format") == CONVERSATIONAL:
+        return f"conversations through the chat template, which writes its own BOS/EOS (plain text: {text}); {reads}"
+    return f"{text}; conversations through the chat template; {reads}"

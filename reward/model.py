@@ -144,6 +144,18 @@ def reward_token(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, tem
     return f"{last}: {'the appended EOS' if append_eos else 'the last text token (no EOS appended)'}"
 
 
+def position_limit(model: PreTrainedModel) -> int | None:
+    """The longest sequence a model with learned absolute position embeddings takes (BERT 512, GPT-2 1024),
+    or None when positions are computed (RoPE: no table to run past)."""
+    n = getattr(model.config, "max_position_embeddings", None)
+    for name, module in model.named_modules():
+        is_table = isinstance(module, nn.Embedding) and module.num_embeddings == n
+        if is_table and ("position" in name or name.endswith("wpe")):
+            # RoBERTa numbers positions from padding_idx + 1: 514 embeddings hold 512 tokens
+            return n - (module.padding_idx + 1 if module.padding_idx is not None else 0)
+    return None
+
+
 def turn_off_dropout(model: nn.Module) -> None:
     """Zero every dropout: `nn.Dropout` modules and the functional attention-dropout floats.
 

@@ -140,12 +140,19 @@ def render_model_card(out: Path, model: PreTrainedModel, cfg: dict[str, Any], ca
     )
     reads = (record or {}).get("reward_token", "the last token that is not the pad token")
     grpo_prompt = prompt if isinstance(response, list) or prompt else "Could you name a fruit for me?"
-    ppo_eos = (
-        "Training appended EOS, so score a finished rollout with its EOS; one cut off before EOS gets a reward "
-        "training never produced (penalise it, e.g. trl ≤ 1.12 `PPOConfig(missing_eos_penalty=...)`)."
-        if fmt.append_eos
-        else "Training appended no EOS: strip the EOS of a finished rollout before scoring."
-    )
+    penalise = "penalise it, e.g. trl ≤ 1.12 `PPOConfig(missing_eos_penalty=...)`"
+    if uses_template(model, response):
+        ppo_eos = (
+            "Training scored chat-template renderings, which end with the template's end tokens: a rollout cut "
+            f"off before them gets a reward training never produced ({penalise})."
+        )
+    elif fmt.append_eos:
+        ppo_eos = (
+            "Training appended EOS, so score a finished rollout with its EOS; one cut off before EOS gets a "
+            f"reward training never produced ({penalise})."
+        )
+    else:
+        ppo_eos = "Training appended no EOS: strip the EOS of a finished rollout before scoring."
     return "\n".join(
         [
             FRONT_MATTER,

@@ -10,6 +10,11 @@ GRPO formats the text its own way (no BOS, no EOS: `reward/consumers.py` measure
 class formats every prompt + completion exactly as training did, from the `reward_format` the
 model's config.json records, and scores them in length-sorted batches on the process's device.
 
+A completion that GRPO cut at `max_completion_length` arrives as text like a finished one (both are
+decoded without special tokens) and is scored as training scored finished text (EOS appended, for
+the default format): its reward is the reward of that text as an answer. To keep such completions
+out of the policy loss, use `GRPOConfig(mask_truncated_completions=True)`.
+
 `normalize=True` returns (r - mean) / std with the reward statistics of the held-out split that
 train.py saved (config.json `reward_stats`): rewards centred near 0 with unit spread, the scale
 PPO-style advantage estimates expect (OpenRLHF's `normalize_reward` does the same with its own

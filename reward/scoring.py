@@ -109,7 +109,8 @@ class RewardScorer:
         if self.model.config.num_labels != 1:
             raise UserError(f"{self.source}: the model has {self.model.config.num_labels} labels, a reward model has 1")
         ensure_pad_token(self.tokenizer)
-        self.model.config.pad_token_id = self.tokenizer.pad_token_id
+        self.model.config.pad_token_id = self.tokenizer.pad_token_id  # the head's reward token needs it
+        self.model.config.get_text_config().pad_token_id = self.tokenizer.pad_token_id
         self.format, self.format_record = read_format(self.model.config)
         trained_template = (self.format_record or {}).get("chat_template_sha256")
         if trained_template and trained_template != chat_template_hash(self.tokenizer):
@@ -118,7 +119,7 @@ class RewardScorer:
         if normalize and self.stats is None:
             raise UserError(
                 f"{self.source}: normalizing needs the reward statistics train.py saves (config.json '{STATS_KEY}'); "
-                "this model has none"
+                "this model has none (checkpoint-STEP folders have none: use the run's output folder)"
             )
         self.normalize = normalize
         self.device = torch.device(device) if device else pick_device()

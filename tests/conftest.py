@@ -113,8 +113,9 @@ def train_tiny(out: Path, dataset=None, **options) -> Path:
     return out
 
 
-def build_wordpiece_tokenizer() -> PreTrainedTokenizerFast:
-    """A BERT-style WordPiece tokenizer trained offline: [CLS] text [SEP], a [PAD] token, **no EOS**."""
+def build_wordpiece_tokenizer(**special: str) -> PreTrainedTokenizerFast:
+    """A BERT-style WordPiece tokenizer trained offline: [CLS] text [SEP], a [PAD] token, no EOS unless
+    `special` names one (DeBERTa-v2's tokenizer declares bos [CLS] and eos [SEP], RoBERTa's eos </s>)."""
     from tokenizers import normalizers, processors
 
     tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
@@ -134,11 +135,14 @@ def build_wordpiece_tokenizer() -> PreTrainedTokenizerFast:
         cls_token="[CLS]",
         sep_token="[SEP]",
         mask_token="[MASK]",
+        **special,
     )
 
 
-def save_encoder(out: Path, kind: str, seed: int = 0) -> Path:
-    """A random 2-layer BERT or DeBERTa-v2 reward model + WordPiece tokenizer, saved as a model folder."""
+def save_encoder(out: Path, kind: str, seed: int = 0, max_positions: int = 256) -> Path:
+    """A random 2-layer BERT or DeBERTa-v2 reward model + WordPiece tokenizer, saved as a model folder.
+    The DeBERTa-v2 tokenizer declares eos [SEP] (as transformers' DebertaV2Tokenizer does) and so
+    appends its own EOS; the BERT one has none."""
     from transformers import (
         BertConfig,
         BertForSequenceClassification,
@@ -146,14 +150,15 @@ def save_encoder(out: Path, kind: str, seed: int = 0) -> Path:
         DebertaV2ForSequenceClassification,
     )
 
-    tokenizer = build_wordpiece_tokenizer()
+    special = {"bos_token": "[CLS]", "eos_token": "[SEP]"} if kind != "bert" else {}
+    tokenizer = build_wordpiece_tokenizer(**special)
     size = {
         "vocab_size": len(tokenizer),
         "hidden_size": 64,
         "num_hidden_layers": 2,
         "num_attention_heads": 4,
         "intermediate_size": 128,
-        "max_position_embeddings": 256,
+        "max_position_embeddings": max_positions,
         "num_labels": 1,
         "pad_token_id": tokenizer.pad_token_id,
         "initializer_range": 0.2,

@@ -4,6 +4,7 @@ real GRPOTrainer)."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import sys
 
@@ -12,11 +13,15 @@ from conftest import train_tiny
 from datasets import Dataset
 
 import score
+from reward.checkpoint import save_reward_model
 from reward.config import parse_score_config
 from reward.consumer_check import check_consumers, format_report
-from reward.consumers import TOLERANCE
+from reward.consumers import TOLERANCE, Sequences, trl_grpo_path
+from reward.model import load_model
 from reward.scoring import RewardScorer, load_rows
+from reward.tiny import CHAT_TEMPLATE, build_tiny_tokenizer
 
+HAS_TRL = importlib.util.find_spec("trl") is not None
 PADDED, PACKED = "training forward, padded", "training forward, packed"
 PIPELINE, FUNCTION, GRPO = "pipeline(", "reward.RewardFunction", "TRL GRPO"
 RB_DEFAULT, RB_HF = "RewardBench, default", "RewardBench, HF"
@@ -34,15 +39,27 @@ def find(by_name: dict, prefix: str):
     return next(r for name, r in by_name.items() if name.startswith(prefix))
 
 
+def trl_missing(r) -> bool:
+    """Without the bench extra the GRPO row is skipped, with its reason, and not compared."""
+    if HAS_TRL:
+        return False
+    assert r.skipped == "trl is not installed (pip install trl)"
+    return True
+
+
 def assert_agree(by_name, *prefixes):
     for prefix in prefixes:
         r = find(by_name, prefix)
+        if prefix == GRPO and trl_missing(r):
+            continue
         assert r.skipped is None and r.max_diff <= TOLERANCE and r.fix is None, (prefix, r)
 
 
 def assert_differ(by_name, *prefixes, hint: str = ""):
     for prefix in prefixes:
         r = find(by_name, prefix)
+        if prefix == GRPO and trl_missing(r):
+            continue
         assert r.skipped is None and r.max_diff > 0.05 and r.fix, (prefix, r)
         assert hint in r.fix, (prefix, r.fix)
 
@@ -57,7 +74,7 @@ def test_a_default_run_differs_for_grpo_rewardbench_and_cut_rollouts(trl_model):
     assert find(by_name, PADDED).max_diff == 0.0
     assert_agree(by_name, PACKED, PIPELINE, FUNCTION, PPO_EOS)
     assert_differ(by_name, GRPO, hint="--append_eos false --add_special_tokens false")
-    assert "RewardFunction(DIR)" in find(by_name, GRPO).fix
+    assert not HAS_TRL or "RewardFunction(DIR)" in find(by_name, GRPO).fix
     assert_differ(by_name, RB_DEFAULT, RB_HF, hint="--text_as_chat true")
     assert_differ(by_name, PPO_CUT, hint="--append_eos false")
     accuracies = {r.accuracy for r in by_name.values() if r.max_diff is not None and r.max_diff <= TOLERANCE}
@@ -120,6 +137,7 @@ def test_the_cli_prints_the_table_and_the_fixes(trl_model, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "consumer check:" in printed and "what to change:" in printed
     assert "TRL GRPO, reward_funcs=DIR (trl " in printed
+    assert HAS_TRL or "trl not installed" in printed
     lines = printed.splitlines()
     header = next(i for i, line in enumerate(lines) if line.startswith("consumer ") and line.endswith("verdict"))
     table = lines[header + 1 : lines.index("what to change:")]
@@ -145,3 +163,24 @@ def test_other_row_kinds_are_a_clean_error(trl_model, tmp_path, capsys, quiet_da
     path.write_text(json.dumps({"text": "Name a fruit. mango"}) + "\n")
     assert score.cli(["--model", str(trl_model), "--input", str(path), "--check_consumers"]) == 2
     assert "needs pairs (chosen/rejected) or prompt/response rows" in capsys.readouterr().err
+
+
+def test_a_template_that_writes_past_its_eos_is_flagged_for_ppo(tmp_path):
+    """ChatML-style templates end a turn with EOS + newline: a PPO rollout stops at the EOS."""
+    tokenizer = build_tiny_tokenizer()
+    tokenizer.chat_template = CHAT_TEMPLATE.replace("{{ eos_token }}", "{{ eos_token }}\n")
+    base = tmp_path / "base"
+    save_reward_model(load_model("tiny", tokenizer, seed=0), tokenizer, base, {"model_name_or_path": "tiny"})
+    folder = train_tiny(tmp_path / "rm", model_name_or_path=str(base), dataset=Dataset.from_list(polite_pairs(64)))
+    by_name, _, _ = results_of(folder)
+    assert_agree(by_name, PACKED, PIPELINE, FUNCTION, GRPO, RB_DEFAULT)
+    assert_differ(by_name, PPO_EOS, hint="the chat template writes tokens after it")
+    assert_differ(by_name, PPO_CUT, hint="penalise unfinished rollouts")
+
+
+def test_grpo_sees_a_completion_without_the_eos_its_decoding_drops(trl_model):
+    pytest.importorskip("trl", reason="needs the bench extra: pip install -e '.[bench]'")
+    scorer = RewardScorer(trl_model, device="cpu", show_progress=False)
+    eos = scorer.tokenizer.eos_token
+    with_eos = trl_grpo_path(scorer, Sequences(["Name a fruit."], [" mango" + eos]))
+    assert with_eos == trl_grpo_path(scorer, Sequences(["Name a fruit."], [" mango"]))

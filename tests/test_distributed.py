@@ -65,6 +65,9 @@ def test_two_processes_equal_one_with_the_doubled_batch(extra, tmp_path):
         if "eval_accuracy" in ra:
             assert abs(ra["eval_loss"] - rb["eval_loss"]) <= 1e-6
     assert torch.isfinite(torch.tensor(lb[-1]["loss"]))
+    configs = [json.loads((out / "config.json").read_text()) for out in (single, double)]
+    assert configs[0]["reward_format"] == configs[1]["reward_format"]  # rank 0 recorded it
+    assert configs[1]["reward_stats"]["mean"] == pytest.approx(configs[0]["reward_stats"]["mean"], abs=1e-5)
 
 
 def test_resume_with_two_processes(tmp_path):

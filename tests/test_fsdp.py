@@ -54,6 +54,10 @@ def test_fsdp_two_processes_equal_one_with_the_doubled_batch(extra, tmp_path):
         pipeline("text-classification", model=str(out), device="cpu")(text)[0]["score"] for out in (single, sharded)
     ]
     assert abs(scores[0] - scores[1]) <= 1e-5
+    # the format and statistics travel with the sharded run's folder too (statistics: every rank evaluated)
+    configs = [json.loads((out / "config.json").read_text()) for out in (single, sharded)]
+    assert configs[0]["reward_format"] == configs[1]["reward_format"]
+    assert configs[1]["reward_stats"]["std"] == pytest.approx(configs[0]["reward_stats"]["std"], abs=1e-5)
 
 
 def test_fsdp_resume_is_exact(tmp_path):

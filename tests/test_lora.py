@@ -146,6 +146,8 @@ def test_merged_export_loads_without_peft_and_scores_as_the_adapted_model(lora_r
     config_text = (out / "config.json").read_text()
     assert "peft" not in config_text.lower() and "lora" not in config_text.lower()
     assert json.loads(config_text)["architectures"] == ["LlamaForSequenceClassification"]
+    config = json.loads(config_text)  # the merged copy keeps what the run recorded
+    assert config["reward_format"]["append_eos"] is True and config["reward_stats"]["std"] > 0
     plain = set(load_model("tiny", tokenizer).state_dict())
     assert set(load_file(out / "model.safetensors")) == plain
 

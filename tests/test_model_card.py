@@ -48,10 +48,26 @@ def snippets(folder: Path) -> list[str]:
     return re.findall(r"```python\n(.*?)```", (folder / "README.md").read_text(), re.S)
 
 
-def run_snippet(code: str, cwd: Path) -> str:
-    proc = subprocess.run([sys.executable, "-c", code], cwd=cwd, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, code + "\n" + proc.stderr[-3000:]
-    return proc.stdout
+RUNNER = """
+import contextlib, io, json, sys
+outputs = []
+for code in json.loads(sys.stdin.read()):
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        exec(compile(code, "<snippet>", "exec"), {"__name__": "__main__"})  # a fresh namespace each
+    outputs.append(printed.getvalue())
+print(json.dumps(outputs))
+"""
+
+
+def run_snippets(code: list[str], cwd: Path) -> list[str]:
+    """Each snippet as written, one after the other in one fresh interpreter (one import of torch, not
+    one per snippet); returns what each printed."""
+    proc = subprocess.run(
+        [sys.executable, "-c", RUNNER], input=json.dumps(code), cwd=cwd, capture_output=True, text=True, timeout=900
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def trained_reward(folder: Path) -> float:
@@ -60,23 +76,18 @@ def trained_reward(folder: Path) -> float:
     return RewardScorer(folder, device="cpu", show_progress=False).rewards([prompt], [response])[0]
 
 
-def test_the_pipeline_and_ppo_snippets_print_the_trained_reward(model, tmp_path):
-    _, folder = model
-    code = snippets(folder)
-    assert len(code) == 4  # pipeline, GRPO + RewardFunction, GRPO + folder, PPO-style
-    want = trained_reward(folder)
-    for snippet in (code[0], code[3]):
-        printed = float(run_snippet(snippet, tmp_path).strip().splitlines()[-1])
-        assert printed == pytest.approx(want, abs=1e-5), snippet
-
-
-@pytest.mark.skipif(not HAS_TRL, reason="the GRPO snippets need the bench extra (trl)")
-def test_the_grpo_snippets_run(model, policy, tmp_path):
+def test_every_snippet_runs_and_the_pipeline_and_ppo_ones_print_the_trained_reward(model, policy, tmp_path):
     name, folder = model
     code = snippets(folder)
-    for snippet in (code[1], code[2]):
-        assert POLICY_LINE in snippet
-        run_snippet(snippet.replace(POLICY_LINE, f"policy = {str(policy)!r}"), tmp_path)
+    assert len(code) == 4  # pipeline, GRPO + RewardFunction, GRPO + folder, PPO-style
+    assert all(POLICY_LINE in snippet for snippet in code[1:3])
+    runnable = [code[0], code[3]]
+    if HAS_TRL:  # the GRPO snippets need the bench extra; the policy is a local random one
+        runnable += [snippet.replace(POLICY_LINE, f"policy = {str(policy)!r}") for snippet in code[1:3]]
+    printed = run_snippets(runnable, tmp_path)
+    want = trained_reward(folder)
+    for snippet, out in zip(runnable[:2], printed[:2]):
+        assert float(out.strip().splitlines()[-1]) == pytest.approx(want, abs=1e-5), snippet
     card = (folder / "README.md").read_text()
     assert "TRL removed `PPOTrainer` after 1.12" in card and "trl<=1.12" in card
     path_note = card.split("### TRL GRPO with the folder\n")[1].split("```")[0]

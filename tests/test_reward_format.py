@@ -193,3 +193,54 @@ def test_normalize_on_pairs_is_refused(trl_model, capsys, quiet_datasets):
     heldout = trl_model / "heldout_pairs.jsonl"
     assert score.cli(["--model", str(trl_model), "--input", str(heldout), "--normalize"]) == 2
     assert "pair metrics use raw rewards" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"append_eos": False, "add_special_tokens": False}, {"text_as_chat": True}],
+    ids=["trl", "grpo", "chat"],
+)
+def test_scorers_build_the_ids_training_built_and_see_its_rewards(options, tmp_path):
+    """Not the scorer against itself: against the ids tokenize_pairs gave training and the final
+    evaluation train.py logged."""
+    from datasets import Dataset
+
+    from reward.formatting import tokenize_pairs
+
+    folder = train_tiny(tmp_path / "rm", **options)
+    rows = [json.loads(line) for line in (folder / "heldout_pairs.jsonl").read_text().splitlines()]
+    scorer = RewardScorer(folder, device="cpu", show_progress=False)
+    sequence_format = SequenceFormat(**options)
+    trained, _ = tokenize_pairs(
+        Dataset.from_list(rows), scorer.tokenizer, "explicit prompt", None, sequence_format=sequence_format
+    )
+    assert [scorer.encode(r["prompt"], r["chosen"]) for r in rows] == trained["chosen_ids"]
+    assert [scorer.encode(r["prompt"], r["rejected"]) for r in rows] == trained["rejected_ids"]
+    final = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()][-1]
+    rewards = scorer.rewards(
+        [r["prompt"] for r in rows] * 2, [r["chosen"] for r in rows] + [r["rejected"] for r in rows]
+    )
+    assert sum(rewards) / len(rewards) == pytest.approx(final["eval_reward_mean"], abs=1e-5)
+
+
+def test_resuming_with_other_formatting_options_is_refused(tmp_path, capsys, quiet_datasets):
+    import train
+
+    out = tmp_path / "rm"
+    train_tiny(out, max_steps=4, save_steps=2)
+    argv = [
+        "--output_dir",
+        str(out),
+        "--synthetic_num_pairs",
+        "240",
+        "--max_steps",
+        "6",
+        "--resume_from_checkpoint",
+        "latest",
+    ]
+    assert train.cli([*argv, "--append_eos", "false", "--disable_tqdm"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err == (
+        "error: --append_eos: the checkpoint was trained with true; "
+        "resume with the same formatting options (or start a new run)"
+    )

@@ -335,19 +335,3 @@ def test_plot_writes_an_image(tiny_model_dir, tmp_path, pair_rows):
     image = tmp_path / "fig" / "scores.png"
     score.main(parse_score_config(["--model", str(tiny_model_dir), "--input", str(path), "--plot", str(image)]))
     assert image.read_bytes()[:4] == b"\x89PNG"
-
-
-@pytest.mark.parametrize("where", ["under-a-file", "a-directory"])
-def test_an_unwritable_output_is_an_error_before_scoring(
-    tiny_model_dir, tmp_path, pair_rows, where, capsys, quiet_datasets
-):
-    path = write_jsonl(tmp_path / "pairs.jsonl", pair_rows)
-    (tmp_path / "file").write_text("x")
-    (tmp_path / "dir").mkdir()
-    output = tmp_path / ("file/out.jsonl" if where == "under-a-file" else "dir")
-    code = score.cli(["--model", str(tiny_model_dir), "--input", str(path), "--output", str(output)])
-    captured = capsys.readouterr()
-    assert code == 2 and "scoring" not in captured.out  # refused before the model was even loaded
-    expected = f"{tmp_path / 'file'} is a file, not a folder" if where == "under-a-file" else "is a directory"
-    assert captured.err.strip() == f"error: --output {output}: {expected}"
-    assert not list(tmp_path.rglob("*.tmp"))

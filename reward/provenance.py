@@ -1,0 +1,99 @@
+"""What a saved reward model says about its own training: how text became tokens and how its rewards
+are spread, written into config.json so that every consumer can use the reward training optimised.
+
+    reward_format   the SequenceFormat as it applied to the tokenizer, what the tokenizer adds, the
+                    chat template's hash, where the head reads the reward (reward/formatting.py)
+    reward_stats    mean / std of the 2N held-out rewards (RewardFunction(normalize=True))
+
+train.py calls `choose_format` before tokenizing (and refuses a resume that would change the format),
+`record_format` once the model is loaded, and `reward_statistics` after the last step.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from datasets import Dataset
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from reward.collate import PairwiseCollator
+from reward.config import TrainConfig
+from reward.data import CONVERSATIONAL, IMPLICIT
+from reward.errors import UserError
+from reward.formatting import FORMAT_KEY, SequenceFormat, effective_format, format_record
+from reward.loop import TrainResult, evaluate
+from reward.model import reward_token
+from reward.precision import Precision
+from reward.scoring import STATS_KEY
+
+STATS_SAMPLE = 512  # pairs scored for the reward statistics when the run had no final evaluation
+
+
+def choose_format(
+    cfg: TrainConfig, tokenizer: PreTrainedTokenizerBase, data_format: str, checkpoint: Path | None
+) -> SequenceFormat:
+    """The formatting options as they apply to this tokenizer, checked against the data, and against
+    the checkpoint when resuming (a run must not change how its text becomes tokens half-way)."""
+    if cfg.text_as_chat and data_format == IMPLICIT:
+        raise UserError("--text_as_chat needs a prompt column (it renders the prompt as the user turn)")
+    if cfg.text_as_chat and not tokenizer.chat_template:
+        raise UserError("--text_as_chat needs a tokenizer with a chat template")
+    chosen = effective_format(SequenceFormat(cfg.append_eos, cfg.add_special_tokens, cfg.text_as_chat), tokenizer)
+    if cfg.append_eos and not chosen.append_eos and data_format != CONVERSATIONAL and not cfg.text_as_chat:
+        why = "has no EOS token" if tokenizer.eos_token is None else f"appends its own EOS {tokenizer.eos_token!r}"
+        print(f"tokenizer {why}: nothing more is appended")
+    saved = checkpoint_format(checkpoint)
+    for name in ("append_eos", "add_special_tokens", "text_as_chat"):
+        if saved is not None and name in saved and saved[name] != getattr(chosen, name):
+            raise UserError(
+                f"--{name}: the checkpoint was trained with {str(saved[name]).lower()}; resume with the same "
+                "formatting options (or start a new run)"
+            )
+    return chosen
+
+
+def checkpoint_format(checkpoint: Path | None) -> dict | None:
+    """The `reward_format` a checkpoint recorded, or None (no checkpoint, or one from before it was recorded)."""
+    path = Path(checkpoint) / "config.json" if checkpoint else None
+    if path is None or not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text()).get(FORMAT_KEY)
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{path}: not valid JSON ({exc})") from exc
+
+
+def record_format(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, sequence_format: SequenceFormat, data_format: str
+) -> None:
+    """How text became tokens is part of the model: config.json `reward_format` (reward/formatting.py).
+    Statistics of a reward model used as the init are not this run's: they are dropped."""
+    record = format_record(sequence_format, tokenizer, data_format)
+    templated = data_format == CONVERSATIONAL or sequence_format.text_as_chat
+    record["reward_token"] = reward_token(model, tokenizer, templated, record["append_eos"])
+    setattr(model.config, FORMAT_KEY, record)
+    if hasattr(model.config, STATS_KEY):
+        delattr(model.config, STATS_KEY)
+
+
+def reward_statistics(
+    model: PreTrainedModel,
+    result: TrainResult,
+    eval_ds: Dataset | None,
+    train_ds: Dataset,
+    cfg: TrainConfig,
+    precision: Precision,
+    pad_token_id: int,
+) -> dict:
+    """Mean and std of the 2N rewards of the final evaluation (the whole held-out split) when there was
+    one, else of up to STATS_SAMPLE held-out (or, without a held-out split, training) pairs. Under FSDP
+    every rank runs it: the forward gathers the shards."""
+    if result.eval and "reward_std" in result.eval:
+        values, source = result.eval, f"held-out split, {result.eval['pairs']} pairs"
+    else:
+        ds, source = (eval_ds, "held-out split") if eval_ds is not None else (train_ds, "training split sample")
+        ds = ds.select(range(min(STATS_SAMPLE, len(ds))))
+        values = evaluate(model, ds, PairwiseCollator(pad_token_id), cfg, precision)
+        source = f"{source}, {len(ds)} pairs"
+    return {"mean": values["reward_mean"], "std": values["reward_std"], "count": 2 * values["pairs"], "source": source}
