@@ -35,15 +35,18 @@ from reward.lora import adapter_to_resume, add_lora, describe_lora, require_peft
 from reward.metrics import MetricsWriter
 from reward.model import count_parameters, ensure_pad_token, is_encoder, load_model, load_tokenizer, position_limit
 from reward.precision import resolve_precision
-from reward.provenance import choose_format, record_format, reward_statistics
+from reward.provenance import choose_format, collapse_problem, record_format, reward_statistics
 from reward.resume import (
     check_free_space,
+    check_resume_options,
+    earlier_checkpoint_hint,
     load_training_state,
     prepare_output_dir,
     resolve_checkpoint,
     save_training_checkpoint,
     trim_metrics,
 )
+from reward.run_lock import release
 from reward.scoring import STATS_KEY
 from reward.sharding import check_fsdp_world, full_weights, shard_model
 from reward.signals import StopOnSignal
@@ -58,7 +61,17 @@ def main(
 
     `should_stop(step)` is asked after every optimizer step; if it returns True the run saves a
     checkpoint and returns early with `result.stopped` (train.py wires SIGINT/SIGTERM to it).
+    The output dir is locked for the run (reward/run_lock.py) and released however it ends.
     """
+    try:
+        return fit(cfg, dataset, should_stop)
+    finally:
+        release(Path(cfg.output_dir))  # a no-op in processes that do not own it (torchrun ranks > 0)
+
+
+def fit(
+    cfg: TrainConfig, dataset: Dataset | DatasetDict | None, should_stop: Callable[[int], bool] | None
+) -> TrainResult:
     random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
     out_dir = Path(cfg.output_dir)
@@ -80,6 +93,10 @@ def main(
         require_peft()  # fail now, not after loading the data
     # a LoRA checkpoint's weights are merged (W + BA): its exact state is base model + saved adapter
     adapter = adapter_to_resume(checkpoint, cfg.use_peft)
+    resume_state = None
+    if checkpoint:  # read first: a damaged state or a changed batch layout stops the run before any loading
+        resume_state = load_training_state(checkpoint)
+        check_resume_options(checkpoint, cfg, world.size, resume_state)
 
     # --- data and tokenizer ----------------------------------------------------------------------
     data = load_preferences(
@@ -97,7 +114,7 @@ def main(
         f"train {len(data.train)} pairs | held-out {len(data.test) if data.test is not None else 0} pairs"
     )
     model_source = str(checkpoint) if checkpoint else cfg.model_name_or_path  # a checkpoint has it all
-    tokenizer = load_tokenizer(model_source, cfg.trust_remote_code)
+    tokenizer = loaded_from(checkpoint, load_tokenizer, model_source, cfg.trust_remote_code)
     if ensure_pad_token(tokenizer):
         print(
             f"tokenizer has no pad token: using eos {tokenizer.eos_token!r} as pad (as TRL); "
@@ -123,7 +140,9 @@ def main(
         )
 
     # --- model -----------------------------------------------------------------------------------
-    model = load_model(
+    model = loaded_from(
+        None if cfg.use_peft else checkpoint,
+        load_model,
         cfg.model_name_or_path if cfg.use_peft else model_source,
         tokenizer,
         seed=cfg.seed,
@@ -151,9 +170,7 @@ def main(
         from reward.plotting import require_matplotlib
 
         require_matplotlib()  # fail now, not after training
-    resume_state = None
     if checkpoint:
-        resume_state = load_training_state(checkpoint)
         print(f"resuming from {checkpoint} at optimizer step {resume_state['step']}")
     _, total_steps = step_plan(len(train_ds), cfg, world.size)
     print(
@@ -177,8 +194,9 @@ def main(
 
     example = (data.test if data.test is not None and len(data.test) else data.train)[0]
 
-    def export(target: Path, metrics: dict | None = None, weights: dict | None = None) -> Path:
+    def export(target: Path, metrics: dict | None = None, weights: dict | None = None, warning: str | None = None):
         card = {"format": data.format, "train_pairs": len(train_ds), "metrics": metrics or {}, "example": example}
+        card["warning"] = warning
         if cfg.fsdp:  # the model holds only shards: write the gathered full `weights`
             return save_reward_model(model, tokenizer, target, cfg.to_dict(), card, state_dict=weights)
         save = save_lora_model if cfg.use_peft else save_reward_model  # LoRA: merged weights + adapter/
@@ -199,6 +217,7 @@ def main(
     if not result.stopped and (world.is_main or cfg.fsdp):  # for normalising consumers (RewardFunction(normalize=True))
         stats = reward_statistics(model, result, eval_ds, train_ds, cfg, precision, tokenizer.pad_token_id)
         setattr(unwrap(model).config, STATS_KEY, stats)
+        result.collapsed = collapse_problem(stats, cfg.learning_rate)
     weights = full_weights(model) if cfg.fsdp and not result.stopped else None  # FSDP: every rank gathers
     if not world.is_main:
         barrier(world)  # wait for rank 0's export, then leave together
@@ -209,7 +228,9 @@ def main(
         )
         barrier(world)
         return result
-    saved = export(out_dir, {f"eval_{k}": v for k, v in (result.eval or {}).items()}, weights)
+    if result.collapsed:  # saved all the same (it is what the run produced), but never silently
+        print(f"WARNING: {result.collapsed}", file=sys.stderr)
+    saved = export(out_dir, {f"eval_{k}": v for k, v in (result.eval or {}).items()}, weights, result.collapsed)
     if cfg.plot_curves:
         from reward.plotting import plot_training_curves  # matplotlib is an optional extra
 
@@ -234,6 +255,16 @@ def main(
     )
     barrier(world)
     return result
+
+
+def loaded_from(checkpoint: Path | None, load: Callable, *args, **kwargs):
+    """`load(*args)`; when it reads a checkpoint and fails, the error also says which one to resume instead."""
+    try:
+        return load(*args, **kwargs)
+    except UserError as exc:
+        if checkpoint is None:
+            raise
+        raise UserError(f"{exc}; {earlier_checkpoint_hint(checkpoint)}") from exc
 
 
 def fit_positions(
@@ -290,7 +321,8 @@ def describe(stats: TokenizeStats, max_length: int | None) -> str:
 
 
 def cli(argv: list[str] | None = None) -> int:
-    """Exit codes: 0 done, 2 bad input or options, 3 non-finite training, 128 + N stopped by signal N."""
+    """Exit codes: 0 done, 2 bad input or options, 3 non-finite training, 4 trained but collapsed (every
+    reward the same: saved, with a warning in the log and the model card), 128 + N stopped by signal N."""
     argv = sys.argv[1:] if argv is None else argv
     try:
         cfg = parse_config(argv)
@@ -306,7 +338,7 @@ def cli(argv: list[str] | None = None) -> int:
     if result.stopped:
         print(f"resume with: python train.py {shlex.join(resume_argv(argv))}")
         return 128 + (stop.requested or 0)
-    return 0
+    return 4 if result.collapsed else 0  # main() printed the warning
 
 
 if __name__ == "__main__":

@@ -8,7 +8,6 @@ help text below. Defaults follow TRL's `RewardConfig` except where noted in the 
 from __future__ import annotations
 
 import json
-import math
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any
 from transformers import HfArgumentParser
 
 from reward.errors import UserError
+from reward.options import score_problems, train_problems, type_problems
 
 
 def _opt(default: Any, help: str) -> Any:  # noqa: A002 - "help" is argparse's word
@@ -152,29 +152,11 @@ class TrainConfig:
     debug: bool = _opt(False, "Show the full traceback for input/option errors.")
 
     def __post_init__(self) -> None:
-        problems = []
-        if self.per_device_train_batch_size < 1 or self.per_device_eval_batch_size < 1:
-            problems.append("batch sizes must be >= 1")
-        if self.gradient_accumulation_steps < 1:
-            problems.append("--gradient_accumulation_steps must be >= 1")
-        if self.learning_rate < 0 or not math.isfinite(self.learning_rate):
-            problems.append("--learning_rate must be a finite number >= 0")
-        if not 0.0 <= self.label_smoothing < 0.5:
-            problems.append("--label_smoothing must be in [0, 0.5)")
-        if self.bf16 and self.fp16:
-            problems.append("--bf16 and --fp16 are mutually exclusive")
-        if not 0.0 <= self.eval_split_size < 1.0:
-            problems.append("--eval_split_size must be in [0, 1)")
-        if self.eval_strategy not in ("steps", "epoch", "no"):
-            problems.append("--eval_strategy must be 'steps', 'epoch' or 'no'")
-        if self.max_length is not None and self.max_length < 2:
-            problems.append("--max_length must be >= 2")
-        if self.lora_r < 1:
-            problems.append("--lora_r must be >= 1")
-        if not self.lora_alpha > 0:
-            problems.append("--lora_alpha must be > 0")
-        if not 0.0 <= self.lora_dropout < 1.0:
-            problems.append("--lora_dropout must be in [0, 1)")
+        """Every option checked here, with its name and what it accepts (reward/options.py): a value from a
+        config file or from Python fails exactly as the same flag would."""
+        if problems := type_problems(self):
+            raise UserError("; ".join(problems))
+        problems = train_problems(self)
         # "q_proj,v_proj", ["q_proj", "v_proj"] (flags) or a YAML string: one list of names
         targets = [self.lora_target_modules] if isinstance(self.lora_target_modules, str) else self.lora_target_modules
         self.lora_target_modules = [name.strip() for item in targets for name in item.split(",") if name.strip()]
@@ -182,10 +164,6 @@ class TrainConfig:
             problems.append("--lora_target_modules needs 'all-linear' or at least one module name")
         elif "all-linear" in self.lora_target_modules and len(self.lora_target_modules) > 1:
             problems.append("--lora_target_modules: 'all-linear' cannot be combined with module names")
-        if self.fsdp and self.torch_compile:
-            problems.append("--fsdp with --torch_compile is not supported yet")
-        if self.fsdp and self.use_peft:
-            problems.append("--fsdp with --use_peft is not supported yet")
         if problems:
             raise UserError("; ".join(problems))
 
@@ -298,20 +276,7 @@ class ScoreConfig:
     def __post_init__(self) -> None:
         if not self.model or not self.input:
             raise UserError("--model and --input are required")
-        problems = []
-        if self.batch_size < 1:
-            problems.append("--batch_size must be >= 1")
-        if self.explain_rows < 0:
-            problems.append("--explain_rows must be >= 0")
-        if self.calibration_bins < 1:
-            problems.append("--calibration_bins must be >= 1")
-        if self.label_smoothing is not None and not 0.0 <= self.label_smoothing < 0.5:
-            problems.append("--label_smoothing must be in [0, 0.5)")
-        if self.center_rewards_coefficient is not None and not (
-            math.isfinite(self.center_rewards_coefficient) and self.center_rewards_coefficient >= 0
-        ):
-            problems.append("--center_rewards_coefficient must be a finite number >= 0")
-        if problems:
+        if problems := type_problems(self) or score_problems(self):
             raise UserError("; ".join(problems))
 
 

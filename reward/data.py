@@ -243,6 +243,12 @@ def load_preferences(
             raise UserError(f"{source}: '{test_split}' is not in the same format as '{train_split}'")
         test = validate(test, fmt, source, test_split, skip_bad_rows=skip_bad_rows)
     elif eval_split_size > 0:
+        if len(train) - math.ceil(eval_split_size * len(train)) < 1:  # datasets' rule: >= 1 pair on each side
+            raise UserError(
+                f"{source}: {len(train)} pair(s) are too few to hold out --eval_split_size {eval_split_size:g} "
+                "(it would leave no training pair); add a test split, or pass --eval_split_size 0 to train on "
+                "all of them without evaluation"
+            )
         parts = train.train_test_split(test_size=eval_split_size, seed=seed)
         train, test, held_out = parts["train"], parts["test"], True
     return PreferenceData(train, test, fmt, "margin" in train.column_names, source, held_out)

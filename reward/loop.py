@@ -198,6 +198,7 @@ class TrainResult:
     eval: dict | None  # final held-out metrics
     stopped: bool = False  # True if `should_stop` ended the run early (a checkpoint was saved)
     nonfinite_steps: int = 0  # optimizer steps skipped for a non-finite loss or gradient
+    collapsed: str | None = None  # set by train.py when every reward came out the same (what it saw)
 
 
 class NonFiniteError(RuntimeError):
@@ -205,13 +206,20 @@ class NonFiniteError(RuntimeError):
 
 
 def training_state(
-    step: int, optimizer, scheduler, precision: Precision, nonfinite_steps: int = 0, model: nn.Module | None = None
+    step: int,
+    optimizer,
+    scheduler,
+    precision: Precision,
+    nonfinite_steps: int = 0,
+    model: nn.Module | None = None,
+    world_size: int = 1,
 ) -> dict:
     """Everything besides the weights that a resumed run needs to continue bit for bit.
 
     With `model` (FSDP) the optimizer state is gathered unsharded (a collective: every rank calls this)."""
     return {
         "step": step,
+        "world_size": world_size,  # a resume checks it: the data position is counted in global steps
         "nonfinite_steps": nonfinite_steps,
         "optimizer": full_optimizer_state(model, optimizer) if model is not None else optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
@@ -336,7 +344,7 @@ def train(
             and (stop or step == total_steps or (cfg.save_steps > 0 and step % cfg.save_steps == 0))
         ):
             sharded = model if cfg.fsdp else None
-            save(step, training_state(step, optimizer, scheduler, precision, nonfinite_total, sharded))
+            save(step, training_state(step, optimizer, scheduler, precision, nonfinite_total, sharded, world.size))
         if stop:
             bar.close()
             return TrainResult(step, last_train, last_eval, stopped=True, nonfinite_steps=nonfinite_total)

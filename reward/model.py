@@ -11,9 +11,12 @@ reward we train is the reward the saved model returns. A tokenizer with a dedica
 
 from __future__ import annotations
 
+import json
 import os
+from pathlib import Path
 
 import torch
+from safetensors import SafetensorError, safe_open
 from torch import nn
 from transformers import (
     AutoModelForSequenceClassification,
@@ -39,6 +42,37 @@ def check_model_source(name: str) -> None:
         raise UserError(f"{name}: no such model folder")
 
 
+LOAD_ERRORS = (OSError, ValueError, SafetensorError)  # ValueError covers JSON and UTF-8 decoding errors
+JSON_FILES = (
+    "config.json",
+    "tokenizer_config.json",
+    "tokenizer.json",
+    "special_tokens_map.json",
+    "generation_config.json",
+)
+
+
+def folder_problem(folder: str | Path) -> str | None:
+    """The first file of a model folder that cannot be read, and why: what a loading error should name
+    (transformers' own message often names neither the file nor the folder)."""
+    path = Path(folder)
+    if not path.is_dir():
+        return None
+    for name in JSON_FILES:
+        if (path / name).is_file():
+            try:
+                json.loads((path / name).read_text(encoding="utf-8"))
+            except (OSError, ValueError) as exc:
+                return f"{path / name}: not valid JSON ({first_line(exc)})"
+    for weights in sorted(path.glob("*.safetensors")):
+        try:
+            with safe_open(weights, "pt"):
+                pass
+        except (OSError, SafetensorError) as exc:
+            return f"{weights}: damaged safetensors file ({first_line(exc)})"
+    return None
+
+
 def first_line(exc: Exception) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
@@ -50,9 +84,11 @@ def load_tokenizer(name: str, trust_remote_code: bool = False) -> PreTrainedToke
     check_model_source(name)
     try:
         return AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code)
-    except (OSError, ValueError) as exc:
+    except LOAD_ERRORS as exc:
         where = "" if os.path.isdir(name) else "no local folder of that name, and from the Hub: "
-        raise UserError(f"{name}: could not load a tokenizer ({where}{first_line(exc)})") from exc
+        raise UserError(
+            folder_problem(name) or f"{name}: could not load a tokenizer ({where}{first_line(exc)})"
+        ) from exc
 
 
 def ensure_pad_token(tokenizer: PreTrainedTokenizerBase) -> bool:
@@ -97,8 +133,11 @@ def load_model(
                 f"{name}: its classification head does not have exactly 1 label; a reward model needs one "
                 "output (start from the base model, or from a reward model with num_labels=1)"
             ) from exc
-        except (OSError, ValueError) as exc:
-            raise UserError(f"{name}: could not load a sequence-classification model ({first_line(exc)})") from exc
+        except LOAD_ERRORS as exc:
+            problem = (
+                folder_problem(name) or f"{name}: could not load a sequence-classification model ({first_line(exc)})"
+            )
+            raise UserError(problem) from exc
     configure_for_reward(model, tokenizer)
     if disable_dropout:
         turn_off_dropout(model)

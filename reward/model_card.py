@@ -157,6 +157,7 @@ def render_model_card(out: Path, model: PreTrainedModel, cfg: dict[str, Any], ca
         [
             FRONT_MATTER,
             f"# Reward model: {out.name}\n",
+            f"> **Warning:** {card['warning']}\n" if card.get("warning") else "",
             f"A Bradley–Terry reward model (`{type(model).__name__}`, one output: the reward) trained with `reward` "
             f"(a from-scratch PyTorch Bradley–Terry trainer) from `{cfg.get('model_name_or_path')}` on "
             f"`{cfg.get('dataset_name')}` ({card.get('format', '?')} format, "

@@ -28,6 +28,7 @@ from reward.precision import Precision
 from reward.scoring import STATS_KEY
 
 STATS_SAMPLE = 512  # pairs scored for the reward statistics when the run had no final evaluation
+COLLAPSED_STD = 1e-5  # reward std at or below this (relative to |mean| when above 1): a constant reward
 
 
 def choose_format(
@@ -97,3 +98,15 @@ def reward_statistics(
         values = evaluate(model, ds, PairwiseCollator(pad_token_id), cfg, precision)
         source = f"{source}, {len(ds)} pairs"
     return {"mean": values["reward_mean"], "std": values["reward_std"], "count": 2 * values["pairs"], "source": source}
+
+
+def collapse_problem(stats: dict, learning_rate: float) -> str | None:
+    """A model whose rewards are all the same ranks nothing, however finite its loss: say so loudly.
+    (A learning rate far too high saturates every hidden state; the run used to save it as a success.)"""
+    if stats["std"] > COLLAPSED_STD * max(1.0, abs(stats["mean"])):
+        return None
+    return (
+        f"the model collapsed: every reward is {stats['mean']:.6g} (std {stats['std']:.1e} over {stats['count']} "
+        f"sequences of the {stats['source']}), so it cannot rank anything: check --learning_rate (this run: "
+        f"{learning_rate:g}; far too high saturates the model, 0 never moves it) and the data"
+    )

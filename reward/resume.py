@@ -27,6 +27,7 @@ from typing import Any
 import torch
 
 from reward.errors import UserError
+from reward.run_lock import LOCK_FILE, acquire, process_alive, release
 
 STATE_FILE = "training_state.pt"
 LATEST_FILE = "latest"
@@ -74,8 +75,10 @@ def save_training_checkpoint(
     `write_model_folder(path)` writes the HF model folder (weights, tokenizer, configs) into `path`.
     """
     out_dir = Path(out_dir)
-    for stale in out_dir.glob(".tmp-checkpoint-*"):  # left by a process killed mid-save
-        shutil.rmtree(stale, ignore_errors=True)
+    for stale in out_dir.glob(".tmp-checkpoint-*"):  # left by a process killed mid-save; never another's
+        owner = stale.name.rsplit("-", 1)[-1]
+        if owner.isdigit() and (int(owner) == os.getpid() or not process_alive(int(owner))):
+            shutil.rmtree(stale, ignore_errors=True)
     final = out_dir / f"checkpoint-{step}"
     tmp = out_dir / f".tmp-checkpoint-{step}-{os.getpid()}"
     try:
@@ -103,8 +106,7 @@ def list_checkpoints(out_dir: Path) -> list[Path]:
 def resolve_checkpoint(spec: str, out_dir: Path) -> Path:
     """`latest` (the newest complete checkpoint in out_dir) or a checkpoint folder path."""
     if spec == "latest":
-        pointer = Path(out_dir) / LATEST_FILE
-        candidate = Path(out_dir) / pointer.read_text().strip() if pointer.exists() else None
+        candidate = read_latest(Path(out_dir))
         if candidate is None or not (candidate / STATE_FILE).exists():
             complete = list_checkpoints(out_dir) if Path(out_dir).is_dir() else []
             if not complete:
@@ -117,8 +119,63 @@ def resolve_checkpoint(spec: str, out_dir: Path) -> Path:
     return path
 
 
+def read_latest(out_dir: Path) -> Path | None:
+    """The checkpoint `latest` names, or None when it is missing or unreadable (the caller then takes the
+    newest complete checkpoint: `latest` is a convenience, the checkpoints are the record)."""
+    try:
+        name = (out_dir / LATEST_FILE).read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return out_dir / name if CHECKPOINT_RE.match(name) else None
+
+
 def load_training_state(checkpoint: Path) -> dict[str, Any]:
-    return torch.load(checkpoint / STATE_FILE, map_location="cpu", weights_only=True)
+    path = Path(checkpoint) / STATE_FILE
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # a truncated or garbage file: torch raises RuntimeError, EOFError, UnpicklingError...
+        text = str(exc).strip().splitlines()[0].split(". ")[0] if str(exc).strip() else type(exc).__name__
+        raise UserError(f"{path} is damaged ({text}); {earlier_checkpoint_hint(checkpoint)}") from exc
+
+
+def earlier_checkpoint_hint(checkpoint: Path) -> str:
+    """What to resume from instead of a damaged checkpoint: the newest complete one before it."""
+    checkpoint = Path(checkpoint)
+    step = int(match.group(1)) if (match := CHECKPOINT_RE.match(checkpoint.name)) else None
+    earlier = [c for c in list_checkpoints(checkpoint.parent) if step is not None and checkpoint_step(c) < step]
+    if earlier:
+        return f"resume from the previous checkpoint instead: --resume_from_checkpoint {earlier[-1]}"
+    return "there is no earlier checkpoint: start again with --overwrite_output_dir"
+
+
+def checkpoint_step(path: Path) -> int:
+    return int(CHECKPOINT_RE.match(Path(path).name).group(1))
+
+
+# options that decide which pairs each optimizer step holds: a resumed run must keep them, since its
+# position in the data is counted in optimizer steps (reward/batching.py `optimizer_steps`)
+DATA_ORDER_OPTIONS = ("per_device_train_batch_size", "gradient_accumulation_steps", "seed", "group_by_length")
+
+
+def check_resume_options(checkpoint: Path, cfg: Any, world_size: int, state: dict[str, Any]) -> None:
+    """Refuse, naming the option, a resume whose batches would not continue the checkpoint's data order."""
+    saved_path = Path(checkpoint) / "training_config.json"
+    try:
+        saved = json.loads(saved_path.read_text()) if saved_path.is_file() else {}
+    except ValueError as exc:
+        raise UserError(f"{saved_path}: not valid JSON ({exc}); {earlier_checkpoint_hint(checkpoint)}") from exc
+    for name in DATA_ORDER_OPTIONS:
+        if name in saved and saved[name] != getattr(cfg, name):
+            raise UserError(
+                f"--{name}: the checkpoint was trained with {saved[name]}, this run asks for {getattr(cfg, name)}; "
+                "the data position is counted in optimizer steps, so resume with the same value (or start a new run)"
+            )
+    saved_world = state.get("world_size")
+    if saved_world is not None and saved_world != world_size:
+        raise UserError(
+            f"the checkpoint was saved by {saved_world} process(es), this run has {world_size}: the data position "
+            "is counted in global steps of processes x batch x accumulation pairs; resume with the same number"
+        )
 
 
 # --- the output directory ------------------------------------------------------------------------
@@ -132,14 +189,25 @@ def prepare_output_dir(out_dir: Path, resume_from: str | None, overwrite: bool) 
     """Apply the output-dir policy; return the checkpoint to resume from, if any.
 
     A non-empty output dir is never overwritten silently: continue it (`resume_from`), replace the
-    previous run's files (`overwrite`), or stop with an error. Also fail early if it is unwritable.
+    previous run's files (`overwrite`), or stop with an error. Also fail early if it is unwritable,
+    and take its lock (reward/run_lock.py): the caller releases it when the run ends.
     """
     out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UserError(f"output_dir {out_dir} is a file, not a folder: choose another --output_dir")
+    check_writable(out_dir)
+    acquire(out_dir)  # before anything in it is read or removed: one run per output dir
+    try:
+        return apply_output_dir_policy(out_dir, resume_from, overwrite)
+    except UserError:
+        release(out_dir)
+        raise
+
+
+def apply_output_dir_policy(out_dir: Path, resume_from: str | None, overwrite: bool) -> Path | None:
     if resume_from:
-        checkpoint = resolve_checkpoint(resume_from, out_dir)
-        check_writable(out_dir)
-        return checkpoint
-    if out_dir.exists() and any(out_dir.iterdir()):
+        return resolve_checkpoint(resume_from, out_dir)
+    if any(p.name != LOCK_FILE for p in out_dir.iterdir()):
         if not overwrite:
             raise UserError(
                 f"output_dir {out_dir} is not empty: pass --resume_from_checkpoint latest to continue that run, "
@@ -150,7 +218,6 @@ def prepare_output_dir(out_dir: Path, resume_from: str | None, overwrite: bool) 
                 shutil.rmtree(old, ignore_errors=True)
             else:
                 old.unlink(missing_ok=True)
-    check_writable(out_dir)
     return None
 
 

@@ -34,7 +34,7 @@ from reward.diagnostics import DEFAULT_BINS, Diagnostics, diagnose, subset_colum
 from reward.errors import UserError
 from reward.formatting import chat_template_hash, encode_messages, encode_pair, encode_sequence, read_format
 from reward.loss import bradley_terry_loss
-from reward.model import check_model_source, compute_rewards, ensure_pad_token, first_line
+from reward.model import LOAD_ERRORS, check_model_source, compute_rewards, ensure_pad_token, first_line, folder_problem
 from reward.precision import pick_device
 
 PAIRS, RANKINGS, TEXTS, RESPONSES, CHATS = "pairs", "rankings", "texts", "responses", "chats"
@@ -222,8 +222,10 @@ def load_reward_model(source: str) -> tuple[PreTrainedTokenizerBase, PreTrainedM
         check_model_source(source)
         tokenizer = AutoTokenizer.from_pretrained(source)
         model = AutoModelForSequenceClassification.from_pretrained(source, use_safetensors=True)
-    except (OSError, ValueError) as exc:
-        raise UserError(f"{source}: could not load a reward model ({first_line(exc)})") from exc
+    except LOAD_ERRORS as exc:
+        raise UserError(
+            folder_problem(source) or f"{source}: could not load a reward model ({first_line(exc)})"
+        ) from exc
     return tokenizer, model
 
 

@@ -373,7 +373,7 @@ def test_tokenizer_without_pad_or_eos_token(model_dirs, tmp_path, capsys):
     [
         (["--fp16"], "--fp16 needs a CUDA GPU"),
         (["--per_device_train_batch_size", "0"], "batch sizes must be >= 1"),
-        (["--learning_rate", "-0.0001"], "--learning_rate must be a finite number >= 0"),
+        (["--learning_rate", "-0.0001"], "--learning_rate must be a finite number in [0, 1]"),
         (["--bf16", "--fp16"], "--bf16 and --fp16 are mutually exclusive"),
     ],
     ids=["fp16-on-cpu", "batch-size-0", "negative-lr", "bf16-and-fp16"],

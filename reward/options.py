@@ -1,0 +1,151 @@
+"""Every option checked up front, with its name and what it accepts: one line before anything loads.
+
+Values reach a config dataclass from the command line (typed by argparse), from a YAML/JSON file
+(typed by the file: `max_steps: 2.5` arrives as a float) or from Python. `type_problems` checks
+each value against its field's annotation, so a file value fails exactly as the flag would;
+`train_problems` / `score_problems` check ranges and choices. A run that would divide by zero,
+overflow AdamW or delete its own checkpoints is refused here instead of after the model loads.
+"""
+
+from __future__ import annotations
+
+import math
+import types
+import typing
+from dataclasses import fields
+from typing import Any
+
+# transformers schedules that work with a plain `scheduler.step()` and no extra kwargs (the others
+# need a metric (reduce_lr_on_plateau, greedy) or lr_scheduler_kwargs (cosine_with_min_lr, wsd))
+SCHEDULERS = (
+    "linear",
+    "cosine",
+    "cosine_with_restarts",
+    "polynomial",
+    "constant",
+    "constant_with_warmup",
+    "inverse_sqrt",
+)
+EVAL_STRATEGIES = ("steps", "epoch", "no")
+MAX_SEED = 2**32 - 1  # numpy's RNG, seeded alongside torch's, takes 0 .. 2**32 - 1
+
+
+def type_problem(name: str, value: Any, annotation: Any) -> str | None:
+    """Why `value` does not fit a field annotated `annotation` (int, float | None, list[str], ...).
+
+    >>> type_problem("max_steps", 2.5, int), type_problem("learning_rate", 1, float)
+    ('--max_steps must be an integer, got 2.5', None)
+    """
+    options = typing.get_args(annotation) if is_union(annotation) else (annotation,)
+    kinds = [k for k in options if k is not NONE]
+    if value is None:
+        return None if NONE in options else f"--{name} must be set"
+    if any(fits(value, kind) for kind in kinds):
+        return None
+    return f"--{name} must be {' or '.join(describe(kind) for kind in kinds)}, got {value!r}"
+
+
+NONE = type(None)
+
+
+def is_union(annotation: Any) -> bool:
+    return typing.get_origin(annotation) in (typing.Union, types.UnionType)
+
+
+def fits(value: Any, kind: Any) -> bool:
+    if kind is bool:
+        return isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if typing.get_origin(kind) is list:  # list[str]: a list, or one string (split on commas later)
+        return isinstance(value, str) or (isinstance(value, list) and all(isinstance(v, str) for v in value))
+    return isinstance(value, kind) if isinstance(kind, type) else True
+
+
+def describe(kind: Any) -> str:
+    names = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+    return names.get(kind, "a list of strings" if typing.get_origin(kind) is list else str(kind))
+
+
+def type_problems(config: Any) -> list[str]:
+    hints = typing.get_type_hints(type(config))
+    return [p for f in fields(config) if (p := type_problem(f.name, getattr(config, f.name), hints[f.name]))]
+
+
+def finite(x: float) -> bool:
+    return math.isfinite(x)
+
+
+def train_problems(cfg: Any) -> list[str]:
+    """Range, choice and combination problems of a TrainConfig (types already checked)."""
+    rules = [
+        (cfg.per_device_train_batch_size >= 1 and cfg.per_device_eval_batch_size >= 1, "batch sizes must be >= 1"),
+        (cfg.gradient_accumulation_steps >= 1, "--gradient_accumulation_steps must be >= 1"),
+        (
+            finite(cfg.learning_rate) and 0 <= cfg.learning_rate <= 1,
+            "--learning_rate must be a finite number in [0, 1] (reward models train at ~1e-6 .. 1e-3)",
+        ),
+        (finite(cfg.weight_decay) and 0 <= cfg.weight_decay <= 1, "--weight_decay must be in [0, 1]"),
+        (0 <= cfg.adam_beta1 < 1 and 0 <= cfg.adam_beta2 < 1, "--adam_beta1 and --adam_beta2 must be in [0, 1)"),
+        (finite(cfg.adam_epsilon) and cfg.adam_epsilon > 0, "--adam_epsilon must be a finite number > 0"),
+        (
+            finite(cfg.max_grad_norm) and cfg.max_grad_norm >= 0,
+            "--max_grad_norm must be a finite number >= 0 (0: no clipping)",
+        ),
+        (cfg.max_steps == -1 or cfg.max_steps >= 1, "--max_steps must be >= 1 (or -1: use --num_train_epochs)"),
+        (
+            cfg.max_steps >= 1 or (finite(cfg.num_train_epochs) and cfg.num_train_epochs > 0),
+            "--num_train_epochs must be a finite number > 0 (or set --max_steps)",
+        ),
+        (cfg.lr_scheduler_type in SCHEDULERS, f"--lr_scheduler_type must be one of {', '.join(SCHEDULERS)}"),
+        (0 <= cfg.warmup_ratio <= 1, "--warmup_ratio must be in [0, 1]"),
+        (cfg.warmup_steps >= 0, "--warmup_steps must be >= 0"),
+        (0 <= cfg.seed <= MAX_SEED, f"--seed must be in [0, {MAX_SEED}]"),
+        (cfg.logging_steps >= 1, "--logging_steps must be >= 1"),
+        (cfg.eval_steps >= 1, "--eval_steps must be >= 1"),
+        (cfg.save_steps >= 0, "--save_steps must be >= 0 (0: only at the end)"),
+        (
+            cfg.save_total_limit is None or cfg.save_total_limit >= 1,
+            "--save_total_limit must be >= 1 (or unset: keep every checkpoint)",
+        ),
+        (cfg.max_nonfinite_steps >= 1, "--max_nonfinite_steps must be >= 1"),
+        (cfg.dataset_num_proc is None or cfg.dataset_num_proc >= 1, "--dataset_num_proc must be >= 1"),
+        (cfg.synthetic_num_pairs >= 1, "--synthetic_num_pairs must be >= 1"),
+        (cfg.pad_to_multiple_of is None or cfg.pad_to_multiple_of >= 1, "--pad_to_multiple_of must be >= 1"),
+        (cfg.max_length is None or cfg.max_length >= 2, "--max_length must be >= 2"),
+        (0.0 <= cfg.label_smoothing < 0.5, "--label_smoothing must be in [0, 0.5)"),
+        (
+            cfg.center_rewards_coefficient is None
+            or (finite(cfg.center_rewards_coefficient) and cfg.center_rewards_coefficient >= 0),
+            "--center_rewards_coefficient must be a finite number >= 0",
+        ),
+        (0.0 <= cfg.eval_split_size < 1.0, "--eval_split_size must be in [0, 1)"),
+        (cfg.eval_strategy in EVAL_STRATEGIES, "--eval_strategy must be 'steps', 'epoch' or 'no'"),
+        (bool(cfg.model_name_or_path.strip()), "--model_name_or_path must not be empty"),
+        (bool(cfg.dataset_name.strip()), "--dataset_name must not be empty"),
+        (bool(cfg.output_dir.strip()), "--output_dir must not be empty"),
+        (cfg.lora_r >= 1, "--lora_r must be >= 1"),
+        (finite(cfg.lora_alpha) and cfg.lora_alpha > 0, "--lora_alpha must be > 0"),
+        (0.0 <= cfg.lora_dropout < 1.0, "--lora_dropout must be in [0, 1)"),
+        (not (cfg.bf16 and cfg.fp16), "--bf16 and --fp16 are mutually exclusive"),
+        (not (cfg.fsdp and cfg.torch_compile), "--fsdp with --torch_compile is not supported yet"),
+        (not (cfg.fsdp and cfg.use_peft), "--fsdp with --use_peft is not supported yet"),
+    ]
+    return [message for ok, message in rules if not ok]
+
+
+def score_problems(cfg: Any) -> list[str]:
+    rules = [
+        (cfg.batch_size >= 1, "--batch_size must be >= 1"),
+        (cfg.explain_rows >= 0, "--explain_rows must be >= 0"),
+        (cfg.calibration_bins >= 1, "--calibration_bins must be >= 1"),
+        (cfg.label_smoothing is None or 0.0 <= cfg.label_smoothing < 0.5, "--label_smoothing must be in [0, 0.5)"),
+        (
+            cfg.center_rewards_coefficient is None
+            or (finite(cfg.center_rewards_coefficient) and cfg.center_rewards_coefficient >= 0),
+            "--center_rewards_coefficient must be a finite number >= 0",
+        ),
+    ]
+    return [message for ok, message in rules if not ok]
