@@ -124,20 +124,22 @@ def our_reward_function(scorer: RewardScorer, seqs: Sequences) -> list[float]:
 
 def trl_grpo_path(scorer: RewardScorer, seqs: Sequences) -> list[float]:
     """TRL GRPOTrainer with `reward_funcs="DIR"`, as trl/trainer/grpo_trainer.py `_calculate_rewards`
-    scores a model (trl 1.16): conversational rows rendered with trl's `apply_chat_template` (text),
-    plain rows as `prompt + completion`; then `tokenizer(texts, padding=True, padding_side="right",
+    scores a model (trl 1.16): conversational rows rendered as text by trl.data_utils `apply_chat_template`
+    (for a "messages" row: `tokenizer.apply_chat_template(messages, tools=None, tokenize=False)`), plain
+    rows as `prompt + completion`; then `tokenizer(texts, padding=True, padding_side="right",
     add_special_tokens=False)` and `logits[:, 0]`. Completions reach it decoded with
     `skip_special_tokens=True`, so a trailing EOS in the text is gone. (GRPO's `__init__` also sets
-    the model's pad_token_id from the tokenizer, pad := eos if none: RewardScorer has done the same.)"""
-    try:
-        from trl.data_utils import apply_chat_template
-    except ImportError as exc:
-        raise Skip("trl is not installed (pip install trl)") from exc
+    the model's pad_token_id from the tokenizer, pad := eos if none: RewardScorer has done the same.)
+    Reproduced, not imported (TRL is never needed to use this project); run only where trl is
+    installed, so the row stands for a GRPO the user has, and tests/test_grpo.py checks it against a
+    real GRPOTrainer."""
+    if installed_version("trl") is None:
+        raise Skip("trl is not installed (pip install trl)")
     tok = scorer.tokenizer
     eos = tok.eos_token
     if seqs.conversational:
         texts = [
-            apply_chat_template({"messages": list(p or []) + r}, tok)["text"]
+            tok.apply_chat_template(list(p or []) + r, tools=None, tokenize=False)
             for p, r in zip(seqs.prompts, seqs.responses)
         ]
     else:

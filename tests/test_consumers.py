@@ -4,9 +4,9 @@ real GRPOTrainer)."""
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 import json
-import sys
 
 import pytest
 from conftest import train_tiny
@@ -150,8 +150,14 @@ def test_the_cli_prints_the_table_and_the_fixes(trl_model, tmp_path, capsys):
 
 
 def test_a_missing_consumer_library_is_skipped_with_one_line(trl_model, monkeypatch):
-    monkeypatch.setitem(sys.modules, "trl", None)  # `import trl` now raises ImportError
-    monkeypatch.setitem(sys.modules, "trl.data_utils", None)
+    real_version = importlib.metadata.version
+
+    def version(package: str) -> str:  # trl's distribution is not there: as after `pip uninstall trl`
+        if package == "trl":
+            raise importlib.metadata.PackageNotFoundError(package)
+        return real_version(package)
+
+    monkeypatch.setattr(importlib.metadata, "version", version)
     by_name, scorer, results = results_of(trl_model)
     grpo = find(by_name, GRPO)
     assert grpo.skipped == "trl is not installed (pip install trl)"

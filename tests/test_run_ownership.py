@@ -93,7 +93,8 @@ def test_a_save_removes_only_temp_folders_of_processes_that_are_gone(tmp_path, l
 def test_two_runs_started_at_once_on_one_output_dir(tmp_path):
     """The real race: exactly one of two train.py processes owns the folder; the other stops with one line."""
     out = tmp_path / "run"
-    args = [sys.executable, "train.py", *SMALL, "--max_steps", "3", "--output_dir", str(out)]
+    # long enough (60 steps) that the later starter always finds the earlier one still running
+    args = [sys.executable, "train.py", *SMALL, "--max_steps", "60", "--output_dir", str(out)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     procs = [
         subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -105,7 +106,7 @@ def test_two_runs_started_at_once_on_one_output_dir(tmp_path):
     loser = next(err for code, _, err in results if code == 2)
     assert "is in use by another run" in loser.strip().splitlines()[-1]
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in records if "loss" in r] == [3]  # one run's log, not two interleaved
+    assert [r["step"] for r in records if "loss" in r] == [10, 20, 30, 40, 50, 60]  # one run's log, not two
     assert (out / (out / LATEST_FILE).read_text().strip() / STATE_FILE).is_file()
 
 
