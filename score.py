@@ -10,27 +10,26 @@
 
 Preference files (chosen/rejected) print pairwise accuracy, mean reward margin, the loss and reward
 stats, then calibration (ECE + reliability table), length bias and accuracy per subset
-(`reward/diagnostics.py`). `--explain` prints every term of the loss pair by pair
-(`reward/explain.py`). Files of texts (`text`), prompt/response rows or conversations (`messages`)
+(`reward/metrics.py`). `--explain` prints every term of the loss pair by pair
+(`reward/eval/explain.py`). Files of texts (`text`), prompt/response rows or conversations (`messages`)
 get a `reward` each; rows of a prompt and a list of `completions` get `rewards` and a `ranking`
 (and best-of-n accuracy with a `scores`, `ranking` or `best` column). Text is formatted as the
 model's config.json records training did (`reward_format`). `--check_consumers` scores the rows the
-way GRPO, RewardBench, a PPO loop and the pipeline do (`reward/consumer_check.py`).
+way GRPO, RewardBench, a PPO loop and the pipeline do (`reward/eval/consumer_check.py`).
 """
 
 from __future__ import annotations
 
 import json
 import sys
-import traceback
-from collections.abc import Iterable
 from pathlib import Path
 
 from reward.config import ScoreConfig, parse_score_config
-from reward.errors import UserError
-from reward.explain import explain_pairs, format_explanation
+from reward.errors import UserError, run_cli
+from reward.eval.explain import explain_pairs, format_explanation
+from reward.eval.scoring import PAIRS, RANKINGS, RewardScorer, load_rows, training_loss_options
 from reward.formatting import describe_format
-from reward.scoring import PAIRS, RANKINGS, RewardScorer, load_rows, training_loss_options
+from reward.run.checkpoints import write_atomically
 
 PAIR_ONLY_OPTIONS = ("explain", "plot", "reliability_out")
 
@@ -46,7 +45,7 @@ def main(cfg: ScoreConfig) -> dict:
             "--normalize rescales single rewards (texts, responses, rankings); pair metrics use raw rewards"
         )
     if cfg.plot:
-        from reward.plotting import require_matplotlib
+        from reward.eval.plotting import require_matplotlib
 
         require_matplotlib()  # fail before scoring, not after
     if cfg.output:
@@ -60,7 +59,7 @@ def main(cfg: ScoreConfig) -> dict:
             f"normalized: (reward - {scorer.stats['mean']:.4f}) / {scorer.stats['std']:.4f} ({scorer.stats['source']})"
         )
     if cfg.check_consumers:
-        from reward.consumer_check import check_consumers, format_report
+        from reward.eval.consumer_check import check_consumers, format_report
 
         results = check_consumers(scorer, rows, kind)
         print(format_report(scorer, results, len(rows)))
@@ -116,7 +115,7 @@ def report_pairs(cfg: ScoreConfig, scorer: RewardScorer, rows: list[dict]) -> tu
         write_atomically(cfg.reliability_out, [json.dumps(report.diagnostics.calibration.to_dict(), indent=2) + "\n"])
         print(f"wrote the reliability table to {cfg.reliability_out}")
     if cfg.plot:
-        from reward.plotting import plot_scores
+        from reward.eval.plotting import plot_scores
 
         plot_scores(report.r_chosen, report.r_rejected, report.diagnostics.calibration, cfg.plot)
         print(f"wrote reward histograms and the reliability diagram to {cfg.plot}")
@@ -143,26 +142,14 @@ def check_output_path(path: str) -> None:
         raise UserError(f"--output {path}: {parent} is a file, not a folder")
 
 
-def write_atomically(path: str, chunks: Iterable[str]) -> None:
-    """Write via a temporary file, so a failed run never leaves a half-written output."""
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    with tmp.open("w") as f:
-        f.writelines(chunks)
-    tmp.replace(out)
+def run(cfg: ScoreConfig) -> int:
+    """Exit codes: 0 done, 2 bad input or options."""
+    main(cfg)
+    return 0
 
 
 def cli(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    try:
-        main(parse_score_config(argv))
-    except UserError as exc:
-        if "--debug" in argv:
-            traceback.print_exc()
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    return run_cli(sys.argv[1:] if argv is None else argv, parse=parse_score_config, run=run)
 
 
 if __name__ == "__main__":

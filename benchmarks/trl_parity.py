@@ -182,7 +182,7 @@ def run_ours(
     path.unlink(missing_ok=True)
     collate = build_collator(cfg, tokenizer.pad_token_id)  # plain padded, or packed when cfg asks for it
     started = time.perf_counter()
-    train(cfg, model, ds, None, collate, FP32, MetricsWriter(path))
+    train(cfg, model, ds, collate=collate, precision=FP32, writer=MetricsWriter(path))
     seconds = time.perf_counter() - started
     records = [json.loads(line) for line in path.read_text().splitlines()]
     steps = [{"step": r["step"], **{k: float(r[k]) for k in STEP_KEYS}} for r in records if "loss" in r]

@@ -50,7 +50,7 @@ RESULTS = ROOT / "benchmarks" / "results"
 
 # Llama shapes by name (random init: throughput does not depend on the weights).
 MODELS = {
-    "tiny": None,  # reward.tiny.tiny_config
+    "tiny": None,  # reward.presets.tiny.tiny_config
     "small": dict(hidden_size=512, intermediate_size=1408, num_hidden_layers=6, num_attention_heads=8,
                   num_key_value_heads=8),  # ~20M parameters with the tiny vocabulary
     "smollm2-135m": dict(hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
@@ -63,7 +63,7 @@ def build_init(model: str, out: Path, seed: int) -> None:
     from transformers import AutoModelForSequenceClassification
 
     from reward.model import configure_for_reward, load_model
-    from reward.tiny import build_tiny_tokenizer, tiny_config
+    from reward.presets.tiny import build_tiny_tokenizer, tiny_config
 
     tokenizer = build_tiny_tokenizer()
     if model in MODELS:
@@ -84,7 +84,7 @@ def build_init(model: str, out: Path, seed: int) -> None:
     tokenizer.save_pretrained(out)
 
 
-# The warm start behind --pretrain_steps: train.py on the short generated task (reward/synthetic.py)
+# The warm start behind --pretrain_steps: train.py on the short generated task (reward/presets/synthetic.py)
 PRETRAIN_ARGS = ["--dataset_name", "synthetic", "--synthetic_num_pairs", "6000", "--per_device_train_batch_size", "32",
                  "--learning_rate", "1e-4"]  # fmt: skip
 
@@ -131,8 +131,8 @@ def worker(args: argparse.Namespace) -> dict:
     """Train one system in this process and return its measurements."""
     from benchmarks import trl_parity as harness
     from reward.batching import batch_pairs, batch_tokens, build_collator, optimizer_steps
+    from reward.fast.packing import PackedBatch
     from reward.model import count_parameters, load_model, load_tokenizer
-    from reward.packing import PackedBatch
     from reward.precision import pick_device, resolve_precision
 
     torch.set_num_threads(args.threads)

@@ -37,7 +37,7 @@ __all__ = ["RewardFunction"]
 def __getattr__(name: str):
     """`from reward import RewardFunction` without importing torch when only a submodule is needed."""
     if name == "RewardFunction":
-        from reward.reward_function import RewardFunction
+        from reward.eval.reward_function import RewardFunction
 
         return RewardFunction
     raise AttributeError(f"module 'reward' has no attribute {name!r}")

@@ -14,11 +14,13 @@ from collections.abc import Callable, Iterator
 import pyarrow.compute as pc  # pyarrow is datasets' own storage layer, installed with it
 import torch
 from datasets import Dataset
+from torch import nn
 
 from reward.collate import PairwiseCollator
 from reward.config import TrainConfig
-from reward.grouping import grouped_batches
-from reward.packing import PackedBatch, PackingCollator
+from reward.fast.grouping import grouped_batches
+from reward.fast.packing import PackedBatch, PackingCollator
+from reward.model import is_encoder, unwrap
 
 Batch = dict[str, torch.Tensor] | PackedBatch  # the plain collator's dict, or packed rows
 
@@ -48,11 +50,11 @@ def optimizer_steps(
     """Yield (epoch, this rank's micro-batches of one optimizer step, pairs in the global step), forever.
 
     Every rank builds the same global micro-batches of world_size x b pairs and takes slice `rank`
-    of each (reward/distributed.py). An epoch's last step takes whatever is left (fewer micro-
+    of each (reward/parallel/distributed.py). An epoch's last step takes whatever is left (fewer micro-
     batches, a smaller last one, possibly nothing for some rank): the per-pair normalisation by the
     global pair count keeps that exact. The order is a pure function of (seed, epoch), so a resumed
     run starts at `start_step` without replaying data. With `group_by_length`, pairs of similar
-    length share micro-batches (reward/grouping.py).
+    length share micro-batches (reward/fast/grouping.py).
     """
     b, k = cfg.per_device_train_batch_size, cfg.gradient_accumulation_steps
     global_b = b * world_size
@@ -82,11 +84,13 @@ def pair_lengths(ds: Dataset) -> list[int]:
     return pc.add(pc.list_value_length(table["chosen_ids"]), pc.list_value_length(table["rejected_ids"])).to_pylist()
 
 
-def build_collator(cfg: TrainConfig, pad_token_id: int, packable: bool = True) -> Callable[[list[dict]], Batch]:
+def build_collator(
+    cfg: TrainConfig, pad_token_id: int, model: nn.Module | None = None
+) -> Callable[[list[dict]], Batch]:
     """The training collator: packed rows (padding-free and/or shared prefix) or the plain padded one.
 
-    `packable=False` (an encoder: every token attends to the whole sequence) always gives the padded one."""
-    if packable and (cfg.padding_free or cfg.share_prefix):
+    An encoder (every token attends to the whole sequence) always gets the padded one."""
+    if (cfg.padding_free or cfg.share_prefix) and not (model is not None and is_encoder(unwrap(model))):
         return PackingCollator(pad_token_id, "all" if cfg.padding_free else None, cfg.share_prefix)
     return PairwiseCollator(pad_token_id, cfg.pad_to_multiple_of)
 

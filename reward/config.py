@@ -176,10 +176,11 @@ class TrainConfig:
         return asdict(self)
 
 
-def parse_config(argv: list[str] | None = None) -> TrainConfig:
+def parse_config(argv: list[str] | None = None, saved: dict[str, Any] | None = None) -> TrainConfig:
     """Parse `argv` (default: sys.argv[1:]) into a TrainConfig.
 
     `--config FILE.yaml|.json` loads defaults from a file; flags given on the command line win.
+    `saved` (a resumed run's options) sits under both.
 
     >>> parse_config(["--learning_rate", "3e-5", "--bf16"]).learning_rate
     3e-05
@@ -188,9 +189,32 @@ def parse_config(argv: list[str] | None = None) -> TrainConfig:
     parser = make_parser(TrainConfig, "Train a Bradley-Terry reward model.")
     parser.add_argument("--config", default=None, help="YAML or JSON file of options; flags override it.")
     pre, _ = parser.parse_known_args(argv)
-    if pre.config:
-        parser.set_defaults(**load_config_file(pre.config))
+    parser.set_defaults(**(saved or {}), **(load_config_file(pre.config) if pre.config else {}))
     return parse_into(parser, argv)
+
+
+# options that belong to one invocation, not to the run: a resume never takes them from the checkpoint
+PER_INVOCATION = ("output_dir", "resume_from_checkpoint", "overwrite_output_dir", "debug")
+
+
+def resumed_config(argv: list[str], checkpoint: Path) -> TrainConfig:
+    """A resumed run's options: the checkpoint's (its training_config.json) with what `argv` gives again
+    on top, so `--output_dir DIR --resume_from_checkpoint latest` is a whole command. A flag given again
+    with another value is reported; those that would change the data order are refused later
+    (reward/run/checkpoints.py `check_resume_options`)."""
+    path = Path(checkpoint) / "training_config.json"
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, ValueError):  # missing or damaged: resume with what was given (and be told about it later)
+        return parse_config(argv)
+    fields = TrainConfig.__dataclass_fields__
+    saved = {k: v for k, v in saved.items() if k in fields and k not in PER_INVOCATION}
+    cfg = parse_config(argv, saved)
+    given = {token[2:].split("=", 1)[0] for token in argv if token.startswith("--")}
+    for name in sorted(given & saved.keys()):
+        if getattr(cfg, name) != saved[name]:
+            print(f"--{name}: {saved[name]!r} in the checkpoint, {getattr(cfg, name)!r} given: using the given value")
+    return cfg
 
 
 def make_parser(dataclass_type: type, description: str) -> HfArgumentParser:

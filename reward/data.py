@@ -25,12 +25,13 @@ from pathlib import Path
 from datasets import Dataset, DatasetDict, Features, Value, load_dataset
 
 from reward.errors import UserError
-from reward.synthetic import generate_long_prompt_pairs, generate_pairs
+from reward.presets.synthetic import generate_long_prompt_pairs, generate_pairs
 
 FILE_BUILDERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
 EXPLICIT, IMPLICIT, CONVERSATIONAL = "explicit prompt", "implicit prompt", "conversational"
 ROLES = {"system", "user", "assistant", "tool", "developer"}
 SHOWN_BAD_ROWS = 5  # how many bad rows an error message lists
+SUBSET_COLUMNS = ("subset", "category")  # the column naming each pair's subset, looked up in this order
 
 
 @dataclass
@@ -145,6 +146,11 @@ def detect_format(columns: list[str], first_row: dict, source: str = "data") -> 
     if isinstance(first_row["chosen"], list):
         return CONVERSATIONAL
     return EXPLICIT if "prompt" in columns else IMPLICIT
+
+
+def subset_column(columns) -> str | None:
+    """The column that names each pair's subset: `subset`, else `category`, else None (per-subset accuracy)."""
+    return next((c for c in SUBSET_COLUMNS if c in columns), None)
 
 
 def text_problem(key: str, value, conversational: bool, may_be_empty: bool = False) -> str | None:

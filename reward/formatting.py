@@ -25,8 +25,7 @@ from typing import Any
 from datasets import Dataset
 from transformers import PretrainedConfig, PreTrainedTokenizerBase
 
-from reward.data import CONVERSATIONAL, margin_value
-from reward.diagnostics import subset_column
+from reward.data import CONVERSATIONAL, margin_value, subset_column
 from reward.errors import UserError
 
 FORMAT_KEY = "reward_format"  # config.json field: how training turned text into tokens
@@ -57,6 +56,12 @@ class TokenizeStats:
     kept: int
     dropped_too_long: int
     dropped_identical: int = 0  # chosen == rejected token for token: no preference to learn
+
+    def describe(self, max_length: int | None) -> str:
+        return (
+            f"{self.kept} (dropped {self.dropped_too_long} over {max_length} tokens, "
+            f"{self.dropped_identical} with chosen == rejected)"
+        )
 
 
 def format_text(text: str, tokenizer: PreTrainedTokenizerBase, sequence_format: SequenceFormat = TRL_FORMAT) -> str:
@@ -175,6 +180,23 @@ def drop_longer(
         desc=f"Dropping {desc} pairs over {max_length} tokens",
     )
     return kept, len(ds) - len(kept)
+
+
+def drop_past_positions(
+    train_ds: Dataset, eval_ds: Dataset | None, limit: int, num_proc: int | None = None
+) -> tuple[Dataset, Dataset | None]:
+    """Drop pairs longer than a model's learned positions (when --max_length allows more: they would fail
+    inside the forward), saying how many, like --max_length."""
+    fitted = []
+    for split, ds in (("train", train_ds), ("eval", eval_ds)):
+        if ds is not None:
+            ds, dropped = drop_longer(ds, limit, num_proc, split)
+            if dropped:
+                print(f"{split}: dropped {dropped} more pairs longer than the {limit} positions the model has")
+        fitted.append(ds)
+    if len(fitted[0]) == 0:
+        raise UserError(f"no training pair fits the {limit} positions the model has")
+    return fitted[0], fitted[1]
 
 
 # --- the format as part of the model (config.json `reward_format`) --------------------------------

@@ -24,16 +24,16 @@ from transformers import PreTrainedModel, get_scheduler
 from reward.batching import Batch, batch_pairs, batch_tokens, optimizer_steps, pair_lengths, rows_at, step_plan
 from reward.collate import PairwiseCollator
 from reward.config import TrainConfig
-from reward.diagnostics import diagnose, subset_column
-from reward.distributed import SINGLE_PROCESS, World, any_rank, reduce_totals, sum_gradients, sum_int
+from reward.data import subset_column
+from reward.fast.packed_forward import packed_rewards
+from reward.fast.packing import PackedBatch
 from reward.loss import bradley_terry_loss
-from reward.metrics import MetricsWriter, MetricTotals, format_step_line
+from reward.metrics import MetricsWriter, MetricTotals, diagnose, format_step_line
 from reward.model import compute_rewards
-from reward.packed_forward import packed_rewards
-from reward.packing import PackedBatch
+from reward.parallel.distributed import any_rank, reduce_totals, sum_int
+from reward.parallel.plan import SINGLE, Plan
 from reward.precision import Precision
-from reward.resume import rng_state, set_rng_state
-from reward.sharding import filler_passes, full_optimizer_state, load_full_optimizer_state
+from reward.run.state import restore_training_state, training_state
 
 
 # --- optimizer and schedule ------------------------------------------------------------------------
@@ -81,7 +81,7 @@ def accumulate_gradients(
 
     `num_pairs_in_step` is the step's pair count over all ranks (default: these micro-batches').
     `fillers` run forward + backward with weight 0 (no gradient, no metrics): under FSDP a rank
-    with fewer micro-batches still joins every collective (reward/sharding.py `filler_passes`)."""
+    with fewer micro-batches still joins every collective (reward/parallel/sharding.py `filler_passes`)."""
     n_step = num_pairs_in_step or sum(batch_pairs(mb) for mb in micro_batches)
     totals = MetricTotals()
     for mb in micro_batches:
@@ -149,7 +149,7 @@ def evaluate(
     model: PreTrainedModel, ds: Dataset, collate: PairwiseCollator, cfg: TrainConfig, precision: Precision
 ) -> dict:
     """Loss and metrics over every pair of `ds` (pair-weighted), in eval mode, plus the spread of the 2N
-    rewards (reward_std, population) and the diagnostics of `reward/diagnostics.py` over all pairs: ece,
+    rewards (reward_std, population) and the diagnostics of `reward/metrics.py` over all pairs: ece,
     length_corr, and accuracy/<subset> when `ds` has a subset/category column."""
     was_training = model.training
     model.eval()
@@ -205,83 +205,55 @@ class NonFiniteError(RuntimeError):
     """Too many optimizer steps in a row had a non-finite loss or gradient."""
 
 
-def training_state(
-    step: int, optimizer, scheduler, precision: Precision, nonfinite_steps: int = 0, model: nn.Module | None = None
-) -> dict:
-    """Everything besides the weights that a resumed run needs to continue bit for bit.
-
-    With `model` (FSDP) the optimizer state is gathered unsharded (a collective: every rank calls this)."""
-    return {
-        "step": step,
-        "nonfinite_steps": nonfinite_steps,
-        "optimizer": full_optimizer_state(model, optimizer) if model is not None else optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
-        "scaler": precision.scaler.state_dict() if precision.scaler else None,
-        "rng": rng_state(),
-    }
-
-
 def train(
     cfg: TrainConfig,
     model: PreTrainedModel,
     train_ds: Dataset,
-    eval_ds: Dataset | None,
+    eval_ds: Dataset | None = None,
+    *,
     collate: Callable[[list[dict]], Batch],
     precision: Precision,
     writer: MetricsWriter,
     save: Callable[[int, dict], None] | None = None,
     resume_state: dict | None = None,
     should_stop: Callable[[int], bool] | None = None,
-    world: World = SINGLE_PROCESS,
+    plan: Plan = SINGLE,
 ) -> TrainResult:
     """Run the optimizer steps; log, evaluate and call `save(step, training_state)` on schedule.
 
     `resume_state` (from a checkpoint, with the weights already loaded into `model`) continues a
     run exactly where it was saved. `should_stop(step)` is asked after every step; when it says
     yes the run saves a checkpoint and returns with `stopped=True` (used for SIGINT/SIGTERM).
-    With `world.size > 1` every rank runs this; only rank 0 logs, evaluates and saves (with
-    `cfg.fsdp` every rank evaluates and calls `save`, which gather the shards; rank 0 records).
+    With more than one process every rank runs this; `plan` (reward/parallel/plan.py) says who
+    evaluates and saves and how gradients meet; rank 0 logs.
     """
-    steps_per_epoch, total_steps = step_plan(len(train_ds), cfg, world.size)
+    steps_per_epoch, total_steps = step_plan(len(train_ds), cfg, plan.world.size)
     optimizer = build_optimizer(model, cfg)
     scheduler = build_scheduler(optimizer, cfg, total_steps)
-    start_step, nonfinite_total = 0, 0
-    if resume_state is not None:
-        if cfg.fsdp:  # saved unsharded, keyed by parameter name: each rank keeps its shard
-            load_full_optimizer_state(model, optimizer, resume_state["optimizer"])
-        else:
-            optimizer.load_state_dict(resume_state["optimizer"])
-        scheduler.load_state_dict(resume_state["scheduler"])
-        if precision.scaler and resume_state["scaler"]:
-            precision.scaler.load_state_dict(resume_state["scaler"])
-        set_rng_state(resume_state["rng"])
-        start_step = resume_state["step"]
-        nonfinite_total = resume_state.get("nonfinite_steps", 0)
+    start_step, nonfinite_total = restore_training_state(resume_state, model, optimizer, scheduler, precision, plan)
     model.train()
     do_eval = eval_ds is not None and len(eval_ds) > 0 and cfg.eval_strategy != "no"
     # the logging window: metrics of the steps since the last record, and their compute time only
     # (evaluation and saving excluded, so pairs/s measures training)
     window, grad_norms, window_tokens, window_seconds = MetricTotals(), [], 0, 0.0
     last_train, last_eval, nonfinite_in_a_row = {}, None, 0
-    bar = tqdm(total=total_steps, initial=start_step, desc="train", unit="step",
-               disable=cfg.disable_tqdm or not world.is_main)  # fmt: skip
-    steps = optimizer_steps(train_ds, collate, cfg, start_step, world.rank, world.size)
+    bar = tqdm(
+        total=total_steps, initial=start_step, desc="train", unit="step", disable=cfg.disable_tqdm or not plan.is_main
+    )
+    steps = optimizer_steps(train_ds, collate, cfg, start_step, plan.world.rank, plan.world.size)
     # evaluation reads every pair through the plain padded forward: the reference the packed path matches
     eval_collate = collate if isinstance(collate, PairwiseCollator) else PairwiseCollator(collate.pad_token_id)
-    filler = collate(rows_at(train_ds, [0])) if cfg.fsdp else None  # a 1-pair batch for `fillers`
-    every_rank = cfg.fsdp  # FSDP gathers weights in every forward and to save: collectives, not rank 0's job
     step = start_step
     for step in range(start_step + 1, total_steps + 1):
         started = time.perf_counter()
         _epoch, micro_batches, pairs_in_step = next(steps)  # collation counts as training time
-        fillers = [filler] * filler_passes(len(micro_batches), world, precision.device) if cfg.fsdp else []
+        count = plan.filler_count(len(micro_batches), precision.device)  # FSDP: keep up with the busiest rank
+        fillers = [collate(rows_at(train_ds, [0]))] * count if count else []
         totals = accumulate_gradients(
-            model, micro_batches, precision, cfg.center_rewards_coefficient, cfg.label_smoothing, pairs_in_step,
-            fillers,
-        )  # fmt: skip
-        if not cfg.fsdp:  # FSDP has reduce-scattered (Σ) each micro-batch's gradients already
-            sum_gradients(model, world)  # Σ over ranks: each already divided by the global pair count
-        totals = reduce_totals(totals, world, precision.device)
+            model, micro_batches, precision, cfg.center_rewards_coefficient, cfg.label_smoothing, pairs_in_step, fillers
+        )
+        plan.sync_gradients(model)
+        totals = reduce_totals(totals, plan.world, precision.device)
         lr = scheduler.get_last_lr()[0]  # the lr this update uses
         grad_norm = apply_update(model, optimizer, scheduler, precision, cfg.max_grad_norm)
         window_seconds += time.perf_counter() - started
@@ -289,7 +261,7 @@ def train(
             nonfinite_in_a_row = 0
             grad_norms.append(grad_norm)
             window.merge(totals)
-            window_tokens += sum_int(sum(batch_tokens(mb) for mb in micro_batches), world, precision.device)
+            window_tokens += sum_int(sum(batch_tokens(mb) for mb in micro_batches), plan.world, precision.device)
             bar.set_postfix(loss=f"{totals.summary()['loss']:.4f}", acc=f"{totals.summary()['accuracy']:.2f}")
         else:  # apply_update skipped the update: nothing non-finite reached the weights
             nonfinite_total += 1
@@ -314,33 +286,32 @@ def train(
                 record["tokens_per_s"] = window_tokens / window_seconds
             record["nonfinite_steps"] = nonfinite_total
             window, grad_norms, window_tokens, window_seconds = MetricTotals(), [], 0, 0.0
-        end_of_epoch = step % steps_per_epoch == 0
-        if (
-            do_eval
-            and (world.is_main or every_rank)
-            and (
-                step == total_steps
-                or (cfg.eval_strategy == "steps" and step % cfg.eval_steps == 0)
-                or (cfg.eval_strategy == "epoch" and end_of_epoch)
-            )
-        ):
+        if do_eval and plan.takes_part and is_eval_step(step, cfg, total_steps, steps_per_epoch):
             last_eval = evaluate(model, eval_ds, eval_collate, cfg, precision)
             record = record or {"step": step, "epoch": round(step / steps_per_epoch, 4)}
             record.update({f"eval_{k}": v for k, v in last_eval.items()})
-        if record is not None and world.is_main:
+        if record is not None and plan.is_main:
             writer.write(record)
             bar.write(format_step_line(record))
-        stop = any_rank(should_stop is not None and should_stop(step), world, precision.device)
-        if (
-            save is not None
-            and (world.is_main or every_rank)
-            and (stop or step == total_steps or (cfg.save_steps > 0 and step % cfg.save_steps == 0))
-        ):
-            sharded = model if cfg.fsdp else None
-            state = training_state(step, optimizer, scheduler, precision, nonfinite_total, sharded)
-            save(step, {**state, "world_size": world.size})  # a resume checks it: positions count global steps
+        stop = any_rank(should_stop is not None and should_stop(step), plan.world, precision.device)
+        if save is not None and plan.takes_part and (stop or is_save_step(step, cfg, total_steps)):
+            save(step, training_state(step, optimizer, scheduler, precision, nonfinite_total, model, plan))
         if stop:
             bar.close()
             return TrainResult(step, last_train, last_eval, stopped=True, nonfinite_steps=nonfinite_total)
     bar.close()
     return TrainResult(step, last_train, last_eval, nonfinite_steps=nonfinite_total)
+
+
+def is_eval_step(step: int, cfg: TrainConfig, total_steps: int, steps_per_epoch: int) -> bool:
+    """At the end, and every `eval_steps` (strategy "steps") or at each epoch's end (strategy "epoch")."""
+    if step == total_steps:
+        return True
+    if cfg.eval_strategy == "steps":
+        return step % cfg.eval_steps == 0
+    return cfg.eval_strategy == "epoch" and step % steps_per_epoch == 0
+
+
+def is_save_step(step: int, cfg: TrainConfig, total_steps: int) -> bool:
+    """At the end, and every `save_steps` when set (a stop request saves too: see `train`)."""
+    return step == total_steps or (cfg.save_steps > 0 and step % cfg.save_steps == 0)

@@ -26,11 +26,11 @@ from transformers import (
 )
 
 from reward.errors import UserError
-from reward.tiny import TINY, build_tiny_tokenizer, tiny_config
+from reward.presets.tiny import TINY, build_tiny_tokenizer, tiny_config
 
 REWARD_LABEL = "reward"
 # Bidirectional encoders: their classification head pools the first token ([CLS] / <s>), and every
-# token sees the whole sequence, so nothing can be packed or shared (reward/packed_forward.py).
+# token sees the whole sequence, so nothing can be packed or shared (reward/fast/packed_forward.py).
 ENCODER_MODEL_TYPES = frozenset(
     "albert bert camembert deberta deberta-v2 distilbert electra modernbert mpnet roberta xlm-roberta".split()
 )
@@ -219,6 +219,14 @@ def compute_rewards(model: PreTrainedModel, input_ids: torch.Tensor, attention_m
     no_cache = {"use_cache": False} if getattr(model.config, "use_cache", None) is not None else {}
     logits = model(input_ids=input_ids, attention_mask=attention_mask, **no_cache).logits  # (N, 1)
     return logits.squeeze(-1).float()  # (N,)
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The transformers model inside a peft model (with the LoRA layers in it); `model` itself otherwise.
+
+    Its `.base_model` is the backbone (e.g. LlamaModel), its `.score` peft's wrapper of the head.
+    """
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -15,7 +15,7 @@ from reward.loop import accumulate_gradients, train
 from reward.metrics import MetricsWriter
 from reward.model import load_model
 from reward.precision import resolve_precision
-from reward.synthetic import generate_pairs
+from reward.presets.synthetic import generate_pairs
 
 FP32 = resolve_precision(False, False, torch.device("cpu"))
 
@@ -100,7 +100,7 @@ def test_training_with_accumulation_matches_big_batches(tiny_tokenizer, tmp_path
             group_by_length=False,  # grouping depends on the batch size; the order must not
         )
         model = load_model("tiny", tiny_tokenizer, seed=0)
-        train(cfg, model, ds, None, collate, FP32, MetricsWriter(tmp_path / f"{b}.jsonl"))
+        train(cfg, model, ds, collate=collate, precision=FP32, writer=MetricsWriter(tmp_path / f"{b}.jsonl"))
         weights.append([p.detach().clone() for p in model.parameters()])
     initial = list(load_model("tiny", tiny_tokenizer, seed=0).parameters())
     moved = max((w - i).abs().max().item() for w, i in zip(weights[0], initial))
@@ -130,7 +130,7 @@ def test_packed_training_matches_the_padded_loop(tiny_tokenizer, tmp_path):
         model = load_model("tiny", tiny_tokenizer, seed=0)
         collate = build_collator(cfg, tiny_tokenizer.pad_token_id)
         assert isinstance(collate, PairwiseCollator) != fast
-        train(cfg, model, ds, None, collate, FP32, MetricsWriter(tmp_path / f"{name}.jsonl"))
+        train(cfg, model, ds, collate=collate, precision=FP32, writer=MetricsWriter(tmp_path / f"{name}.jsonl"))
         runs[name] = (read(tmp_path / f"{name}.jsonl"), [p.detach() for p in model.parameters()])
     (plain, w_plain), (packed, w_packed) = runs["plain"], runs["packed"]
     assert [r["loss"] for r in packed] == pytest.approx([r["loss"] for r in plain], abs=1e-5)

@@ -23,8 +23,8 @@ from transformers import (
 
 import score
 import train
-from reward.synthetic import generate_pairs
-from reward.tiny import build_tiny_tokenizer, tiny_config
+from reward.presets.synthetic import generate_pairs
+from reward.presets.tiny import build_tiny_tokenizer, tiny_config
 
 pytestmark = pytest.mark.usefixtures("quiet_datasets")
 

@@ -13,13 +13,13 @@ from conftest import train_tiny
 from datasets import Dataset
 
 import score
-from reward.checkpoint import save_reward_model
 from reward.config import parse_score_config
-from reward.consumer_check import check_consumers, format_report
-from reward.consumers import TOLERANCE, Sequences, trl_grpo_path
+from reward.eval.consumer_check import check_consumers, format_report
+from reward.eval.consumers import TOLERANCE, Sequences, trl_grpo_path
+from reward.eval.scoring import RewardScorer, load_rows
+from reward.export import save_reward_model
 from reward.model import load_model
-from reward.scoring import RewardScorer, load_rows
-from reward.tiny import CHAT_TEMPLATE, build_tiny_tokenizer
+from reward.presets.tiny import CHAT_TEMPLATE, build_tiny_tokenizer
 
 HAS_TRL = importlib.util.find_spec("trl") is not None
 PADDED, PACKED = "training forward, padded", "training forward, packed"

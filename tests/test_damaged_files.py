@@ -17,7 +17,7 @@ from transformers import pipeline
 import score
 import train
 from reward.config import parse_config
-from reward.synthetic import generate_pairs
+from reward.presets.synthetic import generate_pairs
 
 pytestmark = pytest.mark.usefixtures("quiet_datasets")
 DAMAGE = ["missing", "empty", "truncated", "garbage"]

@@ -13,7 +13,7 @@ from datasets import Dataset
 from reward.data import CONVERSATIONAL, EXPLICIT, IMPLICIT, load_preferences
 from reward.errors import UserError
 from reward.formatting import tokenize_pairs
-from reward.synthetic import generate_pairs
+from reward.presets.synthetic import generate_pairs
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> Path:

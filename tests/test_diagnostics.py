@@ -1,4 +1,4 @@
-"""reward.diagnostics (ECE + reliability, length correlation, subset accuracy) against hand-worked
+"""reward.metrics (ECE + reliability, length correlation, subset accuracy) against hand-worked
 numbers; the training evaluation that reports them; and the optional plots."""
 
 from __future__ import annotations
@@ -14,21 +14,21 @@ from datasets import Dataset
 from reward.batching import pair_lengths
 from reward.collate import PairwiseCollator
 from reward.config import TrainConfig
-from reward.diagnostics import (
+from reward.data import subset_column
+from reward.errors import UserError
+from reward.formatting import tokenize_pairs
+from reward.loop import evaluate, train
+from reward.metrics import (
+    MetricsWriter,
     calibration,
     diagnose,
     pearson,
     preference_probability,
     subset_accuracy,
-    subset_column,
 )
-from reward.errors import UserError
-from reward.formatting import tokenize_pairs
-from reward.loop import evaluate, train
-from reward.metrics import MetricsWriter
 from reward.model import compute_rewards, load_model
 from reward.precision import resolve_precision
-from reward.synthetic import generate_pairs
+from reward.presets.synthetic import generate_pairs
 
 
 # --- calibration ------------------------------------------------------------------------------------
@@ -197,7 +197,15 @@ def test_training_writes_eval_diagnostics_to_metrics_jsonl(tiny_tokenizer, tmp_p
     writer = MetricsWriter(tmp_path / "metrics.jsonl")
     precision = resolve_precision(False, False, torch.device("cpu"))
 
-    train(cfg, model, train_ds, eval_ds, PairwiseCollator(tiny_tokenizer.pad_token_id), precision, writer)
+    train(
+        cfg,
+        model,
+        train_ds,
+        eval_ds,
+        collate=PairwiseCollator(tiny_tokenizer.pad_token_id),
+        precision=precision,
+        writer=writer,
+    )
 
     last = json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[-1])
     assert {"eval_ece", "eval_length_corr", "eval_accuracy/easy", "eval_accuracy/hard"} <= set(last)
@@ -208,7 +216,7 @@ def test_training_writes_eval_diagnostics_to_metrics_jsonl(tiny_tokenizer, tmp_p
 
 # --- plots (optional extra) -------------------------------------------------------------------------
 def test_missing_matplotlib_is_a_clear_error(monkeypatch):
-    from reward import plotting
+    from reward.eval import plotting
 
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # `import matplotlib` now raises ImportError
     monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
@@ -220,7 +228,7 @@ def test_missing_matplotlib_is_a_clear_error(monkeypatch):
 
 def test_score_plot_panels_hold_the_data(tmp_path):
     pytest.importorskip("matplotlib")
-    from reward.plotting import plot_scores
+    from reward.eval.plotting import plot_scores
 
     r_c, r_r = torch.tensor([1.0, 2.0, 0.5, 3.0]), torch.tensor([0.0, 2.5, -1.0, 1.0])
     calib = calibration(preference_probability(r_c, r_r), num_bins=5)
@@ -235,7 +243,7 @@ def test_score_plot_panels_hold_the_data(tmp_path):
 
 def test_training_curves_from_metrics_jsonl(tmp_path):
     pytest.importorskip("matplotlib")
-    from reward.plotting import main, plot_training_curves
+    from reward.eval.plotting import main, plot_training_curves
 
     records = [
         {"step": 10, "loss": 0.69, "accuracy": 0.5},

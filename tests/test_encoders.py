@@ -18,12 +18,12 @@ from datasets import Dataset
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from reward.collate import PairwiseCollator
-from reward.consumer_check import check_consumers
+from reward.eval.consumer_check import check_consumers
+from reward.eval.scoring import RewardScorer, load_rows
+from reward.fast.packing import PackingFallbackWarning
 from reward.formatting import format_text, read_format, tokenize_pairs
 from reward.model import compute_rewards
-from reward.packing import PackingFallbackWarning
-from reward.scoring import RewardScorer, load_rows
-from reward.synthetic import generate_pairs
+from reward.presets.synthetic import generate_pairs
 
 PIPELINE_SCRIPT = """
 import json, sys
@@ -54,7 +54,7 @@ def test_an_encoder_trains_and_records_its_format(trained):
     assert record["eos_token"] == (None if kind == "bert" else "[SEP]")
     assert record["special_tokens"] == {"before": ["[CLS]"], "after": ["[SEP]"]}
     assert record["reward_token"].startswith("the first token ([CLS])")
-    assert "batching: plain padded batches (an encoder's tokens attend to the whole sequence" in printed
+    assert "batches (an encoder's tokens attend to the whole sequence: nothing can be packed" in printed
     why = "has no EOS token" if kind == "bert" else "appends its own EOS '[SEP]'"
     assert f"tokenizer {why}: nothing more is appended" in printed
     tokenizer = AutoTokenizer.from_pretrained(out)

@@ -1,4 +1,4 @@
-"""reward.explain: per-pair loss terms and gradients, against hand-worked numbers and torch.autograd
+"""reward.eval.explain: per-pair loss terms and gradients, against hand-worked numbers and torch.autograd
 through `bradley_terry_loss` (the training loss), so the printed explanation is the training math."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import re
 import pytest
 import torch
 
-from reward.explain import explain_pairs, format_explanation
+from reward.eval.explain import explain_pairs, format_explanation
 from reward.loss import bradley_terry_loss
 
 

@@ -1,6 +1,6 @@
 """Reward models inside a real `trl.GRPOTrainer` (CPU, a tiny random policy, one step): the rewards GRPO
 computes equal score.py's for the same prompt + completion, through `reward.RewardFunction` and, for a
-model trained in GRPO's format, through the folder path; and `reward/consumers.py`'s reproduction of
+model trained in GRPO's format, through the folder path; and `reward/eval/consumers.py`'s reproduction of
 GRPO's path is what GRPO itself computes."""
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from test_consumers import polite_pairs
 import score
 from reward import RewardFunction
 from reward.config import parse_score_config
-from reward.consumers import Sequences, trl_grpo_path
-from reward.scoring import RewardScorer
+from reward.eval.consumers import Sequences, trl_grpo_path
+from reward.eval.scoring import RewardScorer
 
 trl = pytest.importorskip("trl", reason="needs the bench extra: pip install -e '.[bench]'")
 pytestmark = pytest.mark.slow

@@ -14,17 +14,17 @@ from safetensors.torch import load_file
 from transformers import AutoModelForSequenceClassification
 
 import reward.collate
-import reward.lora
+import reward.finetune.lora
 import train
 from reward.config import TrainConfig, parse_config
 from reward.errors import UserError
+from reward.finetune.lora import ADAPTER_DIR, adapter_to_resume, add_lora, save_lora_model
 from reward.formatting import format_text
 from reward.loop import build_optimizer
-from reward.lora import ADAPTER_DIR, adapter_to_resume, add_lora, save_lora_model
 from reward.model import compute_rewards, load_model
-from reward.resume import STATE_FILE
-from reward.synthetic import generate_pairs
-from reward.tiny import build_tiny_tokenizer
+from reward.presets.synthetic import generate_pairs
+from reward.presets.tiny import build_tiny_tokenizer
+from reward.run.checkpoints import STATE_FILE
 
 peft = pytest.importorskip("peft")
 pytestmark = pytest.mark.usefixtures("quiet_datasets")
@@ -206,7 +206,7 @@ def test_missing_peft_is_one_clear_line(tmp_path, monkeypatch, capsys):
     assert err.startswith("error: --use_peft needs the peft extra: pip install") and "Traceback" not in err
     assert err.count("\n") == 1
     with pytest.raises(UserError):
-        reward.lora.require_peft()
+        reward.finetune.lora.require_peft()
 
 
 @pytest.mark.parametrize(
@@ -235,8 +235,8 @@ def test_target_modules_by_name_comma_or_space_separated():
 
 def test_packed_forward_of_a_lora_model_equals_its_padded_forward(tiny_tokenizer):
     """Packing and the shared prefix run through the LoRA-injected backbone: same rewards and gradients."""
-    from reward.packed_forward import packed_rewards, supports_packing
-    from reward.packing import pack_pairs
+    from reward.fast.packed_forward import packed_rewards, supports_packing
+    from reward.fast.packing import pack_pairs
 
     model = add_lora(load_model("tiny", tiny_tokenizer, seed=0), parse_config(["--use_peft"]))
     with torch.no_grad():  # B starts at 0: make the adapters matter

@@ -9,14 +9,14 @@ import torch
 from conftest import build_gpt2_style_tokenizer
 from transformers import GPT2Config, GPT2Model, LlamaModel
 
-from reward.checkpoint import save_reward_model
 from reward.config import TrainConfig
 from reward.errors import UserError
+from reward.export import save_reward_model
 from reward.loop import apply_update, build_optimizer, build_scheduler
 from reward.model import ensure_pad_token, load_model
 from reward.model_card import example_of
 from reward.precision import resolve_precision
-from reward.tiny import tiny_config
+from reward.presets.tiny import tiny_config
 
 
 def test_score_head_of_a_pretrained_backbone_is_seeded(tiny_tokenizer, tmp_path):

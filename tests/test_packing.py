@@ -20,20 +20,20 @@ from transformers import (
     Qwen2ForSequenceClassification,
 )
 
-from reward import packed_forward, packing
 from reward.batching import epoch_order
 from reward.collate import PairwiseCollator
-from reward.grouping import grouped_batches, padded_tokens
-from reward.loss import bradley_terry_loss
-from reward.model import compute_rewards, turn_off_dropout
-from reward.packed_forward import packed_rewards, supports_packing
-from reward.packing import (
+from reward.fast import packed_forward, packing
+from reward.fast.grouping import grouped_batches, padded_tokens
+from reward.fast.packed_forward import packed_rewards, supports_packing
+from reward.fast.packing import (
     PackingFallbackWarning,
     common_prefix_length,
     pack_pairs,
     reward_token_index,
 )
-from reward.segment_attention import segment_attention
+from reward.fast.segment_attention import segment_attention
+from reward.loss import bradley_terry_loss
+from reward.model import compute_rewards, turn_off_dropout
 
 VOCAB = 96
 TOL = 1e-5

@@ -10,16 +10,16 @@ import torch
 from conftest import build_gpt2_model, build_gpt2_style_tokenizer
 from datasets import Dataset
 
-from reward.checkpoint import save_reward_model
 from reward.collate import PairwiseCollator
 from reward.config import TrainConfig
+from reward.export import save_reward_model
 from reward.formatting import format_text, tokenize_pairs
 from reward.loop import train
 from reward.metrics import MetricsWriter
 from reward.model import compute_rewards, load_model
 from reward.precision import resolve_precision
-from reward.synthetic import generate_pairs
-from reward.tiny import build_tiny_tokenizer
+from reward.presets.synthetic import generate_pairs
+from reward.presets.tiny import build_tiny_tokenizer
 
 PIPELINE_SCRIPT = """
 import json, sys
@@ -59,7 +59,7 @@ def test_training_rewards_equal_pipeline_scores(build, tmp_path):
         eval_strategy="no",
         logging_steps=1,
     )
-    train(cfg, model, ds, None, collate, precision, MetricsWriter(tmp_path / "m.jsonl"))
+    train(cfg, model, ds, collate=collate, precision=precision, writer=MetricsWriter(tmp_path / "m.jsonl"))
 
     # training-time rewards: the collated, right-padded (2B, T) batch through the training forward
     batch = collate([ds[i] for i in range(len(ds))])

@@ -11,7 +11,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 import score
 from reward.config import parse_score_config
-from reward.scoring import best_of_n_metrics
+from reward.eval.scoring import best_of_n_metrics
 
 PROMPT = "Could you name a fruit for me?"
 COMPLETIONS = [" Happy to help: mango.", " Sure: violin.", " I would say a banana, that one comes to mind.", " Red."]

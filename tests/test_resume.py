@@ -29,13 +29,13 @@ from safetensors.torch import load_file
 from transformers import AutoModelForSequenceClassification
 
 import reward.loop
-import reward.resume
+import reward.run.checkpoints
 import train
 from reward.batching import step_plan
 from reward.config import TrainConfig, parse_config
 from reward.data import load_preferences
 from reward.loop import NonFiniteError
-from reward.resume import LATEST_FILE, STATE_FILE
+from reward.run.checkpoints import LATEST_FILE, STATE_FILE
 
 pytestmark = pytest.mark.usefixtures("quiet_datasets")
 
@@ -243,14 +243,14 @@ def test_stopped_and_resumed_run_equals_the_uninterrupted_run(tmp_path):
 KILL_WRAPPER = """\
 import os, signal, sys
 sys.path.insert(0, {root!r})
-import reward.resume
+import reward.run.checkpoints
 
-real_save = reward.resume.torch.save
+real_save = reward.run.checkpoints.torch.save
 saves = 0
 
 
 def save_or_die(obj, f, *args, **kwargs):
-    # reward.resume writes training_state.pt with torch.save after the model folder is complete
+    # reward.run.checkpoints writes training_state.pt with torch.save after the model folder is complete
     global saves
     saves += 1
     if saves == 2:  # second checkpoint: model folder written, training_state.pt not yet
@@ -258,7 +258,7 @@ def save_or_die(obj, f, *args, **kwargs):
     return real_save(obj, f, *args, **kwargs)
 
 
-reward.resume.torch.save = save_or_die  # the torch module attribute: fine in this throwaway process
+reward.run.checkpoints.torch.save = save_or_die  # the torch module attribute: fine in this throwaway process
 import train
 
 sys.exit(train.cli(sys.argv[1:]))
@@ -560,7 +560,7 @@ def test_unwritable_output_dir_fails_before_training(tmp_path, capsys):
 
 def test_disk_space_shortfall_fails_before_training(tmp_path, monkeypatch, capsys):
     usage = namedtuple("usage", "total used free")
-    monkeypatch.setattr(reward.resume.shutil, "disk_usage", lambda path: usage(10**6, 10**6 - 1000, 1000))
+    monkeypatch.setattr(reward.run.checkpoints.shutil, "disk_usage", lambda path: usage(10**6, 10**6 - 1000, 1000))
     out = tmp_path / "run"
     assert train.cli(small_run(out, "--max_steps", "2")) == 2
     captured = capsys.readouterr()

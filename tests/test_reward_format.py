@@ -15,10 +15,10 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 import score
 from reward import RewardFunction
 from reward.config import parse_score_config
+from reward.eval.scoring import RewardScorer
 from reward.formatting import TRL_FORMAT, SequenceFormat, chat_template_hash, describe_format, read_format
-from reward.scoring import RewardScorer
-from reward.synthetic import generate_pairs
-from reward.tiny import build_tiny_tokenizer
+from reward.presets.synthetic import generate_pairs
+from reward.presets.tiny import build_tiny_tokenizer
 
 
 @pytest.fixture(scope="module")

@@ -17,11 +17,11 @@ import torch
 from test_bad_input import assert_clean_error, invoke
 
 import train
-from reward.checkpoint import save_reward_model
+from reward.export import save_reward_model
 from reward.model import load_model
-from reward.resume import LATEST_FILE, STATE_FILE, list_checkpoints, save_training_checkpoint
-from reward.run_lock import LOCK_FILE
-from reward.tiny import build_tiny_tokenizer
+from reward.presets.tiny import build_tiny_tokenizer
+from reward.run.checkpoints import LATEST_FILE, STATE_FILE, list_checkpoints, save_training_checkpoint
+from reward.run.output_dir import LOCK_FILE
 
 pytestmark = pytest.mark.usefixtures("quiet_datasets")
 ROOT = Path(__file__).resolve().parents[1]

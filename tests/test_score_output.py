@@ -7,7 +7,7 @@ import json
 import pytest
 
 import score
-from reward.synthetic import generate_pairs
+from reward.presets.synthetic import generate_pairs
 
 
 @pytest.mark.parametrize("where", ["under-a-file", "a-directory"])
@@ -22,4 +22,4 @@ def test_an_unwritable_output_is_an_error_before_scoring(tiny_model_dir, tmp_pat
     assert code == 2 and "scoring" not in captured.out  # refused before the model was even loaded
     expected = f"{tmp_path / 'file'} is a file, not a folder" if where == "under-a-file" else "is a directory"
     assert captured.err.strip() == f"error: --output {output}: {expected}"
-    assert not list(tmp_path.rglob("*.tmp"))
+    assert not list(tmp_path.rglob("*.tmp*"))  # nothing half-written either

@@ -1,4 +1,4 @@
-"""score.py and reward.scoring against an untrained tiny model: metrics, written rows, and rewards that
+"""score.py and reward.eval.scoring against an untrained tiny model: metrics, written rows, and rewards that
 match a direct one-sequence-at-a-time forward pass (so batching and padding do not change a score)."""
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 import score
 from reward.config import ScoreConfig, TrainConfig, parse_score_config
-from reward.diagnostics import diagnose
 from reward.loss import bradley_terry_loss
-from reward.synthetic import generate_pairs
+from reward.metrics import diagnose
+from reward.presets.synthetic import generate_pairs
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 
 import train
 from reward.config import parse_config
-from reward.synthetic import length_stats
+from reward.presets.synthetic import length_stats
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -169,7 +169,7 @@ def test_fp16_with_grad_scaler_on_cuda(tmp_path):
 
 
 def test_generated_task_is_not_solved_by_length():
-    from reward.synthetic import generate_pairs
+    from reward.presets.synthetic import generate_pairs
 
     rows = generate_pairs(12000)
     assert 0.45 <= length_stats(rows) <= 0.55

@@ -100,8 +100,8 @@ from reward.loop import (  # noqa: E402
     step_plan,
 )
 from reward.model import compute_rewards, load_model  # noqa: E402
-from reward.synthetic import generate_pairs  # noqa: E402
-from reward.tiny import build_tiny_tokenizer  # noqa: E402
+from reward.presets.synthetic import generate_pairs  # noqa: E402
+from reward.presets.tiny import build_tiny_tokenizer  # noqa: E402
 
 RTOL, ATOL = 1e-5, 1e-6  # per-step metrics (atol for values near 0, e.g. the lr at step 1)
 WEIGHT_ATOL = 1e-6  # final weights, elementwise

@@ -1,18 +1,33 @@
-"""What a saved reward model says about its own training: how text became tokens and how its rewards
-are spread, written into config.json so that every consumer can use the reward training optimised.
+"""Write the trained reward model as an ordinary Hugging Face folder that the pipeline loads, with what
+it says about its own training.
+
+    OUTPUT_DIR/
+      config.json            one label ("reward"), pad_token_id, problem_type "regression", and
+                             reward_format (how text became tokens) + reward_stats (mean / std)
+      model.safetensors      weights (safetensors only)
+      tokenizer.json, tokenizer_config.json, (chat_template.jinja)
+      training_config.json   every option of the run, to reproduce (and resume) it
+      README.md              model card: data, metrics, one tested snippet per consumer (reward/model_card.py)
+
+`pipeline("text-classification", model=OUTPUT_DIR)` then returns the raw reward (no sigmoid,
+because of problem_type "regression") for a formatted string: the text as training formatted it.
+
+What the folder says about training, so that every consumer can use the reward training optimised:
 
     reward_format   the SequenceFormat as it applied to the tokenizer, what the tokenizer adds, the
                     chat template's hash, where the head reads the reward (reward/formatting.py)
     reward_stats    mean / std of the 2N held-out rewards (RewardFunction(normalize=True))
 
 train.py calls `choose_format` before tokenizing (and refuses a resume that would change the format),
-`record_format` once the model is loaded, and `reward_statistics` after the last step.
+`record_format` once the model is loaded, `reward_statistics` after the last step, and
+`export_model` for the final folder and (through reward/run/checkpoints.py) every checkpoint.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from datasets import Dataset
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -23,9 +38,51 @@ from reward.data import CONVERSATIONAL, IMPLICIT
 from reward.errors import UserError
 from reward.formatting import FORMAT_KEY, SequenceFormat, effective_format, format_record
 from reward.loop import TrainResult, evaluate
-from reward.model import reward_token
+from reward.model import reward_token, unwrap
+from reward.model_card import render_model_card
 from reward.precision import Precision
-from reward.scoring import STATS_KEY
+
+STATS_KEY = "reward_stats"  # config.json field: mean / std of the rewards on held-out data
+
+
+def save_reward_model(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    out_dir: str | Path,
+    training_config: dict[str, Any],
+    card: dict[str, Any] | None = None,
+    state_dict: dict[str, Any] | None = None,
+) -> Path:
+    """Save weights (safetensors), tokenizer, training config and model card into `out_dir`.
+
+    `state_dict` replaces the model's own weights (--fsdp: the full weights gathered from the shards)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out, safe_serialization=True, state_dict=state_dict)
+    tokenizer.save_pretrained(out)
+    (out / "training_config.json").write_text(json.dumps(training_config, indent=2, default=str) + "\n")
+    if card is not None:
+        (out / "README.md").write_text(render_model_card(out, model, training_config, card))
+    return out
+
+
+def export_model(
+    target: str | Path,
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    training_config: dict[str, Any],
+    card: dict[str, Any] | None = None,
+    weights: dict[str, Any] | None = None,
+) -> Path:
+    """The one export, whatever trained: a LoRA model is written with its adapters merged (plus
+    `adapter/`, reward/finetune/lora.py), an FSDP model from `weights` (its full weights, gathered by
+    every rank: reward/parallel/plan.py `full_weights`), a plain model as it is."""
+    if unwrap(model) is not model:  # a peft model
+        from reward.finetune.lora import save_lora_model  # peft is an optional extra
+
+        return save_lora_model(model, tokenizer, target, training_config, card)
+    return save_reward_model(model, tokenizer, target, training_config, card, state_dict=weights)
+
 
 STATS_SAMPLE = 512  # pairs scored for the reward statistics when the run had no final evaluation
 COLLAPSED_STD = 1e-5  # reward std at or below this (relative to |mean| when above 1): a constant reward

@@ -6,7 +6,7 @@
 TRL calls a callable reward as `f(prompts=..., completions=..., completion_ids=..., **columns)` and
 wants one float per completion (trl/trainer/grpo_trainer.py, `_calculate_rewards`). Prompts and
 completions are strings, or message lists for conversational data. Given a model *path* instead,
-GRPO formats the text its own way (no BOS, no EOS: `reward/consumers.py` measures the gap); this
+GRPO formats the text its own way (no BOS, no EOS: `reward/eval/consumers.py` measures the gap); this
 class formats every prompt + completion exactly as training did, from the `reward_format` the
 model's config.json records, and scores them in length-sorted batches on the process's device.
 
@@ -29,7 +29,7 @@ from typing import Any
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from reward.scoring import RewardScorer
+from reward.eval.scoring import RewardScorer
 
 
 class RewardFunction:

@@ -1,4 +1,4 @@
-"""Run every consumer of `reward/consumers.py` on the same rows and report how far each is from training.
+"""Run every consumer of `reward/eval/consumers.py` on the same rows and report how far each is from training.
 
     python score.py --model DIR --input FILE --check_consumers
 
@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from transformers import PreTrainedTokenizerBase
 
-from reward.consumers import (
+from reward.errors import UserError
+from reward.eval.consumers import (
     REWARDBENCH,
     TOLERANCE,
     ConsumerResult,
@@ -27,10 +28,9 @@ from reward.consumers import (
     training_padded,
     trl_grpo_path,
 )
-from reward.errors import UserError
+from reward.eval.scoring import PAIRS, RESPONSES, RewardScorer
 from reward.formatting import SequenceFormat, describe_format
 from reward.model import is_encoder
-from reward.scoring import PAIRS, RESPONSES, RewardScorer
 
 CONSUMERS = [
     ("training forward, padded (the reference)", training_padded),

@@ -8,14 +8,14 @@ order), the summed gradient is exactly the single-process gradient of the whole 
 an epoch's last step leaves some rank fewer pairs, or none.
 
 Why an all-reduce after accumulation rather than DDP's backward hooks: the packed forward
-(reward/packed_forward.py) calls the backbone and the score head directly, which DDP's forward
+(reward/fast/packed_forward.py) calls the backbone and the score head directly, which DDP's forward
 wrapper would not see, and a rank with no pairs in an uneven last step must still join the
 reduction without a forward pass. One reduction per optimizer step is what DDP's `no_sync`
 accumulation does too.
 
 Only rank 0 prints, shows progress, evaluates, logs and writes checkpoints; the other ranks wait
 for it at their next collective. `--fsdp` shards the model instead of replicating it:
-reward/sharding.py.
+reward/parallel/sharding.py.
 """
 
 from __future__ import annotations

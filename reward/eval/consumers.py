@@ -22,12 +22,12 @@ from dataclasses import dataclass, replace
 import torch
 from transformers import pipeline
 
+from reward.eval.reward_function import RewardFunction
+from reward.eval.scoring import RewardScorer
+from reward.fast.packed_forward import packed_rewards, supports_packing
+from reward.fast.packing import common_prefix_length, pack_pairs
 from reward.formatting import as_messages, encode_messages, encode_text, format_text
 from reward.model import is_encoder
-from reward.packed_forward import packed_rewards, supports_packing
-from reward.packing import common_prefix_length, pack_pairs
-from reward.reward_function import RewardFunction
-from reward.scoring import RewardScorer
 
 TOLERANCE = 1e-4  # max |Δr| below which a consumer "sees the trained reward"
 REWARDBENCH = "allenai/reward-bench 05a9005"  # the source the RewardBench consumers follow

@@ -1,6 +1,6 @@
 """Figures: reward histograms + reliability diagram (score.py --plot), and training curves.
 
-    python -m reward.plotting RUN_DIR/metrics.jsonl curves.png     # loss and accuracy, train and eval
+    python -m reward.eval.plotting RUN_DIR/metrics.jsonl curves.png     # loss and accuracy, train and eval
 
 matplotlib is an optional extra (`pip install -e ".[plot]"`), imported only inside these functions,
 so the trainer never needs it. We draw on a bare `matplotlib.figure.Figure` (no pyplot): no global
@@ -16,8 +16,8 @@ from pathlib import Path
 
 import torch
 
-from reward.diagnostics import Calibration
 from reward.errors import UserError
+from reward.metrics import Calibration
 
 INSTALL_HINT = 'pip install -e ".[plot]"'
 HIST_BINS = 30
@@ -117,7 +117,7 @@ def save(fig, out_path: str | Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m reward.plotting", description=plot_training_curves.__doc__)
+    parser = argparse.ArgumentParser(prog="python -m reward.eval.plotting", description=plot_training_curves.__doc__)
     parser.add_argument("metrics", help="RUN_DIR/metrics.jsonl (or RUN_DIR)")
     parser.add_argument("out", help="image to write, e.g. curves.png")
     args = parser.parse_args(argv)

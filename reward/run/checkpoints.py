@@ -18,53 +18,66 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import re
 import shutil
+from collections.abc import Iterable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from reward.errors import UserError
-from reward.run_lock import LOCK_FILE, acquire, process_alive, release
+from reward.export import export_model
+from reward.parallel.plan import Plan
 
 STATE_FILE = "training_state.pt"
 LATEST_FILE = "latest"
 CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 
 
-def rng_state() -> dict[str, Any]:
-    state: dict[str, Any] = {"python": random.getstate(), "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+def process_alive(pid: int) -> bool:
     try:
-        import numpy as np
-
-        kind, keys, pos, has_gauss, gauss = np.random.get_state()
-        state["numpy"] = (kind, torch.from_numpy(keys.copy()), pos, has_gauss, gauss)  # tensors load safely
-    except ImportError:  # numpy is optional for us
-        pass
-    return state
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-    if "numpy" in state:
-        import numpy as np
-
-        kind, keys, pos, has_gauss, gauss = state["numpy"]
-        np.random.set_state((kind, keys.numpy(), pos, has_gauss, gauss))
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by another user
+        return True
+    return True
 
 
-def write_atomically(path: Path, text: str) -> None:
+def write_atomically(path: str | Path, text: str | Iterable[str]) -> None:
+    """Write via a temporary sibling and rename: a reader (or a crash) never sees half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
+    with tmp.open("w") as f:
+        f.writelines([text] if isinstance(text, str) else text)
     os.replace(tmp, path)
+
+
+class CheckpointWriter:
+    """The training loop's `save(step, state)`: checkpoint-STEP folders, written atomically. Every rank
+    that takes part calls it (under FSDP the full weights are gathered from all ranks); rank 0 writes."""
+
+    def __init__(
+        self, out_dir: Path, model, tokenizer, training_config: dict, card: dict, plan: Plan, limit: int | None
+    ):
+        self.out_dir, self.model, self.tokenizer, self.plan, self.limit = Path(out_dir), model, tokenizer, plan, limit
+        self.training_config, self.card = training_config, card
+
+    def __call__(self, step: int, state: dict[str, Any]) -> None:
+        weights = self.plan.full_weights(self.model)  # None unless sharded
+        if self.plan.is_main:
+            write = partial(
+                export_model,
+                model=self.model,
+                tokenizer=self.tokenizer,
+                training_config=self.training_config,
+                card=self.card,
+                weights=weights,
+            )
+            save_training_checkpoint(self.out_dir, step, write, state, self.limit)
 
 
 def save_training_checkpoint(
@@ -138,6 +151,17 @@ def load_training_state(checkpoint: Path) -> dict[str, Any]:
         raise UserError(f"{path} is damaged ({text}); {earlier_checkpoint_hint(checkpoint)}") from exc
 
 
+def load_from_checkpoint(checkpoint: Path | None, load, *args, **kwargs):
+    """`load(*args, **kwargs)`; when it reads a checkpoint and fails, the error also names the checkpoint to
+    resume from instead."""
+    try:
+        return load(*args, **kwargs)
+    except UserError as exc:
+        if checkpoint is None:
+            raise
+        raise UserError(f"{exc}; {earlier_checkpoint_hint(checkpoint)}") from exc
+
+
 def earlier_checkpoint_hint(checkpoint: Path) -> str:
     """What to resume from instead of a damaged checkpoint: the newest complete one before it."""
     checkpoint = Path(checkpoint)
@@ -176,76 +200,6 @@ def check_resume_options(checkpoint: Path, cfg: Any, world_size: int, state: dic
             f"the checkpoint was saved by {saved_world} process(es), this run has {world_size}: the data position "
             "is counted in global steps of processes x batch x accumulation pairs; resume with the same number"
         )
-
-
-# --- the output directory ------------------------------------------------------------------------
-# what a run writes at the top of its output dir (the final model folder and the run's records)
-RUN_FILES = ("metrics.jsonl", LATEST_FILE, "heldout_pairs.jsonl", "training_config.json", "README.md", "config.json",
-             "generation_config.json", "chat_template.jinja", "special_tokens_map.json", "adapter")  # fmt: skip
-RUN_GLOBS = ("checkpoint-*", ".tmp-checkpoint-*", "model*.safetensors", "model.safetensors.index.json", "tokenizer*")
-
-
-def prepare_output_dir(out_dir: Path, resume_from: str | None, overwrite: bool) -> Path | None:
-    """Apply the output-dir policy; return the checkpoint to resume from, if any.
-
-    A non-empty output dir is never overwritten silently: continue it (`resume_from`), replace the
-    previous run's files (`overwrite`), or stop with an error. Also fail early if it is unwritable,
-    and take its lock (reward/run_lock.py): the caller releases it when the run ends.
-    """
-    out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise UserError(f"output_dir {out_dir} is a file, not a folder: choose another --output_dir")
-    check_writable(out_dir)
-    acquire(out_dir)  # before anything in it is read or removed: one run per output dir
-    try:
-        return apply_output_dir_policy(out_dir, resume_from, overwrite)
-    except UserError:
-        release(out_dir)
-        raise
-
-
-def apply_output_dir_policy(out_dir: Path, resume_from: str | None, overwrite: bool) -> Path | None:
-    if resume_from:
-        return resolve_checkpoint(resume_from, out_dir)
-    if any(p.name != LOCK_FILE for p in out_dir.iterdir()):
-        if not overwrite:
-            raise UserError(
-                f"output_dir {out_dir} is not empty: pass --resume_from_checkpoint latest to continue that run, "
-                "--overwrite_output_dir to replace it, or choose another --output_dir"
-            )
-        for old in [out_dir / name for name in RUN_FILES] + [p for g in RUN_GLOBS for p in out_dir.glob(g)]:
-            if old.is_dir():
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                old.unlink(missing_ok=True)
-    return None
-
-
-def check_writable(out_dir: Path) -> None:
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        probe = out_dir / f".write-test-{os.getpid()}"
-        probe.write_text("ok")
-        probe.unlink()
-    except OSError as exc:
-        raise UserError(f"output_dir {out_dir} is not writable ({exc.strerror or exc})") from exc
-
-
-def check_free_space(out_dir: Path, num_parameters: int, save_total_limit: int | None) -> int:
-    """Fail before training if the disk cannot hold the checkpoints; returns the bytes estimated.
-
-    One checkpoint = fp32 weights + AdamW's two fp32 moments = 12 bytes per parameter; the final
-    export adds 4. A save in progress needs room for one more checkpoint beside the kept ones.
-    """
-    kept = (save_total_limit or 1) + 1
-    needed = num_parameters * (12 * kept + 4)
-    free = shutil.disk_usage(out_dir).free
-    if free < needed:
-        raise UserError(
-            f"not enough disk space in {out_dir}: about {needed / 1e9:.2f} GB needed for checkpoints, "
-            f"{free / 1e9:.2f} GB free (lower --save_total_limit or free space)"
-        )
-    return needed
 
 
 def trim_metrics(path: Path, step: int) -> None:

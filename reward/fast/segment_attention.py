@@ -1,6 +1,6 @@
 """Attention over packed segments: each segment attends only to itself, at the cost of its own length.
 
-A packed row holds several segments side by side (reward/packing.py). A dense 4-D mask over the
+A packed row holds several segments side by side (reward/fast/packing.py). A dense 4-D mask over the
 row would make the kernel score every query against every key of the row, R x T x T, although
 all but the block-diagonal is masked out. Here each segment is computed on its own with
 `F.scaled_dot_product_attention`, so the cost is the sum of the segments' own squares, and the
@@ -38,7 +38,7 @@ from transformers import AttentionInterface, PreTrainedModel
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
-from reward.packing import Segment
+from reward.fast.packing import Segment
 
 NAME = "reward_segments"
 
@@ -97,8 +97,11 @@ def segment_attention(
     return out.transpose(1, 2).contiguous(), None  # (R, T, H, d), as transformers' attention functions
 
 
-AttentionInterface.register(NAME, segment_attention)
-AttentionMaskInterface.register(NAME, sdpa_mask)  # calls without segments get sdpa's own mask
+def register_segment_attention() -> None:
+    """Make "reward_segments" known to transformers (idempotent). An explicit call, made by
+    `use_segment_attention`, rather than an import side effect: importing this module changes nothing."""
+    AttentionInterface.register(NAME, segment_attention)
+    AttentionMaskInterface.register(NAME, sdpa_mask)  # calls without segments get sdpa's own mask
 
 
 def use_segment_attention(model: PreTrainedModel) -> None:
@@ -107,5 +110,6 @@ def use_segment_attention(model: PreTrainedModel) -> None:
     From "eager", calls without segments then run sdpa rather than eager attention: the same
     function up to float rounding.
     """
+    register_segment_attention()
     if model.config._attn_implementation != NAME:
         model.config._attn_implementation = NAME  # the setter passes it on to sub-configs

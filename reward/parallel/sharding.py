@@ -8,11 +8,11 @@ with nccl on GPUs and with gloo on CPU (tests/test_fsdp.py runs 2 CPU processes)
 Units: every decoder layer (the classes in HF's `model._no_split_modules`), then each direct
 child of the reward model (the backbone, whose unit keeps embeddings and final norm, and the
 `score` head) as a root of its own. The reward model itself is *not* wrapped: the packed forward
-(reward/packed_forward.py) calls `model.base_model(...)` and `model.score(...)` directly, and FSDP2
+(reward/fast/packed_forward.py) calls `model.base_model(...)` and `model.score(...)` directly, and FSDP2
 all-gathers a unit's parameters in that unit's forward pre-hook: a wrapped top-level model would
 own the embeddings and the head, and its hook never runs on that path.
 
-Exactness, the same contract as reward/distributed.py: every rank divides its per-pair losses by
+Exactness, the same contract as reward/parallel/distributed.py: every rank divides its per-pair losses by
 the pair count of the *global* step, so the gradients must be summed over ranks, not averaged as
 FSDP2 does by default. Gradients are reduced after every micro-batch (FSDP2's default; the
 sharded gradients accumulate): only shards are held between micro-batches, at the price of one
@@ -36,8 +36,8 @@ from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import FSDPModule, fully_shard
 from transformers import PreTrainedModel
 
-from reward.distributed import World
 from reward.errors import UserError
+from reward.parallel.distributed import World
 
 
 def check_fsdp_world(world: World) -> None:

@@ -29,9 +29,10 @@ from typing import Any
 from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from reward.checkpoint import save_reward_model
 from reward.config import TrainConfig
 from reward.errors import UserError
+from reward.export import save_reward_model
+from reward.model import unwrap
 
 ADAPTER_DIR = "adapter"  # inside OUTPUT_DIR and each checkpoint-STEP folder
 ALL_LINEAR = "all-linear"  # peft's shorthand: every Linear layer except the output head
@@ -81,14 +82,6 @@ def describe_lora(model: nn.Module) -> str:
         f"LoRA r {config.r}, alpha {config.lora_alpha}, dropout {config.lora_dropout} on {', '.join(names)} | "
         f"trainable {trainable:,} of {total:,} params ({100 * trainable / total:.2f} %: adapters + score head)"
     )
-
-
-def unwrap(model: nn.Module) -> nn.Module:
-    """The transformers model inside a peft model (with the LoRA layers in it); `model` itself otherwise.
-
-    Its `.base_model` is the backbone (e.g. LlamaModel), its `.score` peft's wrapper of the head.
-    """
-    return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
 def merged_copy(model: nn.Module) -> PreTrainedModel:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import LlamaConfig, PreTrainedTokenizerFast
 
-from reward.synthetic import generate_pairs
+from reward.presets.synthetic import generate_pairs
 
 TINY = "tiny"
 

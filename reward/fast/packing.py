@@ -15,7 +15,7 @@ it sees in its own padded row:
 - both: several [P | C' | R'] segments per row.
 
 Who attends to whom is `PackedBatch.segments`, (row, start, len P, len C', len R') per segment
-((row, start, L, 0, 0) for an unshared sequence). reward/segment_attention.py computes attention
+((row, start, L, 0, 0) for an unshared sequence). reward/fast/segment_attention.py computes attention
 segment by segment from it, so a row of many segments costs what its segments cost, not T x T;
 `PackedBatch.dense_mask()` writes the same rule out as a 4-D mask, for tests and for reading.
 `model.base_model` (`.model` Llama/Qwen2, `.transformer` GPT-2) runs the rows; `model.score` is
@@ -24,13 +24,13 @@ whose id != pad_token_id (index 0 if none), so with pad == eos the token before 
 
 Support: llama, qwen2, gpt2 with a `score` Linear, sdpa or eager attention, no sliding window, and
 a numerical self-check once per model; otherwise (e.g. BERT) the padded path, with one
-`PackingFallbackWarning` per reason (reward/packed_forward.py).
+`PackingFallbackWarning` per reason (reward/fast/packed_forward.py).
 
 API (`pairs` are `{"chosen_ids", "rejected_ids", "margin"?}` rows, as for `PairwiseCollator`):
     pack_pairs(pairs, pad_token_id, max_tokens_per_row="all", share_prefix=True) -> PackedBatch
     PackingCollator(pad_token_id, max_tokens_per_row="all", share_prefix=True)(pairs) -> PackedBatch
-    reward.packed_forward.packed_rewards(model, batch) -> (r_chosen (B,), r_rejected (B,)), float32
-    reward.packed_forward.supports_packing(model) -> bool
+    reward.fast.packed_forward.packed_rewards(model, batch) -> (r_chosen (B,), r_rejected (B,)), float32
+    reward.fast.packed_forward.supports_packing(model) -> bool
     common_prefix_length(a, b) -> int;  reward_token_index(ids, pad_token_id) -> int
 """
 
@@ -202,7 +202,7 @@ def pack_pairs(
     if share_prefix:
         segments = [_pair_segment(i, c, r, pad_token_id) for i, (c, r) in enumerate(zip(chosen, rejected))]
         if any(common_prefix_length(c, r) == 0 for c, r in zip(chosen, rejected)):
-            _warn_once(
+            warn_once(
                 "shared prefix: a pair has no common token prefix; it is computed as two independent "
                 "sequences (exact, nothing shared). Check that prompt + response keeps the prompt's tokens."
             )
@@ -277,7 +277,7 @@ class PackingCollator:
 _WARNED: set[str] = set()
 
 
-def _warn_once(message: str) -> None:
+def warn_once(message: str) -> None:
     if message not in _WARNED:
         _WARNED.add(message)
         warnings.warn(message, PackingFallbackWarning, stacklevel=3)

@@ -13,7 +13,7 @@ Text goes through `reward.formatting` with the model's recorded `SequenceFormat`
 `reward_format`: EOS appended or not, special tokens or not, chat template), so a pair scored here
 gets the rewards the training loop computed for it. The pair loss uses the model's training loss
 options (centring, label smoothing; `training_loss_options`), so it is the loss the training
-evaluation reports; pairs also get the diagnostics of `reward.diagnostics`. `normalize=True` maps
+evaluation reports; pairs also get the diagnostics of `reward.metrics`. `normalize=True` maps
 each reward to (r - mean) / std with the statistics train.py saved (config.json `reward_stats`).
 """
 
@@ -29,16 +29,16 @@ from tqdm.auto import tqdm
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from reward.collate import pad_right
-from reward.data import detect_format, load_raw, margin_value, text_problem, validate
-from reward.diagnostics import DEFAULT_BINS, Diagnostics, diagnose, subset_column
+from reward.data import detect_format, load_raw, margin_value, subset_column, text_problem, validate
 from reward.errors import UserError
+from reward.export import STATS_KEY
 from reward.formatting import chat_template_hash, encode_messages, encode_pair, encode_sequence, read_format
 from reward.loss import bradley_terry_loss
+from reward.metrics import DEFAULT_BINS, Diagnostics, diagnose
 from reward.model import LOAD_ERRORS, check_model_source, compute_rewards, ensure_pad_token, first_line, folder_problem
 from reward.precision import pick_device
 
 PAIRS, RANKINGS, TEXTS, RESPONSES, CHATS = "pairs", "rankings", "texts", "responses", "chats"
-STATS_KEY = "reward_stats"  # config.json field: mean / std of the rewards on held-out data
 
 
 @dataclass

@@ -1,10 +1,10 @@
 """The packed forward: rewards from `PackedBatch` rows, and when a model can take them.
 
 `packed_rewards(model, batch)` runs `model.base_model` on the packed rows with their position ids
-and segment layout (attention per segment: reward/segment_attention.py) and applies `model.score`
+and segment layout (attention per segment: reward/fast/segment_attention.py) and applies `model.score`
 at each sequence's reward token only; `supports_packing` decides once per model (architecture
 allow-list + a numerical self-check against the padded forward) whether that is exact, and
-otherwise the batch goes through the plain padded forward. Layout: reward/packing.py.
+otherwise the batch goes through the plain padded forward. Layout: reward/fast/packing.py.
 """
 
 from __future__ import annotations
@@ -16,10 +16,16 @@ from torch import nn
 from transformers import PreTrainedModel
 
 from reward.collate import PairwiseCollator
-from reward.lora import unwrap
-from reward.model import compute_rewards, is_encoder
-from reward.packing import SUPPORTED_ATTENTION, SUPPORTED_MODEL_TYPES, PackedBatch, _warn_once, pack_pairs
-from reward.segment_attention import use_segment_attention
+from reward.fast.packing import (
+    SUPPORTED_ATTENTION,
+    SUPPORTED_MODEL_TYPES,
+    PackedBatch,
+    PackingCollator,
+    pack_pairs,
+    warn_once,
+)
+from reward.fast.segment_attention import use_segment_attention
+from reward.model import compute_rewards, is_encoder, unwrap
 
 
 def packed_rewards(model: PreTrainedModel, batch: PackedBatch) -> tuple[torch.Tensor, torch.Tensor]:
@@ -64,6 +70,24 @@ def _padded_rewards(model: PreTrainedModel, batch: PackedBatch) -> tuple[torch.T
     return rewards[: len(pairs)], rewards[len(pairs) :]
 
 
+def describe_forward(cfg, model: PreTrainedModel, collate) -> str:
+    """The path training runs, for the start-up summary: packed rows with per-segment attention, or
+    plain padded batches with the model's own attention (after the one-time support check)."""
+    attention = unwrap(model).config._attn_implementation
+    order = "length-grouped" if cfg.group_by_length else "shuffled (TRL's order)"
+    if isinstance(collate, PackingCollator) and supports_packing(model):
+        layout = "one padding-free row" if cfg.padding_free else "one row per pair"
+        prefix = ", the shared prompt computed once" if cfg.share_prefix else ""
+        attention = "per-segment attention (reward/fast/segment_attention.py)"
+        return f"{order} micro-batches packed into {layout}{prefix}; {attention}"
+    why = ""
+    if is_encoder(unwrap(model)):
+        why = " (an encoder's tokens attend to the whole sequence: nothing can be packed or shared)"
+    elif cfg.padding_free or cfg.share_prefix:
+        why = " (packing does not apply to this model: see the warning above)"
+    return f"{order} micro-batches as plain padded (2B, T) batches{why}; {attention} attention (reward/collate.py)"
+
+
 # --- support detection ----------------------------------------------------------------------------
 _CHECKED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> bool, decided once
 
@@ -94,7 +118,7 @@ def supports_packing(model: PreTrainedModel) -> bool:
         reason = "packed rewards differ from the padded forward on the self-check example"
     if reason:
         config._attn_implementation = attention
-        _warn_once(f"packing / shared prefix off, using the padded forward: {reason}")
+        warn_once(f"packing / shared prefix off, using the padded forward: {reason}")
     _CHECKED[outer] = reason is None
     return reason is None
 

@@ -1,0 +1,1 @@
+"""Offline presets: the `tiny` model and tokenizer, and the generated preference tasks."""

@@ -1,0 +1,84 @@
+"""The state of a run besides its weights: what a resumed run needs to continue bit for bit.
+
+    optimizer (AdamW moments; unsharded under FSDP), scheduler, gradient scaler, the optimizer step,
+    the count of skipped non-finite steps, the number of processes, and every RNG (Python, torch,
+    CUDA, numpy)
+
+`training_state` builds it at a save, `restore_training_state` puts it back in one call at the start
+of `reward.loop.train`. Tensors and plain values only: reward/run/checkpoints.py writes it as
+training_state.pt and reads it with `torch.load(weights_only=True)`.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import torch
+
+from reward.parallel.plan import Plan
+from reward.precision import Precision
+
+
+def rng_state() -> dict[str, Any]:
+    state: dict[str, Any] = {"python": random.getstate(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    try:
+        import numpy as np
+
+        kind, keys, pos, has_gauss, gauss = np.random.get_state()
+        state["numpy"] = (kind, torch.from_numpy(keys.copy()), pos, has_gauss, gauss)  # tensors load safely
+    except ImportError:  # numpy is optional for us
+        pass
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    if "numpy" in state:
+        import numpy as np
+
+        kind, keys, pos, has_gauss, gauss = state["numpy"]
+        np.random.set_state((kind, keys.numpy(), pos, has_gauss, gauss))
+
+
+def training_state(
+    step: int,
+    optimizer: torch.optim.Optimizer,
+    scheduler,
+    precision: Precision,
+    nonfinite_steps: int,
+    model,
+    plan: Plan,
+) -> dict[str, Any]:
+    """Everything besides the weights that a resumed run needs to continue bit for bit. Under FSDP the
+    optimizer state is gathered unsharded (a collective: every rank calls this)."""
+    return {
+        "step": step,
+        "world_size": plan.world.size,  # a resume checks it: positions in the data count global steps
+        "nonfinite_steps": nonfinite_steps,
+        "optimizer": plan.optimizer_state(model, optimizer),
+        "scheduler": scheduler.state_dict(),
+        "scaler": precision.scaler.state_dict() if precision.scaler else None,
+        "rng": rng_state(),
+    }
+
+
+def restore_training_state(
+    state: dict[str, Any] | None, model, optimizer: torch.optim.Optimizer, scheduler, precision: Precision, plan: Plan
+) -> tuple[int, int]:
+    """Put a checkpoint's state back (the weights are already in `model`); returns (step done, non-finite
+    steps so far), (0, 0) for a fresh run."""
+    if state is None:
+        return 0, 0
+    plan.load_optimizer_state(model, optimizer, state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    if precision.scaler and state["scaler"]:
+        precision.scaler.load_state_dict(state["scaler"])
+    set_rng_state(state["rng"])
+    return state["step"], state.get("nonfinite_steps", 0)
