@@ -51,11 +51,19 @@ RESULTS = ROOT / "benchmarks" / "results"
 # Llama shapes by name (random init: throughput does not depend on the weights).
 MODELS = {
     "tiny": None,  # reward.presets.tiny.tiny_config
-    "small": dict(hidden_size=512, intermediate_size=1408, num_hidden_layers=6, num_attention_heads=8,
-                  num_key_value_heads=8),  # ~20M parameters with the tiny vocabulary
-    "smollm2-135m": dict(hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
-                         num_key_value_heads=3, vocab_size=49152, tie_word_embeddings=True),
-}  # fmt: skip
+    "small": dict(
+        hidden_size=512, intermediate_size=1408, num_hidden_layers=6, num_attention_heads=8, num_key_value_heads=8
+    ),  # ~20M parameters with the tiny vocabulary
+    "smollm2-135m": dict(
+        hidden_size=576,
+        intermediate_size=1536,
+        num_hidden_layers=30,
+        num_attention_heads=9,
+        num_key_value_heads=3,
+        vocab_size=49152,
+        tie_word_embeddings=True,
+    ),
+}
 
 
 def build_init(model: str, out: Path, seed: int) -> None:
@@ -85,8 +93,16 @@ def build_init(model: str, out: Path, seed: int) -> None:
 
 
 # The warm start behind --pretrain_steps: train.py on the short generated task (reward/presets/synthetic.py)
-PRETRAIN_ARGS = ["--dataset_name", "synthetic", "--synthetic_num_pairs", "6000", "--per_device_train_batch_size", "32",
-                 "--learning_rate", "1e-4"]  # fmt: skip
+PRETRAIN_ARGS = [
+    "--dataset_name",
+    "synthetic",
+    "--synthetic_num_pairs",
+    "6000",
+    "--per_device_train_batch_size",
+    "32",
+    "--learning_rate",
+    "1e-4",
+]
 
 
 def pretrain(init: Path, steps: int, seed: int, out: Path) -> str:
@@ -97,9 +113,24 @@ def pretrain(init: Path, steps: int, seed: int, out: Path) -> str:
     so held-out accuracy after a benchmark-sized run says nothing. From a model that already
     knows the short task, both systems must still learn the long prompts (histories, trailing
     sentences) within the benchmark's steps. Both then start from this model, like any --model."""
-    cmd = [sys.executable, "train.py", "--model_name_or_path", str(init), *PRETRAIN_ARGS, "--max_steps", str(steps),
-           "--eval_steps", str(steps), "--seed", str(seed), "--output_dir", str(out), "--overwrite_output_dir",
-           "--disable_tqdm", "true"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "train.py",
+        "--model_name_or_path",
+        str(init),
+        *PRETRAIN_ARGS,
+        "--max_steps",
+        str(steps),
+        "--eval_steps",
+        str(steps),
+        "--seed",
+        str(seed),
+        "--output_dir",
+        str(out),
+        "--overwrite_output_dir",
+        "--disable_tqdm",
+        "true",
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
     if proc.returncode != 0:
         sys.exit(f"pretraining failed:\n{proc.stderr[-4000:]}")
@@ -142,11 +173,16 @@ def worker(args: argparse.Namespace) -> dict:
     model = load_model(args.init, tokenizer, seed=args.seed).to(device)
     data = load_rows(args.data, args.num_pairs, args.seed)
     cfg = harness.our_config(
-        per_device_train_batch_size=args.batch_size, gradient_accumulation_steps=args.grad_accum,
-        max_steps=args.max_steps, learning_rate=args.learning_rate, seed=args.seed, bf16=args.bf16,
-        use_cpu=device.type == "cpu", output_dir=str(args.workdir / args.system),
+        per_device_train_batch_size=args.batch_size,
+        gradient_accumulation_steps=args.grad_accum,
+        max_steps=args.max_steps,
+        learning_rate=args.learning_rate,
+        seed=args.seed,
+        bf16=args.bf16,
+        use_cpu=device.type == "cpu",
+        output_dir=str(args.workdir / args.system),
         **(OUR_SPEED_OPTIONS[args.mode] if args.system == "ours" else {}),
-    )  # fmt: skip
+    )
     Path(cfg.output_dir).mkdir(parents=True, exist_ok=True)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
@@ -173,13 +209,23 @@ def worker(args: argparse.Namespace) -> dict:
                 computed, slots = computed + int(mb["attention_mask"].sum()), slots + mb["input_ids"].numel()
     held_out = held_out_metrics(run.model.to(device), tokenizer, data.test, cfg, precision)
     return {
-        "system": args.system, "mode": args.mode, "seconds": run.seconds, "pairs": pairs,
-        "pairs_per_s": pairs / run.seconds, "real_tokens_per_s": real / run.seconds,
-        "padded_share": 1 - computed / slots, "tokens_computed_per_pair": computed / pairs,
-        "slots_per_pair": slots / pairs, "real_tokens_per_pair": real / pairs,
-        "peak_memory_mb": peak, "eval_loss": held_out["loss"], "eval_accuracy": held_out["accuracy"],
-        "params": count_parameters(model), "real_tokens": real, "losses": [s["loss"] for s in run.steps],
-    }  # fmt: skip
+        "system": args.system,
+        "mode": args.mode,
+        "seconds": run.seconds,
+        "pairs": pairs,
+        "pairs_per_s": pairs / run.seconds,
+        "real_tokens_per_s": real / run.seconds,
+        "padded_share": 1 - computed / slots,
+        "tokens_computed_per_pair": computed / pairs,
+        "slots_per_pair": slots / pairs,
+        "real_tokens_per_pair": real / pairs,
+        "peak_memory_mb": peak,
+        "eval_loss": held_out["loss"],
+        "eval_accuracy": held_out["accuracy"],
+        "params": count_parameters(model),
+        "real_tokens": real,
+        "losses": [s["loss"] for s in run.steps],
+    }
 
 
 def held_out_metrics(model, tokenizer, rows, cfg, precision) -> dict:
@@ -220,8 +266,18 @@ def matmul_flops(threads: int, size: int = 1024, repeats: int = 20) -> float:
 
 
 def run_worker(args: argparse.Namespace, system: str, mode: str) -> dict:
-    cmd = [sys.executable, __file__, "--worker", system, "--mode", mode, "--init", str(args.init),
-           "--workdir", str(args.workdir)] + args.passthrough  # fmt: skip
+    cmd = [
+        sys.executable,
+        __file__,
+        "--worker",
+        system,
+        "--mode",
+        mode,
+        "--init",
+        str(args.init),
+        "--workdir",
+        str(args.workdir),
+    ] + args.passthrough
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
     if proc.returncode != 0:
         sys.exit(f"{system} worker failed:\n{proc.stderr[-4000:]}")
@@ -239,20 +295,23 @@ def summarise(runs: list[dict]) -> dict:
 def table(mode: str, trl: dict, ours: dict, flops: float) -> str:
     mfu = {s["system"]: 6 * s["params"] * s["real_tokens_per_s"] / flops for s in (trl, ours)}
     rows = [
-        ("pairs/s", "pairs_per_s", "{:.1f}"), ("real tokens/s", "real_tokens_per_s", "{:.0f}"),
+        ("pairs/s", "pairs_per_s", "{:.1f}"),
+        ("real tokens/s", "real_tokens_per_s", "{:.0f}"),
         ("padded share of positions run", "padded_share", "{:.1%}"),
         ("real tokens per pair (P+C + P+R)", "real_tokens_per_pair", "{:.1f}"),
         ("non-pad tokens computed per pair", "tokens_computed_per_pair", "{:.1f}"),
         ("positions run per pair (with padding)", "slots_per_pair", "{:.1f}"),
-        ("peak memory (MB)", "peak_memory_mb", "{:.0f}"), ("held-out loss", "eval_loss", "{:.4f}"),
+        ("peak memory (MB)", "peak_memory_mb", "{:.0f}"),
+        ("held-out loss", "eval_loss", "{:.4f}"),
         ("held-out accuracy", "eval_accuracy", "{:.3f}"),
-    ]  # fmt: skip
+    ]
     lines = [f"### mode: {mode}", "", "| metric | TRL | ours | ours / TRL |", "|---|---|---|---|"]
     for label, key, fmt in rows:
         ratio = ours[key] / trl[key] if trl[key] else float("nan")
         lines.append(f"| {label} | {fmt.format(trl[key])} | {fmt.format(ours[key])} | {ratio:.2f} |")
-    lines.append(f"| model FLOP/s / matmul FLOP/s | {mfu['trl']:.1%} | {mfu['ours']:.1%} | "
-                 f"{mfu['ours'] / mfu['trl']:.2f} |")  # fmt: skip
+    lines.append(
+        f"| model FLOP/s / matmul FLOP/s | {mfu['trl']:.1%} | {mfu['ours']:.1%} | {mfu['ours'] / mfu['trl']:.2f} |"
+    )
     if mode in SAME_BATCHES:
         diff = max(abs(a - b) for a, b in zip(trl["losses"], ours["losses"]))
         lines.append(f"| max per-step loss difference | | {diff:.2e} | |")
@@ -283,8 +342,12 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="tiny", help="tiny | small | smollm2-135m | a model folder or Hub id")
     p.add_argument("--data", default="synthetic-long", help="synthetic | synthetic-long | a file | a Hub dataset")
-    p.add_argument("--mode", default="all", choices=[*OUR_SPEED_OPTIONS, "both", "all"],
-                   help="both = parity + fast; all = parity + same-batches + fast")  # fmt: skip
+    p.add_argument(
+        "--mode",
+        default="all",
+        choices=[*OUR_SPEED_OPTIONS, "both", "all"],
+        help="both = parity + fast; all = parity + same-batches + fast",
+    )
     p.add_argument("--num_pairs", type=int, default=1200)
     p.add_argument("--batch_size", type=int, default=8)
     p.add_argument("--grad_accum", type=int, default=1)
@@ -344,16 +407,18 @@ def main() -> None:
     import transformers
     import trl
 
-    header = (f"machine: {platform.machine()}, {os.cpu_count()} cores, {args.threads} threads, "
-              f"{'CUDA ' + torch.cuda.get_device_name() if torch.cuda.is_available() else 'CPU'} | "
-              f"torch {torch.__version__}, transformers {transformers.__version__}, trl {trl.__version__} | "
-              f"matmul {flops / 1e9:.1f} GFLOP/s\ncommand: python benchmarks/vs_trl.py {' '.join(sys.argv[1:])}\n"
-              f"model {args.model} ({results[modes[0]]['ours']['params'] / 1e6:.1f}M params{pretrained}), "
-              f"data {args.data}, "
-              f"{args.max_steps} steps x {args.batch_size * args.grad_accum} pairs, "
-              f"{args.repeats} runs per system\n"
-              f"held-out ({before['pairs']} pairs) before training: loss {before['loss']:.4f}, "
-              f"accuracy {before['accuracy']:.3f}")  # fmt: skip
+    header = (
+        f"machine: {platform.machine()}, {os.cpu_count()} cores, {args.threads} threads, "
+        f"{'CUDA ' + torch.cuda.get_device_name() if torch.cuda.is_available() else 'CPU'} | "
+        f"torch {torch.__version__}, transformers {transformers.__version__}, trl {trl.__version__} | "
+        f"matmul {flops / 1e9:.1f} GFLOP/s\ncommand: python benchmarks/vs_trl.py {' '.join(sys.argv[1:])}\n"
+        f"model {args.model} ({results[modes[0]]['ours']['params'] / 1e6:.1f}M params{pretrained}), "
+        f"data {args.data}, "
+        f"{args.max_steps} steps x {args.batch_size * args.grad_accum} pairs, "
+        f"{args.repeats} runs per system\n"
+        f"held-out ({before['pairs']} pairs) before training: loss {before['loss']:.4f}, "
+        f"accuracy {before['accuracy']:.3f}"
+    )
     print("\n" + header + "\n\n" + "\n\n".join(report))
     args.results_dir.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")

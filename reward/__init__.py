@@ -1,40 +1,38 @@
 """reward: Bradley–Terry reward-model training, written to be read.
 
-The modules follow the data flow:
+The core path, in data-flow order (what TRL's RewardTrainer does):
 
+    config.py, options.py, errors.py   the typed options, their checks, one-line errors
     data.py        rows from files / the Hub / a Dataset; format detection; validation
-    synthetic.py   the generated preference task (the embedded default)
-    formatting.py  row -> token ids (prompt joining, EOS, chat template, max_length policy)
+    formatting.py  row -> token ids (prompt + response, EOS, chat template, max_length); the recorded format
     collate.py     the pairwise collator: B pairs -> (2B, T) [chosen; rejected]
-    grouping.py    length-grouped batch order
-    packing.py     padding-free packing and the shared prompt prefix: the row layout
-    packed_forward.py  rewards from packed rows (same as the padded forward), support detection
     batching.py    which pairs form each micro-batch and optimizer step; the collator choice
-    tiny.py        the offline `tiny` preset (random Llama + tokenizer trained in a second)
     model.py       load the sequence-classification model; pad-token policy; rewards
     loss.py        the Bradley–Terry loss and its metrics
     precision.py   device, fp32 / bf16 / fp16 + GradScaler
-    loop.py        optimizer, schedule, exact accumulation, clipping, eval, the loop
-    metrics.py     exact metric averages, step log line, metrics.jsonl
-    checkpoint.py  pipeline-ready Hugging Face folder
-    model_card.py  the folder's README: format, statistics, one tested snippet per consumer
-    scoring.py     batched scoring of texts, pairs and ranked completions, in the recorded format
-    reward_function.py  RewardFunction: the model as a TRL `reward_funcs` callable (GRPO, RLOO, ...)
-    consumers.py   each consumer's way of scoring (GRPO, RewardBench, PPO, pipeline), reproduced
-    consumer_check.py  score.py --check_consumers: every consumer vs the training-time reward
-    explain.py     the loss term by term (score.py --explain)
-    diagnostics.py calibration (ECE), length bias, per-subset accuracy
-    plotting.py    optional plots (matplotlib, imported lazily)
-    resume.py      resumable checkpoints written atomically; the output-dir policy
-    signals.py     SIGINT/SIGTERM: finish the step, save, exit
-    distributed.py torchrun data parallel: rank slices, one gradient sum per step, global metrics
+    loop.py        optimizer, schedule, exact accumulation, clipping, evaluation, the loop
+    metrics.py     exact averages, the step line, metrics.jsonl; calibration, length bias, subsets
+    export.py      the pipeline-ready folder with reward_format and reward_stats
+    model_card.py  the folder's README, one tested snippet per consumer
+    tour.py        python -m reward.tour: one optimizer step, every stage printed
+
+Optional parts, each behind its own folder (a learner may skip them):
+
+    fast/       exact speed-ups: length grouping, padding-free packing, the shared prompt, segment attention
+    parallel/   torchrun data parallel and FSDP2, behind `plan.Plan`
+    finetune/   LoRA adapters and their merged export
+    run/        checkpoints, exact resume state, the output-dir lock, signals
+    eval/       scoring, the loss explained, plots, the consumers of a reward model, RewardFunction
+    presets/    the offline `tiny` model and the generated tasks
+
+Importing `reward` imports nothing else; `from reward import RewardFunction` loads it on first use.
 """
 
 __version__ = "0.1.0"
 __all__ = ["RewardFunction"]
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> type:
     """`from reward import RewardFunction` without importing torch when only a submodule is needed."""
     if name == "RewardFunction":
         from reward.eval.reward_function import RewardFunction

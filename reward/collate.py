@@ -48,8 +48,7 @@ class PairwiseCollator:
             raise ValueError("cannot collate an empty list of pairs")
         sequences = [p["chosen_ids"] for p in pairs] + [p["rejected_ids"] for p in pairs]  # 2B lists
         input_ids, attention_mask = pad_right(sequences, self.pad_token_id, self.pad_to_multiple_of)  # (2B, T)
-        margin = torch.tensor([float(p.get("margin") or 0.0) for p in pairs], dtype=torch.float32)  # (B,)
-        return {"input_ids": input_ids, "attention_mask": attention_mask, "margin": margin}
+        return {"input_ids": input_ids, "attention_mask": attention_mask, "margin": margins(pairs)}
 
 
 def pad_right(
@@ -71,3 +70,8 @@ def pad_right(
         input_ids[row, : len(seq)] = torch.as_tensor(seq, dtype=torch.long)
         attention_mask[row, : len(seq)] = 1
     return input_ids, attention_mask
+
+
+def margins(pairs: list[dict]) -> torch.Tensor:
+    """(B,) float32: each pair's margin, 0 where it has none (shared by the packed collator)."""
+    return torch.tensor([float(p.get("margin") or 0.0) for p in pairs], dtype=torch.float32)  # (B,)

@@ -38,7 +38,7 @@ class TrainConfig:
         False,
         "Shard weights, gradients and AdamW state across the torchrun processes (FSDP2); needs 2+ processes.",
     )
-    # --- LoRA (peft extra: pip install -e ".[peft]"; README "LoRA") ----------------------------
+    # --- LoRA (peft extra: pip install -e ".[peft]"; docs/scaling.md) --------------------------------
     use_peft: bool = _opt(
         False,
         "Train LoRA adapters on the backbone plus the full score head instead of every weight; "
@@ -63,7 +63,7 @@ class TrainConfig:
     dataset_name: str = _opt(
         "synthetic",
         "A .jsonl/.json/.csv/.parquet file, a folder of them, a Hub dataset id, 'synthetic' "
-        "(the generated category task, see README) or 'synthetic-long' (the same behind long shared prompts).",
+        "(the generated category task, docs/training.md) or 'synthetic-long' (the same behind long shared prompts).",
     )
     dataset_config: str | None = _opt(None, "Hub dataset configuration name.")
     dataset_train_split: str = _opt("train", "Split to train on.")
@@ -77,7 +77,7 @@ class TrainConfig:
         1024, "Pairs where either side is longer than this many tokens are dropped (and counted)."
     )
     pad_to_multiple_of: int | None = _opt(None, "Pad the batch length up to a multiple of this (plain path).")
-    # --- formatting: how text becomes tokens; recorded in config.json for every scorer (README) ---
+    # --- formatting: how text becomes tokens; recorded in config.json (docs/consumers.md) -------
     append_eos: bool = _opt(
         True,
         "Append the EOS token to plain-text sequences unless present (TRL). False: the reward is read at the "

@@ -124,9 +124,18 @@ def test_packed_training_matches_the_padded_loop(tiny_tokenizer, tmp_path):
     ds = tokenized(tiny_tokenizer, 24, seed=5)
     runs = {}
     for name, fast in (("plain", False), ("packed", True)):
-        cfg = TrainConfig(per_device_train_batch_size=4, gradient_accumulation_steps=2, max_steps=4,
-                          learning_rate=1e-4, disable_tqdm=True, eval_strategy="no", logging_steps=1,
-                          group_by_length=False, padding_free=fast, share_prefix=fast)  # fmt: skip
+        cfg = TrainConfig(
+            per_device_train_batch_size=4,
+            gradient_accumulation_steps=2,
+            max_steps=4,
+            learning_rate=1e-4,
+            disable_tqdm=True,
+            eval_strategy="no",
+            logging_steps=1,
+            group_by_length=False,
+            padding_free=fast,
+            share_prefix=fast,
+        )
         model = load_model("tiny", tiny_tokenizer, seed=0)
         collate = build_collator(cfg, tiny_tokenizer.pad_token_id)
         assert isinstance(collate, PairwiseCollator) != fast

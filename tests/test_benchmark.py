@@ -19,10 +19,32 @@ pytestmark = pytest.mark.slow  # subprocesses (torchrun / train.py)
 
 def test_benchmark_all_modes_with_warm_start(tmp_path):
     pytest.importorskip("trl")
-    cmd = [sys.executable, "benchmarks/vs_trl.py", "--model", "tiny", "--data", "synthetic-long", "--mode", "all",
-           "--num_pairs", "60", "--batch_size", "4", "--max_steps", "3", "--repeats", "1", "--threads", "2",
-           "--pretrain_steps", "2", "--workdir", str(tmp_path / "work"),
-           "--results_dir", str(tmp_path / "results")]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "benchmarks/vs_trl.py",
+        "--model",
+        "tiny",
+        "--data",
+        "synthetic-long",
+        "--mode",
+        "all",
+        "--num_pairs",
+        "60",
+        "--batch_size",
+        "4",
+        "--max_steps",
+        "3",
+        "--repeats",
+        "1",
+        "--threads",
+        "2",
+        "--pretrain_steps",
+        "2",
+        "--workdir",
+        str(tmp_path / "work"),
+        "--results_dir",
+        str(tmp_path / "results"),
+    ]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "### mode: fast" in proc.stdout and "| pairs/s |" in proc.stdout

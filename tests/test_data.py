@@ -275,8 +275,10 @@ def test_over_long_pairs_are_dropped_and_counted(tiny_tokenizer):
         {"prompt": "P4.", "chosen": long, "rejected": long + "!"},  # dropped: both too long
         {"prompt": "P5.", "chosen": " yes.", "rejected": short},  # kept
     ]
-    lengths = {r["prompt"]: [len(tok(r["prompt"] + r[s] + tok.eos_token)["input_ids"]) for s in ("chosen", "rejected")]
-               for r in rows}  # fmt: skip
+    lengths = {
+        r["prompt"]: [len(tok(r["prompt"] + r[s] + tok.eos_token)["input_ids"]) for s in ("chosen", "rejected")]
+        for r in rows
+    }
     # the limit sits exactly at the longest kept sequence: "<= max_length" keeps it
     max_length = max(max(lengths[p]) for p in ("P0.", "P3.", "P5."))
     assert min(lengths["P1."][0], lengths["P2."][1], lengths["P4."][0]) > max_length

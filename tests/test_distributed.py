@@ -22,13 +22,39 @@ def free_port() -> int:
 
 
 def run(out: Path, nproc: int, batch: int, extra: list[str]) -> None:
-    args = ["train.py", "--output_dir", str(out), "--synthetic_num_pairs", "60", "--eval_split_size", "0.2",
-            "--per_device_train_batch_size", str(batch), "--max_steps", "4", "--learning_rate", "1e-5",
-            "--logging_steps", "1", "--eval_steps", "2", "--disable_tqdm", *extra]  # fmt: skip
+    args = [
+        "train.py",
+        "--output_dir",
+        str(out),
+        "--synthetic_num_pairs",
+        "60",
+        "--eval_split_size",
+        "0.2",
+        "--per_device_train_batch_size",
+        str(batch),
+        "--max_steps",
+        "4",
+        "--learning_rate",
+        "1e-5",
+        "--logging_steps",
+        "1",
+        "--eval_steps",
+        "2",
+        "--disable_tqdm",
+        *extra,
+    ]
     launcher = [sys.executable]
     if nproc > 1:
-        launcher += ["-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--master_addr", "127.0.0.1",
-                     "--master_port", str(free_port())]  # fmt: skip
+        launcher += [
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            str(nproc),
+            "--master_addr",
+            "127.0.0.1",
+            "--master_port",
+            str(free_port()),
+        ]
     env = {"OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "PATH": "/usr/bin:/bin"}
     proc = subprocess.run(launcher + args, cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
@@ -38,13 +64,21 @@ def run(out: Path, nproc: int, batch: int, extra: list[str]) -> None:
 @pytest.mark.parametrize(
     "extra",
     [
-        ["--gradient_accumulation_steps", "1", "--group_by_length", "false", "--padding_free", "false",
-         "--share_prefix", "false"],
+        [
+            "--gradient_accumulation_steps",
+            "1",
+            "--group_by_length",
+            "false",
+            "--padding_free",
+            "false",
+            "--share_prefix",
+            "false",
+        ],
         ["--gradient_accumulation_steps", "2"],  # the defaults: grouped, packed, shared prefix
         ["--gradient_accumulation_steps", "2", "--gradient_checkpointing", "true"],
     ],
     ids=["plain-no-accumulation", "packed-accumulation-2", "gradient-checkpointing"],
-)  # fmt: skip
+)
 def test_two_processes_equal_one_with_the_doubled_batch(extra, tmp_path):
     single, double = tmp_path / "single", tmp_path / "ddp"
     run(single, 1, 8, extra)

@@ -19,10 +19,20 @@ pytestmark = pytest.mark.slow  # subprocesses (torchrun / train.py)
 # rank 0's, so rank 1 runs a zero-weight filler pass there (FSDP's collectives are in the passes)
 CASES = {
     "packed-accumulation-2-uneven": ["--synthetic_num_pairs", "55", "--gradient_accumulation_steps", "2"],
-    "padded-rank-without-pairs": ["--synthetic_num_pairs", "55", "--max_steps", "6", "--padding_free", "false",
-                                  "--share_prefix", "false", "--group_by_length", "false"],
+    "padded-rank-without-pairs": [
+        "--synthetic_num_pairs",
+        "55",
+        "--max_steps",
+        "6",
+        "--padding_free",
+        "false",
+        "--share_prefix",
+        "false",
+        "--group_by_length",
+        "false",
+    ],
     "gradient-checkpointing": ["--gradient_accumulation_steps", "2", "--gradient_checkpointing", "true"],
-}  # fmt: skip
+}
 
 
 def records(out) -> list[dict]:

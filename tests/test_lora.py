@@ -67,8 +67,20 @@ def rewards_of(model, batch: dict[str, torch.Tensor]) -> list[float]:
 
 
 def lora_options(out: Path, *extra: str) -> list[str]:
-    return ["--use_peft", "--output_dir", str(out), "--synthetic_num_pairs", "50", "--per_device_train_batch_size",
-            "8", "--logging_steps", "1", "--disable_tqdm", "--use_cpu", *extra]  # fmt: skip
+    return [
+        "--use_peft",
+        "--output_dir",
+        str(out),
+        "--synthetic_num_pairs",
+        "50",
+        "--per_device_train_batch_size",
+        "8",
+        "--logging_steps",
+        "1",
+        "--disable_tqdm",
+        "--use_cpu",
+        *extra,
+    ]
 
 
 # --- 1. what is trained ----------------------------------------------------------------------------
@@ -137,8 +149,13 @@ def test_merged_export_loads_without_peft_and_scores_as_the_adapted_model(lora_r
     base = rewards_of(load_model("tiny", tokenizer, seed=42), batch)  # what training started from
     assert adapted != pytest.approx(base, abs=1e-3)  # the adapters changed something: the test is not trivial
 
-    proc = subprocess.run([sys.executable, "-c", PIPELINE_WITHOUT_PEFT, str(out)], input=json.dumps(texts),
-                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-c", PIPELINE_WITHOUT_PEFT, str(out)],
+        input=json.dumps(texts),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert json.loads(proc.stdout.strip().splitlines()[-1]) == pytest.approx(adapted, abs=1e-5)
 
@@ -168,9 +185,24 @@ def test_adapter_folder_on_the_base_reproduces_the_merged_model(lora_run, folder
 # --- 4. exact resume ------------------------------------------------------------------------------
 def test_stopped_and_resumed_lora_run_equals_the_uninterrupted_run(tmp_path):
     k = 2
-    extra = ["--max_steps", str(2 * k), "--per_device_train_batch_size", "4", "--gradient_accumulation_steps", "2",
-             "--save_steps", "1", "--eval_steps", "2", "--learning_rate", "1e-2",
-             "--padding_free", "false", "--share_prefix", "false"]  # fmt: skip
+    extra = [
+        "--max_steps",
+        str(2 * k),
+        "--per_device_train_batch_size",
+        "4",
+        "--gradient_accumulation_steps",
+        "2",
+        "--save_steps",
+        "1",
+        "--eval_steps",
+        "2",
+        "--learning_rate",
+        "1e-2",
+        "--padding_free",
+        "false",
+        "--share_prefix",
+        "false",
+    ]
     full, resumed = tmp_path / "full", tmp_path / "resumed"
     whole = train.main(parse_config(lora_options(full, *extra)))
     stopped = train.main(parse_config(lora_options(resumed, *extra)), should_stop=lambda step: step == k)
@@ -246,8 +278,13 @@ def test_packed_forward_of_a_lora_model_equals_its_padded_forward(tiny_tokenizer
     assert supports_packing(model)
     pad = tiny_tokenizer.pad_token_id
     rows = generate_pairs(6, seed=3)
-    pairs = [{side + "_ids": tiny_tokenizer(format_text(r["prompt"] + r[side], tiny_tokenizer))["input_ids"]
-              for side in ("chosen", "rejected")} for r in rows]  # fmt: skip
+    pairs = [
+        {
+            side + "_ids": tiny_tokenizer(format_text(r["prompt"] + r[side], tiny_tokenizer))["input_ids"]
+            for side in ("chosen", "rejected")
+        }
+        for r in rows
+    ]
 
     def rewards_and_grads(fn):
         model.zero_grad(set_to_none=True)

@@ -61,9 +61,16 @@ def build(arch: str, attn: str = "sdpa") -> tuple[torch.nn.Module, int, int]:
     else:
         pad = eos = VOCAB - 1
         config = GPT2Config(
-            vocab_size=VOCAB, n_embd=64, n_layer=2, n_head=4, n_positions=256, num_labels=1, bos_token_id=eos,
-            eos_token_id=eos, pad_token_id=eos,
-        )  # fmt: skip
+            vocab_size=VOCAB,
+            n_embd=64,
+            n_layer=2,
+            n_head=4,
+            n_positions=256,
+            num_labels=1,
+            bos_token_id=eos,
+            eos_token_id=eos,
+            pad_token_id=eos,
+        )
         model = GPT2ForSequenceClassification(config)
     if attn != "sdpa":
         model.set_attn_implementation(attn)
@@ -292,10 +299,18 @@ def test_bad_inputs_are_refused():
 
 def test_sliding_window_qwen2_falls_back():
     config = Qwen2Config(
-        vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-        num_key_value_heads=1, num_labels=1, pad_token_id=0, use_sliding_window=True, sliding_window=4,
+        vocab_size=VOCAB,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        num_labels=1,
+        pad_token_id=0,
+        use_sliding_window=True,
+        sliding_window=4,
         max_window_layers=0,
-    )  # fmt: skip
+    )
     with pytest.warns(PackingFallbackWarning, match="sliding window"):
         assert not supports_packing(Qwen2ForSequenceClassification(config))
 

@@ -206,3 +206,16 @@ def test_a_collapsed_model_is_saved_with_a_loud_warning_and_exit_code_4(tmp_path
     assert "every reward is 0 (std 0.0e+00 over 14 sequences" in warning
     assert "> **Warning:** the model collapsed" in (out / "README.md").read_text()
     assert (out / "model.safetensors").stat().st_mtime >= started - 1  # saved all the same, for inspection
+
+
+def test_a_resume_needs_only_the_output_dir_and_reports_a_changed_flag(checkpointed, tmp_path, capsys):
+    """The checkpoint holds the run's options: `--output_dir DIR --resume_from_checkpoint latest` is a whole
+    command, and a flag given again with another value is named (the saved 64 pairs and batch 8 stay)."""
+    cfg = train.parse_train(
+        ["--output_dir", str(checkpointed), "--resume_from_checkpoint", "latest", "--max_steps", "6"]
+    )
+    assert (cfg.synthetic_num_pairs, cfg.per_device_train_batch_size, cfg.max_steps) == (64, 8, 6)
+    assert cfg.disable_tqdm is True and cfg.output_dir == str(checkpointed)
+    assert "--max_steps: 4 in the checkpoint, 6 given: using the given value" in capsys.readouterr().out
+    again = train.parse_train(["--output_dir", str(checkpointed), "--resume_from_checkpoint", "latest"])
+    assert again.max_steps == 4 and "in the checkpoint" not in capsys.readouterr().out

@@ -180,8 +180,21 @@ def test_generated_task_is_not_solved_by_length():
 def test_train_draws_its_curves(tmp_path):
     pytest.importorskip("matplotlib")
     png = tmp_path / "curves.png"
-    cfg = parse_config(["--output_dir", str(tmp_path / "o"), "--max_steps", "4", "--logging_steps", "1",
-                        "--eval_steps", "2", "--plot_curves", str(png), "--disable_tqdm"])  # fmt: skip
+    cfg = parse_config(
+        [
+            "--output_dir",
+            str(tmp_path / "o"),
+            "--max_steps",
+            "4",
+            "--logging_steps",
+            "1",
+            "--eval_steps",
+            "2",
+            "--plot_curves",
+            str(png),
+            "--disable_tqdm",
+        ]
+    )
     train.main(cfg, dataset=Dataset.from_list(lexical_pairs(40, seed=4)))
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
 
@@ -193,9 +206,26 @@ def test_torch_compile_gives_the_eager_losses_and_checkpoint(tmp_path):
 
     def run_with(extra: list[str]) -> tuple[list[float], dict[str, torch.Tensor]]:
         out = tmp_path / ("compiled" if extra else "eager")
-        cfg = parse_config(["--output_dir", str(out), "--max_steps", "3", "--logging_steps", "1",
-                            "--per_device_train_batch_size", "4", "--eval_strategy", "no", "--padding_free", "false",
-                            "--share_prefix", "false", "--disable_tqdm", *extra])  # fmt: skip
+        cfg = parse_config(
+            [
+                "--output_dir",
+                str(out),
+                "--max_steps",
+                "3",
+                "--logging_steps",
+                "1",
+                "--per_device_train_batch_size",
+                "4",
+                "--eval_strategy",
+                "no",
+                "--padding_free",
+                "false",
+                "--share_prefix",
+                "false",
+                "--disable_tqdm",
+                *extra,
+            ]
+        )
         train.main(cfg, dataset=Dataset.from_list(lexical_pairs(24, seed=5)))
         return [r["loss"] for r in read_metrics(out)], load_file(out / "model.safetensors")
 

@@ -239,8 +239,17 @@ def test_packed_training_on_trls_batches_matches_trl(tok, init_model, tmp_path):
     """The benchmark's same-batches mode: TRL's micro-batches, run padding-free with the shared
     prefix, give TRL's per-step metrics (float rounding apart) — the speed-up changes no math."""
     data = rows(84, seed=3)
-    cfg = our_config(per_device_train_batch_size=2, gradient_accumulation_steps=4, max_steps=22, learning_rate=1e-3,
-                     weight_decay=0.1, seed=7, warmup_steps=3, padding_free=True, share_prefix=True)  # fmt: skip
+    cfg = our_config(
+        per_device_train_batch_size=2,
+        gradient_accumulation_steps=4,
+        max_steps=22,
+        learning_rate=1e-3,
+        weight_decay=0.1,
+        seed=7,
+        warmup_steps=3,
+        padding_free=True,
+        share_prefix=True,
+    )
     ours = run_ours(init_model, tok, data, cfg, tmp_path / "ours")
     theirs, _ = run_trl(init_model, tok, data, cfg, tmp_path / "trl")
     assert ours.model.config._attn_implementation == "reward_segments"  # the packed path really ran

@@ -13,7 +13,12 @@ and its gradient with respect to each reward (dℓ/dz = σ(z) − (1 − ε); dz
     ∂L/∂r_c,i = ( (p_i − (1 − ε)) + 2λ (r_c,i + r_r,i) ) / N
     ∂L/∂r_r,i = (−(p_i − (1 − ε)) + 2λ (r_c,i + r_r,i) ) / N
 
-tests/test_explain.py checks both against `torch.autograd` through `bradley_terry_loss`.
+Why recompute the loss here instead of calling `bradley_terry_loss` (reward/loss.py)? That function
+is built for training: one scalar, in float32, differentiated by autograd. The explanation prints
+every term of every pair and a line that works pair 1's loss out from its printed numbers, so it
+needs the terms themselves, and float64 keeps their rounding far below the digits printed. The two
+are the same function: tests/test_explain.py::test_gradients_equal_autograd_of_bradley_terry_loss
+checks the explained ℓ_i, L and both gradients against `bradley_terry_loss` and `torch.autograd`.
 
 The gradient says what training would do to each reward: a negative ∂L/∂r_c means a descent step
 raises r_c. With ε = 0 and no centring, ∂L/∂r_c,i = −(1 − p_i)/N: confidently right pairs

@@ -26,38 +26,31 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import torch
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers import PreTrainedModel
 
 from reward.eval.scoring import RewardScorer
 
 
-class RewardFunction:
-    """`f(prompts, completions, **kwargs) -> list[float]`: the trained reward of prompt + completion."""
+class RewardFunction(RewardScorer):
+    """`f(prompts, completions, **kwargs) -> list[float]`: the trained reward of prompt + completion.
 
-    def __init__(
-        self,
-        model: str | Path | PreTrainedModel,
-        tokenizer: PreTrainedTokenizerBase | None = None,
-        *,
-        batch_size: int = 16,
-        device: str | torch.device | None = None,
-        normalize: bool = False,
-        show_progress: bool = False,
-    ):
-        self.scorer = RewardScorer(
-            model, tokenizer, batch_size=batch_size, device=device, show_progress=show_progress, normalize=normalize
-        )
+    Built like a `RewardScorer` (a folder or Hub id, or a loaded model and its tokenizer; batch_size,
+    device, normalize), without a progress bar by default.
+    """
+
+    show_progress_default = False
+
+    def __init__(self, model: str | Path | PreTrainedModel, *args: Any, **kwargs: Any):
+        super().__init__(model, *args, **kwargs)
         # TRL names a callable's metrics after its __name__ (rewards/<name>/mean)
-        name = Path(str(model)).name if isinstance(model, (str, Path)) else type(model).__name__
-        self.__name__ = name or "reward_model"
+        self.__name__ = (Path(str(model)).name if isinstance(model, (str, Path)) else type(model).__name__) or "reward"
 
     def __call__(self, prompts: list, completions: list, **kwargs: Any) -> list[float]:
         """One reward per completion; other keyword arguments (completion_ids, dataset columns,
         trainer_state, ...) are accepted and ignored."""
         if len(prompts) != len(completions):
             raise ValueError(f"{len(prompts)} prompts but {len(completions)} completions")
-        return self.scorer.rewards(list(prompts), list(completions))
+        return self.rewards(list(prompts), list(completions))
 
     def __repr__(self) -> str:
-        return f"RewardFunction({self.scorer.source!r}, normalize={self.scorer.normalize})"
+        return f"RewardFunction({self.source!r}, normalize={self.normalize})"

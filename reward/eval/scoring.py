@@ -28,7 +28,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from reward.collate import pad_right
+from reward.collate import margins, pad_right
 from reward.data import detect_format, load_raw, margin_value, subset_column, text_problem, validate
 from reward.errors import UserError
 from reward.export import STATS_KEY
@@ -89,13 +89,15 @@ class RewardScorer:
     `model` is a saved folder (or Hub id), or a loaded model together with its `tokenizer`.
     """
 
+    show_progress_default = True  # a progress bar per scoring call (RewardFunction: off, it runs every RL step)
+
     def __init__(
         self,
         model: str | Path | PreTrainedModel,
         tokenizer: PreTrainedTokenizerBase | None = None,
         batch_size: int = 16,
         device: str | torch.device | None = None,
-        show_progress: bool = True,
+        show_progress: bool | None = None,
         normalize: bool = False,
     ):
         if isinstance(model, (str, Path)):
@@ -125,7 +127,7 @@ class RewardScorer:
         self.device = torch.device(device) if device else pick_device()
         self.model.to(self.device).eval()
         self.batch_size = batch_size
-        self.show_progress = show_progress
+        self.show_progress = self.show_progress_default if show_progress is None else show_progress
 
     def encode(self, prompt: str | list | None, response: str | list) -> list[int]:
         """Token ids of prompt + response, formatted as training formatted them."""
@@ -166,7 +168,7 @@ class RewardScorer:
         n = len(encoded)
         rewards = self.score_ids([e["chosen_ids"] for e in encoded] + [e["rejected_ids"] for e in encoded])
         r_c, r_r = torch.tensor(rewards[:n]), torch.tensor(rewards[n:])  # (B,), (B,)
-        margin = torch.tensor([e["margin"] for e in encoded])  # (B,) 0 where a row has none
+        margin = margins(encoded)  # (B,) 0 where a row has none
         out = bradley_terry_loss(r_c, r_r, margin, opts.center_rewards_coefficient, opts.label_smoothing)
         column = subset_column(rows[0].keys())
         diagnostics = diagnose(

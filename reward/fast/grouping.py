@@ -6,7 +6,7 @@ HF's `LengthGroupedSampler` fixes this with a little structure and most of the r
 and this module does the same for pairs, with the batch order decided here too:
 
 1. shuffle the pair indices with `torch.Generator().manual_seed(seed + epoch)` (the same seeding as
-   `reward.loop.epoch_order`, so an epoch's order is a pure function of (seed, epoch) and a resumed
+   `reward.batching.epoch_order`, so an epoch's order is a pure function of (seed, epoch) and a resumed
    run can skip straight to its step);
 2. cut the permutation into mega-batches of `mega_batch_mult * batch_size` pairs (HF's default:
    50, or fewer so that there are at least 4 mega-batches on a small data set, never below 1);

@@ -41,6 +41,8 @@ from dataclasses import dataclass
 
 import torch
 
+from reward.collate import margins
+
 SUPPORTED_MODEL_TYPES = ("llama", "qwen2", "gpt2")  # each one checked in tests/test_packing.py
 SUPPORTED_ATTENTION = ("sdpa", "eager", "reward_segments")  # switched to reward_segments on first use
 
@@ -232,7 +234,7 @@ def pack_pairs(
             for pair, side, offset in seg.rewards:
                 reward_at[side, pair] = torch.tensor([r, start + offset])
             start = end
-    margin = torch.tensor([float(p.get("margin") or 0.0) for p in pairs], dtype=torch.float32)  # (B,)
+    margin = margins(pairs)  # (B,)
     return PackedBatch(
         input_ids=input_ids,
         position_ids=position_ids,

@@ -75,10 +75,14 @@ def segment_attention(
         shared_end, end = start + prefix + chosen, start + prefix + chosen + rejected
         pieces[row].append(
             F.scaled_dot_product_attention(
-                q[:, :, start:shared_end], k[:, :, start:shared_end], v[:, :, start:shared_end],
-                dropout_p=dropout, is_causal=True, scale=scaling,
+                q[:, :, start:shared_end],
+                k[:, :, start:shared_end],
+                v[:, :, start:shared_end],
+                dropout_p=dropout,
+                is_causal=True,
+                scale=scaling,
             )  # (1, H, P + C', d)
-        )  # fmt: skip
+        )
         if rejected:
             keys = torch.cat([k[:, :, start : start + prefix], k[:, :, shared_end:end]], dim=2)  # (1, H, P + R', d)
             values = torch.cat([v[:, :, start : start + prefix], v[:, :, shared_end:end]], dim=2)  # (1, H, P + R', d)

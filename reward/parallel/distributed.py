@@ -81,8 +81,11 @@ def reduce_totals(totals: MetricTotals, world: World, device: torch.device) -> M
     """The step's metrics over all ranks' pairs (sums, then global min/max)."""
     if world.size == 1:
         return totals
-    sums = torch.tensor([totals.pairs, totals.loss_sum, totals.correct, totals.margin_sum, totals.reward_sum],
-                        dtype=torch.float64, device=device)  # fmt: skip
+    sums = torch.tensor(
+        [totals.pairs, totals.loss_sum, totals.correct, totals.margin_sum, totals.reward_sum],
+        dtype=torch.float64,
+        device=device,
+    )
     extremes = torch.tensor([-totals.reward_min, totals.reward_max], dtype=torch.float64, device=device)
     dist.all_reduce(sums, op=dist.ReduceOp.SUM)
     dist.all_reduce(extremes, op=dist.ReduceOp.MAX)
