@@ -37,11 +37,19 @@ from reward.finetune.lora import adapter_to_resume, add_lora, describe_lora, req
 from reward.formatting import SequenceFormat, describe_format, drop_past_positions, read_format, tokenize_pairs
 from reward.loop import NonFiniteError, TrainResult, train
 from reward.metrics import MetricsWriter
-from reward.model import count_parameters, ensure_pad_token, load_model, load_tokenizer, position_limit, unwrap
+from reward.model import (
+    Precision,
+    count_parameters,
+    ensure_pad_token,
+    load_model,
+    load_tokenizer,
+    position_limit,
+    resolve_precision,
+    unwrap,
+)
 from reward.parallel.distributed import barrier, device_for, init_world, shutdown
 from reward.parallel.plan import Plan
 from reward.parallel.sharding import check_fsdp_world, shard_model
-from reward.precision import Precision, resolve_precision
 from reward.run.checkpoints import (
     CheckpointWriter,
     check_resume_options,

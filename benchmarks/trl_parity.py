@@ -40,7 +40,7 @@ from reward.data import detect_format
 from reward.formatting import tokenize_pairs
 from reward.loop import train
 from reward.metrics import MetricsWriter
-from reward.precision import resolve_precision
+from reward.model import resolve_precision
 
 FP32 = resolve_precision(False, False, torch.device("cpu"))
 

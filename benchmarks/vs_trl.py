@@ -163,8 +163,7 @@ def worker(args: argparse.Namespace) -> dict:
     from benchmarks import trl_parity as harness
     from reward.batching import batch_pairs, batch_tokens, build_collator, optimizer_steps
     from reward.fast.packing import PackedBatch
-    from reward.model import count_parameters, load_model, load_tokenizer
-    from reward.precision import pick_device, resolve_precision
+    from reward.model import count_parameters, load_model, load_tokenizer, pick_device, resolve_precision
 
     torch.set_num_threads(args.threads)
     device = pick_device()
@@ -242,8 +241,7 @@ def held_out_metrics(model, tokenizer, rows, cfg, precision) -> dict:
 def before_training(args: argparse.Namespace) -> dict:
     """Held-out loss/accuracy of the shared init, so a reader sees what training changed."""
     from benchmarks import trl_parity as harness
-    from reward.model import load_model, load_tokenizer
-    from reward.precision import pick_device, resolve_precision
+    from reward.model import load_model, load_tokenizer, pick_device, resolve_precision
 
     torch.set_num_threads(args.threads)
     device = pick_device()

@@ -7,9 +7,8 @@ The core path, in data-flow order (what TRL's RewardTrainer does):
     formatting.py  row -> token ids (prompt + response, EOS, chat template, max_length); the recorded format
     collate.py     the pairwise collator: B pairs -> (2B, T) [chosen; rejected]
     batching.py    which pairs form each micro-batch and optimizer step; the collator choice
-    model.py       load the sequence-classification model; pad-token policy; rewards
+    model.py       load the sequence-classification model; pad-token policy; rewards; device and precision
     loss.py        the Bradley–Terry loss and its metrics
-    precision.py   device, fp32 / bf16 / fp16 + GradScaler
     loop.py        optimizer, schedule, exact accumulation, clipping, evaluation, the loop
     metrics.py     exact averages, the step line, metrics.jsonl; calibration, length bias, subsets
     export.py      the pipeline-ready folder with reward_format and reward_stats

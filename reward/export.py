@@ -38,9 +38,8 @@ from reward.data import CONVERSATIONAL, IMPLICIT
 from reward.errors import UserError
 from reward.formatting import FORMAT_KEY, SequenceFormat, effective_format, format_record
 from reward.loop import TrainResult, evaluate
-from reward.model import reward_token, unwrap
+from reward.model import Precision, reward_token, unwrap
 from reward.model_card import render_model_card
-from reward.precision import Precision
 
 STATS_KEY = "reward_stats"  # config.json field: mean / std of the rewards on held-out data
 

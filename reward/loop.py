@@ -29,10 +29,9 @@ from reward.fast.packed_forward import packed_rewards
 from reward.fast.packing import PackedBatch
 from reward.loss import bradley_terry_loss
 from reward.metrics import MetricsWriter, MetricTotals, diagnose, format_step_line
-from reward.model import compute_rewards
+from reward.model import Precision, compute_rewards
 from reward.parallel.distributed import any_rank, reduce_totals, sum_int
 from reward.parallel.plan import SINGLE, Plan
-from reward.precision import Precision
 from reward.run.state import restore_training_state, training_state
 
 

@@ -26,8 +26,7 @@ from reward.fast.packing import pack_pairs
 from reward.formatting import TRL_FORMAT, encode_pair, format_text, tokenize_pairs
 from reward.loop import accumulate_gradients, apply_update, build_optimizer, build_scheduler
 from reward.loss import bradley_terry_loss
-from reward.model import compute_rewards, load_model, load_tokenizer
-from reward.precision import resolve_precision
+from reward.model import compute_rewards, load_model, load_tokenizer, resolve_precision
 
 SHOWN = 2  # pairs printed in full
 

@@ -13,8 +13,7 @@ from reward.config import TrainConfig
 from reward.formatting import tokenize_pairs
 from reward.loop import accumulate_gradients, train
 from reward.metrics import MetricsWriter
-from reward.model import load_model
-from reward.precision import resolve_precision
+from reward.model import load_model, resolve_precision
 from reward.presets.synthetic import generate_pairs
 
 FP32 = resolve_precision(False, False, torch.device("cpu"))

@@ -26,8 +26,7 @@ from reward.metrics import (
     preference_probability,
     subset_accuracy,
 )
-from reward.model import compute_rewards, load_model
-from reward.precision import resolve_precision
+from reward.model import compute_rewards, load_model, resolve_precision
 from reward.presets.synthetic import generate_pairs
 
 

@@ -13,9 +13,8 @@ from reward.config import TrainConfig
 from reward.errors import UserError
 from reward.export import save_reward_model
 from reward.loop import apply_update, build_optimizer, build_scheduler
-from reward.model import ensure_pad_token, load_model
+from reward.model import ensure_pad_token, load_model, resolve_precision
 from reward.model_card import example_of
-from reward.precision import resolve_precision
 from reward.presets.tiny import tiny_config
 
 

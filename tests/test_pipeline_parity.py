@@ -16,8 +16,7 @@ from reward.export import save_reward_model
 from reward.formatting import format_text, tokenize_pairs
 from reward.loop import train
 from reward.metrics import MetricsWriter
-from reward.model import compute_rewards, load_model
-from reward.precision import resolve_precision
+from reward.model import compute_rewards, load_model, resolve_precision
 from reward.presets.synthetic import generate_pairs
 from reward.presets.tiny import build_tiny_tokenizer
 

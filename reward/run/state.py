@@ -16,8 +16,8 @@ from typing import Any
 
 import torch
 
+from reward.model import Precision
 from reward.parallel.plan import Plan
-from reward.precision import Precision
 
 
 def rng_state() -> dict[str, Any]:
