@@ -47,6 +47,7 @@ from reward.model import (
     resolve_precision,
     unwrap,
 )
+from reward.model_card import card_facts
 from reward.parallel.distributed import barrier, device_for, init_world, shutdown
 from reward.parallel.plan import Plan
 from reward.parallel.sharding import check_fsdp_world, shard_model
@@ -245,7 +246,13 @@ def fit(
     elif world.is_main:
         metrics.unlink(missing_ok=True)  # one run per metrics file
     save = CheckpointWriter(
-        setup.out_dir, model, tokenizer, cfg.to_dict(), card(prepared), setup.plan, cfg.save_total_limit
+        setup.out_dir,
+        model,
+        tokenizer,
+        cfg.to_dict(),
+        card_facts(prepared.data, len(prepared.train_ds)),
+        setup.plan,
+        cfg.save_total_limit,
     )
     result = train(
         cfg,
@@ -278,7 +285,7 @@ def export(cfg: TrainConfig, setup: Setup, prepared: Prepared, model: PreTrained
     if result.collapsed:  # saved all the same (it is what the run produced), but never silently
         print(f"WARNING: {result.collapsed}", file=sys.stderr)
     metrics = {f"eval_{k}": v for k, v in (result.eval or {}).items()}
-    info = card(prepared, metrics, warning=result.collapsed)
+    info = card_facts(prepared.data, len(prepared.train_ds), metrics, warning=result.collapsed)
     saved = export_model(setup.out_dir, model, prepared.tokenizer, cfg.to_dict(), info, weights)
     if cfg.plot_curves:
         from reward.eval.plotting import plot_training_curves  # matplotlib is an optional extra
@@ -302,20 +309,6 @@ def report(cfg: TrainConfig, setup: Setup, prepared: Prepared, result: TrainResu
     command = f"python score.py --model {shlex.quote(str(saved))} --input {shlex.quote(score_input)}"
     print(f"saved reward model to {saved}\nscore with: {command}")
     print(f"check what GRPO, RewardBench, PPO and the pipeline see: {command} --check_consumers")
-
-
-def card(prepared: Prepared, metrics: dict | None = None, warning: str | None = None) -> dict:
-    """What the model card says about the run (reward/model_card.py)."""
-    data = prepared.data
-    example = (data.test if data.test is not None and len(data.test) else data.train)[0]
-    train_pairs = len(prepared.train_ds)
-    return {
-        "format": data.format,
-        "train_pairs": train_pairs,
-        "metrics": metrics or {},
-        "example": example,
-        "warning": warning,
-    }
 
 
 # --- the command line -----------------------------------------------------------------------------------

@@ -39,6 +39,19 @@ GRPO_SNIPPET = "\n".join(
 )
 
 
+def card_facts(data: Any, train_pairs: int, metrics: dict | None = None, warning: str | None = None) -> dict:
+    """What the card says about a run of `data` (reward.data.PreferenceData): its format, size, metrics, an
+    example row for the snippets, and a warning (a collapsed model)."""
+    example = (data.test if data.test is not None and len(data.test) else data.train)[0]
+    return {
+        "format": data.format,
+        "train_pairs": train_pairs,
+        "metrics": metrics or {},
+        "example": example,
+        "warning": warning,
+    }
+
+
 def example_of(row: dict[str, Any] | None) -> tuple[Any, Any]:
     """(prompt, response) of one training row, for the snippets: a conversation without a `prompt`
     column is split before its last message."""
