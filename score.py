@@ -1,4 +1,4 @@
-"""Score a file with a trained reward model.
+"""Score a file with a trained reward model (the same command as `reward-score`).
 
     python score.py --model runs/tiny-synthetic --input runs/tiny-synthetic/heldout_pairs.jsonl
     python score.py --model runs/tiny-synthetic --input texts.jsonl --output scored.jsonl
@@ -8,149 +8,12 @@
     python score.py --model runs/tiny-synthetic --input runs/tiny-synthetic/heldout_pairs.jsonl --check_consumers
     python score.py --model runs/tiny-synthetic --input completions.jsonl --output ranked.jsonl
 
-Preference files (chosen/rejected) print pairwise accuracy, mean reward margin, the loss and reward
-stats, then calibration (ECE + reliability table), length bias and accuracy per subset
-(`reward/metrics.py`). `--explain` prints every term of the loss pair by pair
-(`reward/eval/explain.py`). Files of texts (`text`), prompt/response rows or conversations (`messages`)
-get a `reward` each; rows of a prompt and a list of `completions` get `rewards` and a `ranking`
-(and best-of-n accuracy with a `scores`, `ranking` or `best` column). Text is formatted as the
-model's config.json records training did (`reward_format`). `--check_consumers` scores the rows the
-way GRPO, RewardBench, a PPO loop and the pipeline do (`reward/eval/consumer_check.py`).
+The command lives in reward/eval/score_cli.py, so that an installed package has it too.
 """
 
-from __future__ import annotations
-
-import json
 import sys
-from pathlib import Path
 
-from reward.config import ScoreConfig, parse_score_config
-from reward.errors import UserError, run_cli
-from reward.eval.explain import explain_pairs, format_explanation
-from reward.eval.scoring import PAIRS, RANKINGS, RewardScorer, load_rows, training_loss_options
-from reward.formatting import describe_format
-from reward.run.checkpoints import write_atomically
-
-PAIR_ONLY_OPTIONS = ("explain", "plot", "reliability_out")
-
-
-def main(cfg: ScoreConfig) -> dict:
-    """Score `cfg.input`; returns the pair metrics (pairs) or reward stats (texts)."""
-    rows, kind = load_rows(cfg.input)
-    used = [f"--{name}" for name in PAIR_ONLY_OPTIONS if getattr(cfg, name)]
-    if kind != PAIRS and used:
-        raise UserError(f"{', '.join(used)} need(s) a file of pairs (chosen/rejected columns); {cfg.input} has {kind}")
-    if cfg.normalize and (kind == PAIRS or cfg.check_consumers):
-        raise UserError(
-            "--normalize rescales single rewards (texts, responses, rankings); pair metrics use raw rewards"
-        )
-    if cfg.plot:
-        from reward.eval.plotting import require_matplotlib
-
-        require_matplotlib()  # fail before scoring, not after
-    if cfg.output:
-        check_output_path(cfg.output)  # before the work, not after it
-    scorer = RewardScorer(cfg.model, batch_size=cfg.batch_size, device=cfg.device, normalize=cfg.normalize)
-    print(f"scoring {len(rows)} {kind} from {cfg.input} with {cfg.model} on {scorer.device}")
-    if not cfg.check_consumers:  # the check's report names it itself
-        print(f"formatting: {describe_format(scorer.format, scorer.format_record)}")
-    if scorer.normalize:
-        print(
-            f"normalized: (reward - {scorer.stats['mean']:.4f}) / {scorer.stats['std']:.4f} ({scorer.stats['source']})"
-        )
-    if cfg.check_consumers:
-        from reward.eval.consumer_check import check_consumers, format_report
-
-        results = check_consumers(scorer, rows, kind)
-        print(format_report(scorer, results, len(rows)))
-        scored, summary = [r.to_dict() for r in results], {"consumers": [r.to_dict() for r in results]}
-    elif kind == PAIRS:
-        scored, summary = report_pairs(cfg, scorer, rows)
-    elif kind == RANKINGS:
-        scored, summary = scorer.score_rankings(rows)
-        print(format_ranking_summary(summary))
-    else:
-        scored = scorer.score_rows(rows, kind)
-        rewards = [r["reward"] for r in scored]
-        summary = {
-            "rows": len(rewards),
-            "reward_mean": sum(rewards) / len(rewards),
-            "reward_min": min(rewards),
-            "reward_max": max(rewards),
-        }
-        print(
-            f"rows {summary['rows']} | reward mean {summary['reward_mean']:.4f} "
-            f"min {summary['reward_min']:.4f} max {summary['reward_max']:.4f}"
-        )
-    if cfg.output:
-        write_atomically(cfg.output, (json.dumps(row, ensure_ascii=False, default=str) + "\n" for row in scored))
-        print(f"wrote {len(scored)} rows to {cfg.output}")
-    return summary
-
-
-def report_pairs(cfg: ScoreConfig, scorer: RewardScorer, rows: list[dict]) -> tuple[list[dict], dict]:
-    """Score pairs with the model's training loss options; print metrics, diagnostics, the explanation."""
-    opts = training_loss_options(cfg.model, cfg.center_rewards_coefficient, cfg.label_smoothing)
-    if opts.center_rewards_coefficient or opts.label_smoothing:
-        print(
-            f"loss options: center_rewards_coefficient {opts.center_rewards_coefficient or 0:g}, "
-            f"label_smoothing {opts.label_smoothing:g} ({opts.source})"
-        )
-    report = scorer.score_pairs(rows, opts, cfg.calibration_bins)
-    m = report.metrics
-    print(
-        f"pairs {m['pairs']} | accuracy {m['accuracy']:.4f} | margin {m['margin']:.4f} | loss {m['loss']:.4f} | "
-        f"reward mean {m['reward_mean']:.4f} min {m['reward_min']:.4f} max {m['reward_max']:.4f}"
-    )
-    print(report.diagnostics.format())
-    scored = report.rows
-    if cfg.explain:
-        explanation = explain_pairs(
-            report.r_chosen, report.r_rejected, report.margin, opts.center_rewards_coefficient, opts.label_smoothing
-        )
-        print(format_explanation(explanation, cfg.explain_rows))
-        # r_chosen / r_rejected come back unchanged (float32 values widened to float64 exactly)
-        scored = [{**row, **ex} for row, ex in zip(scored, explanation.rows())]
-    if cfg.reliability_out:
-        write_atomically(cfg.reliability_out, [json.dumps(report.diagnostics.calibration.to_dict(), indent=2) + "\n"])
-        print(f"wrote the reliability table to {cfg.reliability_out}")
-    if cfg.plot:
-        from reward.eval.plotting import plot_scores
-
-        plot_scores(report.r_chosen, report.r_rejected, report.diagnostics.calibration, cfg.plot)
-        print(f"wrote reward histograms and the reliability diagram to {cfg.plot}")
-    return scored, m
-
-
-def format_ranking_summary(summary: dict) -> str:
-    line = f"prompts {summary['prompts']} | completions {summary['completions']}"
-    if "best_of_n_accuracy" in summary:
-        line += (
-            f" | best-of-n accuracy {summary['best_of_n_accuracy']:.4f} "
-            f"(picking at random: {summary['best_of_n_chance']:.4f})"
-        )
-    return line
-
-
-def check_output_path(path: str) -> None:
-    """An --output that cannot be written is an error before scoring, not a traceback after it."""
-    out = Path(path)
-    if out.is_dir():
-        raise UserError(f"--output {path}: is a directory")
-    parent = next((p for p in out.parents if p.exists()), Path("."))
-    if not parent.is_dir():
-        raise UserError(f"--output {path}: {parent} is a file, not a folder")
-
-
-def run(cfg: ScoreConfig) -> int:
-    """Exit codes: 0 done, 2 bad input or options."""
-    main(cfg)
-    return 0
-
-
-def cli(argv: list[str] | None = None) -> int:
-    return run_cli(sys.argv[1:] if argv is None else argv, parse=parse_score_config, run=run)
-
+from reward.eval.score_cli import cli, main  # noqa: F401 - `import score; score.main(cfg)` works as the CLI does
 
 if __name__ == "__main__":
     sys.exit(cli())

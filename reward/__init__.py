@@ -13,6 +13,8 @@ The core path, in data-flow order (what TRL's RewardTrainer does):
     metrics.py     exact averages, the step line, metrics.jsonl; calibration, length bias, subsets
     export.py      the pipeline-ready folder with reward_format and reward_stats
     model_card.py  the folder's README, one tested snippet per consumer
+    recipe.py      one training run as named stages: preflight, data, model, train, export, report
+    train_cli.py   the train command (python train.py = reward-train): options, signals, exit codes
     tour.py        python -m reward.tour: one optimizer step, every stage printed
 
 Optional parts, each behind its own folder (a learner may skip them):
@@ -23,18 +25,26 @@ Optional parts, each behind its own folder (a learner may skip them):
     run/        checkpoints, exact resume state, the output-dir lock, signals
     eval/       scoring, the loss explained, plots, the consumers of a reward model, RewardFunction
     presets/    the offline `tiny` model and the generated tasks
+    integrations/  TRL's Python API (RewardConfig, RewardTrainer), --report_to trackers, --push_to_hub
 
-Importing `reward` imports nothing else; `from reward import RewardFunction` loads it on first use.
+Importing `reward` imports nothing else; `from reward import RewardTrainer` (or RewardConfig,
+RewardFunction) loads it on first use.
 """
 
 __version__ = "0.1.0"
-__all__ = ["RewardFunction"]
+__all__ = ["RewardConfig", "RewardFunction", "RewardTrainer"]
+
+LAZY = {
+    "RewardConfig": "reward.integrations.trainer",
+    "RewardTrainer": "reward.integrations.trainer",
+    "RewardFunction": "reward.eval.reward_function",
+}
 
 
 def __getattr__(name: str) -> type:
-    """`from reward import RewardFunction` without importing torch when only a submodule is needed."""
-    if name == "RewardFunction":
-        from reward.eval.reward_function import RewardFunction
+    """`from reward import RewardTrainer` without importing torch when only a submodule is needed."""
+    if name in LAZY:
+        import importlib
 
-        return RewardFunction
+        return getattr(importlib.import_module(LAZY[name]), name)
     raise AttributeError(f"module 'reward' has no attribute {name!r}")

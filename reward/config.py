@@ -16,37 +16,50 @@ from typing import Any
 from transformers import HfArgumentParser
 
 from reward.errors import UserError
-from reward.options import score_problems, train_problems, type_problems
+from reward.options import json_mapping, tracker_problems, train_problems, type_problems
 
 
-def _opt(default: Any, help: str) -> Any:  # noqa: A002 - "help" is argparse's word
+def option(default: Any, help: str) -> Any:  # noqa: A002 - "help" is argparse's word
     return field(default=default, metadata={"help": help})
 
 
 @dataclass
 class TrainConfig:
     # --- model ---------------------------------------------------------------------------------
-    model_name_or_path: str = _opt(
+    model_name_or_path: str = option(
         "tiny", "Model folder or Hugging Face Hub id; 'tiny' builds a small random Llama offline."
     )
-    trust_remote_code: bool = _opt(False, "Allow the model's own code from the Hub to run (off: safer).")
-    disable_dropout: bool = _opt(True, "Set every dropout probability to 0, as TRL does.")
-    gradient_checkpointing: bool = _opt(
+    model_revision: str | None = option(None, "Hub branch, tag or commit of the model (default: its main branch).")
+    dtype: str = option(
+        "float32",
+        "Weights' dtype: float32 (TRL's default for a model given by name), bfloat16, float16, or auto (the "
+        "checkpoint's own). bfloat16/float16 weights are trained as they are, with AdamW state in that dtype; the "
+        "loss stays float32 (docs/training.md).",
+    )
+    attn_implementation: str | None = option(
+        None, "transformers attention: sdpa, eager, flash_attention_2, ... (default: transformers' choice)."
+    )
+    model_init_kwargs: dict[str, Any] | str | None = option(
+        None, "More from_pretrained keyword arguments, as JSON (e.g. '{\"low_cpu_mem_usage\": true}')."
+    )
+    trust_remote_code: bool = option(False, "Allow the model's own code from the Hub to run (off: safer).")
+    disable_dropout: bool = option(True, "Set every dropout probability to 0, as TRL does.")
+    gradient_checkpointing: bool = option(
         False, "Recompute activations in backward to save memory (TRL defaults to on; we default off)."
     )
-    fsdp: bool = _opt(
+    fsdp: bool = option(
         False,
         "Shard weights, gradients and AdamW state across the torchrun processes (FSDP2); needs 2+ processes.",
     )
     # --- LoRA (peft extra: pip install -e ".[peft]"; docs/scaling.md) --------------------------------
-    use_peft: bool = _opt(
+    use_peft: bool = option(
         False,
         "Train LoRA adapters on the backbone plus the full score head instead of every weight; "
         "the saved model has the adapters merged (plain transformers), the adapter alone is in adapter/.",
     )
-    lora_r: int = _opt(16, "LoRA rank r (TRL's default): trained parameters grow linearly with it.")
-    lora_alpha: int = _opt(32, "LoRA alpha: the update is (alpha / r) B A; 32 = 2r as in TRL, a scale of 2.")
-    lora_dropout: float = _opt(
+    lora_r: int = option(16, "LoRA rank r (TRL's default): trained parameters grow linearly with it.")
+    lora_alpha: int = option(32, "LoRA alpha: the update is (alpha / r) B A; 32 = 2r as in TRL, a scale of 2.")
+    lora_dropout: float = option(
         0.0,
         "Dropout on the adapters' input. 0 is what TRL runs: its 0.05 default is zeroed by disable_dropout "
         "(chosen and rejected should see the same noise).",
@@ -55,117 +68,162 @@ class TrainConfig:
         default_factory=lambda: ["all-linear"],
         metadata={
             "help": "Layers that get adapters: 'all-linear' (every Linear of the backbone, not the score head; "
-            "QLoRA found all layers needed to match full fine-tuning) or module names, "
+            "QLoRA found all layers needed to match full fine-tuning), 'default' (peft's choice for the "
+            "architecture, e.g. q_proj and v_proj for Llama) or module names, "
             "e.g. q_proj v_proj or q_proj,v_proj."
         },
     )
     # --- data ----------------------------------------------------------------------------------
-    dataset_name: str = _opt(
+    dataset_name: str = option(
         "synthetic",
         "A .jsonl/.json/.csv/.parquet file, a folder of them, a Hub dataset id, 'synthetic' "
         "(the generated category task, docs/training.md) or 'synthetic-long' (the same behind long shared prompts).",
     )
-    dataset_config: str | None = _opt(None, "Hub dataset configuration name.")
-    dataset_train_split: str = _opt("train", "Split to train on.")
-    dataset_test_split: str = _opt("test", "Split to evaluate on, if the dataset has it.")
-    eval_split_size: float = _opt(
+    dataset_config: str | None = option(None, "Hub dataset configuration name.")
+    dataset_train_split: str = option("train", "Split to train on.")
+    dataset_test_split: str = option("test", "Split to evaluate on, if the dataset has it.")
+    eval_split_size: float = option(
         0.1, "Fraction of train held out (seeded) when there is no test split; 0 disables eval."
     )
-    skip_bad_rows: bool = _opt(False, "Drop invalid rows (reporting how many and which) instead of stopping.")
-    synthetic_num_pairs: int = _opt(12000, "Number of pairs generated when dataset_name is 'synthetic'.")
-    max_length: int | None = _opt(
+    skip_bad_rows: bool = option(False, "Drop invalid rows (reporting how many and which) instead of stopping.")
+    synthetic_num_pairs: int = option(12000, "Number of pairs generated when dataset_name is 'synthetic'.")
+    max_length: int | None = option(
         1024, "Pairs where either side is longer than this many tokens are dropped (and counted)."
     )
-    pad_to_multiple_of: int | None = _opt(None, "Pad the batch length up to a multiple of this (plain path).")
+    pad_to_multiple_of: int | None = option(None, "Pad the batch length up to a multiple of this (plain path).")
+    chat_template_path: str | None = option(
+        None,
+        "A Jinja file (.jinja/.j2) to use as the chat template, or a tokenizer folder/id to take the template, its "
+        "added tokens and its EOS from (TRL's option).",
+    )
     # --- formatting: how text becomes tokens; recorded in config.json (docs/consumers.md) -------
-    append_eos: bool = _opt(
+    append_eos: bool = option(
         True,
         "Append the EOS token to plain-text sequences unless present (TRL). False: the reward is read at the "
         "last text token, as TRL's GRPO and a PPO rollout cut before EOS score it.",
     )
-    add_special_tokens: bool = _opt(
+    add_special_tokens: bool = option(
         True,
         "Let the tokenizer add its special tokens (e.g. BOS) to plain text (TRL). False: GRPO's format "
         "(it tokenizes prompt + completion with add_special_tokens=False).",
     )
-    text_as_chat: bool = _opt(
+    text_as_chat: bool = option(
         False,
         "Render plain-text rows as [user: prompt, assistant: response] with the chat template "
         "(RewardBench's format); needs a prompt column and a tokenizer with a chat template.",
     )
     # --- speed (each exact: tests/test_packing.py; all off = TRL's batching, as in parity runs) ---
-    group_by_length: bool = _opt(
+    group_by_length: bool = option(
         True, "Batch pairs of similar length (sorted inside seeded mega-batches of 50 batches, as HF)."
     )
-    padding_free: bool = _opt(
+    padding_free: bool = option(
         True, "Pack the sequences of a micro-batch into one row, no padding (Llama/Qwen2/GPT-2; else plain)."
     )
-    share_prefix: bool = _opt(
+    share_prefix: bool = option(
         True, "Compute the prompt shared by chosen and rejected once per pair (Llama/Qwen2/GPT-2; else plain)."
     )
-    torch_compile: bool = _opt(False, "Compile the backbone with torch.compile (first steps are slower).")
+    torch_compile: bool = option(False, "Compile the backbone with torch.compile (first steps are slower).")
     # --- loss ----------------------------------------------------------------------------------
-    center_rewards_coefficient: float | None = _opt(
+    center_rewards_coefficient: float | None = option(
         None, "Add coef * mean((r_chosen + r_rejected)^2) to keep rewards centred (0.01 in the paper)."
     )
-    label_smoothing: float = _opt(
+    label_smoothing: float = option(
         0.0, "Conservative Bradley-Terry: treat 'chosen wins' as true with probability 1 - eps (docs/loss.md)."
     )
     # --- optimisation --------------------------------------------------------------------------
-    output_dir: str = _opt("runs/tiny-synthetic", "Where the checkpoint and metrics.jsonl are written.")
-    per_device_train_batch_size: int = _opt(32, "Pairs per micro-batch (TRL/HF default 8).")
-    per_device_eval_batch_size: int = _opt(64, "Pairs per evaluation batch.")
-    gradient_accumulation_steps: int = _opt(1, "Micro-batches per optimizer step.")
-    learning_rate: float = _opt(1e-4, "Peak AdamW learning rate.")
-    weight_decay: float = _opt(0.0, "AdamW weight decay (never applied to biases and norm weights).")
-    adam_beta1: float = _opt(0.9, "AdamW beta1.")
-    adam_beta2: float = _opt(0.999, "AdamW beta2.")
-    adam_epsilon: float = _opt(1e-8, "AdamW epsilon.")
-    max_grad_norm: float = _opt(1.0, "Clip the global gradient norm to this; 0 disables clipping.")
-    num_train_epochs: float = _opt(2.0, "Passes over the training pairs (ignored when max_steps > 0).")
-    max_steps: int = _opt(-1, "Total optimizer steps; overrides num_train_epochs when > 0.")
-    lr_scheduler_type: str = _opt("linear", "Schedule after warmup: linear, cosine, constant, ...")
-    warmup_ratio: float = _opt(0.1, "Warmup length as a fraction of total steps (HF/TRL default 0).")
-    warmup_steps: int = _opt(0, "Warmup length in steps; wins over warmup_ratio when > 0.")
-    bf16: bool = _opt(False, "bfloat16 autocast (CPU and GPU); the loss stays fp32.")
-    fp16: bool = _opt(False, "float16 autocast with a gradient scaler (CUDA only).")
-    use_cpu: bool = _opt(False, "Train on the CPU even when a GPU is available.")
-    seed: int = _opt(42, "Seed for the score-head init, the data order and the eval split.")
+    output_dir: str = option("runs/tiny-synthetic", "Where the checkpoint and metrics.jsonl are written.")
+    per_device_train_batch_size: int = option(32, "Pairs per micro-batch (TRL/HF default 8).")
+    per_device_eval_batch_size: int = option(64, "Pairs per evaluation batch.")
+    gradient_accumulation_steps: int = option(1, "Micro-batches per optimizer step.")
+    learning_rate: float = option(1e-4, "Peak AdamW learning rate.")
+    weight_decay: float = option(0.0, "AdamW weight decay (never applied to biases and norm weights).")
+    adam_beta1: float = option(0.9, "AdamW beta1.")
+    adam_beta2: float = option(0.999, "AdamW beta2.")
+    adam_epsilon: float = option(1e-8, "AdamW epsilon.")
+    max_grad_norm: float = option(1.0, "Clip the global gradient norm to this; 0 disables clipping.")
+    num_train_epochs: float = option(2.0, "Passes over the training pairs (ignored when max_steps > 0).")
+    max_steps: int = option(-1, "Total optimizer steps; overrides num_train_epochs when > 0.")
+    lr_scheduler_type: str = option("linear", "Schedule after warmup: linear, cosine, constant, ...")
+    warmup_ratio: float = option(0.1, "Warmup length as a fraction of total steps (HF/TRL default 0).")
+    warmup_steps: int = option(0, "Warmup length in steps; wins over warmup_ratio when > 0.")
+    bf16: bool = option(False, "bfloat16 autocast (CPU and GPU); the loss stays fp32.")
+    fp16: bool = option(False, "float16 autocast with a gradient scaler (CUDA only).")
+    use_cpu: bool = option(False, "Train on the CPU even when a GPU is available.")
+    seed: int = option(42, "Seed for the score-head init, the data order and the eval split.")
     # --- logging, eval, saving -----------------------------------------------------------------
-    logging_steps: int = _opt(10, "Write a step record every this many optimizer steps.")
-    eval_strategy: str = _opt("steps", "'steps' (every eval_steps and at the end), 'epoch' or 'no'.")
-    eval_steps: int = _opt(100, "Evaluate on the held-out split every this many steps.")
-    save_steps: int = _opt(0, "Also save a checkpoint-STEP folder every this many steps; 0: only at the end.")
-    save_total_limit: int | None = _opt(None, "Keep only the newest N checkpoint-STEP folders.")
-    resume_from_checkpoint: str | None = _opt(
+    logging_steps: int = option(10, "Write a step record every this many optimizer steps.")
+    eval_strategy: str = option("steps", "'steps' (every eval_steps and at the end), 'epoch' or 'no'.")
+    eval_steps: int = option(100, "Evaluate on the held-out split every this many steps.")
+    save_steps: int = option(0, "Also save a checkpoint-STEP folder every this many steps; 0: only at the end.")
+    save_total_limit: int | None = option(None, "Keep only the newest N checkpoint-STEP folders.")
+    resume_from_checkpoint: str | None = option(
         None, "Continue a run: a checkpoint-STEP folder, or 'latest' (the newest one in output_dir)."
     )
-    overwrite_output_dir: bool = _opt(
+    overwrite_output_dir: bool = option(
         False, "Start a new run in a non-empty output_dir, removing the previous run's files."
     )
-    max_nonfinite_steps: int = _opt(3, "Abort after this many optimizer steps in a row with a non-finite loss/grad.")
-    dataset_num_proc: int | None = _opt(None, "Processes for tokenization (datasets.map num_proc).")
-    disable_tqdm: bool = _opt(False, "Hide the progress bar.")
-    plot_curves: str | None = _opt(
+    max_nonfinite_steps: int = option(3, "Abort after this many optimizer steps in a row with a non-finite loss/grad.")
+    dataset_num_proc: int | None = option(None, "Processes for tokenization (datasets.map num_proc).")
+    disable_tqdm: bool = option(False, "Hide the progress bar.")
+    plot_curves: str | None = option(
         None, 'After training, draw loss/accuracy curves from metrics.jsonl to this PNG (pip install -e ".[plot]").'
     )
-    debug: bool = _opt(False, "Show the full traceback for input/option errors.")
+    report_to: list[str] | str = field(
+        default_factory=lambda: ["none"],
+        metadata={"help": "Trackers that get the metrics.jsonl records: none, tensorboard, trackio, wandb or all."},
+    )
+    run_name: str | None = option(None, "The run's name in the trackers (default: the output dir's name).")
+    project: str = option("huggingface", "trackio / W&B project the run is logged under (HF's default).")
+    logging_dir: str | None = option(None, "TensorBoard event folder (default: OUTPUT_DIR/runs/DATE_HOST, as HF).")
+    # --- the Hub (huggingface_hub; checked before training starts) -----------------------------------
+    push_to_hub: bool = option(False, "Upload the saved folder (the one the pipeline loads) to the Hub.")
+    hub_model_id: str | None = option(None, "Hub repo to push to, 'user/name' (default: the output dir's name).")
+    hub_private_repo: bool | None = option(None, "Create the repo private (default: the Hub's default).")
+    hub_strategy: str = option(
+        "every_save", "'every_save' (every checkpoint's model, then the final one) or 'end' (the final one)."
+    )
+    hub_token: str | None = option(None, "Hub token (default: HF_TOKEN or the cached login).")
+    debug: bool = option(False, "Show the full traceback for input/option errors.")
 
     def __post_init__(self) -> None:
         """Every option checked here, with its name and what it accepts (reward/options.py): a value from a
         config file or from Python fails exactly as the same flag would."""
         if problems := type_problems(self):
             raise UserError("; ".join(problems))
-        problems = train_problems(self)
+        problems: list[str] = []
+        self.model_init_kwargs = json_mapping("model_init_kwargs", self.model_init_kwargs, problems)
+        self.take_own_options_from_init_kwargs(problems)
+        problems += train_problems(self)
         # "q_proj,v_proj", ["q_proj", "v_proj"] (flags) or a YAML string: one list of names
         targets = [self.lora_target_modules] if isinstance(self.lora_target_modules, str) else self.lora_target_modules
         self.lora_target_modules = [name.strip() for item in targets for name in item.split(",") if name.strip()]
         if not self.lora_target_modules:
             problems.append("--lora_target_modules needs 'all-linear' or at least one module name")
-        elif "all-linear" in self.lora_target_modules and len(self.lora_target_modules) > 1:
-            problems.append("--lora_target_modules: 'all-linear' cannot be combined with module names")
+        elif {"all-linear", "default"} & set(self.lora_target_modules) and len(self.lora_target_modules) > 1:
+            problems.append("--lora_target_modules: 'all-linear' / 'default' cannot be combined with module names")
+        reports = [self.report_to] if isinstance(self.report_to, str) else self.report_to
+        self.report_to = [name.strip() for item in reports for name in item.split(",") if name.strip()] or ["none"]
+        problems += tracker_problems(self.report_to)
         if problems:
             raise UserError("; ".join(problems))
+
+    def take_own_options_from_init_kwargs(self, problems: list[str]) -> None:
+        """TRL users put dtype (or torch_dtype), revision, attn_implementation and trust_remote_code into
+        model_init_kwargs; here they are options of their own, so they move onto them (one source of
+        truth: the saved training_config.json and the start-up line show what loaded)."""
+        kwargs = self.model_init_kwargs or {}
+        if "num_labels" in kwargs and kwargs.pop("num_labels") != 1:
+            problems.append("--model_init_kwargs: a reward model has num_labels=1 (one reward per sequence)")
+        own = {"dtype": "dtype", "torch_dtype": "dtype", "revision": "model_revision"}
+        own |= {"attn_implementation": "attn_implementation", "trust_remote_code": "trust_remote_code"}
+        defaults = type(self).__dataclass_fields__
+        for key in [k for k in kwargs if k in own]:
+            name, value = own[key], kwargs.pop(key)
+            value = str(value).removeprefix("torch.") if name == "dtype" else value
+            if getattr(self, name) not in (defaults[name].default, value):
+                problems.append(f"--model_init_kwargs {key}={value!r} contradicts --{name} {getattr(self, name)!r}")
+            setattr(self, name, value)
+        self.model_init_kwargs = kwargs or None
 
     @property
     def pairs_per_step(self) -> int:
@@ -173,7 +231,8 @@ class TrainConfig:
         return self.per_device_train_batch_size * self.gradient_accumulation_steps
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The options as saved in training_config.json and sent to trackers: never the Hub token."""
+        return {**asdict(self), "hub_token": None}
 
 
 def parse_config(argv: list[str] | None = None, saved: dict[str, Any] | None = None) -> TrainConfig:
@@ -194,7 +253,7 @@ def parse_config(argv: list[str] | None = None, saved: dict[str, Any] | None = N
 
 
 # options that belong to one invocation, not to the run: a resume never takes them from the checkpoint
-PER_INVOCATION = ("output_dir", "resume_from_checkpoint", "overwrite_output_dir", "debug")
+PER_INVOCATION = ("output_dir", "resume_from_checkpoint", "overwrite_output_dir", "debug", "hub_token")
 
 
 def resumed_config(argv: list[str], checkpoint: Path) -> TrainConfig:
@@ -257,53 +316,3 @@ def load_config_file(path: str) -> dict[str, Any]:
     if unknown:
         raise UserError(f"{path}: unknown option(s) {', '.join(unknown)}")
     return values
-
-
-@dataclass
-class ScoreConfig:
-    model: str = _opt(None, "Saved reward model folder (or Hub id).")
-    input: str = _opt(
-        None, "Rows to score: .jsonl/.json/.csv/.parquet with chosen/rejected, text, prompt/response or messages."
-    )
-    output: str | None = _opt(None, "Write every input row plus its reward(s) to this .jsonl file.")
-    batch_size: int = _opt(16, "Sequences per forward pass.")
-    device: str | None = _opt(None, "cpu, cuda, cuda:1, ... (default: cuda if available).")
-    normalize: bool = _opt(
-        False,
-        "Write (reward - mean) / std with the held-out reward statistics saved in the model's config.json "
-        "(texts, responses, rankings).",
-    )
-    check_consumers: bool = _opt(
-        False,
-        "Score the rows the way each consumer does (pipeline, TRL GRPO, RewardBench, PPO-style, RewardFunction) "
-        "and print how far each is from the training-time reward, with what to change.",
-    )
-    # --- pairs only: the loss explained, and diagnostics ---------------------------------------------
-    explain: bool = _opt(
-        False,
-        "Print each pair's loss term and its gradients w.r.t. both rewards (with --output: add them to each row).",
-    )
-    explain_rows: int = _opt(20, "Pairs shown in the --explain table (totals always cover every pair).")
-    center_rewards_coefficient: float | None = _opt(
-        None, "Centring coefficient of the scored loss (default: the model's training_config.json, else none)."
-    )
-    label_smoothing: float | None = _opt(
-        None, "Label smoothing of the scored loss (default: the model's training_config.json, else 0)."
-    )
-    calibration_bins: int = _opt(10, "Equal-width confidence bins over [0.5, 1] for ECE and the reliability table.")
-    reliability_out: str | None = _opt(None, "Write the ECE and reliability table to this JSON file.")
-    plot: str | None = _opt(
-        None, 'Save reward histograms and the reliability diagram to this image (needs pip install -e ".[plot]").'
-    )
-    debug: bool = _opt(False, "Show the full traceback for input errors.")
-
-    def __post_init__(self) -> None:
-        if not self.model or not self.input:
-            raise UserError("--model and --input are required")
-        if problems := type_problems(self) or score_problems(self):
-            raise UserError("; ".join(problems))
-
-
-def parse_score_config(argv: list[str] | None = None) -> ScoreConfig:
-    parser = make_parser(ScoreConfig, "Score texts or preference pairs with a reward model.")
-    return parse_into(parser, list(sys.argv[1:] if argv is None else argv))

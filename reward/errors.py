@@ -18,6 +18,12 @@ class UserError(ValueError):
     """Bad input or options; the message says what to change (file, row, field, flag)."""
 
 
+def first_line(exc: BaseException) -> str:
+    """An exception's message, first line only (a library's multi-line error inside a one-line one)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def run_cli(
     argv: list[str], parse: Callable[[list[str]], Any], run: Callable[[Any], int], failures: dict | None = None
 ) -> int:

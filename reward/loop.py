@@ -19,7 +19,7 @@ from datasets import Dataset
 from torch import nn
 from torch.distributed.tensor import DTensor
 from tqdm.auto import tqdm
-from transformers import PreTrainedModel, get_scheduler
+from transformers import PreTrainedModel, PreTrainedTokenizerBase, get_scheduler
 
 from reward.batching import Batch, batch_pairs, batch_tokens, optimizer_steps, pair_lengths, rows_at, step_plan
 from reward.collate import PairwiseCollator
@@ -197,7 +197,11 @@ class TrainResult:
     eval: dict | None  # final held-out metrics
     stopped: bool = False  # True if `should_stop` ended the run early (a checkpoint was saved)
     nonfinite_steps: int = 0  # optimizer steps skipped for a non-finite loss or gradient
-    collapsed: str | None = None  # set by train.py when every reward came out the same (what it saw)
+    collapsed: str | None = None  # set by the recipe when every reward came out the same (what it saw)
+    # the trained model and its tokenizer, set by the recipe (what RewardTrainer hands back)
+    model: PreTrainedModel | None = None
+    tokenizer: PreTrainedTokenizerBase | None = None
+    card: dict | None = None  # the model card's facts (reward/model_card.py), set by the export
 
 
 class NonFiniteError(RuntimeError):

@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -87,15 +88,19 @@ class MetricTotals:
 
 
 class MetricsWriter:
-    """Appends one JSON object per line to `path` (created with its folder)."""
+    """Appends one JSON object per line to `path` (created with its folder), then hands the same record
+    to each of `sinks` (the trackers of `--report_to`, reward/integrations/trackers.py)."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, sinks: Sequence[Callable[[dict[str, Any]], None]] = ()) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.sinks = list(sinks)
 
     def write(self, record: dict[str, Any]) -> None:
         with self.path.open("a") as f:
             f.write(json.dumps(record) + "\n")
+        for sink in self.sinks:
+            sink(record)
 
 
 def format_step_line(record: dict[str, Any]) -> str:

@@ -10,11 +10,14 @@ reward we train is the reward the saved model returns. A tokenizer with a dedica
 `tiny` preset has one) reads it at the EOS itself.
 
 Where and in what precision it computes (`pick_device`, `resolve_precision` -> `Precision`): fp32,
-bf16 autocast (CPU or GPU), or fp16 autocast + GradScaler (GPU). Weights and optimizer state stay
-float32 in every mode (mixed precision, not half-precision training): autocast runs the matmuls in
-16 bits, and the loss is always computed in float32 (`reward/loss.py`). fp16 needs loss scaling
-because its small exponent range flushes tiny gradients to zero; bf16 has float32's exponent range
-and does not.
+bf16 autocast (CPU or GPU), or fp16 autocast + GradScaler (GPU). With the default `--dtype float32`
+weights and optimizer state stay float32 in every mode (mixed precision, not half-precision
+training): autocast runs the matmuls in 16 bits, and the loss is always computed in float32
+(`reward/loss.py`). fp16 needs loss scaling because its small exponent range flushes tiny gradients
+to zero; bf16 has float32's exponent range and does not. `--dtype bfloat16` (or `auto` on a bf16
+checkpoint) loads the weights themselves in 16 bits, as TRL does when `model_init_kwargs` says so:
+half the memory, AdamW's moments in bf16 too, updates rounded to bf16 (small ones can vanish);
+the rewards are still cast to float32 before the loss.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -35,7 +39,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from reward.errors import UserError
+from reward.errors import UserError, first_line
 from reward.presets.tiny import TINY, build_tiny_tokenizer, tiny_config
 
 REWARD_LABEL = "reward"
@@ -83,22 +87,46 @@ def folder_problem(folder: str | Path) -> str | None:
     return None
 
 
-def first_line(exc: Exception) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
-def load_tokenizer(name: str, trust_remote_code: bool = False) -> PreTrainedTokenizerBase:
+def load_tokenizer(name: str, trust_remote_code: bool = False, revision: str | None = None) -> PreTrainedTokenizerBase:
     if name == TINY:
         return build_tiny_tokenizer()
     check_model_source(name)
     try:
-        return AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code)
+        return AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code, revision=revision)
     except LOAD_ERRORS as exc:
         where = "" if os.path.isdir(name) else "no local folder of that name, and from the Hub: "
         raise UserError(
             folder_problem(name) or f"{name}: could not load a tokenizer ({where}{first_line(exc)})"
         ) from exc
+
+
+def take_chat_template(tokenizer: PreTrainedTokenizerBase, path: str, trust_remote_code: bool = False) -> str:
+    """TRL's `chat_template_path`: a .jinja/.j2 file becomes the chat template; a tokenizer folder or Hub
+    id gives its template, its added tokens and its EOS (trl/chat_template_utils.py
+    `clone_chat_template`; `match_vocabulary` then grows the embeddings). Returns what it did, in words."""
+    if os.path.isfile(path) and path.endswith((".jinja", ".j2")):
+        tokenizer.chat_template = Path(path).read_text(encoding="utf-8")
+        return f"chat template from {path}"
+    if os.path.isfile(path):
+        raise UserError(f"--chat_template_path {path}: a template file must end in .jinja or .j2")
+    source = load_tokenizer(path, trust_remote_code)
+    if not source.chat_template:
+        raise UserError(f"--chat_template_path {path}: that tokenizer has no chat template")
+    tokenizer.chat_template = source.get_chat_template()
+    new = [t for t in source.added_tokens_decoder.values() if t.content not in tokenizer.get_vocab()]
+    tokenizer.add_tokens(new)
+    if source.eos_token is not None:
+        tokenizer.eos_token = source.eos_token
+    return f"chat template, EOS {tokenizer.eos_token!r} and {len(new)} added token(s) from {path}"
+
+
+def match_vocabulary(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:
+    """After `take_chat_template`: room in the embeddings for the added tokens (new rows drawn at random,
+    as TRL's resize; TRL also rounds the size up to a multiple of 64, which changes no reward) and the
+    tokenizer's EOS in the config."""
+    if model.get_input_embeddings().num_embeddings < len(tokenizer):
+        model.resize_token_embeddings(len(tokenizer))
+    model.config.eos_token_id = tokenizer.eos_token_id
 
 
 def ensure_pad_token(tokenizer: PreTrainedTokenizerBase) -> bool:
@@ -121,20 +149,36 @@ def load_model(
     seed: int = 42,
     disable_dropout: bool = True,
     trust_remote_code: bool = False,
+    dtype: str = "float32",
+    revision: str | None = None,
+    attn_implementation: str | None = None,
+    init_kwargs: dict | None = None,
 ) -> PreTrainedModel:
-    """A float32 one-label sequence-classification model whose config is ready for the pipeline.
+    """A one-label sequence-classification model, its weights in `dtype` (float32, bfloat16, float16
+    or auto: the checkpoint's), whose config is ready for the pipeline. `init_kwargs` go to
+    `from_pretrained` as they are (TRL's `model_init_kwargs`).
 
     The random `score` head is drawn right after `torch.manual_seed(seed)`, so the same seed gives
     the same initial reward model.
     """
     torch.manual_seed(seed)
+    loading = {"attn_implementation": attn_implementation} if attn_implementation else {}
     if name == TINY:
-        model = AutoModelForSequenceClassification.from_config(tiny_config(tokenizer))
+        if init_kwargs:
+            raise UserError("--model_init_kwargs go to from_pretrained; the tiny preset is built, not loaded")
+        model = AutoModelForSequenceClassification.from_config(tiny_config(tokenizer), **loading)
     else:
         check_model_source(name)
         try:
             model = AutoModelForSequenceClassification.from_pretrained(
-                name, num_labels=1, trust_remote_code=trust_remote_code, dtype=torch.float32, use_safetensors=True
+                name,
+                num_labels=1,
+                trust_remote_code=trust_remote_code,
+                dtype=dtype if dtype == "auto" else getattr(torch, dtype),
+                revision=revision,
+                use_safetensors=True,
+                **loading,
+                **(init_kwargs or {}),
             )
         except RuntimeError as exc:
             if "mismatch" not in str(exc).lower():
@@ -148,10 +192,22 @@ def load_model(
                 folder_problem(name) or f"{name}: could not load a sequence-classification model ({first_line(exc)})"
             )
             raise UserError(problem) from exc
+    ready_for_reward(model, tokenizer, disable_dropout)
+    return model if dtype == "auto" else model.to(getattr(torch, dtype))  # the tiny preset's "auto": float32
+
+
+def loading_options(cfg: Any) -> dict[str, Any]:
+    """`load_model`'s keyword arguments from a TrainConfig (the recipe and RewardTrainer load alike)."""
+    names = ("seed", "disable_dropout", "trust_remote_code", "dtype", "attn_implementation")
+    return {**{name: getattr(cfg, name) for name in names}, "init_kwargs": cfg.model_init_kwargs}
+
+
+def ready_for_reward(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, disable_dropout: bool) -> None:
+    """What every reward model gets, loaded here or handed over (RewardTrainer(model=...)): the config
+    the pipeline needs and, as in TRL, no dropout."""
     configure_for_reward(model, tokenizer)
     if disable_dropout:
         turn_off_dropout(model)
-    return model.float()
 
 
 def configure_for_reward(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:
@@ -241,6 +297,11 @@ def unwrap(model: nn.Module) -> nn.Module:
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+def weights_dtype(model: nn.Module) -> str:
+    """The dtype(s) the weights are stored in, e.g. 'float32' or 'bfloat16' (`--dtype`)."""
+    return "/".join(sorted({str(p.dtype).removeprefix("torch.") for p in model.parameters()}))
 
 
 # --- where and in what precision the model computes -----------------------------------------------

@@ -9,6 +9,7 @@ overflow AdamW or delete its own checkpoints is refused here instead of after th
 
 from __future__ import annotations
 
+import json
 import math
 import types
 import typing
@@ -27,6 +28,9 @@ SCHEDULERS = (
     "inverse_sqrt",
 )
 EVAL_STRATEGIES = ("steps", "epoch", "no")
+DTYPES = ("float32", "bfloat16", "float16", "auto")
+TRACKERS = ("tensorboard", "trackio", "wandb")  # report_to also takes "none" and "all"
+HUB_STRATEGIES = ("every_save", "end")
 MAX_SEED = 2**32 - 1  # numpy's RNG, seeded alongside torch's, takes 0 .. 2**32 - 1
 
 
@@ -129,11 +133,43 @@ def train_problems(cfg: Any) -> list[str]:
         (cfg.lora_r >= 1, "--lora_r must be >= 1"),
         (finite(cfg.lora_alpha) and cfg.lora_alpha > 0, "--lora_alpha must be > 0"),
         (0.0 <= cfg.lora_dropout < 1.0, "--lora_dropout must be in [0, 1)"),
+        (cfg.dtype in DTYPES, f"--dtype must be one of {', '.join(DTYPES)}"),
+        (cfg.hub_strategy in HUB_STRATEGIES, "--hub_strategy must be 'every_save' or 'end'"),
+        (not (cfg.fp16 and cfg.dtype == "bfloat16"), "--fp16 with --dtype bfloat16: pick one half precision"),
+        (
+            not (cfg.fp16 and cfg.dtype == "float16"),
+            "--fp16 with --dtype float16: the gradient scaler cannot unscale float16 gradients; use --fp16 with "
+            "float32 weights (mixed precision) or --dtype float16 alone",
+        ),
         (not (cfg.bf16 and cfg.fp16), "--bf16 and --fp16 are mutually exclusive"),
         (not (cfg.fsdp and cfg.torch_compile), "--fsdp with --torch_compile is not supported yet"),
         (not (cfg.fsdp and cfg.use_peft), "--fsdp with --use_peft is not supported yet"),
     ]
     return [message for ok, message in rules if not ok]
+
+
+def tracker_problems(names: list[str]) -> list[str]:
+    """`--report_to`: known names, and none/all alone."""
+    unknown = [n for n in names if n not in (*TRACKERS, "none", "all")]
+    if unknown:
+        return [f"--report_to: unknown tracker(s) {', '.join(unknown)} (none, all, {', '.join(TRACKERS)})"]
+    if len(names) > 1 and ({"none", "all"} & set(names)):
+        return ["--report_to: 'none' and 'all' stand alone"]
+    return []
+
+
+def json_mapping(name: str, value: Any, problems: list[str]) -> dict | None:
+    """A JSON object given as text (a flag) or as a dict (Python, an options file), as a dict."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError as exc:
+            problems.append(f"--{name}: not valid JSON ({exc})")
+            return None
+    if value is not None and not isinstance(value, dict):
+        problems.append(f"--{name} must be a JSON object of keyword arguments, got {value!r}")
+        return None
+    return value
 
 
 def score_problems(cfg: Any) -> list[str]:

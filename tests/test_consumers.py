@@ -13,9 +13,9 @@ from conftest import train_tiny
 from datasets import Dataset
 
 import score
-from reward.config import parse_score_config
 from reward.eval.consumer_check import check_consumers, format_report
 from reward.eval.consumers import TOLERANCE, Sequences, trl_grpo_path
+from reward.eval.score_cli import parse_score_config
 from reward.eval.scoring import RewardScorer, load_rows
 from reward.export import save_reward_model
 from reward.model import load_model

@@ -25,6 +25,7 @@ def test_every_page_is_covered():
     names = {p.name for p in (ROOT / "docs").glob("*.md")}
     assert {
         "tour.md",
+        "trl.md",
         "loss.md",
         "training.md",
         "speed.md",

@@ -14,8 +14,8 @@ from test_consumers import polite_pairs
 
 import score
 from reward import RewardFunction
-from reward.config import parse_score_config
 from reward.eval.consumers import Sequences, trl_grpo_path
+from reward.eval.score_cli import parse_score_config
 from reward.eval.scoring import RewardScorer
 
 trl = pytest.importorskip("trl", reason="needs the bench extra: pip install -e '.[bench]'")

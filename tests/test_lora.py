@@ -15,6 +15,7 @@ from transformers import AutoModelForSequenceClassification
 
 import reward.collate
 import reward.finetune.lora
+import reward.recipe as recipe
 import train
 from reward.config import TrainConfig, parse_config
 from reward.errors import UserError
@@ -125,18 +126,18 @@ def lora_run(tmp_path_factory):
     checkpoint at step 2; the trained PeftModel is kept for comparison."""
     out = tmp_path_factory.mktemp("lora") / "run"
     kept = {}
-    real_add_lora = train.add_lora
+    real_add_lora = recipe.add_lora
 
     def keep(*args):
         kept["model"] = real_add_lora(*args)
         return kept["model"]
 
-    train.add_lora = keep
+    recipe.add_lora = keep
     try:
         cfg = parse_config(lora_options(out, "--max_steps", "4", "--save_steps", "2", "--learning_rate", "1e-2"))
         train.main(cfg)
     finally:
-        train.add_lora = real_add_lora
+        recipe.add_lora = real_add_lora
     return out, kept["model"]
 
 

@@ -10,7 +10,7 @@ import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 import score
-from reward.config import parse_score_config
+from reward.eval.score_cli import parse_score_config
 from reward.eval.scoring import best_of_n_metrics
 
 PROMPT = "Could you name a fruit for me?"

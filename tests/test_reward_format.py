@@ -14,7 +14,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 import score
 from reward import RewardFunction
-from reward.config import parse_score_config
+from reward.eval.score_cli import parse_score_config
 from reward.eval.scoring import RewardScorer
 from reward.formatting import TRL_FORMAT, SequenceFormat, chat_template_hash, describe_format, read_format
 from reward.presets.synthetic import generate_pairs

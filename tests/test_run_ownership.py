@@ -22,6 +22,7 @@ from reward.model import load_model
 from reward.presets.tiny import build_tiny_tokenizer
 from reward.run.checkpoints import LATEST_FILE, STATE_FILE, list_checkpoints, save_training_checkpoint
 from reward.run.output_dir import LOCK_FILE
+from reward.train_cli import parse_train
 
 pytestmark = pytest.mark.usefixtures("quiet_datasets")
 ROOT = Path(__file__).resolve().parents[1]
@@ -211,11 +212,9 @@ def test_a_collapsed_model_is_saved_with_a_loud_warning_and_exit_code_4(tmp_path
 def test_a_resume_needs_only_the_output_dir_and_reports_a_changed_flag(checkpointed, tmp_path, capsys):
     """The checkpoint holds the run's options: `--output_dir DIR --resume_from_checkpoint latest` is a whole
     command, and a flag given again with another value is named (the saved 64 pairs and batch 8 stay)."""
-    cfg = train.parse_train(
-        ["--output_dir", str(checkpointed), "--resume_from_checkpoint", "latest", "--max_steps", "6"]
-    )
+    cfg = parse_train(["--output_dir", str(checkpointed), "--resume_from_checkpoint", "latest", "--max_steps", "6"])
     assert (cfg.synthetic_num_pairs, cfg.per_device_train_batch_size, cfg.max_steps) == (64, 8, 6)
     assert cfg.disable_tqdm is True and cfg.output_dir == str(checkpointed)
     assert "--max_steps: 4 in the checkpoint, 6 given: using the given value" in capsys.readouterr().out
-    again = train.parse_train(["--output_dir", str(checkpointed), "--resume_from_checkpoint", "latest"])
+    again = parse_train(["--output_dir", str(checkpointed), "--resume_from_checkpoint", "latest"])
     assert again.max_steps == 4 and "in the checkpoint" not in capsys.readouterr().out

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import shutil
 import subprocess
 import sys
@@ -16,7 +17,8 @@ import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 import score
-from reward.config import ScoreConfig, TrainConfig, parse_score_config
+from reward.config import TrainConfig
+from reward.eval.score_cli import ScoreConfig, parse_score_config
 from reward.loss import bradley_terry_loss
 from reward.metrics import diagnose
 from reward.presets.synthetic import generate_pairs
@@ -205,6 +207,23 @@ def test_train_help_lists_every_option():
     assert len(names) > 30
     for name in names + ["config"]:
         assert f"--{name}" in text, name
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command, script", [("reward-train", "train.py"), ("reward-score", "score.py")])
+def test_console_scripts_are_the_same_commands(command, script, tmp_path):
+    """`pip install -e .` puts reward-train / reward-score beside the interpreter; run outside the repo,
+    they print the same options as the scripts (the commands live in the package, not in the repo root)."""
+    path = Path(sys.executable).parent / command
+    assert path.exists(), f"{command} not installed: pip install -e ."
+    proc = subprocess.run([str(path), "--help"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith(f"usage: {command}")
+    assert option_names(proc.stdout) == option_names(run_help(script))
+
+
+def option_names(help_text: str) -> list[str]:
+    return sorted(set(re.findall(r"--\w+", help_text)))
 
 
 # --- diagnostics and --explain ----------------------------------------------------------------------

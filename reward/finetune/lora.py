@@ -36,6 +36,7 @@ from reward.model import unwrap
 
 ADAPTER_DIR = "adapter"  # inside OUTPUT_DIR and each checkpoint-STEP folder
 ALL_LINEAR = "all-linear"  # peft's shorthand: every Linear layer except the output head
+DEFAULT_TARGETS = "default"  # peft's own choice for the architecture (a LoraConfig without target_modules)
 
 
 def require_peft() -> ModuleType:
@@ -63,12 +64,40 @@ def add_lora(model: PreTrainedModel, cfg: TrainConfig, adapter_dir: Path | None 
         r=cfg.lora_r,
         lora_alpha=cfg.lora_alpha,
         lora_dropout=cfg.lora_dropout,
-        target_modules=ALL_LINEAR if targets == [ALL_LINEAR] else targets,  # peft wants the bare string
+        target_modules={ALL_LINEAR: ALL_LINEAR, DEFAULT_TARGETS: None}.get(targets[0], targets),  # bare string / None
     )
     try:
         return peft.get_peft_model(model, config)
     except ValueError as exc:  # e.g. no module matches the given names
         raise UserError(f"--lora_target_modules {' '.join(targets)}: {str(exc).strip().splitlines()[0]}") from exc
+
+
+# LoraConfig fields beyond r / alpha / dropout / targets: plain LoRA runs only at their defaults
+PLAIN_LORA = ("bias", "use_rslora", "use_dora", "init_lora_weights", "layers_to_transform", "fan_in_fan_out")
+
+
+def lora_options(config: Any, disable_dropout: bool = True) -> dict[str, Any]:
+    """TRL's `peft_config` (a `peft.LoraConfig`) as our --use_peft options. Without target_modules
+    peft picks the architecture's own ('default', e.g. q_proj and v_proj for Llama); with
+    `disable_dropout` the adapters' dropout is 0, as TRL's disable_dropout leaves it."""
+    peft = require_peft()
+    if not isinstance(config, peft.LoraConfig):
+        raise UserError(f"peft_config must be a peft.LoraConfig (LoRA is what we run), got {type(config).__name__}")
+    plain = peft.LoraConfig()
+    if changed := [name for name in PLAIN_LORA if getattr(config, name) != getattr(plain, name)]:
+        raise UserError(
+            f"peft_config: {', '.join(changed)} not supported (plain LoRA: r, lora_alpha, lora_dropout, target_modules)"
+        )
+    targets = config.target_modules
+    if targets is None or isinstance(targets, str):
+        targets = [targets or DEFAULT_TARGETS]
+    return {
+        "use_peft": True,
+        "lora_r": config.r,
+        "lora_alpha": config.lora_alpha,
+        "lora_dropout": 0.0 if disable_dropout else config.lora_dropout,
+        "lora_target_modules": sorted(targets),
+    }
 
 
 def describe_lora(model: nn.Module) -> str:

@@ -1,0 +1,44 @@
+"""The train command (`python train.py` = `reward-train`): the options (a resume reuses the saved ones),
+the run under signal handlers, the exit codes. The run itself is reward/recipe.py `main`."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+
+from reward.config import TrainConfig, parse_config, resumed_config
+from reward.errors import run_cli
+from reward.loop import NonFiniteError
+from reward.parallel.distributed import shutdown
+from reward.recipe import main
+from reward.run.checkpoints import resolve_checkpoint
+from reward.run.signals import StopOnSignal
+
+
+def run(cfg: TrainConfig) -> int:
+    """Exit codes: 0 done, 2 bad input or options, 3 non-finite training, 4 trained but collapsed (every
+    reward the same: saved, with a warning in the log and the model card), 128 + N stopped by signal N."""
+    try:
+        with StopOnSignal() as stop:
+            result = main(cfg, should_stop=stop)
+    finally:
+        shutdown()  # leave the process group (torchrun) if there is one
+    if result.stopped:  # the checkpoint holds the run's options: its folder is all a resume needs
+        print(
+            f"resume with: python train.py --output_dir {shlex.quote(cfg.output_dir)} --resume_from_checkpoint latest"
+        )
+        return 128 + (stop.requested or 0)
+    return 4 if result.collapsed else 0  # main() printed the warning
+
+
+def cli(argv: list[str] | None = None) -> int:
+    return run_cli(sys.argv[1:] if argv is None else argv, parse=parse_train, run=run, failures={NonFiniteError: 3})
+
+
+def parse_train(argv: list[str]) -> TrainConfig:
+    """The options; when resuming, the checkpoint's saved options with the flags given again on top."""
+    cfg = parse_config(argv)
+    if not cfg.resume_from_checkpoint:
+        return cfg
+    return resumed_config(argv, resolve_checkpoint(cfg.resume_from_checkpoint, Path(cfg.output_dir)))
