@@ -83,7 +83,7 @@ def build_init(model: str, out: Path, seed: int) -> None:
         net = AutoModelForSequenceClassification.from_config(config)
         configure_for_reward(net, tokenizer)
     else:  # a user's --model: load it as training would
-        from reward.model import ensure_pad_token, load_tokenizer
+        from reward.tokenizer import ensure_pad_token, load_tokenizer
 
         tokenizer = load_tokenizer(model)
         ensure_pad_token(tokenizer)
@@ -163,7 +163,8 @@ def worker(args: argparse.Namespace) -> dict:
     from benchmarks import trl_parity as harness
     from reward.batching import batch_pairs, batch_tokens, build_collator, optimizer_steps
     from reward.fast.packing import PackedBatch
-    from reward.model import count_parameters, load_model, load_tokenizer, pick_device, resolve_precision
+    from reward.model import count_parameters, load_model, pick_device, resolve_precision
+    from reward.tokenizer import load_tokenizer
 
     torch.set_num_threads(args.threads)
     device = pick_device()
@@ -241,7 +242,8 @@ def held_out_metrics(model, tokenizer, rows, cfg, precision) -> dict:
 def before_training(args: argparse.Namespace) -> dict:
     """Held-out loss/accuracy of the shared init, so a reader sees what training changed."""
     from benchmarks import trl_parity as harness
-    from reward.model import load_model, load_tokenizer, pick_device, resolve_precision
+    from reward.model import load_model, pick_device, resolve_precision
+    from reward.tokenizer import load_tokenizer
 
     torch.set_num_threads(args.threads)
     device = pick_device()

@@ -4,6 +4,7 @@ The core path, in data-flow order (what TRL's RewardTrainer does):
 
     config.py, options.py, errors.py   the typed options, their checks, one-line errors
     data.py        rows from files / the Hub / a Dataset; format detection; validation
+    tokenizer.py   the model source's checks; the tokenizer and its options (EOS, pad, chat template)
     formatting.py  row -> token ids (prompt + response, EOS, chat template, max_length); the recorded format
     collate.py     the pairwise collator: B pairs -> (2B, T) [chosen; rejected]
     batching.py    which pairs form each micro-batch and optimizer step; the collator choice
@@ -35,7 +36,7 @@ __version__ = "0.1.0"
 __all__ = ["RewardConfig", "RewardFunction", "RewardTrainer"]
 
 LAZY = {
-    "RewardConfig": "reward.integrations.trainer",
+    "RewardConfig": "reward.integrations.trl_options",
     "RewardTrainer": "reward.integrations.trainer",
     "RewardFunction": "reward.eval.reward_function",
 }

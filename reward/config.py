@@ -9,18 +9,24 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from transformers import HfArgumentParser
 
-from reward.errors import UserError
+from reward.errors import UserError, first_line
 from reward.options import json_mapping, tracker_problems, train_problems, type_problems
 
 
-def option(default: Any, help: str) -> Any:  # noqa: A002 - "help" is argparse's word
-    return field(default=default, metadata={"help": help})
+def option(default: Any, help: str, repr: bool = True) -> Any:  # noqa: A002 - argparse's and dataclasses' words
+    return field(default=default, metadata={"help": help}, repr=repr)
+
+
+def names_in(value: str | list[str]) -> list[str]:
+    """A list option as given: "a,b", ["a", "b"] (flags) or one string from a YAML file -> ["a", "b"]."""
+    items = [value] if isinstance(value, str) else value
+    return [name.strip() for item in items for name in item.split(",") if name.strip()]
 
 
 @dataclass
@@ -43,6 +49,8 @@ class TrainConfig:
         None, "More from_pretrained keyword arguments, as JSON (e.g. '{\"low_cpu_mem_usage\": true}')."
     )
     trust_remote_code: bool = option(False, "Allow the model's own code from the Hub to run (off: safer).")
+    eos_token: str | None = option(None, "Make this token (already in the vocabulary) the tokenizer's EOS (TRL).")
+    pad_token: str | None = option(None, "Make this token the tokenizer's pad (TRL; default: its own, else EOS).")
     disable_dropout: bool = option(True, "Set every dropout probability to 0, as TRL does.")
     gradient_checkpointing: bool = option(
         False, "Recompute activations in backward to save memory (TRL defaults to on; we default off)."
@@ -182,7 +190,9 @@ class TrainConfig:
     hub_strategy: str = option(
         "every_save", "'every_save' (every checkpoint's model, then the final one) or 'end' (the final one)."
     )
-    hub_token: str | None = option(None, "Hub token (default: HF_TOKEN or the cached login).")
+    hub_token: str | None = option(
+        None, "Hub token (default: HF_TOKEN or the cached login); never saved, printed or logged.", repr=False
+    )
     debug: bool = option(False, "Show the full traceback for input/option errors.")
 
     def __post_init__(self) -> None:
@@ -194,15 +204,12 @@ class TrainConfig:
         self.model_init_kwargs = json_mapping("model_init_kwargs", self.model_init_kwargs, problems)
         self.take_own_options_from_init_kwargs(problems)
         problems += train_problems(self)
-        # "q_proj,v_proj", ["q_proj", "v_proj"] (flags) or a YAML string: one list of names
-        targets = [self.lora_target_modules] if isinstance(self.lora_target_modules, str) else self.lora_target_modules
-        self.lora_target_modules = [name.strip() for item in targets for name in item.split(",") if name.strip()]
+        self.lora_target_modules = names_in(self.lora_target_modules)
         if not self.lora_target_modules:
             problems.append("--lora_target_modules needs 'all-linear' or at least one module name")
         elif {"all-linear", "default"} & set(self.lora_target_modules) and len(self.lora_target_modules) > 1:
             problems.append("--lora_target_modules: 'all-linear' / 'default' cannot be combined with module names")
-        reports = [self.report_to] if isinstance(self.report_to, str) else self.report_to
-        self.report_to = [name.strip() for item in reports for name in item.split(",") if name.strip()] or ["none"]
+        self.report_to = names_in(self.report_to) or ["none"]
         problems += tracker_problems(self.report_to)
         if problems:
             raise UserError("; ".join(problems))
@@ -216,14 +223,19 @@ class TrainConfig:
             problems.append("--model_init_kwargs: a reward model has num_labels=1 (one reward per sequence)")
         own = {"dtype": "dtype", "torch_dtype": "dtype", "revision": "model_revision"}
         own |= {"attn_implementation": "attn_implementation", "trust_remote_code": "trust_remote_code"}
-        defaults = type(self).__dataclass_fields__
         for key in [k for k in kwargs if k in own]:
             name, value = own[key], kwargs.pop(key)
             value = str(value).removeprefix("torch.") if name == "dtype" else value
-            if getattr(self, name) not in (defaults[name].default, value):
+            if getattr(self, name) not in (self.default(name), value):
                 problems.append(f"--model_init_kwargs {key}={value!r} contradicts --{name} {getattr(self, name)!r}")
             setattr(self, name, value)
         self.model_init_kwargs = kwargs or None
+
+    @classmethod
+    def default(cls, name: str) -> Any:
+        """An option's default value (the factory's value for list options)."""
+        f = cls.__dataclass_fields__[name]
+        return f.default_factory() if f.default is MISSING else f.default
 
     @property
     def pairs_per_step(self) -> int:
@@ -287,13 +299,13 @@ def make_parser(dataclass_type: type, description: str) -> HfArgumentParser:
     return parser
 
 
-def parse_into(parser: HfArgumentParser, argv: list[str]):
+def parse_into(parser: HfArgumentParser, argv: list[str]) -> Any:
     try:
         cfg, *rest = parser.parse_args_into_dataclasses(args=argv, return_remaining_strings=True)
     except (TypeError, ValueError) as exc:  # a value the dataclass rejects, e.g. a bad literal
         if isinstance(exc, UserError):
             raise
-        raise UserError(str(exc).strip().splitlines()[0]) from exc
+        raise UserError(first_line(exc)) from exc
     unknown = rest[-1] if rest and isinstance(rest[-1], list) else []
     if unknown:
         raise UserError(f"unknown option(s): {' '.join(unknown)} (see --help)")
@@ -308,7 +320,7 @@ def load_config_file(path: str) -> dict[str, Any]:
         text = Path(path).read_text()
         values = (yaml.safe_load(text) if path.endswith((".yaml", ".yml")) else json.loads(text)) or {}
     except (OSError, ValueError, yaml.YAMLError) as exc:
-        raise UserError(f"{path}: could not read the options file ({str(exc).splitlines()[0]})") from exc
+        raise UserError(f"{path}: could not read the options file ({first_line(exc)})") from exc
     if not isinstance(values, dict):
         raise UserError(f"{path}: the options file must hold a mapping of option: value")
     known = set(TrainConfig.__dataclass_fields__)

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from datasets import Dataset, DatasetDict, Features, Value, load_dataset
 
-from reward.errors import UserError
+from reward.errors import UserError, first_line
 from reward.presets.synthetic import generate_long_prompt_pairs, generate_pairs
 
 FILE_BUILDERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
@@ -111,8 +111,7 @@ def _load(*args, **kwargs) -> DatasetDict:
         where = args[0] if not kwargs.get("data_files") else kwargs["data_files"]["train"]
         for path in [Path(where)] if Path(where).is_file() else sorted(Path(where).glob("*.jsonl")):
             first_bad_json_line(path)  # raises a precise error if a JSONL line does not parse
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        raise UserError(f"{where}: could not load the dataset ({type(exc).__name__}: {first_line})") from exc
+        raise UserError(f"{where}: could not load the dataset ({type(exc).__name__}: {first_line(exc)})") from exc
 
 
 def first_bad_json_line(path: Path) -> None:

@@ -23,24 +23,21 @@ the rewards are still cast to float32 before the loss.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError, safe_open
 from torch import nn
 from transformers import (
     AutoModelForSequenceClassification,
-    AutoTokenizer,
     PreTrainedModel,
     PreTrainedTokenizerBase,
 )
 
 from reward.errors import UserError, first_line
-from reward.presets.tiny import TINY, build_tiny_tokenizer, tiny_config
+from reward.presets.tiny import TINY, tiny_config
+from reward.tokenizer import LOAD_ERRORS, check_model_source, folder_problem
 
 REWARD_LABEL = "reward"
 # Bidirectional encoders: their classification head pools the first token ([CLS] / <s>), and every
@@ -50,96 +47,31 @@ ENCODER_MODEL_TYPES = frozenset(
 )
 
 
-def check_model_source(name: str) -> None:
-    """A path-like name that is not a folder is a typo, not a Hub id: say so before any lookup."""
-    if not os.path.isdir(name) and (name.startswith((".", "/", "~")) or os.path.exists(name)):
-        raise UserError(f"{name}: no such model folder")
-
-
-LOAD_ERRORS = (OSError, ValueError, SafetensorError)  # ValueError covers JSON and UTF-8 decoding errors
-JSON_FILES = (
-    "config.json",
-    "tokenizer_config.json",
-    "tokenizer.json",
-    "special_tokens_map.json",
-    "generation_config.json",
-)
-
-
-def folder_problem(folder: str | Path) -> str | None:
-    """The first file of a model folder that cannot be read, and why: what a loading error should name
-    (transformers' own message often names neither the file nor the folder)."""
-    path = Path(folder)
-    if not path.is_dir():
-        return None
-    for name in JSON_FILES:
-        if (path / name).is_file():
-            try:
-                json.loads((path / name).read_text(encoding="utf-8"))
-            except (OSError, ValueError) as exc:
-                return f"{path / name}: not valid JSON ({first_line(exc)})"
-    for weights in sorted(path.glob("*.safetensors")):
-        try:
-            with safe_open(weights, "pt"):
-                pass
-        except (OSError, SafetensorError) as exc:
-            return f"{weights}: damaged safetensors file ({first_line(exc)})"
-    return None
-
-
-def load_tokenizer(name: str, trust_remote_code: bool = False, revision: str | None = None) -> PreTrainedTokenizerBase:
-    if name == TINY:
-        return build_tiny_tokenizer()
-    check_model_source(name)
-    try:
-        return AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code, revision=revision)
-    except LOAD_ERRORS as exc:
-        where = "" if os.path.isdir(name) else "no local folder of that name, and from the Hub: "
-        raise UserError(
-            folder_problem(name) or f"{name}: could not load a tokenizer ({where}{first_line(exc)})"
-        ) from exc
-
-
-def take_chat_template(tokenizer: PreTrainedTokenizerBase, path: str, trust_remote_code: bool = False) -> str:
-    """TRL's `chat_template_path`: a .jinja/.j2 file becomes the chat template; a tokenizer folder or Hub
-    id gives its template, its added tokens and its EOS (trl/chat_template_utils.py
-    `clone_chat_template`; `match_vocabulary` then grows the embeddings). Returns what it did, in words."""
-    if os.path.isfile(path) and path.endswith((".jinja", ".j2")):
-        tokenizer.chat_template = Path(path).read_text(encoding="utf-8")
-        return f"chat template from {path}"
-    if os.path.isfile(path):
-        raise UserError(f"--chat_template_path {path}: a template file must end in .jinja or .j2")
-    source = load_tokenizer(path, trust_remote_code)
-    if not source.chat_template:
-        raise UserError(f"--chat_template_path {path}: that tokenizer has no chat template")
-    tokenizer.chat_template = source.get_chat_template()
-    new = [t for t in source.added_tokens_decoder.values() if t.content not in tokenizer.get_vocab()]
-    tokenizer.add_tokens(new)
-    if source.eos_token is not None:
-        tokenizer.eos_token = source.eos_token
-    return f"chat template, EOS {tokenizer.eos_token!r} and {len(new)} added token(s) from {path}"
-
-
-def match_vocabulary(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:
-    """After `take_chat_template`: room in the embeddings for the added tokens (new rows drawn at random,
-    as TRL's resize; TRL also rounds the size up to a multiple of 64, which changes no reward) and the
-    tokenizer's EOS in the config."""
-    if model.get_input_embeddings().num_embeddings < len(tokenizer):
+def match_vocabulary(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> int:
+    """Room in the embeddings for tokens the tokenizer added (`--chat_template_path`: new rows drawn at
+    random, as TRL's resize; TRL also rounds the size up to a multiple of 64, which changes no reward),
+    and the tokenizer's EOS in the config. Returns how many rows were added."""
+    added = len(tokenizer) - model.get_input_embeddings().num_embeddings
+    if added > 0:
         model.resize_token_embeddings(len(tokenizer))
-    model.config.eos_token_id = tokenizer.eos_token_id
+    if tokenizer.eos_token_id is not None:
+        model.config.eos_token_id = tokenizer.eos_token_id
+    return max(added, 0)
 
 
-def ensure_pad_token(tokenizer: PreTrainedTokenizerBase) -> bool:
-    """Give the tokenizer a pad token if it has none (pad := eos). Returns True if it did."""
-    if tokenizer.pad_token is not None:
-        return False
-    if tokenizer.eos_token is None:
-        raise UserError(
-            f"tokenizer {tokenizer.name_or_path!r} has neither a pad nor an eos token; "
-            "set tokenizer.pad_token (and eos_token) before training"
+def trainable_problem(model: nn.Module) -> str | None:
+    """Why a model (loaded, or handed over by the Python API) cannot be trained here, or None."""
+    if hasattr(model, "peft_config"):
+        return "a peft model: pass the base model with peft_config= (RewardTrainer) or --use_peft"
+    if getattr(model.config, "num_labels", 1) != 1:
+        labels = model.config.num_labels
+        return f"the model has num_labels={labels}: a reward model has one output (load it with num_labels=1)"
+    if "float16" in weights_dtype(model).split("/"):
+        return (
+            "float16 weights: AdamW's moments underflow in float16 and its updates become inf; use --dtype bfloat16, "
+            "or float32 weights with --fp16 (fp16 compute, float32 weights)"
         )
-    tokenizer.pad_token = tokenizer.eos_token
-    return True
+    return None
 
 
 def load_model(
@@ -193,7 +125,12 @@ def load_model(
             )
             raise UserError(problem) from exc
     ready_for_reward(model, tokenizer, disable_dropout)
-    return model if dtype == "auto" else model.to(getattr(torch, dtype))  # the tiny preset's "auto": float32
+    if name == TINY and dtype != "auto":  # built in float32; from_pretrained loaded the others in `dtype`
+        model.to(getattr(torch, dtype))
+    return model
+
+
+LOADING = ("dtype", "attn_implementation", "model_revision", "model_init_kwargs")  # what only loading applies
 
 
 def loading_options(cfg: Any) -> dict[str, Any]:

@@ -35,17 +35,16 @@ from reward.integrations.trackers import Trackers, open_trackers, require_tracke
 from reward.loop import TrainResult, train
 from reward.metrics import MetricsWriter
 from reward.model import (
+    LOADING,
     Precision,
     count_parameters,
-    ensure_pad_token,
     load_model,
-    load_tokenizer,
     loading_options,
     match_vocabulary,
     position_limit,
     ready_for_reward,
     resolve_precision,
-    take_chat_template,
+    trainable_problem,
     unwrap,
     weights_dtype,
 )
@@ -62,6 +61,7 @@ from reward.run.checkpoints import (
     trim_metrics,
 )
 from reward.run.output_dir import check_free_space, prepare_output_dir, release
+from reward.tokenizer import load_tokenizer, prepare_tokenizer
 
 
 @dataclass
@@ -113,14 +113,15 @@ def main(
         model = build_model(cfg, setup, prepared, model)
         result = fit(cfg, setup, prepared, model, should_stop)
         result.model, result.tokenizer = model, prepared.tokenizer
-        if not result.stopped:
-            saved = export(cfg, setup, prepared, model, result)
-            if setup.plan.is_main:
-                report(cfg, setup, prepared, result, saved)
+        saved = None if result.stopped else export(cfg, setup, prepared, model, result)
+        if saved and setup.plan.is_main:
+            report(cfg, setup, prepared, result, saved)
         elif setup.plan.is_main:
             step = result.steps
             print(f"stopped after optimizer step {step}; checkpoint saved in {setup.out_dir / f'checkpoint-{step}'}")
         barrier(setup.plan.world)  # leave together: the others wait for rank 0's export
+        if saved and setup.hub:  # rank 0's; after the barrier, so no other process waits on the upload
+            push(setup.hub, saved, "End of training")
         return result
     finally:
         if setup is not None and setup.trackers:
@@ -154,12 +155,12 @@ def preflight(cfg: TrainConfig) -> Setup:
     require_trackers(cfg.report_to)
     if world.is_main:  # a push or a tracker that cannot work stops the run now, not after training
         setup.hub = check_hub(cfg)
-        setup.trackers = open_trackers(cfg, cfg.to_dict(), world.is_main)
     # a LoRA checkpoint's weights are merged (W + BA): its exact state is base model + saved adapter
     setup.adapter = adapter_to_resume(setup.checkpoint, cfg.use_peft)
     if setup.checkpoint:  # a damaged state or a changed batch layout stops the run here
         setup.resume_state = load_training_state(setup.checkpoint)
         check_resume_options(setup.checkpoint, cfg, world.size, setup.resume_state)
+    setup.trackers = open_trackers(cfg, cfg.to_dict(), world.is_main)  # last: nothing after it can fail
     return setup
 
 
@@ -180,17 +181,12 @@ def prepare_data(
     held_out = len(data.test) if data.test is not None else 0
     margin = " + margin" if data.has_margin else ""
     print(f"data: {data.source} | format: {data.format}{margin} | train {len(data.train)} pairs | held-out {held_out}")
-    if tokenizer is None:
-        source = str(setup.checkpoint) if setup.checkpoint else cfg.model_name_or_path  # a checkpoint has it all
+    if tokenizer is None or setup.checkpoint:  # a checkpoint has it all, chat template and added tokens too
+        source = str(setup.checkpoint) if setup.checkpoint else cfg.model_name_or_path
         revision = None if setup.checkpoint else cfg.model_revision
         tokenizer = load_from_checkpoint(setup.checkpoint, load_tokenizer, source, cfg.trust_remote_code, revision)
-    if cfg.chat_template_path and not setup.checkpoint:  # a checkpoint's tokenizer has the template already
-        print(take_chat_template(tokenizer, cfg.chat_template_path, cfg.trust_remote_code))
-    if ensure_pad_token(tokenizer):
-        eos = tokenizer.eos_token
-        print(
-            f"tokenizer has no pad token: using eos {eos!r} as pad (as TRL); the reward is read before a trailing EOS"
-        )
+    for note in prepare_tokenizer(tokenizer, cfg, from_checkpoint=setup.checkpoint is not None):
+        print(note)
     sequence_format = choose_format(cfg, tokenizer, data.format, setup.checkpoint)
     splits, stats = {}, {}
     for split, rows in (("train", data.train), ("eval", data.test if held_out else None)):
@@ -213,6 +209,8 @@ def build_model(cfg: TrainConfig, setup: Setup, prepared: Prepared, model: PreTr
     saved adapter), its recorded format, and the options that change how it runs, in the order they
     must apply."""
     if model is not None and (cfg.use_peft or not setup.checkpoint):  # handed over (Python API): as it is
+        if ignored := [f"--{name}" for name in LOADING if getattr(cfg, name) != TrainConfig.default(name)]:
+            print(f"{', '.join(ignored)}: not applied, the model is already loaded")
         ready_for_reward(model, prepared.tokenizer, cfg.disable_dropout)
     else:
         from_checkpoint = setup.checkpoint and not cfg.use_peft
@@ -224,8 +222,9 @@ def build_model(cfg: TrainConfig, setup: Setup, prepared: Prepared, model: PreTr
             revision=None if from_checkpoint else cfg.model_revision,
             **loading_options(cfg),
         )
-    if cfg.chat_template_path:
-        match_vocabulary(model, prepared.tokenizer)
+    if problem := trainable_problem(model):
+        raise UserError(problem)
+    match_vocabulary(model, prepared.tokenizer)  # --chat_template_path may have added tokens
     record_format(model, prepared.tokenizer, prepared.sequence_format, prepared.data.format)  # saved with it
     limit = position_limit(unwrap(model))  # learned absolute positions (BERT 512, GPT-2 1024): longer pairs fail
     if limit is not None and (cfg.max_length is None or cfg.max_length > limit):
@@ -317,8 +316,6 @@ def export(cfg: TrainConfig, setup: Setup, prepared: Prepared, model: PreTrained
     info = card_facts(prepared.data, len(prepared.train_ds), metrics, warning=result.collapsed)
     saved = export_model(setup.out_dir, model, prepared.tokenizer, cfg.to_dict(), info, weights)
     result.card = info
-    if setup.hub:
-        push(setup.hub, saved, "End of training")
     if cfg.plot_curves:
         from reward.eval.plotting import plot_training_curves  # matplotlib is an optional extra
 

@@ -26,7 +26,8 @@ from reward.fast.packing import pack_pairs
 from reward.formatting import TRL_FORMAT, encode_pair, format_text, tokenize_pairs
 from reward.loop import accumulate_gradients, apply_update, build_optimizer, build_scheduler
 from reward.loss import bradley_terry_loss
-from reward.model import compute_rewards, load_model, load_tokenizer, resolve_precision
+from reward.model import compute_rewards, load_model, resolve_precision
+from reward.tokenizer import load_tokenizer
 
 SHOWN = 2  # pairs printed in full
 

@@ -21,9 +21,10 @@ sys.path.insert(0, str(ROOT))  # train.py / score.py are importable as modules i
 torch.set_num_threads(2)
 
 from reward.export import save_reward_model  # noqa: E402
-from reward.model import configure_for_reward, ensure_pad_token, load_model, turn_off_dropout  # noqa: E402
+from reward.model import configure_for_reward, load_model, turn_off_dropout  # noqa: E402
 from reward.presets.synthetic import generate_pairs  # noqa: E402
 from reward.presets.tiny import build_tiny_tokenizer  # noqa: E402
+from reward.tokenizer import ensure_pad_token  # noqa: E402
 
 
 @pytest.fixture(scope="session")

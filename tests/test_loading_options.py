@@ -78,7 +78,7 @@ def test_float32_weights_with_bf16_autocast_stay_float32(tmp_path, capsys):
     "flags, message",
     [
         (["--dtype", "int8"], "--dtype must be one of"),
-        (["--fp16", "--dtype", "float16"], "cannot unscale float16 gradients"),
+        (["--dtype", "float16"], "--dtype must be one of float32, bfloat16, auto"),
         (["--fp16", "--dtype", "bfloat16"], "pick one half precision"),
         (["--model_init_kwargs", "{not json"], "--model_init_kwargs: not valid JSON"),
         (["--model_init_kwargs", '["a"]'], "must be a JSON object"),
@@ -171,3 +171,28 @@ def test_chat_template_path_that_is_not_a_template_is_one_line(tmp_path):
     bad.write_text("x")
     code = train.cli([*SMALL, "--output_dir", str(tmp_path / "run"), "--chat_template_path", str(bad)])
     assert code == 2
+
+
+def test_float16_weights_are_refused_before_training(tmp_path):
+    """AdamW keeps its moments in the weights' dtype: in float16 g² underflows and the update is inf, so a
+    checkpoint stored in float16 and loaded with --dtype auto stops with one line."""
+    folder = tmp_path / "fp16"
+    tokenizer = build_tiny_tokenizer()
+    load_model("tiny", tokenizer, seed=0, dtype="float16").save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    out = str(tmp_path / "run")
+    with pytest.raises(UserError, match="float16 weights: AdamW's moments underflow"):
+        train.main(parse_config([*SMALL, "--model_name_or_path", str(folder), "--dtype", "auto", "--output_dir", out]))
+    assert train.cli([*SMALL, "--model_name_or_path", str(folder), "--output_dir", str(tmp_path / "fp32")]) == 0
+
+
+@pytest.mark.slow
+def test_chat_template_tokens_under_lora_are_refused(tmp_path):
+    pytest.importorskip("peft")
+    source = build_tiny_tokenizer()
+    source.add_special_tokens({"additional_special_tokens": ["<|im_end|>"]})
+    source.chat_template = "{% for m in messages %}{{ m['content'] }}<|im_end|>{% endfor %}"
+    source.save_pretrained(tmp_path / "source")
+    args = [*SMALL, "--output_dir", str(tmp_path / "run"), "--chat_template_path", str(tmp_path / "source")]
+    with pytest.raises(UserError, match="added 1 token.s.: under LoRA their embedding rows would stay untrained"):
+        train.main(parse_config([*args, "--use_peft"]))

@@ -13,9 +13,10 @@ from reward.config import TrainConfig
 from reward.errors import UserError
 from reward.export import save_reward_model
 from reward.loop import apply_update, build_optimizer, build_scheduler
-from reward.model import ensure_pad_token, load_model, resolve_precision
+from reward.model import load_model, resolve_precision
 from reward.model_card import example_of
 from reward.presets.tiny import tiny_config
+from reward.tokenizer import ensure_pad_token
 
 
 def test_score_head_of_a_pretrained_backbone_is_seeded(tiny_tokenizer, tmp_path):

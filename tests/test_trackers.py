@@ -60,7 +60,8 @@ def expected_scalars(records: list[dict]) -> dict[str, dict[int, float]]:
         for key, value in record.items():
             if key == "step" or isinstance(value, bool) or not isinstance(value, (int, float)):
                 continue
-            tag = f"eval/{key[5:]}" if key.startswith("eval_") else f"train/{key}"
+            name = "learning_rate" if key == "lr" else key  # the HF Trainer's name for it
+            tag = f"eval/{name[5:]}" if name.startswith("eval_") else f"train/{name}"
             expected.setdefault(tag, {})[record["step"]] = value
     return expected
 
@@ -131,7 +132,7 @@ def tensorboard_scalars(logging_dir: Path) -> dict[str, dict[int, float]]:
 
 def assert_same_scalars(logged: dict[str, dict[int, float]], records: list[dict], rel: float) -> None:
     expected = expected_scalars(records)
-    assert {"train/loss", "train/lr", "train/accuracy", "eval/loss", "eval/accuracy"} <= expected.keys()
+    assert {"train/loss", "train/learning_rate", "train/accuracy", "eval/loss", "eval/accuracy"} <= expected.keys()
     assert logged.keys() == expected.keys()
     for tag, by_step in expected.items():
         assert logged[tag].keys() == by_step.keys(), tag  # each record once, at its step, nothing else

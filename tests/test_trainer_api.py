@@ -14,8 +14,17 @@ import torch
 from datasets import Dataset
 
 from reward.errors import UserError
-from reward.integrations.trainer import RewardConfig, RewardTrainer, from_trl_names
-from reward.integrations.trl_options import DIFFERENT_DEFAULTS, IGNORED, MAPPED, REFUSED, table
+from reward.integrations.trainer import RewardTrainer
+from reward.integrations.trl_options import (
+    DIFFERENT_BEHAVIOUR,
+    DIFFERENT_DEFAULTS,
+    IGNORED,
+    MAPPED,
+    REFUSED,
+    RewardConfig,
+    from_trl_names,
+    table,
+)
 from reward.presets.synthetic import generate_pairs
 
 trl = pytest.importorskip("trl")  # the bench extra, installed by the README's install line
@@ -100,10 +109,12 @@ def test_every_trl_field_is_ours_or_mapped_ignored_or_refused_exactly_once():
 def test_shared_fields_have_trls_defaults_unless_listed():
     ours = {f.name: f for f in dataclasses.fields(RewardConfig)}
     same = {name: f for name, f in trl_fields().items() if name in ours and name not in DIFFERENT_DEFAULTS}
+    # DIFFERENT_BEHAVIOUR fields are in `same`: their default is TRL's, what it means differs
     differ = {n: (default_of(f), default_of(ours[n])) for n, f in same.items() if default_of(f) != default_of(ours[n])}
     assert differ == {}
-    listed = {n: (default_of(trl_fields()[n]), default_of(ours[n])) for n in DIFFERENT_DEFAULTS if n != "bf16"}
+    listed = {n: (default_of(trl_fields()[n]), default_of(ours[n])) for n in DIFFERENT_DEFAULTS}
     assert all(a != b for a, b in listed.values()), listed  # each listed one really differs
+    assert set(DIFFERENT_BEHAVIOUR) <= set(same)  # those keep TRL's default value
     # bf16: None in both, but TRL's None becomes True (and stops on CPU), ours "where a GPU supports it"
     assert RewardConfig(use_cpu=True).bf16 is False
 
@@ -174,6 +185,33 @@ def test_trainer_refuses_what_it_does_not_run():
         RewardTrainer(model="tiny", callbacks=[object()])
 
 
+def test_trainer_refuses_models_it_cannot_train(base_model_dir):
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    two = AutoModelForSequenceClassification.from_config(AutoConfig.from_pretrained(base_model_dir, num_labels=2))
+    with pytest.raises(UserError, match="num_labels=2: a reward model has one output"):
+        RewardTrainer(model=two)
+    half = AutoModelForSequenceClassification.from_pretrained(str(base_model_dir), num_labels=1, dtype=torch.float16)
+    with pytest.raises(UserError, match="float16 weights"):
+        RewardTrainer(model=half)
+    peft = pytest.importorskip("peft")
+    one = AutoModelForSequenceClassification.from_pretrained(str(base_model_dir), num_labels=1)
+    wrapped = peft.get_peft_model(one, peft.LoraConfig(task_type=peft.TaskType.SEQ_CLS, target_modules=["q_proj"]))
+    with pytest.raises(UserError, match="a peft model: pass the base model with peft_config="):
+        RewardTrainer(model=wrapped)
+    with pytest.raises(UserError, match="eval_dataset needs a train_dataset"):
+        RewardTrainer(model="tiny", eval_dataset=Dataset.from_list(generate_pairs(4, seed=0)))
+
+
+def test_a_handed_over_model_says_which_loading_options_it_ignores(base_model_dir, tmp_path, capsys):
+    from transformers import AutoModelForSequenceClassification
+
+    model = AutoModelForSequenceClassification.from_pretrained(str(base_model_dir), num_labels=1)
+    args = RewardConfig(output_dir=str(tmp_path / "run"), max_steps=2, disable_tqdm=True, dtype="bfloat16")
+    RewardTrainer(model=model, args=args, train_dataset=Dataset.from_list(generate_pairs(40, seed=0))).train()
+    assert "--dtype: not applied, the model is already loaded" in capsys.readouterr().out
+
+
 def test_peft_config_becomes_our_lora_options():
     peft = pytest.importorskip("peft")
     config = peft.LoraConfig(task_type=peft.TaskType.SEQ_CLS, r=8, lora_alpha=32, lora_dropout=0.1)
@@ -182,6 +220,10 @@ def test_peft_config_becomes_our_lora_options():
     assert args.lora_dropout == 0.0  # TRL's disable_dropout zeroes the adapters' dropout too
     with pytest.raises(UserError, match="use_dora"):
         RewardTrainer(model="tiny", peft_config=peft.LoraConfig(use_dora=True))
+    with pytest.raises(UserError, match="rank_pattern"):
+        RewardTrainer(model="tiny", peft_config=peft.LoraConfig(rank_pattern={"q_proj": 4}))
+    with pytest.raises(UserError, match="a regular expression"):
+        RewardTrainer(model="tiny", peft_config=peft.LoraConfig(target_modules=".*q_proj"))
 
 
 def test_evaluate_before_and_after_training_with_one_or_many_eval_sets(tmp_path):

@@ -35,15 +35,8 @@ from reward.export import STATS_KEY
 from reward.formatting import chat_template_hash, encode_messages, encode_pair, encode_sequence, read_format
 from reward.loss import bradley_terry_loss
 from reward.metrics import DEFAULT_BINS, Diagnostics, diagnose
-from reward.model import (
-    LOAD_ERRORS,
-    check_model_source,
-    compute_rewards,
-    ensure_pad_token,
-    first_line,
-    folder_problem,
-    pick_device,
-)
+from reward.model import compute_rewards, first_line, pick_device
+from reward.tokenizer import LOAD_ERRORS, check_model_source, ensure_pad_token, folder_problem
 
 PAIRS, RANKINGS, TEXTS, RESPONSES, CHATS = "pairs", "rankings", "texts", "responses", "chats"
 

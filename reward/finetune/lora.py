@@ -30,7 +30,7 @@ from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from reward.config import TrainConfig
-from reward.errors import UserError
+from reward.errors import UserError, first_line
 from reward.export import save_reward_model
 from reward.model import unwrap
 
@@ -69,11 +69,14 @@ def add_lora(model: PreTrainedModel, cfg: TrainConfig, adapter_dir: Path | None 
     try:
         return peft.get_peft_model(model, config)
     except ValueError as exc:  # e.g. no module matches the given names
-        raise UserError(f"--lora_target_modules {' '.join(targets)}: {str(exc).strip().splitlines()[0]}") from exc
+        raise UserError(f"--lora_target_modules {' '.join(targets)}: {first_line(exc)}") from exc
 
 
 # LoraConfig fields beyond r / alpha / dropout / targets: plain LoRA runs only at their defaults
-PLAIN_LORA = ("bias", "use_rslora", "use_dora", "init_lora_weights", "layers_to_transform", "fan_in_fan_out")
+PLAIN_LORA = tuple(
+    "bias use_rslora use_dora init_lora_weights layers_to_transform fan_in_fan_out rank_pattern alpha_pattern "
+    "exclude_modules modules_to_save trainable_token_indices".split()
+)
 
 
 def lora_options(config: Any, disable_dropout: bool = True) -> dict[str, Any]:
@@ -89,6 +92,8 @@ def lora_options(config: Any, disable_dropout: bool = True) -> dict[str, Any]:
             f"peft_config: {', '.join(changed)} not supported (plain LoRA: r, lora_alpha, lora_dropout, target_modules)"
         )
     targets = config.target_modules
+    if isinstance(targets, str) and targets != ALL_LINEAR:
+        raise UserError(f"peft_config target_modules {targets!r}: a regular expression; give module names")
     if targets is None or isinstance(targets, str):
         targets = [targets or DEFAULT_TARGETS]
     return {

@@ -12,7 +12,7 @@ but synchronously; `end` pushes the final folder only.
 from __future__ import annotations
 
 import fnmatch
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,8 +37,8 @@ IGNORE = [
 @dataclass
 class HubTarget:
     repo_id: str
-    token: str
-    strategy: str
+    token: str = field(repr=False)
+    strategy: str = "end"
 
 
 def check_hub(cfg: Any) -> HubTarget | None:

@@ -45,12 +45,16 @@ def importable(name: str) -> bool:
     return True
 
 
+HF_NAMES = {"lr": "learning_rate"}  # metrics.jsonl's short names -> the HF Trainer's log names
+
+
 def tracker_keys(record: dict[str, Any]) -> dict[str, float]:
     """A metrics.jsonl record as tracker scalars: numbers only, eval_x -> eval/x, the rest train/x."""
     out = {}
     for key, value in record.items():
         if key == "step" or isinstance(value, bool) or not isinstance(value, (int, float)):
             continue
+        key = HF_NAMES.get(key, key)
         out[f"eval/{key[5:]}" if key.startswith("eval_") else f"train/{key}"] = value
     return out
 

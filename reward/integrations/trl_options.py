@@ -1,28 +1,47 @@
 """Every field of TRL 1.16's `RewardConfig`, and what `reward.RewardConfig` does with it.
 
-`RewardConfig(**kwargs)` takes each TRL name. A field we share (`reward/config.py` has it) works as
-TRL's does, with TRL's default unless `DIFFERENT_DEFAULTS` says why not. A TRL-only field is one of:
+`RewardConfig(**kwargs)` (defined here) takes each TRL name. A field we share (`reward/config.py` has
+it) works as TRL's does, with TRL's default, unless `DIFFERENT_DEFAULTS` or `DIFFERENT_BEHAVIOUR`
+says what differs. A TRL-only field is one of:
 
 - "mapped":  it sets an option of ours (e.g. `activation_checkpointing` -> `gradient_checkpointing`);
 - "ignored": accepted with any value; it changes nothing that can change here (say why);
 - "refused": accepted at TRL's default (or an equivalent value), a one-line error otherwise (why, what to use).
 
-`python -m reward.integrations.trl_options` prints the table of docs/trl.md from these three dicts;
+`python -m reward.integrations.trl_options` prints the table of docs/trl.md from these dicts;
 tests/test_trainer_api.py checks the dicts against the installed trl's fields and defaults, and the
 page against the printed table.
 """
 
 from __future__ import annotations
 
+import typing
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from reward.config import TrainConfig, option
+from reward.errors import UserError
+from reward.options import type_problem
+
 # shared fields whose default in reward.RewardConfig is not TRL's, and why
 DIFFERENT_DEFAULTS = {
     "output_dir": "`trainer_output` (HF's value for TRL's `None`)",
-    "bf16": "`None`: bf16 autocast where a GPU supports it, fp32 on CPU (TRL: `True`, so on CPU its config stops)",
     "debug": "`False` (ours: show tracebacks); TRL's is a string of HF debug modes, `''` reads as `False`",
     "fsdp": "`False`: a switch (FSDP2 over torchrun); TRL's is a string of FSDP modes, `None` reads as `False`",
     "report_to": "`'none'`, the same; kept as the list `['none']`",
     "disable_tqdm": "`False` (TRL's `None`: on unless the log level is warning or above)",
     "pad_to_multiple_of": "`None` = TRL's `'auto'` off Neuron (no padding to a multiple)",
+}
+
+# shared fields with TRL's default that do something else here, and what
+DIFFERENT_BEHAVIOUR = {
+    "bf16": "`None` means bf16 autocast where a GPU supports it, fp32 on CPU (TRL's `None` means `True`: on CPU its "
+    "config stops)",
+    "resume_from_checkpoint": "`train()` resumes from it when set (HF's `Trainer.train` reads only its own argument)",
+    "eos_token": "also on the command line (`--eos_token`)",
+    "pad_token": "also on the command line (`--pad_token`)",
 }
 
 # TRL-only fields that set one of ours: name -> how
@@ -77,7 +96,7 @@ IGNORED = {
 # TRL-only fields we do not run: name -> why, and what to use
 REFUSED = {
     "lr_scheduler_kwargs": "schedules run without kwargs (reward/options.py SCHEDULERS)",
-    "optim": "AdamW only (torch.optim.AdamW; fused on CUDA): the loop is the point",
+    "optim": "AdamW only (`torch.optim.AdamW`; TRL's `adamw_torch_fused` is accepted and runs unfused)",
     "optim_args": "AdamW only",
     "optim_target_modules": "AdamW only",
     "label_smoothing_factor": "0 only: TRL's reward loss never reads it; ours is `label_smoothing` (the BT ε)",
@@ -115,6 +134,79 @@ REFUSED = {
     "activation_offloading": "not wired in",
 }
 
+# refused fields' values that are accepted all the same: they mean what we run
+REFUSED_ACCEPTS = {"optim": ("adamw_torch", "adamw_torch_fused"), "logging_strategy": ("steps",)}
+
+
+@dataclass
+class RewardFields(TrainConfig):
+    """TrainConfig with TRL 1.16 RewardConfig's defaults for the options we share (trl/trainer/reward_config.py)."""
+
+    output_dir: str = option("trainer_output", "Where checkpoints, metrics.jsonl and the model go (HF's default).")
+    per_device_train_batch_size: int = option(8, "Pairs per micro-batch (TRL's default).")
+    per_device_eval_batch_size: int = option(8, "Pairs per evaluation batch (TRL's default).")
+    num_train_epochs: float = option(3.0, "Passes over the training pairs (TRL's default).")
+    warmup_ratio: float = option(0.0, "Warmup as a fraction of the steps (TRL: none).")
+    warmup_steps: float = option(0, "Warmup steps; a float in (0, 1) is a fraction of the steps (transformers 5).")
+    gradient_checkpointing: bool = option(True, "Recompute activations in backward (TRL's default: on).")
+    bf16: bool | None = option(None, "bf16 autocast; None: on where a GPU supports it, fp32 on CPU.")
+    eval_strategy: str = option("no", "'no' (TRL's default), 'steps' or 'epoch'.")
+    eval_steps: int | None = option(None, "Evaluate every this many steps; None: logging_steps (HF).")
+    eval_split_size: float = option(0.0, "Held out of train_dataset when no eval_dataset is given (TRL: none).")
+    save_steps: int = option(500, "Save a checkpoint-STEP every this many steps (HF's default).")
+
+    def __post_init__(self) -> None:
+        if isinstance(self.warmup_steps, float) and 0 < self.warmup_steps < 1:  # transformers 5: a ratio
+            self.warmup_ratio, self.warmup_steps = self.warmup_steps, 0
+        elif isinstance(self.warmup_steps, float) and self.warmup_steps.is_integer():
+            self.warmup_steps = int(self.warmup_steps)
+        if self.eval_steps is None:
+            self.eval_steps = self.logging_steps
+        if self.bf16 is None:  # TRL says True and then stops on CPU; we say where it works
+            self.bf16 = not (self.fp16 or self.use_cpu) and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+        super().__post_init__()
+
+
+def from_trl_names(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """`RewardConfig(**kwargs)` with TRL's names: ours kept, TRL-only ones mapped, ignored or refused."""
+    hints = typing.get_type_hints(RewardFields)
+    out, problems = {}, []
+    for name, value in kwargs.items():
+        if name in hints:  # ours; TRL's "unset" spellings (None, '', 'auto') of a field we type otherwise: default
+            if not (value in (None, "", "auto") and type_problem(name, value, hints[name])):
+                out[name] = value
+        elif name == "activation_checkpointing":
+            if value is not None:
+                out["gradient_checkpointing"] = bool(value)
+        elif name == "save_strategy":
+            if str(value) == "no":
+                out["save_steps"] = 0
+            elif str(value) != "steps":
+                problems.append(f"save_strategy={value!r} is not supported ({MAPPED[name]})")
+        elif name == "train_sampling_strategy":
+            if str(value) not in ("random", "group_by_length"):
+                problems.append(f"train_sampling_strategy={value!r} is not supported ({MAPPED[name]})")
+            out.setdefault("group_by_length", str(value) == "group_by_length")
+        elif name in REFUSED:
+            if value not in (None, False, 0, "", *REFUSED_ACCEPTS.get(name, ())):
+                problems.append(f"{name}={value!r} is not supported ({REFUSED[name]})")
+        elif name not in IGNORED:
+            problems.append(f"unknown option {name!r} (neither ours nor TRL's; see docs/trl.md)")
+    if problems:
+        raise UserError("RewardConfig: " + "; ".join(problems))
+    return out
+
+
+class RewardConfig(RewardFields):
+    """`RewardConfig(output_dir=None, **fields)`: RewardFields' options, under TRL's names as well. Each field
+    of TRL's RewardConfig is accepted and handled as this module's tables say; output_dir may come
+    first, as in HF. `dataclasses.fields`, `asdict` and `replace` see RewardFields' fields."""
+
+    def __init__(self, output_dir: str | None = None, **kwargs: Any) -> None:
+        if output_dir is not None:
+            kwargs["output_dir"] = output_dir
+        super().__init__(**from_trl_names(kwargs))
+
 
 def table() -> str:
     """The markdown table of docs/trl.md: one row per field of the installed trl's RewardConfig, in its order."""
@@ -122,13 +214,13 @@ def table() -> str:
 
     from trl import RewardConfig as TRLRewardConfig  # the bench extra; only this printout needs it
 
-    from reward.integrations.trainer import RewardConfig
-
     ours = {f.name for f in fields(RewardConfig)}
     rows = ["| TRL field | ours | what we do |", "|---|---|---|"]
     for f in fields(TRLRewardConfig):
         if f.name in DIFFERENT_DEFAULTS:
             rows.append(f"| `{f.name}` | different default | {DIFFERENT_DEFAULTS[f.name]} |")
+        elif f.name in DIFFERENT_BEHAVIOUR:
+            rows.append(f"| `{f.name}` | differs | {DIFFERENT_BEHAVIOUR[f.name]} |")
         elif f.name in ours:
             rows.append(f"| `{f.name}` | same | as TRL |")
         else:

@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from reward.errors import UserError
+from reward.errors import UserError, first_line
 from reward.export import export_model
 from reward.parallel.plan import Plan
 
@@ -147,7 +147,7 @@ def load_training_state(checkpoint: Path) -> dict[str, Any]:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # a truncated or garbage file: torch raises RuntimeError, EOFError, UnpicklingError...
-        text = str(exc).strip().splitlines()[0].split(". ")[0] if str(exc).strip() else type(exc).__name__
+        text = first_line(exc).split(". ")[0]
         raise UserError(f"{path} is damaged ({text}); {earlier_checkpoint_hint(checkpoint)}") from exc
 
 

@@ -94,11 +94,15 @@ def release(out_dir: Path) -> None:
 
 
 # --- the output directory ------------------------------------------------------------------------
+# what --report_to writes (TensorBoard's runs/, W&B's wandb/): one subfolder per run, opened in
+# preflight, so a run that stopped before training leaves them; they never block the next run
+TRACKER_DIRS = ("runs", "wandb")
 # what a run writes at the top of its output dir (the final model folder and the run's records)
 RUN_FILES = (
     LATEST_FILE,
     *"metrics.jsonl heldout_pairs.jsonl training_config.json README.md config.json adapter "
     "generation_config.json chat_template.jinja special_tokens_map.json".split(),
+    *TRACKER_DIRS,
 )
 RUN_GLOBS = ("checkpoint-*", ".tmp-checkpoint-*", "model*.safetensors", "model.safetensors.index.json", "tokenizer*")
 
@@ -125,7 +129,7 @@ def prepare_output_dir(out_dir: Path, resume_from: str | None, overwrite: bool) 
 def apply_output_dir_policy(out_dir: Path, resume_from: str | None, overwrite: bool) -> Path | None:
     if resume_from:
         return resolve_checkpoint(resume_from, out_dir)
-    if any(p.name != LOCK_FILE for p in out_dir.iterdir()):
+    if any(p.name not in (LOCK_FILE, *TRACKER_DIRS) for p in out_dir.iterdir()):
         if not overwrite:
             raise UserError(
                 f"output_dir {out_dir} is not empty: pass --resume_from_checkpoint latest to continue that run, "

@@ -1,0 +1,132 @@
+"""The tokenizer: loaded from the model source (a folder or a Hub id, checked first), then the tokenizer
+options applied in TRL's order: `eos_token` / `pad_token`, `chat_template_path`, and pad := eos when
+it has no pad token (reward/model.py explains where the head then reads the reward).
+
+The source checks live here because the tokenizer is the first thing read from a model folder:
+a path that is not a folder, or the first damaged file in it, is named in one line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from safetensors import SafetensorError, safe_open
+from transformers import AutoTokenizer, PreTrainedTokenizerBase
+
+from reward.errors import UserError, first_line
+from reward.presets.tiny import TINY, build_tiny_tokenizer
+
+
+def check_model_source(name: str) -> None:
+    """A path-like name that is not a folder is a typo, not a Hub id: say so before any lookup."""
+    if not os.path.isdir(name) and (name.startswith((".", "/", "~")) or os.path.exists(name)):
+        raise UserError(f"{name}: no such model folder")
+
+
+LOAD_ERRORS = (OSError, ValueError, SafetensorError)  # ValueError covers JSON and UTF-8 decoding errors
+JSON_FILES = (
+    "config.json",
+    "tokenizer_config.json",
+    "tokenizer.json",
+    "special_tokens_map.json",
+    "generation_config.json",
+)
+
+
+def folder_problem(folder: str | Path) -> str | None:
+    """The first file of a model folder that cannot be read, and why: what a loading error should name
+    (transformers' own message often names neither the file nor the folder)."""
+    path = Path(folder)
+    if not path.is_dir():
+        return None
+    for name in JSON_FILES:
+        if (path / name).is_file():
+            try:
+                json.loads((path / name).read_text(encoding="utf-8"))
+            except (OSError, ValueError) as exc:
+                return f"{path / name}: not valid JSON ({first_line(exc)})"
+    for weights in sorted(path.glob("*.safetensors")):
+        try:
+            with safe_open(weights, "pt"):
+                pass
+        except (OSError, SafetensorError) as exc:
+            return f"{weights}: damaged safetensors file ({first_line(exc)})"
+    return None
+
+
+def load_tokenizer(name: str, trust_remote_code: bool = False, revision: str | None = None) -> PreTrainedTokenizerBase:
+    if name == TINY:
+        return build_tiny_tokenizer()
+    check_model_source(name)
+    try:
+        return AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code, revision=revision)
+    except LOAD_ERRORS as exc:
+        where = "" if os.path.isdir(name) else "no local folder of that name, and from the Hub: "
+        raise UserError(
+            folder_problem(name) or f"{name}: could not load a tokenizer ({where}{first_line(exc)})"
+        ) from exc
+
+
+def take_chat_template(tokenizer: PreTrainedTokenizerBase, path: str, trust_remote_code: bool = False) -> int:
+    """TRL's `chat_template_path`: a .jinja/.j2 file becomes the chat template; a tokenizer folder or Hub
+    id gives its template, its added tokens and its EOS (trl/chat_template_utils.py
+    `clone_chat_template`; reward/model.py `match_vocabulary` then grows the embeddings). Returns how
+    many tokens it added."""
+    if os.path.isfile(path) and path.endswith((".jinja", ".j2")):
+        tokenizer.chat_template = Path(path).read_text(encoding="utf-8")
+        return 0
+    if os.path.isfile(path):
+        raise UserError(f"--chat_template_path {path}: a template file must end in .jinja or .j2")
+    source = load_tokenizer(path, trust_remote_code)
+    if not source.chat_template:
+        raise UserError(f"--chat_template_path {path}: that tokenizer has no chat template")
+    tokenizer.chat_template = source.get_chat_template()
+    new = [t for t in source.added_tokens_decoder.values() if t.content not in tokenizer.get_vocab()]
+    tokenizer.add_tokens(new)
+    if source.eos_token is not None:
+        tokenizer.eos_token = source.eos_token
+    return len(new)
+
+
+def ensure_pad_token(tokenizer: PreTrainedTokenizerBase) -> bool:
+    """Give the tokenizer a pad token if it has none (pad := eos). Returns True if it did."""
+    if tokenizer.pad_token is not None:
+        return False
+    if tokenizer.eos_token is None:
+        raise UserError(
+            f"tokenizer {tokenizer.name_or_path!r} has neither a pad nor an eos token; "
+            "set tokenizer.pad_token (and eos_token) before training"
+        )
+    tokenizer.pad_token = tokenizer.eos_token
+    return True
+
+
+def prepare_tokenizer(tokenizer: PreTrainedTokenizerBase, cfg: Any, from_checkpoint: bool) -> list[str]:
+    """Apply the tokenizer options of a TrainConfig, in TRL's order; returns a line per change made.
+    A resumed run's tokenizer (from its checkpoint) has its chat template already."""
+    notes = []
+    for role in ("eos_token", "pad_token"):  # TRL's RewardConfig options: a token the vocabulary has
+        token = getattr(cfg, role)
+        if token is not None and token != getattr(tokenizer, role):
+            if token not in tokenizer.get_vocab():
+                raise UserError(f"--{role} {token!r} is not in the tokenizer's vocabulary")
+            setattr(tokenizer, role, token)
+            notes.append(f"tokenizer {role}: {token!r}")
+    if cfg.chat_template_path and not from_checkpoint:
+        added = take_chat_template(tokenizer, cfg.chat_template_path, cfg.trust_remote_code)
+        if added and cfg.use_peft:  # TRL trains them with peft's trainable_token_indices; we do not
+            raise UserError(
+                f"--chat_template_path added {added} token(s): under LoRA their embedding rows would stay untrained "
+                "(train without --use_peft, or take a template whose tokens the vocabulary has)"
+            )
+        eos = tokenizer.eos_token
+        notes.append(f"chat template from {cfg.chat_template_path} (EOS {eos!r}, {added} token(s) added)")
+    if ensure_pad_token(tokenizer):
+        notes.append(
+            f"tokenizer has no pad token: using eos {tokenizer.eos_token!r} as pad (as TRL); "
+            "the reward is read before a trailing EOS"
+        )
+    return notes
