@@ -257,3 +257,12 @@ def load_preferences(
         parts = train.train_test_split(test_size=eval_split_size, seed=seed)
         train, test, held_out = parts["train"], parts["test"], True
     return PreferenceData(train, test, fmt, "margin" in train.column_names, source, held_out)
+
+
+def evaluation_rows(rows: Dataset | DatasetDict, fmt: str, skip_bad_rows: bool = False) -> Dataset:
+    """An evaluation set handed over as rows (RewardTrainer's eval_dataset), validated like the training
+    data and in its format."""
+    data = load_preferences(rows, eval_split_size=0, skip_bad_rows=skip_bad_rows)
+    if data.format != fmt:
+        raise UserError(f"an evaluation set is in the {data.format} format, the training data in {fmt}")
+    return data.train

@@ -212,7 +212,7 @@ def train(
     cfg: TrainConfig,
     model: PreTrainedModel,
     train_ds: Dataset,
-    eval_ds: Dataset | None = None,
+    eval_ds: Dataset | dict[str, Dataset] | None = None,
     *,
     collate: Callable[[list[dict]], Batch],
     precision: Precision,
@@ -235,7 +235,9 @@ def train(
     scheduler = build_scheduler(optimizer, cfg, total_steps)
     start_step, nonfinite_total = restore_training_state(resume_state, model, optimizer, scheduler, precision, plan)
     model.train()
-    do_eval = eval_ds is not None and len(eval_ds) > 0 and cfg.eval_strategy != "no"
+    # named sets are logged as eval_<name>_loss, ... (TRL's names for a dict eval_dataset); one set as eval_loss
+    eval_sets = eval_ds if isinstance(eval_ds, dict) else {"": eval_ds} if eval_ds is not None else {}
+    do_eval = any(len(ds) for ds in eval_sets.values()) and cfg.eval_strategy != "no"
     # the logging window: metrics of the steps since the last record, and their compute time only
     # (evaluation and saving excluded, so pairs/s measures training)
     window, grad_norms, window_tokens, window_seconds = MetricTotals(), [], 0, 0.0
@@ -290,9 +292,11 @@ def train(
             record["nonfinite_steps"] = nonfinite_total
             window, grad_norms, window_tokens, window_seconds = MetricTotals(), [], 0, 0.0
         if do_eval and plan.takes_part and is_eval_step(step, cfg, total_steps, steps_per_epoch):
-            last_eval = evaluate(model, eval_ds, eval_collate, cfg, precision)
             record = record or {"step": step, "epoch": round(step / steps_per_epoch, 4)}
-            record.update({f"eval_{k}": v for k, v in last_eval.items()})
+            for i, (name, ds) in enumerate(eval_sets.items()):
+                metrics = evaluate(model, ds, eval_collate, cfg, precision)
+                last_eval = metrics if i == 0 else last_eval  # the result's: the first set's
+                record.update({f"eval_{name}_{k}" if name else f"eval_{k}": v for k, v in metrics.items()})
         if record is not None and plan.is_main:
             writer.write(record)
             bar.write(format_step_line(record))

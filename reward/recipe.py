@@ -24,7 +24,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from reward.batching import build_collator, step_plan
 from reward.config import TrainConfig
-from reward.data import PreferenceData, load_preferences
+from reward.data import PreferenceData, evaluation_rows, load_preferences
 from reward.errors import UserError
 from reward.export import STATS_KEY, choose_format, collapse_problem, export_model, record_format, reward_statistics
 from reward.fast.packed_forward import describe_forward
@@ -88,6 +88,7 @@ class Prepared:
     sequence_format: SequenceFormat
     train_ds: Dataset
     eval_ds: Dataset | None
+    eval_sets: dict[str, Dataset] | None = None  # named sets (RewardTrainer's dict eval_dataset), tokenized
 
 
 def main(
@@ -96,11 +97,13 @@ def main(
     should_stop: Callable[[int], bool] | None = None,
     model: PreTrainedModel | None = None,
     tokenizer: PreTrainedTokenizerBase | None = None,
+    eval_sets: dict[str, Dataset] | None = None,
 ) -> TrainResult:
     """Run one training job. The Python API (reward.RewardTrainer) may hand over what the options
     would load: `dataset` replaces `cfg.dataset_name`, `model` and `tokenizer` the loading of
     `cfg.model_name_or_path` (a resumed run still takes its weights from the checkpoint).
-    `result.model` / `result.tokenizer` are what was trained.
+    `result.model` / `result.tokenizer` are what was trained. `eval_sets` (named rows) are each evaluated
+    on the eval schedule, logged as `eval_<name>_loss`, ... (TRL's names); the first is the held-out set.
 
     `should_stop(step)` is asked after every optimizer step; if it returns True the run saves a
     checkpoint and returns early with `result.stopped` (the CLI wires SIGINT/SIGTERM to it). The
@@ -109,7 +112,7 @@ def main(
     setup = None
     try:
         setup = preflight(cfg)
-        prepared = prepare_data(cfg, setup, dataset, tokenizer)
+        prepared = prepare_data(cfg, setup, dataset, tokenizer, eval_sets)
         model = build_model(cfg, setup, prepared, model)
         result = fit(cfg, setup, prepared, model, should_stop)
         result.model, result.tokenizer = model, prepared.tokenizer
@@ -166,7 +169,11 @@ def preflight(cfg: TrainConfig) -> Setup:
 
 # --- data: rows -> token ids --------------------------------------------------------------------------
 def prepare_data(
-    cfg: TrainConfig, setup: Setup, dataset: Dataset | DatasetDict | None, tokenizer: PreTrainedTokenizerBase | None
+    cfg: TrainConfig,
+    setup: Setup,
+    dataset: Dataset | DatasetDict | None,
+    tokenizer: PreTrainedTokenizerBase | None,
+    eval_sets: dict[str, Dataset] | None = None,
 ) -> Prepared:
     data = load_preferences(
         dataset if dataset is not None else cfg.dataset_name,
@@ -189,7 +196,8 @@ def prepare_data(
         print(note)
     sequence_format = choose_format(cfg, tokenizer, data.format, setup.checkpoint)
     splits, stats = {}, {}
-    for split, rows in (("train", data.train), ("eval", data.test if held_out else None)):
+    named = {name: evaluation_rows(rows, data.format, cfg.skip_bad_rows) for name, rows in (eval_sets or {}).items()}
+    for split, rows in (("train", data.train), ("eval", data.test if held_out else None), *named.items()):
         if rows is not None:
             splits[split], stats[split] = tokenize_pairs(
                 rows, tokenizer, data.format, cfg.max_length, cfg.dataset_num_proc, split, sequence_format
@@ -200,7 +208,9 @@ def prepare_data(
             f"no training pair left: {stats['train'].dropped_too_long} longer than --max_length {cfg.max_length}, "
             f"{stats['train'].dropped_identical} with chosen identical to rejected"
         )
-    return Prepared(data, tokenizer, sequence_format, splits["train"], splits.get("eval"))
+    sets = {name: splits[name] for name in named} or None  # the first is the held-out set (statistics, report)
+    held = next(iter(sets.values())) if sets else splits.get("eval")
+    return Prepared(data, tokenizer, sequence_format, splits["train"], held, sets)
 
 
 # --- model ----------------------------------------------------------------------------------------------
@@ -286,7 +296,7 @@ def fit(
         cfg,
         model,
         prepared.train_ds,
-        prepared.eval_ds,
+        prepared.eval_sets or prepared.eval_ds,
         collate=collate,
         precision=setup.precision,
         writer=MetricsWriter(metrics, sinks=[setup.trackers.log] if setup.trackers else []),

@@ -229,20 +229,26 @@ def test_peft_config_becomes_our_lora_options():
 def test_evaluate_before_and_after_training_with_one_or_many_eval_sets(tmp_path):
     rows = Dataset.from_list(generate_pairs(160, seed=1))
     held = Dataset.from_list(generate_pairs(40, seed=2))
+    other = Dataset.from_list(generate_pairs(24, seed=3))
     args = RewardConfig(
         output_dir=str(tmp_path / "run"), max_steps=12, learning_rate=1e-3, disable_tqdm=True, eval_strategy="steps"
     )
-    trainer = RewardTrainer(model="tiny", args=args, train_dataset=rows, eval_dataset={"a": held, "b": held})
+    trainer = RewardTrainer(model="tiny", args=args, train_dataset=rows, eval_dataset={"a": held, "b": other})
     before = trainer.evaluate()
-    assert before["eval_a_loss"] == pytest.approx(before["eval_b_loss"])
-    assert before["eval_a_pairs"] == 40
+    assert (before["eval_a_pairs"], before["eval_b_pairs"]) == (40, 24)
     output = trainer.train()
-    after = trainer.evaluate(held)
-    assert after["eval_loss"] != pytest.approx(before["eval_a_loss"], abs=1e-4)  # the trained model is evaluated
     assert output.global_step == 12 and output.training_loss == pytest.approx(output.metrics["train_loss"])
-    # the evaluation during training is the first set's, at the last step, the same numbers
-    assert output.metrics["eval_loss"] == pytest.approx(after["eval_loss"], abs=1e-6)
-    assert trainer.state.log_history[-1]["eval_loss"] == after["eval_loss"]
+    after = trainer.evaluate()
+    assert after["eval_a_loss"] != pytest.approx(before["eval_a_loss"], abs=1e-4)  # the trained model is evaluated
+    # during training every set is evaluated on the schedule, under TRL's names; at the last step the
+    # numbers are evaluate()'s
+    final = [r for r in trainer.state.log_history if r.get("step") == 12 and "eval_a_loss" in r][0]
+    assert final["eval_a_loss"] == pytest.approx(after["eval_a_loss"], abs=1e-6)
+    assert final["eval_b_loss"] == pytest.approx(after["eval_b_loss"], abs=1e-6)
+    assert "eval_loss" not in final
+    assert output.metrics["eval_loss"] == pytest.approx(after["eval_a_loss"], abs=1e-6)  # the first set's
+    single = RewardTrainer(model=trainer.model, args=args, processing_class=trainer.processing_class)
+    assert single.evaluate(other)["eval_loss"] == pytest.approx(after["eval_b_loss"], abs=1e-6)
 
 
 def test_save_model_writes_a_folder_the_pipeline_scores_like_the_run_folder(tmp_path):

@@ -57,8 +57,8 @@ class RewardTrainer:
     `peft_config`) or a name/folder for `args.model_name_or_path`. `processing_class`: its tokenizer
     (default: loaded from the model's name). `train_dataset`: a `datasets.Dataset` (or DatasetDict with
     a train split) of any format train.py reads; None trains on `args.dataset_name`. `eval_dataset`: a
-    Dataset, or a dict of them (each evaluated by `evaluate()` under `eval_<name>_`; the evaluation
-    during training uses the first). `peft_config`: a `peft.LoraConfig`, run as our `--use_peft`.
+    Dataset, or a dict of them (each evaluated during training and by `evaluate()`, logged under
+    `eval_<name>_`, as TRL). `peft_config`: a `peft.LoraConfig`, run as our `--use_peft`.
     """
 
     def __init__(
@@ -122,7 +122,8 @@ class RewardTrainer:
         if resume_from_checkpoint is not None:
             resume = "latest" if resume_from_checkpoint is True else resume_from_checkpoint or None
             cfg = replace(cfg, resume_from_checkpoint=resume)
-        result = main(cfg, self.training_data(), model=self.model, tokenizer=self.processing_class)
+        named = self.eval_dataset if isinstance(self.eval_dataset, dict) else None
+        result = main(cfg, self.training_data(), model=self.model, tokenizer=self.processing_class, eval_sets=named)
         self.model, self.processing_class, self.card = result.model, result.tokenizer, result.card
         self.state.global_step = result.steps
         self.state.log_history = read_records(Path(cfg.output_dir) / "metrics.jsonl")
@@ -133,13 +134,13 @@ class RewardTrainer:
         return TrainOutput(result.steps, loss, metrics)
 
     def training_data(self) -> Dataset | DatasetDict | None:
-        """The rows main() reads: train_dataset, with the (first) eval_dataset as its test split."""
+        """The rows main() reads: train_dataset, with a single eval_dataset as its test split (a dict of
+        them goes to main() as named evaluation sets)."""
         train = self.train_dataset
-        if train is None or self.eval_dataset is None:
+        if train is None or not isinstance(self.eval_dataset, Dataset):
             return train
         train = train[self.args.dataset_train_split] if isinstance(train, DatasetDict) else train
-        first = next(iter(self.eval_dataset.values())) if isinstance(self.eval_dataset, dict) else self.eval_dataset
-        return DatasetDict({self.args.dataset_train_split: train, self.args.dataset_test_split: first})
+        return DatasetDict({self.args.dataset_train_split: train, self.args.dataset_test_split: self.eval_dataset})
 
     def evaluate(
         self, eval_dataset: Dataset | dict[str, Dataset] | None = None, metric_key_prefix: str = "eval"
