@@ -10,6 +10,7 @@ The core path, in data-flow order (what TRL's RewardTrainer does):
     batching.py    which pairs form each micro-batch and optimizer step; the collator choice
     model.py       load the sequence-classification model; pad-token policy; rewards; device and precision
     loss.py        the Bradley–Terry loss and its metrics
+    ranking_loss.py  K responses per prompt: all-pairs Bradley–Terry (ties skipped or ½), Plackett–Luce
     loop.py        optimizer, schedule, exact accumulation, clipping, evaluation, the loop
     metrics.py     exact averages, the step line, metrics.jsonl; calibration, length bias, subsets
     export.py      the pipeline-ready folder with reward_format and reward_stats

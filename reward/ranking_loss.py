@@ -1,0 +1,191 @@
+r"""Losses over rankings: K responses to one prompt, ordered by their scores (pairs are K = 2).
+
+**All-pairs Bradley–Terry** (InstructGPT, Ouyang et al. 2022, §3.5: every one of a prompt's C(K, 2)
+comparisons in one batch element). For a prompt with rewards r_1..r_K and scores s_1..s_K (higher is
+better), each comparison (i, j) with s_i > s_j is a Bradley–Terry pair, exactly as in reward/loss.py:
+
+    ℓ_ij = −(1 − ε) log σ(r_i − r_j) − ε log σ(r_j − r_i) + λ (r_i + r_j)²
+
+A tie (s_i = s_j) is never turned into a win. By default it is skipped and counted; with
+`ties="half"` it is trained as "each wins with probability ½", the cross-entropy against the soft
+label ½, which is label smoothing at ε = ½ (the same algebra, so the same line of code):
+
+    ℓ_ij^tie = −½ log σ(r_i − r_j) − ½ log σ(r_j − r_i) + λ (r_i + r_j)²,   minimised at r_i = r_j
+
+Normalisation, selectable, both equal to reward/loss.py's mean over pairs when every K is 2:
+
+    "comparison":  L = Σ_prompts Σ_(i,j) ℓ_ij / N        N = comparisons in the optimizer step
+    "prompt":      L = Σ_prompts (1 / C_p) Σ_(i,j) ℓ_ij / P   C_p = the prompt's comparisons,
+                                                              P = prompts in the optimizer step
+
+"comparison" weights every comparison equally (our exact-accumulation rule: k micro-batches give the
+gradient of their union); "prompt" is InstructGPT's 1 / C(K, 2) per prompt, so a prompt with many
+responses does not outweigh one with few.
+
+**Plackett–Luce** (Plackett 1975, Luce 1959): the likelihood of the whole order π (best first) as K − 1
+successive choices, each of the best remaining response among those left:
+
+    ℓ_PL = −Σ_{t=1}^{K−1} [ r_π(t) − log Σ_{u ≥ t} exp(r_π(u)) ]
+
+With K = 2 this is −log σ(r_1 − r_2): the pair loss again. It needs a strict order (no ties). Its
+"comparison" count is K − 1 per prompt (one choice per stage), its "prompt" weight 1 / (K − 1).
+
+Gradients, for reference: all-pairs ∂ℓ_ij/∂r_i = σ(Δ_ij) − (1 − ε) = −∂ℓ_ij/∂r_j (ε = ½ for a tie);
+Plackett–Luce ∂ℓ_PL/∂r_π(u) = Σ_{t ≤ u, t ≤ K−1} softmax_t(r)_u − [u ≤ K − 1], where softmax_t is over
+the responses left at stage t. Both are checked against autograd in tests/test_ranking_loss.py.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from reward.loss import LossOutput
+
+NORMALIZATIONS = ("comparison", "prompt")
+TIE_HANDLING = ("skip", "half")
+
+
+@dataclass
+class Comparisons:
+    """A micro-batch's comparisons, as indices into its flat reward vector (R,) = all responses of all
+    its prompts, in order. Built once per batch from the scores (`all_comparisons`)."""
+
+    better: torch.Tensor  # (M,) long: the response preferred (or, for a tie, the first of the two)
+    worse: torch.Tensor  # (M,) long
+    tied: torch.Tensor  # (M,) bool: trained toward ½ (ties="half")
+    prompt: torch.Tensor  # (M,) long: the batch-local prompt each comparison belongs to
+    per_prompt: torch.Tensor  # (P,) long: C_p, the comparisons kept per prompt
+    ties_skipped: int  # tied comparisons left out (ties="skip")
+
+
+def all_comparisons(scores: list[list[float]], ties: str = "skip") -> Comparisons:
+    """Every comparison of every prompt. `scores[p]` are prompt p's K_p scores, higher is better; the
+    responses are numbered consecutively across prompts, as the collator lays them out.
+
+    >>> c = all_comparisons([[3.0, 1.0, 2.0], [0.5, 0.5]])
+    >>> c.better.tolist(), c.worse.tolist(), c.per_prompt.tolist(), c.ties_skipped
+    ([0, 0, 2], [1, 2, 1], [3, 0], 1)
+    """
+    if ties not in TIE_HANDLING:
+        raise ValueError(f"ties must be one of {TIE_HANDLING}, got {ties!r}")
+    better, worse, tied, prompt, per_prompt, skipped, offset = [], [], [], [], [], 0, 0
+    for p, row in enumerate(scores):
+        kept = 0
+        for i in range(len(row)):
+            for j in range(i + 1, len(row)):
+                if row[i] == row[j] and ties == "skip":
+                    skipped += 1
+                    continue
+                hi, lo = (i, j) if row[i] >= row[j] else (j, i)
+                better.append(offset + hi)
+                worse.append(offset + lo)
+                tied.append(row[i] == row[j])
+                prompt.append(p)
+                kept += 1
+        per_prompt.append(kept)
+        offset += len(row)
+    return Comparisons(
+        better=torch.tensor(better, dtype=torch.long),
+        worse=torch.tensor(worse, dtype=torch.long),
+        tied=torch.tensor(tied, dtype=torch.bool),
+        prompt=torch.tensor(prompt, dtype=torch.long),
+        per_prompt=torch.tensor(per_prompt, dtype=torch.long),
+        ties_skipped=skipped,
+    )
+
+
+def all_pairs_loss(
+    rewards: torch.Tensor,
+    comparisons: Comparisons,
+    normalization: str = "comparison",
+    center_rewards_coefficient: float | None = None,
+    label_smoothing: float = 0.0,
+    units_in_step: int | None = None,
+) -> LossOutput:
+    """All-pairs Bradley–Terry over a micro-batch of prompts. rewards: (R,). `units_in_step` is N
+    (comparisons) or P (prompts) of the whole optimizer step, per `normalization` (default: this call's).
+
+    Worked example (tests/test_ranking_loss.py): scores [3, 1, 2], rewards [1, 0, 1] give the
+    comparisons (0 ≻ 1, Δ = 1), (0 ≻ 2, Δ = 0), (2 ≻ 1, Δ = 1), so
+    L = (2 · log(1 + e^−1) + log 2) / 3 = (2 · 0.313262 + 0.693147) / 3 = 0.439890.
+
+    >>> c = all_comparisons([[3.0, 1.0, 2.0]])
+    >>> round(all_pairs_loss(torch.tensor([1.0, 0.0, 1.0]), c).loss.item(), 6)
+    0.43989
+    """
+    if normalization not in NORMALIZATIONS:
+        raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {normalization!r}")
+    with torch.autocast(device_type=rewards.device.type, enabled=False):
+        r = rewards.to(torch.promote_types(rewards.dtype, torch.float32))  # (R,)
+        device = r.device
+        better, worse = comparisons.better.to(device), comparisons.worse.to(device)  # (M,)
+        tied = comparisons.tied.to(device)  # (M,)
+        z = r[better] - r[worse]  # (M,)
+        eps = torch.where(tied, torch.full_like(z, 0.5), torch.full_like(z, label_smoothing))  # (M,)
+        per_comparison = -(1 - eps) * F.logsigmoid(z) - eps * F.logsigmoid(-z)  # (M,)
+        if center_rewards_coefficient:
+            per_comparison = per_comparison + center_rewards_coefficient * (r[better] + r[worse]) ** 2  # (M,)
+        if normalization == "prompt":
+            counts = comparisons.per_prompt.to(device)  # (P,)
+            weight = 1.0 / counts[comparisons.prompt.to(device)].to(r.dtype)  # (M,): 1 / C_p
+            total = (per_comparison * weight).sum()
+            n = units_in_step if units_in_step is not None else int((counts > 0).sum())
+        else:
+            total = per_comparison.sum()
+            n = units_in_step if units_in_step is not None else z.numel()
+        loss = total / max(n, 1)
+    return summarize(loss, total, r, z.detach(), tied, comparisons.ties_skipped)
+
+
+def plackett_luce_loss(
+    rewards: torch.Tensor,
+    orders: list[torch.Tensor],
+    normalization: str = "comparison",
+    units_in_step: int | None = None,
+) -> LossOutput:
+    """Listwise Plackett–Luce over a micro-batch of prompts. rewards: (R,); `orders[p]` are prompt p's
+    response indices into `rewards`, best first (a strict order). `units_in_step`: Σ (K_p − 1) or P.
+
+    >>> round(plackett_luce_loss(torch.tensor([2.0, 0.0]), [torch.tensor([0, 1])]).loss.item(), 4)  # −log σ(2)
+    0.1269
+    """
+    if normalization not in NORMALIZATIONS:
+        raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {normalization!r}")
+    with torch.autocast(device_type=rewards.device.type, enabled=False):
+        r = rewards.to(torch.promote_types(rewards.dtype, torch.float32))  # (R,)
+        per_prompt, deltas = [], []
+        for order in orders:
+            ranked = r[order.to(r.device)]  # (K,) best first
+            # log Σ_{u ≥ t} exp(r_π(u)) for every stage t: a reversed cumulative logsumexp
+            tails = torch.logcumsumexp(ranked.flip(0), dim=0).flip(0)  # (K,)
+            stages = ranked[:-1] - tails[:-1]  # (K − 1,) log-probability of each choice
+            per_prompt.append(-stages.sum() / (1 if normalization == "comparison" else len(order) - 1))
+            deltas.append(ranked[:-1] - ranked[1:])  # (K − 1,) neighbours' reward gaps, for the metrics
+        total = torch.stack(per_prompt).sum()
+        choices = sum(len(o) - 1 for o in orders)
+        n = units_in_step if units_in_step is not None else (choices if normalization == "comparison" else len(orders))
+        loss = total / max(n, 1)
+    z = torch.cat(deltas).detach()  # (Σ K − 1,)
+    return summarize(loss, total, r, z, torch.zeros_like(z, dtype=torch.bool), 0)
+
+
+def summarize(
+    loss: torch.Tensor, total: torch.Tensor, r: torch.Tensor, z: torch.Tensor, tied: torch.Tensor, skipped: int
+) -> LossOutput:
+    """The loss with the pair metrics, counted over the decided (untied) comparisons; `num_pairs` is
+    every comparison trained, ties included."""
+    with torch.no_grad():
+        decided = z[~tied]  # (M',)
+        return LossOutput(
+            loss=loss,
+            loss_sum=total.item(),
+            num_pairs=z.numel(),
+            accuracy=int((decided > 0).sum()) / max(decided.numel(), 1),
+            margin=decided.mean().item() if decided.numel() else 0.0,
+            reward_mean=r.mean().item(),
+            reward_min=r.min().item(),
+            reward_max=r.max().item(),
+        )
