@@ -4,6 +4,7 @@ The core path, in data-flow order (what TRL's RewardTrainer does):
 
     config.py, options.py, errors.py   the typed options, their checks, one-line errors
     data.py        rows from files / the Hub / a Dataset; format detection; validation
+    rankings.py    ranked rows (K completions, scores or order) as their comparisons
     tokenizer.py   the model source's checks; the tokenizer and its options (EOS, pad, chat template)
     formatting.py  row -> token ids (prompt + response, EOS, chat template, max_length); the recorded format
     collate.py     the pairwise collator: B pairs -> (2B, T) [chosen; rejected]

@@ -10,8 +10,12 @@ Formats (detected from the columns and the first row):
     explicit       {"prompt": str, "chosen": str, "rejected": str}
     implicit       {"chosen": str, "rejected": str}            (full texts, prompt included)
     conversational {"prompt"?: [msg], "chosen": [msg], "rejected": [msg]}  msg = {"role", "content"}
+    ranked         {"prompt"?: str | [msg], "completions": [K texts or K message lists],
+                    "scores": [K numbers, higher is better] | "ranking": [K indices, best first]}
 
-Any format may carry a numeric `margin` column (how much better chosen is; Llama 2's margin loss).
+Any pair format may carry a numeric `margin` column (how much better chosen is; Llama 2's margin loss).
+Ranked rows are trained as their C(K, 2) comparisons (`expand_rankings`), ties skipped and counted;
+a held-out split takes whole prompts, so no prompt's comparisons land on both sides.
 """
 
 from __future__ import annotations
@@ -26,9 +30,10 @@ from datasets import Dataset, DatasetDict, Features, Value, load_dataset
 
 from reward.errors import UserError, first_line
 from reward.presets.synthetic import generate_long_prompt_pairs, generate_pairs
+from reward.rankings import expand_rankings
 
 FILE_BUILDERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
-EXPLICIT, IMPLICIT, CONVERSATIONAL = "explicit prompt", "implicit prompt", "conversational"
+EXPLICIT, IMPLICIT, CONVERSATIONAL, RANKED = "explicit prompt", "implicit prompt", "conversational", "ranked"
 ROLES = {"system", "user", "assistant", "tool", "developer"}
 SHOWN_BAD_ROWS = 5  # how many bad rows an error message lists
 SUBSET_COLUMNS = ("subset", "category")  # the column naming each pair's subset, looked up in this order
@@ -42,6 +47,17 @@ class PreferenceData:
     has_margin: bool
     source: str  # what to name in messages: a path, a hub id or "synthetic"
     held_out: bool  # True if `test` was split off `train` here (eval_split_size)
+    rankings: dict | None = None  # ranked rows: {"train": stats, "test": stats} of `expand_rankings`
+
+    def describe(self) -> str:
+        """The start-up line: source, format, sizes; for ranked rows the prompts, their K and comparisons."""
+        held, margin = len(self.test) if self.test is not None else 0, " + margin" if self.has_margin else ""
+        line = f"data: {self.source} | format: {self.format}{margin} | train {len(self.train)} pairs | held-out {held}"
+        if self.rankings:
+            r = self.rankings["train"]
+            ks = ", ".join(f"K={k}: {n}" for k, n in r["k"].items())
+            line += f"\nrankings: {r['prompts']} prompts ({ks}) -> {r['pairs']} comparisons, {r['ties']} ties skipped"
+        return line
 
 
 def load_raw(
@@ -136,6 +152,10 @@ def detect_format(columns: list[str], first_row: dict, source: str = "data") -> 
     >>> detect_format(["prompt", "chosen", "rejected"], {"chosen": " yes"})
     'explicit prompt'
     """
+    if "completions" in columns:
+        if "scores" not in columns and "ranking" not in columns:
+            raise UserError(f"{source}: ranked rows need a scores or a ranking column to train on (found {columns})")
+        return RANKED
     missing = [c for c in ("chosen", "rejected") if c not in columns]
     if missing:
         raise UserError(
@@ -181,8 +201,35 @@ def margin_value(margin) -> float | None:
     return value if math.isfinite(value) else None
 
 
+def ranking_problem(row: dict, fmt: str | None = None) -> str | None:
+    """Why a prompt + completions row cannot be used (scored, or trained on when `fmt` is RANKED), or None."""
+    completions = row["completions"]
+    if not isinstance(completions, list) or not completions:
+        return "field 'completions' must be a non-empty list"
+    if fmt == RANKED and len(completions) < 2:
+        return "field 'completions' must hold 2 or more responses to train on"
+    chat = isinstance(completions[0], list)
+    problem = text_problem("prompt", row.get("prompt") or ([] if chat else ""), chat, may_be_empty=True)
+    for c in completions:
+        problem = problem or text_problem("completions", c, chat)
+    k = len(completions)
+    if row.get("scores") is not None:
+        scores = row["scores"]
+        if not isinstance(scores, list) or len(scores) != k or any(margin_value(v) is None for v in scores):
+            return f"field 'scores' must be a list of {k} finite numbers, one per completion"
+    if row.get("ranking") is not None and sorted(map(str, row["ranking"])) != sorted(map(str, range(k))):
+        return f"field 'ranking' must list the indices 0..{k - 1} once each, best first"
+    if row.get("best") is not None and not (isinstance(row["best"], int) and 0 <= row["best"] < k):
+        return f"field 'best' must be an index in 0..{k - 1}"
+    if fmt == RANKED and row.get("scores") is None and row.get("ranking") is None:
+        return "a ranked row needs 'scores' or 'ranking'"
+    return problem
+
+
 def row_problem(row: dict, fmt: str) -> str | None:
     """Why a preference row cannot be used (naming the field), or None if it is fine."""
+    if fmt == RANKED:
+        return ranking_problem(row, fmt)
     conversational = fmt == CONVERSATIONAL
     for key in ("prompt", "chosen", "rejected"):
         if key in row and (problem := text_problem(key, row[key], conversational, may_be_empty=key == "prompt")):
@@ -254,9 +301,14 @@ def load_preferences(
                 "(it would leave no training pair); add a test split, or pass --eval_split_size 0 to train on "
                 "all of them without evaluation"
             )
-        parts = train.train_test_split(test_size=eval_split_size, seed=seed)
+        parts = train.train_test_split(test_size=eval_split_size, seed=seed)  # ranked: whole prompts
         train, test, held_out = parts["train"], parts["test"], True
-    return PreferenceData(train, test, fmt, "margin" in train.column_names, source, held_out)
+    rankings = None
+    if fmt == RANKED:
+        carried = [c for c in ("prompt", subset_column(train.column_names)) if c in train.column_names]
+        (train, train_stats), (test, test_stats) = expand_rankings(train, carried), expand_rankings(test, carried)
+        fmt, rankings = detect_format(train.column_names, train[0], source), {"train": train_stats, "test": test_stats}
+    return PreferenceData(train, test, fmt, "margin" in train.column_names, source, held_out, rankings)
 
 
 def evaluation_rows(rows: Dataset | DatasetDict, fmt: str, skip_bad_rows: bool = False) -> Dataset:

@@ -43,6 +43,7 @@ import torch
 import torch.nn.functional as F
 
 from reward.loss import LossOutput
+from reward.rankings import ranked_comparisons
 
 NORMALIZATIONS = ("comparison", "prompt")
 TIE_HANDLING = ("skip", "half")
@@ -73,19 +74,14 @@ def all_comparisons(scores: list[list[float]], ties: str = "skip") -> Comparison
         raise ValueError(f"ties must be one of {TIE_HANDLING}, got {ties!r}")
     better, worse, tied, prompt, per_prompt, skipped, offset = [], [], [], [], [], 0, 0
     for p, row in enumerate(scores):
-        kept = 0
-        for i in range(len(row)):
-            for j in range(i + 1, len(row)):
-                if row[i] == row[j] and ties == "skip":
-                    skipped += 1
-                    continue
-                hi, lo = (i, j) if row[i] >= row[j] else (j, i)
-                better.append(offset + hi)
-                worse.append(offset + lo)
-                tied.append(row[i] == row[j])
-                prompt.append(p)
-                kept += 1
-        per_prompt.append(kept)
+        comparisons, ties_here = ranked_comparisons(row)  # the same comparisons the data stage expands
+        kept = [c for c in comparisons if ties == "half" or not c[2]]
+        better += [offset + b for b, _, _ in kept]
+        worse += [offset + w for _, w, _ in kept]
+        tied += [t for _, _, t in kept]
+        prompt += [p] * len(kept)
+        per_prompt.append(len(kept))
+        skipped += ties_here if ties == "skip" else 0
         offset += len(row)
     return Comparisons(
         better=torch.tensor(better, dtype=torch.long),

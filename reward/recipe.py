@@ -186,8 +186,7 @@ def prepare_data(
         skip_bad_rows=cfg.skip_bad_rows,
     )
     held_out = len(data.test) if data.test is not None else 0
-    margin = " + margin" if data.has_margin else ""
-    print(f"data: {data.source} | format: {data.format}{margin} | train {len(data.train)} pairs | held-out {held_out}")
+    print(data.describe())
     if tokenizer is None or setup.checkpoint:  # a checkpoint has it all, chat template and added tokens too
         source = str(setup.checkpoint) if setup.checkpoint else cfg.model_name_or_path
         revision = None if setup.checkpoint else cfg.model_revision

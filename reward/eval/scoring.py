@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from reward.collate import margins, pad_right
-from reward.data import detect_format, load_raw, margin_value, subset_column, text_problem, validate
+from reward.data import detect_format, load_raw, ranking_problem, subset_column, text_problem, validate
 from reward.errors import UserError
 from reward.export import STATS_KEY
 from reward.formatting import chat_template_hash, encode_messages, encode_pair, encode_sequence, read_format
@@ -311,24 +311,3 @@ def scoring_row_problem(row: dict, kind: str) -> str | None:
     return text_problem("prompt", row["prompt"], chat, may_be_empty=True) or text_problem(
         "response", row["response"], chat
     )
-
-
-def ranking_problem(row: dict) -> str | None:
-    """Why a prompt + completions row cannot be scored, or None."""
-    completions = row["completions"]
-    if not isinstance(completions, list) or not completions:
-        return "field 'completions' must be a non-empty list"
-    chat = isinstance(completions[0], list)
-    problem = text_problem("prompt", row.get("prompt") or ([] if chat else ""), chat, may_be_empty=True)
-    for c in completions:
-        problem = problem or text_problem("completions", c, chat)
-    k = len(completions)
-    if row.get("scores") is not None:
-        scores = row["scores"]
-        if not isinstance(scores, list) or len(scores) != k or any(margin_value(v) is None for v in scores):
-            return f"field 'scores' must be a list of {k} finite numbers, one per completion"
-    if row.get("ranking") is not None and sorted(map(str, row["ranking"])) != sorted(map(str, range(k))):
-        return f"field 'ranking' must list the indices 0..{k - 1} once each, best first"
-    if row.get("best") is not None and not (isinstance(row["best"], int) and 0 <= row["best"] < k):
-        return f"field 'best' must be an index in 0..{k - 1}"
-    return problem

@@ -1,0 +1,123 @@
+"""Ranked rows (prompt + K completions + scores or ranking) train as their comparisons: detected, validated,
+expanded with ties skipped and counted, held out by whole prompts, and exactly all-pairs Bradley–Terry."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from datasets import Dataset
+
+import train
+from reward.data import CONVERSATIONAL, EXPLICIT, load_preferences
+from reward.errors import UserError
+from reward.loss import bradley_terry_loss
+from reward.ranking_loss import all_comparisons, all_pairs_loss
+from reward.rankings import expand_rankings, ranked_scores
+
+
+def ranked_rows(n: int, k: int = 4) -> list[dict]:
+    """n prompts of k completions; completion j of prompt i has score (i + j) % k, so orders differ."""
+    return [
+        {
+            "prompt": f"Question {i}:",
+            "completions": [f" answer {i}-{j}" for j in range(k)],
+            "scores": [float((i + j) % k) for j in range(k)],
+        }
+        for i in range(n)
+    ]
+
+
+def test_a_ranking_is_its_comparisons_best_as_chosen_ties_skipped():
+    row = {"prompt": "Q:", "completions": [" a", " b", " c", " d"], "scores": [3, 1, 2, 1]}
+    pairs, stats = expand_rankings(Dataset.from_list([row]), ["prompt"])
+    got = [(p["chosen"], p["rejected"]) for p in pairs]
+    assert got == [(" a", " b"), (" a", " c"), (" a", " d"), (" c", " b"), (" c", " d")]  # b ~ d: a tie
+    assert stats == {"prompts": 1, "k": {4: 1}, "pairs": 5, "ties": 1}
+    assert all(p["prompt"] == "Q:" for p in pairs)
+
+
+def test_a_ranking_column_means_the_same_order_as_scores():
+    assert ranked_scores({"ranking": [2, 0, 1]}) == [1.0, 0.0, 2.0]  # 2 best, then 0, then 1
+    by_scores = expand_rankings(Dataset.from_list([{"completions": ["x", "y", "z"], "scores": [1, 0, 2]}]))[0]
+    by_ranking = expand_rankings(Dataset.from_list([{"completions": ["x", "y", "z"], "ranking": [2, 0, 1]}]))[0]
+    assert by_scores.to_list() == by_ranking.to_list()
+
+
+def test_k_2_rankings_are_the_pair_rows():
+    pairs = [{"prompt": f"Q{i}:", "chosen": f" good {i}", "rejected": f" bad {i}"} for i in range(6)]
+    ranked = [{"prompt": p["prompt"], "completions": [p["rejected"], p["chosen"]], "scores": [0, 1]} for p in pairs]
+    got = load_preferences(Dataset.from_list(ranked), eval_split_size=0)
+    assert got.format == EXPLICIT
+    assert [{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in got.train] == pairs
+
+
+def test_held_out_split_takes_whole_prompts():
+    data = load_preferences(Dataset.from_list(ranked_rows(40)), eval_split_size=0.25, seed=3)
+    train_prompts, test_prompts = set(data.train["prompt"]), set(data.test["prompt"])
+    assert len(test_prompts) == 10 and not train_prompts & test_prompts
+    assert len(data.test) == 10 * 6  # every comparison of a held-out prompt is held out with it
+    assert data.rankings["train"] == {"prompts": 30, "k": {4: 30}, "pairs": 180, "ties": 0}
+
+
+def test_conversational_rankings_become_conversational_pairs():
+    user = [{"role": "user", "content": "Hi?"}]
+    row = {"prompt": user, "completions": [[{"role": "assistant", "content": c}] for c in "ab"], "ranking": [1, 0]}
+    data = load_preferences(Dataset.from_list([row, row]), eval_split_size=0)
+    assert data.format == CONVERSATIONAL and data.train[0]["chosen"][0]["content"] == "b"
+
+
+def test_training_on_the_expansion_is_all_pairs_bradley_terry():
+    """Rewards per completion, gathered onto the expanded pairs: the pair loss over them equals the
+    ranking loss over the rankings ("comparison" normalisation), value and gradient."""
+    rows = ranked_rows(5, k=4) + [{"prompt": "Tie:", "completions": [" p", " q", " r"], "scores": [1.0, 1.0, 0.0]}]
+    pairs, _ = expand_rankings(Dataset.from_list(rows), ["prompt"])
+    torch.manual_seed(0)
+    rewards = torch.randn(sum(len(r["completions"]) for r in rows), requires_grad=True)  # (R,)
+    starts = [sum(len(r["completions"]) for r in rows[:i]) for i in range(len(rows))]  # each prompt's first reward
+
+    def position(pair: dict, side: str) -> int:
+        row = pair["ranking_id"]
+        return starts[row] + rows[row]["completions"].index(pair[side])
+
+    r_c = rewards[[position(p, "chosen") for p in pairs]]  # (M,)
+    r_r = rewards[[position(p, "rejected") for p in pairs]]  # (M,)
+    pair_loss = bradley_terry_loss(r_c, r_r).loss
+    ranking = all_pairs_loss(rewards, all_comparisons([ranked_scores(r) for r in rows])).loss
+    assert pair_loss.item() == pytest.approx(ranking.item(), abs=1e-6)
+    (g_pairs,) = torch.autograd.grad(pair_loss, rewards)
+    (g_ranking,) = torch.autograd.grad(ranking, rewards)
+    assert torch.allclose(g_pairs, g_ranking, atol=1e-7)
+
+
+@pytest.mark.parametrize(
+    "row, message",
+    [
+        ({"prompt": "Q:", "completions": [" a", " b"], "scores": [1]}, "'scores' must be a list of 2 finite numbers"),
+        ({"prompt": "Q:", "completions": [" a", " b"], "ranking": [0, 0]}, "'ranking' must list the indices 0..1"),
+        ({"prompt": "Q:", "completions": [" a"], "scores": [1]}, "must hold 2 or more responses"),
+        ({"prompt": "Q:", "completions": [" a", "  "], "scores": [1, 0]}, "field 'completions' is empty"),
+    ],
+)
+def test_bad_ranked_rows_name_the_row_and_field(row, message):
+    with pytest.raises(UserError, match=message):
+        load_preferences(Dataset.from_list([row]), eval_split_size=0)
+
+
+def test_ranked_rows_need_scores_or_a_ranking():
+    with pytest.raises(UserError, match="need a scores or a ranking column"):
+        load_preferences(Dataset.from_list([{"prompt": "Q:", "completions": [" a", " b"], "best": 0}]))
+    with pytest.raises(UserError, match="no comparison that is not a tie"):
+        load_preferences(Dataset.from_list([{"completions": [" a", " b"], "scores": [1, 1]}]), eval_split_size=0)
+
+
+def test_a_ranked_file_trains_and_says_what_it_expanded(tmp_path, capsys):
+    data = tmp_path / "ranked.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in ranked_rows(40)))
+    out = tmp_path / "run"
+    args = ["--dataset_name", str(data), "--output_dir", str(out), "--max_steps", "3", "--disable_tqdm"]
+    assert train.cli(args) == 0
+    printed = capsys.readouterr().out
+    assert "format: explicit prompt | train 216 pairs | held-out 24" in printed  # 36 prompts x 6 | 4 x 6
+    assert "rankings: 36 prompts (K=4: 36) -> 216 comparisons, 0 ties skipped" in printed
