@@ -28,7 +28,7 @@ Optional parts, each behind its own folder (a learner may skip them):
     run/        checkpoints, exact resume state, the output-dir lock, signals
     eval/       scoring, the loss explained, plots, the consumers of a reward model, RewardFunction
     presets/    the offline `tiny` model and the generated tasks
-    integrations/  TRL's Python API (RewardConfig, RewardTrainer), --report_to trackers, --push_to_hub
+    integrations/  TRL's Python API (RewardTrainer; RewardConfig in trl_options.py), --report_to, --push_to_hub
 
 Importing `reward` imports nothing else; `from reward import RewardTrainer` (or RewardConfig,
 RewardFunction) loads it on first use.
