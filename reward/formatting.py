@@ -27,6 +27,7 @@ from transformers import PretrainedConfig, PreTrainedTokenizerBase
 
 from reward.data import CONVERSATIONAL, margin_value, subset_column
 from reward.errors import UserError
+from reward.rankings import RANKING_COLUMNS
 
 FORMAT_KEY = "reward_format"  # config.json field: how training turned text into tokens
 FORMAT_VERSION = 1
@@ -151,11 +152,11 @@ def tokenize_pairs(
     and the `subset` (or `category`) column when the rows have one (for per-subset eval accuracy)."""
     if fmt == CONVERSATIONAL or sequence_format.text_as_chat:
         require_chat_template(tokenizer)  # fail before the first row, not inside datasets.map
-    keep = subset_column(ds.column_names)
+    keep = [c for c in (subset_column(ds.column_names), *RANKING_COLUMNS) if c in ds.column_names]
     out = ds.map(
         encode_pair,
         fn_kwargs={"tokenizer": tokenizer, "sequence_format": sequence_format},
-        remove_columns=[c for c in ds.column_names if c != keep],
+        remove_columns=[c for c in ds.column_names if c not in keep],
         num_proc=num_proc,
         desc=f"Tokenizing {desc}",
     )

@@ -32,6 +32,7 @@ from reward.metrics import MetricsWriter, MetricTotals, diagnose, format_step_li
 from reward.model import Precision, compute_rewards
 from reward.parallel.distributed import any_rank, reduce_totals, sum_int
 from reward.parallel.plan import SINGLE, Plan
+from reward.rankings import RANKING_COLUMNS, ranking_metrics
 from reward.run.state import restore_training_state, training_state
 
 
@@ -149,13 +150,15 @@ def evaluate(
 ) -> dict:
     """Loss and metrics over every pair of `ds` (pair-weighted), in eval mode, plus the spread of the 2N
     rewards (reward_std, population) and the diagnostics of `reward/metrics.py` over all pairs: ece,
-    length_corr, and accuracy/<subset> when `ds` has a subset/category column."""
+    length_corr, and accuracy/<subset> when `ds` has a subset/category column; for pairs expanded from
+    rankings, best-of-K accuracy and Kendall's τ per prompt (reward/rankings.py)."""
     was_training = model.training
     model.eval()
     totals = MetricTotals()
     column = subset_column(ds.column_names)
     chosen, rejected = [], []  # per batch: (B,), (B,) rewards
     lengths, subsets = [], []  # per pair: (chosen tokens, rejected tokens); subset label
+    ranked = [] if "ranking_id" in ds.column_names else None  # per pair: its RANKING_COLUMNS
     b = cfg.per_device_eval_batch_size
     # Pairs of similar length share a batch: a pair's rewards do not depend on its batch mates, and
     # every metric is a sum over pairs, so only the padding changes (long-prompt data in file
@@ -182,11 +185,14 @@ def evaluate(
         rejected.append(rewards[n:].cpu())
         lengths += [(len(row["chosen_ids"]), len(row["rejected_ids"])) for row in rows]
         subsets += [row[column] for row in rows] if column else []
+        if ranked is not None:
+            ranked += [tuple(row[c] for c in RANKING_COLUMNS) for row in rows]
     model.train(was_training)
     tokens = torch.tensor(lengths)  # (N, 2)
     extra = diagnose(torch.cat(chosen), torch.cat(rejected), tokens[:, 0], tokens[:, 1], subsets if column else None)
     spread = torch.cat(chosen + rejected).double().std(correction=0).item()  # over all 2N rewards
-    return {**totals.summary(), "reward_std": spread, **extra.metrics()}
+    by_prompt = ranking_metrics(torch.cat(chosen), torch.cat(rejected), ranked) if ranked else {}
+    return {**totals.summary(), "reward_std": spread, **extra.metrics(), **by_prompt}
 
 
 # --- the loop -------------------------------------------------------------------------------------

@@ -7,9 +7,15 @@ instead train it toward ½. These functions are the one place that turns scores 
 
 from __future__ import annotations
 
+import math
+
+import torch
 from datasets import Dataset
 
 from reward.errors import UserError
+
+# what each expanded pair carries about its ranking, so evaluation can put the ranking back together
+RANKING_COLUMNS = ("ranking_id", "chosen_index", "rejected_index", "chosen_score", "rejected_score")
 
 
 def ranked_scores(row: dict) -> list[float]:
@@ -46,15 +52,60 @@ def expand_rankings(ds: Dataset | None, carried: list[str] = ()) -> tuple[Datase
         return None, None
     pairs, ks, ties = [], [], 0
     for index, row in enumerate(ds):
-        comparisons, tied = ranked_comparisons(ranked_scores(row))
+        scores = ranked_scores(row)
+        comparisons, tied = ranked_comparisons(scores)
         ks.append(len(row["completions"]))
         ties += tied
         texts = row["completions"]
         for better, worse, is_tie in comparisons:
             if not is_tie:
                 pair = {"chosen": texts[better], "rejected": texts[worse], "ranking_id": index}
+                pair |= {"chosen_index": better, "rejected_index": worse}
+                pair |= {"chosen_score": scores[better], "rejected_score": scores[worse]}
                 pairs.append({**{c: row[c] for c in carried}, **pair})
     if not pairs:
         raise UserError(f"the {len(ds)} ranked row(s) have no comparison that is not a tie")
     stats = {"prompts": len(ds), "k": {k: ks.count(k) for k in sorted(set(ks))}, "pairs": len(pairs), "ties": ties}
     return Dataset.from_list(pairs), stats
+
+
+def ranking_metrics(r_chosen: torch.Tensor, r_rejected: torch.Tensor, pairs: list[tuple]) -> dict[str, float]:
+    """Per-prompt metrics of ranked held-out data, from its expanded pairs' rewards: `pairs[i]` is pair i's
+    RANKING_COLUMNS values. best_of_k_accuracy: the completion with the highest reward is a best-scored
+    one; kendall_tau: Kendall's τ-b between rewards and scores, averaged over the prompts where both
+    vary. A completion tied with every other one is in no pair, so it is not counted.
+
+    >>> pairs = [(0, 0, 1, 2.0, 1.0), (0, 0, 2, 2.0, 0.0), (0, 1, 2, 1.0, 0.0)]
+    >>> ranking_metrics(torch.tensor([3.0, 3.0, 1.0]), torch.tensor([1.0, 2.0, 2.0]), pairs)  # r = (3, 1, 2)
+    {'ranked_prompts': 1, 'best_of_k_accuracy': 1.0, 'kendall_tau': 0.333333}
+    """
+    completions: dict[int, dict[int, tuple[float, float]]] = {}  # prompt -> completion -> (reward, score)
+    for (prompt, ci, ri, cs, rs), rc, rr in zip(pairs, r_chosen.tolist(), r_rejected.tolist()):
+        completions.setdefault(prompt, {})[ci] = (rc, cs)
+        completions[prompt][ri] = (rr, rs)
+    best, taus = 0, []
+    for seen in completions.values():
+        rewards, scores = zip(*seen.values())
+        best += scores[max(range(len(rewards)), key=rewards.__getitem__)] == max(scores)
+        if (tau := kendall_tau_b(rewards, scores)) is not None:
+            taus.append(tau)
+    return {
+        "ranked_prompts": len(completions),
+        "best_of_k_accuracy": best / max(len(completions), 1),
+        "kendall_tau": round(sum(taus) / len(taus), 6) if taus else None,
+    }
+
+
+def kendall_tau_b(x: tuple[float, ...], y: tuple[float, ...]) -> float | None:
+    """Kendall's τ-b = (concordant − discordant) / √((n0 − ties_x)(n0 − ties_y)); None if x or y is constant.
+
+    >>> kendall_tau_b((1.0, 2.0, 3.0), (10.0, 20.0, 30.0)), kendall_tau_b((1.0, 2.0, 3.0), (3.0, 2.0, 1.0))
+    (1.0, -1.0)
+    """
+    n0 = len(x) * (len(x) - 1) // 2
+    signs = [(x[i] - x[j]) * (y[i] - y[j]) for i in range(len(x)) for j in range(i + 1, len(x))]
+    ties_x = sum(x[i] == x[j] for i in range(len(x)) for j in range(i + 1, len(x)))
+    ties_y = sum(y[i] == y[j] for i in range(len(y)) for j in range(i + 1, len(y)))
+    if n0 == ties_x or n0 == ties_y:
+        return None
+    return (sum(s > 0 for s in signs) - sum(s < 0 for s in signs)) / math.sqrt((n0 - ties_x) * (n0 - ties_y))

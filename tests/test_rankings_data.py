@@ -121,3 +121,30 @@ def test_a_ranked_file_trains_and_says_what_it_expanded(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "format: explicit prompt | train 216 pairs | held-out 24" in printed  # 36 prompts x 6 | 4 x 6
     assert "rankings: 36 prompts (K=4: 36) -> 216 comparisons, 0 ties skipped" in printed
+
+
+def test_ranked_held_out_reports_best_of_k_and_kendall_tau_as_scoring_the_rankings_would(tmp_path):
+    """The held-out metrics put each prompt's ranking back together from its expanded pairs: they equal
+    scoring the held-out rankings with the saved model (score.py's path) and computing best-of-K and
+    τ from those rewards by hand (distinct scores: τ = (concordant − discordant) / C(K, 2))."""
+    from reward.eval.scoring import RewardScorer
+
+    rows = ranked_rows(40)
+    data = tmp_path / "ranked.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "run"
+    args = ["--dataset_name", str(data), "--output_dir", str(out), "--max_steps", "6", "--disable_tqdm"]
+    assert train.cli([*args, "--learning_rate", "1e-3", "--per_device_eval_batch_size", "5"]) == 0
+    last = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()][-1]
+    held_prompts = set(load_preferences(str(data), eval_split_size=0.1, seed=42).test["prompt"])
+    held = [r for r in rows if r["prompt"] in held_prompts]
+    scored, _ = RewardScorer(str(out), device="cpu").score_rankings(held)
+    best, taus = 0, []
+    for row in scored:
+        r, s = row["rewards"], row["scores"]
+        best += s[max(range(4), key=r.__getitem__)] == max(s)
+        signs = [(r[i] - r[j]) * (s[i] - s[j]) for i in range(4) for j in range(i + 1, 4)]
+        taus.append((sum(x > 0 for x in signs) - sum(x < 0 for x in signs)) / 6)
+    assert last["eval_ranked_prompts"] == len(held) == 4
+    assert last["eval_best_of_k_accuracy"] == pytest.approx(best / len(held))
+    assert last["eval_kendall_tau"] == pytest.approx(sum(taus) / len(taus), abs=1e-6)
