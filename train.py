@@ -14,7 +14,7 @@ runs the same stages.
 import sys
 
 from reward.recipe import main  # noqa: F401 - `import train; train.main(cfg)` runs what the CLI runs
-from reward.train_cli import cli
+from reward.run.train_cli import cli
 
 if __name__ == "__main__":
     sys.exit(cli())

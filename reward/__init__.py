@@ -4,20 +4,17 @@ The core path, in data-flow order (what TRL's RewardTrainer does):
 
     config.py, options.py, errors.py   the typed options, their checks, one-line errors
     data.py        rows from files / the Hub / a Dataset; format detection; validation
-    rankings.py    ranked rows (K completions, scores or order) as their comparisons
     tokenizer.py   the model source's checks; the tokenizer and its options (EOS, pad, chat template)
     formatting.py  row -> token ids (prompt + response, EOS, chat template, max_length); the recorded format
     collate.py     the pairwise collator: B pairs -> (2B, T) [chosen; rejected]
     batching.py    which pairs form each micro-batch and optimizer step; the collator choice
     model.py       load the sequence-classification model; pad-token policy; rewards; device and precision
     loss.py        the Bradley–Terry loss and its metrics
-    ranking_loss.py  K responses per prompt: all-pairs Bradley–Terry (ties skipped or ½), Plackett–Luce
     loop.py        optimizer, schedule, exact accumulation, clipping, evaluation, the loop
     metrics.py     exact averages, the step line, metrics.jsonl; calibration, length bias, subsets
     export.py      the pipeline-ready folder with reward_format and reward_stats
     model_card.py  the folder's README, one tested snippet per consumer
     recipe.py      one training run as named stages: preflight, data, model, train, export, report
-    train_cli.py   the train command (python train.py = reward-train): options, signals, exit codes
     tour.py        python -m reward.tour: one optimizer step, every stage printed
 
 Optional parts, each behind its own folder (a learner may skip them):
@@ -25,7 +22,8 @@ Optional parts, each behind its own folder (a learner may skip them):
     fast/       exact speed-ups: length grouping, padding-free packing, the shared prompt, segment attention
     parallel/   torchrun data parallel and FSDP2, behind `plan.Plan`
     finetune/   LoRA adapters and their merged export
-    run/        checkpoints, exact resume state, the output-dir lock, signals
+    run/        checkpoints, exact resume state, the output-dir lock, signals, the train command
+    ranked/     rankings of K responses: as comparisons, per-prompt metrics, all-pairs and Plackett–Luce losses
     eval/       scoring, the loss explained, plots, the consumers of a reward model, RewardFunction
     presets/    the offline `tiny` model and the generated tasks
     integrations/  TRL's Python API (RewardTrainer; RewardConfig in trl_options.py), --report_to, --push_to_hub

@@ -30,7 +30,7 @@ from datasets import Dataset, DatasetDict, Features, Value, load_dataset
 
 from reward.errors import UserError, first_line
 from reward.presets.synthetic import generate_long_prompt_pairs, generate_pairs
-from reward.rankings import expand_rankings
+from reward.ranked.rows import expand_rankings
 
 FILE_BUILDERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
 EXPLICIT, IMPLICIT, CONVERSATIONAL, RANKED = "explicit prompt", "implicit prompt", "conversational", "ranked"

@@ -27,7 +27,7 @@ from transformers import PretrainedConfig, PreTrainedTokenizerBase
 
 from reward.data import CONVERSATIONAL, margin_value, subset_column
 from reward.errors import UserError
-from reward.rankings import RANKING_COLUMNS
+from reward.ranked.rows import RANKING_COLUMNS
 
 FORMAT_KEY = "reward_format"  # config.json field: how training turned text into tokens
 FORMAT_VERSION = 1

@@ -32,7 +32,7 @@ from reward.metrics import MetricsWriter, MetricTotals, diagnose, format_step_li
 from reward.model import Precision, compute_rewards
 from reward.parallel.distributed import any_rank, reduce_totals, sum_int
 from reward.parallel.plan import SINGLE, Plan
-from reward.rankings import RANKING_COLUMNS, ranking_metrics
+from reward.ranked.rows import RANKING_COLUMNS, ranking_metrics
 from reward.run.state import restore_training_state, training_state
 
 
@@ -151,7 +151,7 @@ def evaluate(
     """Loss and metrics over every pair of `ds` (pair-weighted), in eval mode, plus the spread of the 2N
     rewards (reward_std, population) and the diagnostics of `reward/metrics.py` over all pairs: ece,
     length_corr, and accuracy/<subset> when `ds` has a subset/category column; for pairs expanded from
-    rankings, best-of-K accuracy and Kendall's τ per prompt (reward/rankings.py)."""
+    rankings, best-of-K accuracy and Kendall's τ per prompt (reward/ranked/rows.py)."""
     was_training = model.training
     model.eval()
     totals = MetricTotals()

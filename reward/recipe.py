@@ -1,4 +1,4 @@
-"""One training run, as named stages (`python train.py` and `reward-train` run reward/train_cli.py; the Python API,
+"""One training run, as named stages (`python train.py` and `reward-train` run reward/run/train_cli.py; the Python API,
 `train.main(cfg)` and `reward.RewardTrainer`, runs `main`).
 
 Reads top to bottom, one stage per function: preflight (every check that can fail before anything

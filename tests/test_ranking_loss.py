@@ -1,4 +1,4 @@
-"""reward/ranking_loss.py against hand-worked numbers, against reward/loss.py when every ranking is a pair,
+"""reward/ranked/loss.py against hand-worked numbers, against reward/loss.py when every ranking is a pair,
 and against torch.autograd for the gradients its docstring states."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from reward.loss import bradley_terry_loss
-from reward.ranking_loss import all_comparisons, all_pairs_loss, plackett_luce_loss
+from reward.ranked.loss import all_comparisons, all_pairs_loss, plackett_luce_loss
 
 
 def softplus(x: float) -> float:  # −log σ(−x) = log(1 + e^x)

@@ -13,8 +13,8 @@ import train
 from reward.data import CONVERSATIONAL, EXPLICIT, load_preferences
 from reward.errors import UserError
 from reward.loss import bradley_terry_loss
-from reward.ranking_loss import all_comparisons, all_pairs_loss
-from reward.rankings import expand_rankings, ranked_scores
+from reward.ranked.loss import all_comparisons, all_pairs_loss
+from reward.ranked.rows import expand_rankings, ranked_scores
 
 
 def ranked_rows(n: int, k: int = 4) -> list[dict]:

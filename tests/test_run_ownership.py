@@ -22,7 +22,7 @@ from reward.model import load_model
 from reward.presets.tiny import build_tiny_tokenizer
 from reward.run.checkpoints import LATEST_FILE, STATE_FILE, list_checkpoints, save_training_checkpoint
 from reward.run.output_dir import LOCK_FILE
-from reward.train_cli import parse_train
+from reward.run.train_cli import parse_train
 
 pytestmark = pytest.mark.usefixtures("quiet_datasets")
 ROOT = Path(__file__).resolve().parents[1]

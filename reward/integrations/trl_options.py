@@ -8,7 +8,7 @@ says what differs. A TRL-only field is one of:
 - "ignored": accepted with any value; it changes nothing that can change here (say why);
 - "refused": accepted at TRL's default (or an equivalent value), a one-line error otherwise (why, what to use).
 
-`python -m reward.integrations.trl_options` prints the table of docs/trl.md from these dicts;
+`python benchmarks/trl_fields.py` prints the table of docs/trl.md from these dicts and the installed trl;
 tests/test_trainer_api.py checks the dicts against the installed trl's fields and defaults, and the
 page against the printed table.
 """
@@ -16,7 +16,7 @@ page against the printed table.
 from __future__ import annotations
 
 import typing
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 import torch
@@ -208,28 +208,22 @@ class RewardConfig(RewardFields):
         super().__init__(**from_trl_names(kwargs))
 
 
-def table() -> str:
-    """The markdown table of docs/trl.md: one row per field of the installed trl's RewardConfig, in its order."""
-    from dataclasses import fields
-
-    from trl import RewardConfig as TRLRewardConfig  # the bench extra; only this printout needs it
-
+def table(trl_fields: list[str]) -> str:
+    """The markdown table of docs/trl.md: one row per TRL RewardConfig field, in the order given
+    (benchmarks/trl_fields.py passes the installed trl's; reward itself never imports trl)."""
     ours = {f.name for f in fields(RewardConfig)}
     rows = ["| TRL field | ours | what we do |", "|---|---|---|"]
-    for f in fields(TRLRewardConfig):
-        if f.name in DIFFERENT_DEFAULTS:
-            rows.append(f"| `{f.name}` | different default | {DIFFERENT_DEFAULTS[f.name]} |")
-        elif f.name in DIFFERENT_BEHAVIOUR:
-            rows.append(f"| `{f.name}` | differs | {DIFFERENT_BEHAVIOUR[f.name]} |")
-        elif f.name in ours:
-            rows.append(f"| `{f.name}` | same | as TRL |")
+    for name in trl_fields:
+        if name in DIFFERENT_DEFAULTS:
+            rows.append(f"| `{name}` | different default | {DIFFERENT_DEFAULTS[name]} |")
+        elif name in DIFFERENT_BEHAVIOUR:
+            rows.append(f"| `{name}` | differs | {DIFFERENT_BEHAVIOUR[name]} |")
+        elif name in ours:
+            rows.append(f"| `{name}` | same | as TRL |")
         else:
-            kind, why = next((k, d[f.name]) for k, d in KINDS.items() if f.name in d)
-            rows.append(f"| `{f.name}` | {kind} | {why} |")
+            kind, why = next((k, d[name]) for k, d in KINDS.items() if name in d)
+            rows.append(f"| `{name}` | {kind} | {why} |")
     return "\n".join(rows)
 
 
 KINDS = {"mapped": MAPPED, "ignored": IGNORED, "not supported": REFUSED}
-
-if __name__ == "__main__":
-    print(table())

@@ -43,7 +43,7 @@ import torch
 import torch.nn.functional as F
 
 from reward.loss import LossOutput
-from reward.rankings import ranked_comparisons
+from reward.ranked.rows import ranked_comparisons
 
 NORMALIZATIONS = ("comparison", "prompt")
 TIE_HANDLING = ("skip", "half")

@@ -1,7 +1,7 @@
 """Ranked rows (a prompt and K scored or ordered completions) as the comparisons they contain.
 
 A ranking of K responses holds C(K, 2) comparisons. A tie (equal scores) is never a win: the data
-stage skips and counts it (reward/data.py trains the rest as pairs); reward/ranking_loss.py can
+stage skips and counts it (reward/data.py trains the rest as pairs); reward/ranked/loss.py can
 instead train it toward ½. These functions are the one place that turns scores into comparisons.
 """
 
@@ -46,7 +46,7 @@ def ranked_comparisons(scores: list[float]) -> tuple[list[tuple[int, int, bool]]
 def expand_rankings(ds: Dataset | None, carried: list[str] = ()) -> tuple[Dataset | None, dict | None]:
     """Each ranked row as its C(K, 2) comparisons, the better response as `chosen`, ties skipped and
     counted; `carried` columns (the prompt, a subset) are copied onto each pair. Trained with every
-    comparison weighted alike, this is exactly all-pairs Bradley–Terry (reward/ranking_loss.py
+    comparison weighted alike, this is exactly all-pairs Bradley–Terry (reward/ranked/loss.py
     `all_pairs_loss`, "comparison"; tests/test_rankings_data.py checks it)."""
     if ds is None:
         return None, None
