@@ -85,7 +85,8 @@ class TrainConfig:
     dataset_name: str = option(
         "synthetic",
         "A .jsonl/.json/.csv/.parquet file, a folder of them, a Hub dataset id, 'synthetic' "
-        "(the generated category task, docs/training.md) or 'synthetic-long' (the same behind long shared prompts).",
+        "(the generated category task, docs/training.md), 'synthetic-long' (the same behind long shared prompts) or "
+        "'synthetic-ranked' (4 totally ordered responses per prompt; synthetic_num_pairs prompts).",
     )
     dataset_config: str | None = option(None, "Hub dataset configuration name.")
     dataset_train_split: str = option("train", "Split to train on.")

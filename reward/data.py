@@ -29,7 +29,7 @@ from pathlib import Path
 from datasets import Dataset, DatasetDict, Features, Value, load_dataset
 
 from reward.errors import UserError, first_line
-from reward.presets.synthetic import generate_long_prompt_pairs, generate_pairs
+from reward.presets.synthetic import generate_long_prompt_pairs, generate_pairs, generate_rankings
 from reward.ranked.rows import expand_rankings
 
 FILE_BUILDERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
@@ -72,6 +72,8 @@ def load_raw(
         return DatasetDict({"train": Dataset.from_list(generate_pairs(synthetic_num_pairs))}), name
     if name == "synthetic-long":  # the same task behind a shared multi-turn history (benchmarks)
         return DatasetDict({"train": Dataset.from_list(generate_long_prompt_pairs(synthetic_num_pairs))}), name
+    if name == "synthetic-ranked":  # four totally ordered responses per prompt (reward/ranked)
+        return DatasetDict({"train": Dataset.from_list(generate_rankings(synthetic_num_pairs))}), name
     path = Path(name)
     if path.is_file():
         builder = FILE_BUILDERS.get(path.suffix.lower())

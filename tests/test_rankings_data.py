@@ -148,3 +148,37 @@ def test_ranked_held_out_reports_best_of_k_and_kendall_tau_as_scoring_the_rankin
     assert last["eval_ranked_prompts"] == len(held) == 4
     assert last["eval_best_of_k_accuracy"] == pytest.approx(best / len(held))
     assert last["eval_kendall_tau"] == pytest.approx(sum(taus) / len(taus), abs=1e-6)
+
+
+def test_the_generated_ranked_task_has_a_total_order_that_length_does_not_give():
+    from collections import Counter
+
+    from reward.presets.synthetic import CATEGORIES, generate_rankings, ranked_length_correlation
+
+    rows = generate_rankings(2000, seed=0)
+    assert rows == generate_rankings(2000, seed=0)  # deterministic
+    assert all(sorted(r["scores"]) == [0, 1, 2, 3] for r in rows)  # four distinct scores: a total order
+    assert abs(ranked_length_correlation(rows)) < 0.05
+    # a completion's score is the number of items it names from the asked category
+    category_of = {item: cat for cat, items in CATEGORIES.items() for item in items}
+    for row in rows[:50]:
+        asked = next(cat for cat in CATEGORIES if f" {cat}s" in row["prompt"] or f"a {cat}." in row["prompt"])
+        for text, score in zip(row["completions"], row["scores"]):
+            named = [w.strip(".,:") for w in text.split() if w.strip(".,:") in category_of]
+            assert len(named) == 3 and sum(category_of[w] == asked for w in named) == score
+    # no item word says anything alone: over all completions, its mean score is the overall mean
+    seen = Counter()
+    totals = Counter()
+    for row in rows:
+        for text, score in zip(row["completions"], row["scores"]):
+            for w in {w.strip(".,:") for w in text.split()} & set(category_of):
+                seen[w] += 1
+                totals[w] += score
+    assert all(abs(totals[w] / seen[w] - 1.5) < 0.25 for w in seen)
+
+
+def test_synthetic_ranked_trains_from_the_command_line(tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["--dataset_name", "synthetic-ranked", "--synthetic_num_pairs", "50", "--max_steps", "2"]
+    assert train.cli([*args, "--output_dir", str(out), "--disable_tqdm"]) == 0
+    assert "rankings: 45 prompts (K=4: 45) -> 270 comparisons, 0 ties skipped" in capsys.readouterr().out

@@ -127,3 +127,47 @@ def generate_long_prompt_pairs(num_pairs: int = 3000, seed: int = 0) -> list[dic
     """The long-prompt variant: same rule, a shared conversation history in front of each question."""
     rng = random.Random(seed)
     return [make_long_prompt_pair(rng) for _ in range(num_pairs)]
+
+
+# --- ranked variant: K = 4 responses with a real total order (reward/ranked) ------------------------
+# The prompt asks for three things of one category; each response names three things, of which
+# 0, 1, 2 or 3 are from that category (the others from other categories), and its score is that
+# count. So the four responses of a prompt are totally ordered, by a rule that needs the prompt:
+# every item word appears as often in good as in bad responses, and all four use the same list
+# templates drawn independently, so length says nothing (`ranked_length_correlation` measures it).
+RANKED_PROMPTS = ["Name three {cat}s.", "Could you list three {cat}s?", "Give me three examples of a {cat}."]
+LIST_TEMPLATES = [" {a}, {b} and {c}.", " Sure: {a}, {b}, {c}.", " I would say {a}, then {b}, and finally {c}."]
+
+
+def make_ranking(rng: random.Random) -> dict:
+    """One ranked row: a prompt, four completions in random order, and their scores (right items named)."""
+    cats = sorted(CATEGORIES)
+    asked = rng.choice(cats)
+    completions, scores = [], []
+    for right in rng.sample(range(4), 4):
+        items = rng.sample(CATEGORIES[asked], right)
+        items += [rng.choice(CATEGORIES[rng.choice([c for c in cats if c != asked])]) for _ in range(3 - right)]
+        rng.shuffle(items)
+        completions.append(rng.choice(LIST_TEMPLATES).format(a=items[0], b=items[1], c=items[2]))
+        scores.append(right)
+    return {"prompt": rng.choice(RANKED_PROMPTS).format(cat=asked), "completions": completions, "scores": scores}
+
+
+def generate_rankings(num_prompts: int = 3000, seed: int = 0) -> list[dict]:
+    """`num_prompts` ranked rows of {"prompt", "completions" (4), "scores" (a permutation of 0..3)}.
+
+    >>> sorted(generate_rankings(1, seed=0)[0]["scores"])
+    [0, 1, 2, 3]
+    """
+    rng = random.Random(seed)
+    return [make_ranking(rng) for _ in range(num_prompts)]
+
+
+def ranked_length_correlation(rows: list[dict]) -> float:
+    """Pearson correlation of a completion's character length with its score, over all completions."""
+    pairs = [(len(c), s) for row in rows for c, s in zip(row["completions"], row["scores"])]
+    n = len(pairs)
+    mx, my = sum(x for x, _ in pairs) / n, sum(y for _, y in pairs) / n
+    cov = sum((x - mx) * (y - my) for x, y in pairs)
+    vx, vy = sum((x - mx) ** 2 for x, _ in pairs), sum((y - my) ** 2 for _, y in pairs)
+    return cov / (vx * vy) ** 0.5
