@@ -14,7 +14,6 @@ The core path, in data-flow order (what TRL's RewardTrainer does):
     metrics.py     exact averages, the step line, metrics.jsonl; calibration, length bias, subsets
     export.py      the pipeline-ready folder with reward_format and reward_stats
     model_card.py  the folder's README, one tested snippet per consumer
-    recipe.py      one training run as named stages: preflight, data, model, train, export, report
     tour.py        python -m reward.tour: one optimizer step, every stage printed
 
 Optional parts, each behind its own folder (a learner may skip them):
@@ -22,7 +21,8 @@ Optional parts, each behind its own folder (a learner may skip them):
     fast/       exact speed-ups: length grouping, padding-free packing, the shared prompt, segment attention
     parallel/   torchrun data parallel and FSDP2, behind `plan.Plan`
     finetune/   LoRA adapters and their merged export
-    run/        checkpoints, exact resume state, the output-dir lock, signals, the train command
+    run/        one run: the recipe (preflight, data, model, train, export, report), the train command,
+                checkpoints, exact resume state, the output-dir lock, signals
     ranked/     rankings of K responses: as comparisons, per-prompt metrics, all-pairs and Plackett–Luce losses
     eval/       scoring, the loss explained, plots, the consumers of a reward model, RewardFunction
     presets/    the offline `tiny` model and the generated tasks

@@ -15,7 +15,7 @@ from transformers import AutoModelForSequenceClassification
 
 import reward.collate
 import reward.finetune.lora
-import reward.recipe as recipe
+import reward.run.recipe as recipe
 import train
 from reward.config import TrainConfig, parse_config
 from reward.errors import UserError

@@ -8,7 +8,7 @@
                             processing_class=AutoTokenizer.from_pretrained(name), train_dataset=dataset)
     trainer.train()
 
-A thin face, not a second trainer: `train()` is `reward.recipe.main` (what `python train.py` runs)
+A thin face, not a second trainer: `train()` is `reward.run.recipe.main` (what `python train.py` runs)
 with the objects handed over, so the loop, the collator, the checkpoints and the saved folder are
 the same. TRL is never imported. `RewardConfig` is our `TrainConfig` with TRL's defaults where we
 share an option, and it takes every TRL field name (reward/integrations/trl_options.py says, field
@@ -116,7 +116,7 @@ class RewardTrainer:
         folder, True or 'latest' (the newest in output_dir); None keeps `args.resume_from_checkpoint`
         (unlike HF's Trainer, which reads only this argument). A resumed run takes its weights and
         tokenizer from the checkpoint, so `trainer.model` is then the checkpoint's model, trained."""
-        from reward.recipe import main
+        from reward.run.recipe import main
 
         cfg = self.args
         if resume_from_checkpoint is not None:

@@ -1,5 +1,5 @@
 """The train command (`python train.py` = `reward-train`): the options (a resume reuses the saved ones),
-the run under signal handlers, the exit codes. The run itself is reward/recipe.py `main`."""
+the run under signal handlers, the exit codes. The run itself is reward/run/recipe.py `main`."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from reward.config import TrainConfig, parse_config, resumed_config
 from reward.errors import run_cli
 from reward.loop import NonFiniteError
 from reward.parallel.distributed import shutdown
-from reward.recipe import main
 from reward.run.checkpoints import resolve_checkpoint
+from reward.run.recipe import main
 from reward.run.signals import StopOnSignal
 
 
