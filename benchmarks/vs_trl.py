@@ -5,6 +5,7 @@
     python benchmarks/vs_trl.py --model smollm2-135m --data synthetic-long --bf16   # on a GPU: unchanged
     python benchmarks/vs_trl.py --model small --pretrain_steps 338 --mode fast --num_pairs 3000 --max_steps 300
                                 # warm start, then train both to the end: compare held-out accuracy
+    python benchmarks/vs_trl.py --mode ranked --model small   # rankings (benchmarks/vs_trl_ranked.py)
 
 Each measured run is a fresh process (so peak memory is that system's alone), and the systems
 alternate (TRL, ours..., then ours..., TRL, ...) so drift in machine load hits both. Both start from
@@ -158,19 +159,26 @@ OUR_SPEED_OPTIONS = {
 SAME_BATCHES = ("parity", "same-batches")  # modes whose per-step losses are comparable with TRL's
 
 
+def start_worker(args: argparse.Namespace):
+    """A worker's threads, device, precision, and the shared init (tokenizer, model) on that device."""
+    from reward.model import load_model, pick_device, resolve_precision
+    from reward.tokenizer import load_tokenizer
+
+    torch.set_num_threads(args.threads)
+    device = pick_device()
+    tokenizer = load_tokenizer(args.init)
+    model = load_model(args.init, tokenizer, seed=args.seed).to(device)
+    return device, resolve_precision(args.bf16, False, device), tokenizer, model
+
+
 def worker(args: argparse.Namespace) -> dict:
     """Train one system in this process and return its measurements."""
     from benchmarks import trl_parity as harness
     from reward.batching import batch_pairs, batch_tokens, build_collator, optimizer_steps
     from reward.fast.packing import PackedBatch
-    from reward.model import count_parameters, load_model, pick_device, resolve_precision
-    from reward.tokenizer import load_tokenizer
+    from reward.model import count_parameters
 
-    torch.set_num_threads(args.threads)
-    device = pick_device()
-    precision = resolve_precision(args.bf16, False, device)
-    tokenizer = load_tokenizer(args.init)
-    model = load_model(args.init, tokenizer, seed=args.seed).to(device)
+    device, precision, tokenizer, model = start_worker(args)
     data = load_rows(args.data, args.num_pairs, args.seed)
     cfg = harness.our_config(
         per_device_train_batch_size=args.batch_size,
@@ -345,8 +353,8 @@ def main() -> None:
     p.add_argument(
         "--mode",
         default="all",
-        choices=[*OUR_SPEED_OPTIONS, "both", "all"],
-        help="both = parity + fast; all = parity + same-batches + fast",
+        choices=[*OUR_SPEED_OPTIONS, "both", "all", "ranked"],
+        help="both = parity + fast; all = parity + same-batches + fast; ranked = benchmarks/vs_trl_ranked.py",
     )
     p.add_argument("--num_pairs", type=int, default=1200)
     p.add_argument("--batch_size", type=int, default=8)
@@ -370,6 +378,10 @@ def main() -> None:
     p.add_argument("--init", type=Path, help=argparse.SUPPRESS)
     p.add_argument("--workdir", type=Path, default=ROOT / "benchmarks" / "results" / "work", help=argparse.SUPPRESS)
     args, _ = p.parse_known_args()
+    if args.mode == "ranked":  # rankings: TRL on the all-pairs expansion vs grouped (its own options)
+        from benchmarks.vs_trl_ranked import main as ranked
+
+        return ranked(strip_option(sys.argv[1:], "--mode"))
     if args.worker:
         args.system = args.worker
         print(json.dumps(worker(args)))

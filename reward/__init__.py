@@ -23,7 +23,7 @@ Optional parts, each behind its own folder (a learner may skip them):
     finetune/   LoRA adapters and their merged export
     run/        one run: the recipe (preflight, data, model, train, export, report), the train command,
                 checkpoints, exact resume state, the output-dir lock, signals
-    ranked/     rankings of K responses: as comparisons, per-prompt metrics, all-pairs and Plackett–Luce losses
+    ranked/     rankings of K responses: comparisons, per-prompt metrics, losses, one packed segment per prompt
     eval/       scoring, the loss explained, plots, the consumers of a reward model, RewardFunction
     presets/    the offline `tiny` model and the generated tasks
     integrations/  TRL's Python API (RewardTrainer; RewardConfig in trl_options.py), --report_to, --push_to_hub

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterator
 
+import numpy as np
 import pyarrow.compute as pc  # pyarrow is datasets' own storage layer, installed with it
 import torch
 from datasets import Dataset
@@ -21,8 +22,9 @@ from reward.config import TrainConfig
 from reward.fast.grouping import grouped_batches
 from reward.fast.packing import PackedBatch, PackingCollator
 from reward.model import is_encoder, unwrap
+from reward.ranked.collate import RankedBatch, RankedCollator
 
-Batch = dict[str, torch.Tensor] | PackedBatch  # the plain collator's dict, or packed rows
+Batch = dict[str, torch.Tensor] | PackedBatch | RankedBatch  # the plain collator's dict, packed rows, prompts
 
 
 def epoch_order(num_pairs: int, seed: int, epoch: int) -> list[int]:
@@ -46,8 +48,12 @@ def optimizer_steps(
     start_step: int = 0,
     rank: int = 0,
     world_size: int = 1,
+    units: list[int] | None = None,
 ) -> Iterator[tuple[int, list[Batch], int]]:
-    """Yield (epoch, this rank's micro-batches of one optimizer step, pairs in the global step), forever.
+    """Yield (epoch, this rank's micro-batches of one optimizer step, units in the global step), forever.
+
+    A unit is a row (a pair, or a grouped prompt) unless `units[i]` says what row i counts for: its
+    comparisons for grouped rankings normalised per comparison (reward/ranked/loss.py `RankingObjective`).
 
     Every rank builds the same global micro-batches of world_size x b pairs and takes slice `rank`
     of each (reward/parallel/distributed.py). An epoch's last step takes whatever is left (fewer micro-
@@ -70,27 +76,41 @@ def optimizer_steps(
         for s in range(skip * k, len(chunks), k):
             step_chunks = chunks[s : s + k]
             mine = [chunk[rank * b : (rank + 1) * b] for chunk in step_chunks]
-            yield epoch, [collate(rows_at(ds, idx)) for idx in mine if idx], sum(map(len, step_chunks))
+            in_step = sum(len(c) if units is None else sum(units[i] for i in c) for c in step_chunks)
+            yield epoch, [collate(rows_at(ds, idx)) for idx in mine if idx], in_step
         epoch, skip = epoch + 1, 0
 
 
 def pair_lengths(ds: Dataset) -> list[int]:
-    """len(chosen_ids) + len(rejected_ids) per pair, read from Arrow list lengths (no Python lists of ids).
+    """len(chosen_ids) + len(rejected_ids) per pair (a grouped prompt: its responses' lengths summed), read
+    from Arrow list lengths (no Python lists of ids).
 
     >>> pair_lengths(Dataset.from_list([{"chosen_ids": [5, 6, 7], "rejected_ids": [5, 8]}]))
     [5]
+    >>> pair_lengths(Dataset.from_list([{"completion_ids": [[5, 6], [5], [5, 7, 8]]}, {"completion_ids": [[1], [2]]}]))
+    [6, 2]
     """
+    if "completion_ids" in ds.column_names:
+        lists = ds.select_columns(["completion_ids"]).with_format("arrow")[:]["completion_ids"].combine_chunks()
+        inner = pc.list_value_length(lists.flatten()).to_numpy()  # (S,) every response's length
+        ends = np.concatenate([[0], np.cumsum(inner)])  # (S + 1,)
+        offsets = lists.offsets.to_numpy() - lists.offsets[0].as_py()  # (P + 1,) responses per prompt
+        return (ends[offsets[1:]] - ends[offsets[:-1]]).tolist()
     table = ds.select_columns(["chosen_ids", "rejected_ids"]).with_format("arrow")[:]  # honours select/shuffle
     return pc.add(pc.list_value_length(table["chosen_ids"]), pc.list_value_length(table["rejected_ids"])).to_pylist()
 
 
 def build_collator(
-    cfg: TrainConfig, pad_token_id: int, model: nn.Module | None = None
+    cfg: TrainConfig, pad_token_id: int, model: nn.Module | None = None, ranked: bool = False
 ) -> Callable[[list[dict]], Batch]:
-    """The training collator: packed rows (padding-free and/or shared prefix) or the plain padded one.
+    """The training collator: packed rows (padding-free and/or shared prefix) or the plain padded one;
+    for grouped rankings, prompts with their K responses (packed the same way, or padded).
 
     An encoder (every token attends to the whole sequence) always gets the padded one."""
-    if (cfg.padding_free or cfg.share_prefix) and not (model is not None and is_encoder(unwrap(model))):
+    packs = (cfg.padding_free or cfg.share_prefix) and not (model is not None and is_encoder(unwrap(model)))
+    if ranked:
+        return RankedCollator(pad_token_id, "all" if cfg.padding_free else None, cfg.share_prefix, packed=packs)
+    if packs:
         return PackingCollator(pad_token_id, "all" if cfg.padding_free else None, cfg.share_prefix)
     return PairwiseCollator(pad_token_id, cfg.pad_to_multiple_of)
 
@@ -101,7 +121,9 @@ def batch_pairs(mb: Batch) -> int:
 
 def batch_tokens(mb: Batch) -> int:
     """Real tokens of the sequences (what a padded forward computes without its padding)."""
-    return mb.sequence_tokens if isinstance(mb, PackedBatch) else int(mb["attention_mask"].sum())
+    if isinstance(mb, PackedBatch | RankedBatch):
+        return mb.sequence_tokens
+    return int(mb["attention_mask"].sum())
 
 
 def rows_at(ds: Dataset, indices: list[int]) -> list[dict]:

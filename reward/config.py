@@ -86,7 +86,8 @@ class TrainConfig:
         "synthetic",
         "A .jsonl/.json/.csv/.parquet file, a folder of them, a Hub dataset id, 'synthetic' "
         "(the generated category task, docs/training.md), 'synthetic-long' (the same behind long shared prompts) or "
-        "'synthetic-ranked' (4 totally ordered responses per prompt; synthetic_num_pairs prompts).",
+        "'synthetic-ranked' (4 totally ordered responses per prompt; synthetic_num_pairs prompts; "
+        "'synthetic-ranked-long' behind long histories).",
     )
     dataset_config: str | None = option(None, "Hub dataset configuration name.")
     dataset_train_split: str = option("train", "Split to train on.")
@@ -139,9 +140,22 @@ class TrainConfig:
     label_smoothing: float = option(
         0.0, "Conservative Bradley-Terry: treat 'chosen wins' as true with probability 1 - eps (docs/loss.md)."
     )
+    # --- rankings: rows of a prompt and K scored or ordered completions (docs/loss.md §9) --------
+    rankings: str = option(
+        "grouped",
+        "Ranked rows: 'grouped' (a prompt's K responses in one micro-batch and one packed segment, the prompt "
+        "computed once; the batch size counts prompts) or 'pairs' (their C(K,2) comparisons as independent pairs).",
+    )
+    ranking_loss: str = option(
+        "bradley_terry", "Grouped: 'bradley_terry' (all C(K,2) comparisons) or 'plackett_luce' (the whole order)."
+    )
+    ranking_normalization: str = option(
+        "comparison", "Grouped: every 'comparison' weighs the same in a step, or every 'prompt' (1/C(K,2) each)."
+    )
+    tie_handling: str = option("skip", "Equal scores: 'skip' (counted) or 'half' (trained toward P = 1/2; grouped).")
     # --- optimisation --------------------------------------------------------------------------
     output_dir: str = option("runs/tiny-synthetic", "Where the checkpoint and metrics.jsonl are written.")
-    per_device_train_batch_size: int = option(32, "Pairs per micro-batch (TRL/HF default 8).")
+    per_device_train_batch_size: int = option(32, "Pairs (grouped rankings: prompts) per micro-batch (TRL: 8).")
     per_device_eval_batch_size: int = option(64, "Pairs per evaluation batch.")
     gradient_accumulation_steps: int = option(1, "Micro-batches per optimizer step.")
     learning_rate: float = option(1e-4, "Peak AdamW learning rate.")

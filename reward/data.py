@@ -29,7 +29,12 @@ from pathlib import Path
 from datasets import Dataset, DatasetDict, Features, Value, load_dataset
 
 from reward.errors import UserError, first_line
-from reward.presets.synthetic import generate_long_prompt_pairs, generate_pairs, generate_rankings
+from reward.presets.synthetic import (
+    generate_long_prompt_pairs,
+    generate_long_rankings,
+    generate_pairs,
+    generate_rankings,
+)
 from reward.ranked.rows import expand_rankings
 
 FILE_BUILDERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
@@ -56,7 +61,10 @@ class PreferenceData:
         if self.rankings:
             r = self.rankings["train"]
             ks = ", ".join(f"K={k}: {n}" for k, n in r["k"].items())
-            line += f"\nrankings: {r['prompts']} prompts ({ks}) -> {r['pairs']} comparisons, {r['ties']} ties skipped"
+            ties = f"{r['ties']} ties {'trained toward 1/2' if r['ties_trained'] else 'skipped'}"
+            line += f"\nrankings: {r['prompts']} prompts ({ks}) -> {r['pairs']} comparisons, {ties}"
+            if t := self.rankings.get("test"):  # held out: ties are never evaluated, only counted
+                line += f" | held-out {t['prompts']} prompts -> {t['pairs']} comparisons, {t['ties']} ties skipped"
         return line
 
 
@@ -74,6 +82,8 @@ def load_raw(
         return DatasetDict({"train": Dataset.from_list(generate_long_prompt_pairs(synthetic_num_pairs))}), name
     if name == "synthetic-ranked":  # four totally ordered responses per prompt (reward/ranked)
         return DatasetDict({"train": Dataset.from_list(generate_rankings(synthetic_num_pairs))}), name
+    if name == "synthetic-ranked-long":  # the same behind long histories (the ranked benchmark's data)
+        return DatasetDict({"train": Dataset.from_list(generate_long_rankings(synthetic_num_pairs))}), name
     path = Path(name)
     if path.is_file():
         builder = FILE_BUILDERS.get(path.suffix.lower())
@@ -281,8 +291,10 @@ def load_preferences(
     seed: int = 42,
     synthetic_num_pairs: int = 12000,
     skip_bad_rows: bool = False,
+    ties: str = "skip",
 ) -> PreferenceData:
-    """Load, detect, validate, and hold out `eval_split_size` (seeded) when there is no test split."""
+    """Load, detect, validate, and hold out `eval_split_size` (seeded) when there is no test split. Ranked
+    rows become their comparisons; `ties` "half" keeps the training split's ties (the held-out one skips them)."""
     splits, source = load_raw(name, config, synthetic_num_pairs)
     if train_split not in splits:
         raise UserError(f"{source}: no split '{train_split}' (has {', '.join(splits)})")
@@ -308,7 +320,7 @@ def load_preferences(
     rankings = None
     if fmt == RANKED:
         carried = [c for c in ("prompt", subset_column(train.column_names)) if c in train.column_names]
-        (train, train_stats), (test, test_stats) = expand_rankings(train, carried), expand_rankings(test, carried)
+        (train, train_stats), (test, test_stats) = expand_rankings(train, carried, ties), expand_rankings(test, carried)
         fmt, rankings = detect_format(train.column_names, train[0], source), {"train": train_stats, "test": test_stats}
     return PreferenceData(train, test, fmt, "margin" in train.column_names, source, held_out, rankings)
 

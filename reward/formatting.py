@@ -152,7 +152,7 @@ def tokenize_pairs(
     and the `subset` (or `category`) column when the rows have one (for per-subset eval accuracy)."""
     if fmt == CONVERSATIONAL or sequence_format.text_as_chat:
         require_chat_template(tokenizer)  # fail before the first row, not inside datasets.map
-    keep = [c for c in (subset_column(ds.column_names), *RANKING_COLUMNS) if c in ds.column_names]
+    keep = [c for c in (subset_column(ds.column_names), *RANKING_COLUMNS, "tied") if c in ds.column_names]
     out = ds.map(
         encode_pair,
         fn_kwargs={"tokenizer": tokenizer, "sequence_format": sequence_format},

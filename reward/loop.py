@@ -32,6 +32,8 @@ from reward.metrics import MetricsWriter, MetricTotals, diagnose, format_step_li
 from reward.model import Precision, compute_rewards
 from reward.parallel.distributed import any_rank, reduce_totals, sum_int
 from reward.parallel.plan import SINGLE, Plan
+from reward.ranked.collate import RankedBatch, RankedCollator, prompt_units, ranked_rewards
+from reward.ranked.loss import ALL_PAIRS, RankingObjective
 from reward.ranked.rows import RANKING_COLUMNS, ranking_metrics
 from reward.run.state import restore_training_state, training_state
 
@@ -76,49 +78,55 @@ def accumulate_gradients(
     label_smoothing: float = 0.0,
     num_pairs_in_step: int | None = None,
     fillers: Sequence[Batch] = (),
+    objective: RankingObjective = ALL_PAIRS,
 ) -> MetricTotals:
     """Forward + backward every micro-batch of one step, each scaled by 1 / (pairs in the step).
 
-    `num_pairs_in_step` is the step's pair count over all ranks (default: these micro-batches').
+    `num_pairs_in_step` is the step's pair count over all ranks (default: these micro-batches'); for
+    grouped rankings it is the step's units of `objective` (comparisons, or prompts).
     `fillers` run forward + backward with weight 0 (no gradient, no metrics): under FSDP a rank
     with fewer micro-batches still joins every collective (reward/parallel/sharding.py `filler_passes`)."""
-    n_step = num_pairs_in_step or sum(batch_pairs(mb) for mb in micro_batches)
+    n_step = num_pairs_in_step or sum(step_units(mb, objective) for mb in micro_batches)
     totals = MetricTotals()
     for mb in micro_batches:
         with precision.autocast():
-            r_chosen, r_rejected, margin = pair_rewards(model, mb, precision)
-        out = bradley_terry_loss(
-            r_chosen,
-            r_rejected,
-            margin.to(precision.device),
-            center_coef,
-            label_smoothing,
-            num_pairs_in_step=n_step,
-        )
+            rewards = batch_rewards(model, mb, precision)
+        if isinstance(mb, RankedBatch):  # a prompt's comparisons (or its order) from its K rewards (S,)
+            out = objective(rewards, mb.comparisons, mb.orders, center_coef, label_smoothing, n_step)
+        else:
+            r_chosen, r_rejected = rewards.chunk(2)  # (B,), (B,)
+            margin = (mb.margin if isinstance(mb, PackedBatch) else mb["margin"]).to(precision.device)  # (B,)
+            out = bradley_terry_loss(r_chosen, r_rejected, margin, center_coef, label_smoothing, n_step)
         loss = precision.scaler.scale(out.loss) if precision.scaler else out.loss
         loss.backward()
         totals.add(out)
     for mb in fillers:
         with precision.autocast():
-            r_chosen, r_rejected, _ = pair_rewards(model, mb, precision)
+            rewards = batch_rewards(model, mb, precision)
         # × 0 keeps the whole graph, so every parameter gets a (zero) gradient and each FSDP unit
         # reduce-scatters the same buffers as on the other ranks
-        (torch.cat([r_chosen, r_rejected]).sum() * 0.0).backward()
+        (rewards.sum() * 0.0).backward()
     return totals
 
 
-def pair_rewards(
-    model: PreTrainedModel, mb: Batch, precision: Precision
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(r_chosen (B,), r_rejected (B,), margin (B,)) of one micro-batch, packed or padded; call under autocast."""
+def batch_rewards(model: PreTrainedModel, mb: Batch, precision: Precision) -> torch.Tensor:
+    """float32 rewards of one micro-batch, packed or padded; call under autocast. Pairs: (2B,), every
+    chosen then every rejected; grouped rankings: (S,), every response prompt by prompt."""
+    if isinstance(mb, RankedBatch):
+        return ranked_rewards(model, mb)  # (S,)
     if isinstance(mb, PackedBatch):  # packed rows: same rewards as the padded forward
-        r_chosen, r_rejected = packed_rewards(model, mb)  # (B,), (B,) float32
-        return r_chosen, r_rejected, mb.margin
+        return torch.cat(packed_rewards(model, mb))  # (2B,)
     input_ids = mb["input_ids"].to(precision.device)  # (2B, T)
     attention_mask = mb["attention_mask"].to(precision.device)  # (2B, T)
-    rewards = compute_rewards(model, input_ids, attention_mask)  # (2B,) float32
-    r_chosen, r_rejected = rewards.chunk(2)  # (B,), (B,)
-    return r_chosen, r_rejected, mb["margin"]
+    return compute_rewards(model, input_ids, attention_mask)  # (2B,)
+
+
+def step_units(mb: Batch, objective: RankingObjective) -> int:
+    """What a micro-batch adds to the step's divisor: its pairs, or its prompts' units under `objective`."""
+    if not isinstance(mb, RankedBatch):
+        return batch_pairs(mb)
+    per_prompt = mb.comparisons.per_prompt.tolist()
+    return sum(objective.units(per_prompt, [len(o) for o in mb.orders]))
 
 
 def apply_update(model: nn.Module, optimizer, scheduler, precision: Precision, max_grad_norm: float) -> float:
@@ -251,8 +259,11 @@ def train(
     bar = tqdm(
         total=total_steps, initial=start_step, desc="train", unit="step", disable=cfg.disable_tqdm or not plan.is_main
     )
-    steps = optimizer_steps(train_ds, collate, cfg, start_step, plan.world.rank, plan.world.size)
+    objective = RankingObjective(cfg.ranking_loss, cfg.ranking_normalization)
+    units = prompt_units(train_ds, objective) if isinstance(collate, RankedCollator) else None  # the divisor's
+    steps = optimizer_steps(train_ds, collate, cfg, start_step, plan.world.rank, plan.world.size, units)
     # evaluation reads every pair through the plain padded forward: the reference the packed path matches
+    # (grouped rankings are evaluated as their expanded pairs: every comparison, plus the per-prompt metrics)
     eval_collate = collate if isinstance(collate, PairwiseCollator) else PairwiseCollator(collate.pad_token_id)
     step = start_step
     for step in range(start_step + 1, total_steps + 1):
@@ -261,7 +272,14 @@ def train(
         count = plan.filler_count(len(micro_batches), precision.device)  # FSDP: keep up with the busiest rank
         fillers = [collate(rows_at(train_ds, [0]))] * count if count else []
         totals = accumulate_gradients(
-            model, micro_batches, precision, cfg.center_rewards_coefficient, cfg.label_smoothing, pairs_in_step, fillers
+            model,
+            micro_batches,
+            precision,
+            cfg.center_rewards_coefficient,
+            cfg.label_smoothing,
+            pairs_in_step,
+            fillers,
+            objective,
         )
         plan.sync_gradients(model)
         totals = reduce_totals(totals, plan.world, precision.device)

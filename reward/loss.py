@@ -47,6 +47,7 @@ class LossOutput:
     reward_mean: float  # over all 2B rewards
     reward_min: float
     reward_max: float
+    num_rewards: int = 0  # rewards these metrics are over; 0 = 2B, a pair's two (rankings: every response)
 
 
 def bradley_terry_loss(

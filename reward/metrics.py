@@ -51,7 +51,7 @@ class MetricTotals:
     """Running sums over LossOutputs; `summary()` gives pair-weighted means and global min/max."""
 
     def __init__(self) -> None:
-        self.pairs = 0
+        self.pairs = self.rewards = 0
         self.loss_sum = self.correct = self.margin_sum = self.reward_sum = 0.0
         self.reward_min, self.reward_max = math.inf, -math.inf
 
@@ -61,12 +61,14 @@ class MetricTotals:
         self.loss_sum += out.loss_sum
         self.correct += out.accuracy * n
         self.margin_sum += out.margin * n
-        self.reward_sum += out.reward_mean * 2 * n
+        self.reward_sum += out.reward_mean * (out.num_rewards or 2 * n)
+        self.rewards += out.num_rewards or 2 * n
         self.reward_min = min(self.reward_min, out.reward_min)
         self.reward_max = max(self.reward_max, out.reward_max)
 
     def merge(self, other: MetricTotals) -> None:
         self.pairs += other.pairs
+        self.rewards += other.rewards
         self.loss_sum += other.loss_sum
         self.correct += other.correct
         self.margin_sum += other.margin_sum
@@ -80,7 +82,7 @@ class MetricTotals:
             "loss": self.loss_sum / n,
             "accuracy": self.correct / n,
             "margin": self.margin_sum / n,
-            "reward_mean": self.reward_sum / (2 * n),
+            "reward_mean": self.reward_sum / max(self.rewards, 1),
             "reward_min": self.reward_min,
             "reward_max": self.reward_max,
             "pairs": self.pairs,

@@ -49,7 +49,29 @@ def card_facts(data: Any, train_pairs: int, metrics: dict | None = None, warning
         "metrics": metrics or {},
         "example": example,
         "warning": warning,
+        "rankings": ranking_note(data),
     }
+
+
+def ranking_note(data: Any) -> dict | None:
+    """For ranked data: how many rankings, their K, and their ties."""
+    return data.rankings["train"] if data.rankings else None
+
+
+def ranking_sentence(stats: dict | None, cfg: dict) -> str:
+    """What the training pairs came from and how they were trained (--rankings, the loss, the ties)."""
+    if not stats:
+        return ""
+    ks = ", ".join(f"K={k}: {n}" for k, n in stats["k"].items())
+    grouped = cfg.get("rankings", "grouped") == "grouped"
+    how = "grouped by prompt (one packed segment per prompt)" if grouped else "as independent pairs"
+    loss = "Plackett–Luce" if grouped and cfg.get("ranking_loss") == "plackett_luce" else "all-pairs Bradley–Terry"
+    unit = "prompt" if grouped and cfg.get("ranking_normalization") == "prompt" else "comparison"
+    ties = "trained toward ½" if stats.get("ties_trained") else "skipped"
+    return (
+        f"The training pairs are the comparisons of {stats['prompts']} rankings ({ks}), trained {how} with "
+        f"{loss}, each {unit} weighted alike; {stats['ties']} tied comparisons {ties}."
+    )
 
 
 def example_of(row: dict[str, Any] | None) -> tuple[Any, Any]:
@@ -179,7 +201,7 @@ def render_model_card(out: Path, model: PreTrainedModel, cfg: dict[str, Any], ca
             f"A Bradley–Terry reward model (`{type(model).__name__}`, one output: the reward) trained with `reward` "
             f"(a from-scratch PyTorch Bradley–Terry trainer) from `{cfg.get('model_name_or_path')}` on "
             f"`{cfg.get('dataset_name')}` ({card.get('format', '?')} format, "
-            f"{card.get('train_pairs', '?')} training pairs).\n",
+            f"{card.get('train_pairs', '?')} training pairs). {ranking_sentence(card.get('rankings'), cfg)}\n",
             "| metric | value |\n|---|---|\n" + (rows or "| (none) | |") + "\n",
             "## How training formatted the text\n",
             f"{describe_format(fmt, record)}. Recorded in `config.json` (`{FORMAT_KEY}`); `score.py` and "

@@ -140,6 +140,30 @@ def train_problems(cfg: Any) -> list[str]:
         (not (cfg.fsdp and cfg.torch_compile), "--fsdp with --torch_compile is not supported yet"),
         (not (cfg.fsdp and cfg.use_peft), "--fsdp with --use_peft is not supported yet"),
     ]
+    return [message for ok, message in rules if not ok] + ranking_problems(cfg)
+
+
+def ranking_problems(cfg: Any) -> list[str]:
+    """The ranking options (reward/ranked): choices, and what only grouped training can do."""
+    grouped, plackett_luce = cfg.rankings == "grouped", cfg.ranking_loss == "plackett_luce"
+    rules = [
+        (cfg.rankings in ("grouped", "pairs"), "--rankings must be 'grouped' or 'pairs'"),
+        (cfg.ranking_loss in ("bradley_terry", "plackett_luce"), "--ranking_loss: 'bradley_terry' or 'plackett_luce'"),
+        (cfg.ranking_normalization in ("comparison", "prompt"), "--ranking_normalization: 'comparison' or 'prompt'"),
+        (cfg.tie_handling in ("skip", "half"), "--tie_handling must be 'skip' or 'half'"),
+        (grouped or cfg.tie_handling == "skip", "--tie_handling half needs --rankings grouped (a pair has no tie)"),
+        (grouped or not plackett_luce, "--ranking_loss plackett_luce needs --rankings grouped (the whole order)"),
+        (
+            grouped or cfg.ranking_normalization == "comparison",
+            "--ranking_normalization prompt needs --rankings grouped (a prompt's comparisons in one batch)",
+        ),
+        (
+            not plackett_luce or not (cfg.label_smoothing or cfg.center_rewards_coefficient),
+            "--ranking_loss plackett_luce has no --label_smoothing or --center_rewards_coefficient term "
+            "(docs/loss.md §9); use --ranking_loss bradley_terry for them",
+        ),
+        (not plackett_luce or cfg.tie_handling == "skip", "--ranking_loss plackett_luce needs a strict order: no ties"),
+    ]
     return [message for ok, message in rules if not ok]
 
 

@@ -76,8 +76,10 @@ def run(out: Path, nproc: int, batch: int, extra: list[str]) -> None:
         ],
         ["--gradient_accumulation_steps", "2"],  # the defaults: grouped, packed, shared prefix
         ["--gradient_accumulation_steps", "2", "--gradient_checkpointing", "true"],
+        # 48 prompts of K = 4 in one packed segment each; the divisor is the step's comparisons on both ranks
+        ["--dataset_name", "synthetic-ranked", "--gradient_accumulation_steps", "2"],
     ],
-    ids=["plain-no-accumulation", "packed-accumulation-2", "gradient-checkpointing"],
+    ids=["plain-no-accumulation", "packed-accumulation-2", "gradient-checkpointing", "grouped-rankings"],
 )
 def test_two_processes_equal_one_with_the_doubled_batch(extra, tmp_path):
     single, double = tmp_path / "single", tmp_path / "ddp"

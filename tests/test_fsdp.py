@@ -32,6 +32,17 @@ CASES = {
         "false",
     ],
     "gradient-checkpointing": ["--gradient_accumulation_steps", "2", "--gradient_checkpointing", "true"],
+    # 44 prompts: the last global micro-batch (4 prompts) is rank 0's, rank 1 runs a filler prompt batch
+    "grouped-rankings-per-prompt": [
+        "--dataset_name",
+        "synthetic-ranked",
+        "--synthetic_num_pairs",
+        "55",
+        "--gradient_accumulation_steps",
+        "2",
+        "--ranking_normalization",
+        "prompt",
+    ],
 }
 
 

@@ -34,7 +34,7 @@ def test_a_ranking_is_its_comparisons_best_as_chosen_ties_skipped():
     pairs, stats = expand_rankings(Dataset.from_list([row]), ["prompt"])
     got = [(p["chosen"], p["rejected"]) for p in pairs]
     assert got == [(" a", " b"), (" a", " c"), (" a", " d"), (" c", " b"), (" c", " d")]  # b ~ d: a tie
-    assert stats == {"prompts": 1, "k": {4: 1}, "pairs": 5, "ties": 1}
+    assert stats == {"prompts": 1, "k": {4: 1}, "pairs": 5, "ties": 1, "ties_trained": False}
     assert all(p["prompt"] == "Q:" for p in pairs)
 
 
@@ -58,7 +58,7 @@ def test_held_out_split_takes_whole_prompts():
     train_prompts, test_prompts = set(data.train["prompt"]), set(data.test["prompt"])
     assert len(test_prompts) == 10 and not train_prompts & test_prompts
     assert len(data.test) == 10 * 6  # every comparison of a held-out prompt is held out with it
-    assert data.rankings["train"] == {"prompts": 30, "k": {4: 30}, "pairs": 180, "ties": 0}
+    assert data.rankings["train"] == {"prompts": 30, "k": {4: 30}, "pairs": 180, "ties": 0, "ties_trained": False}
 
 
 def test_conversational_rankings_become_conversational_pairs():
@@ -120,7 +120,8 @@ def test_a_ranked_file_trains_and_says_what_it_expanded(tmp_path, capsys):
     assert train.cli(args) == 0
     printed = capsys.readouterr().out
     assert "format: explicit prompt | train 216 pairs | held-out 24" in printed  # 36 prompts x 6 | 4 x 6
-    assert "rankings: 36 prompts (K=4: 36) -> 216 comparisons, 0 ties skipped" in printed
+    assert "rankings: 36 prompts (K=4: 36) -> 216 comparisons, 0 ties skipped | held-out 4 prompts -> 24" in printed
+    assert "rankings: grouped, 36 prompts (216 comparisons) | all-pairs Bradley–Terry" in printed
 
 
 def test_ranked_held_out_reports_best_of_k_and_kendall_tau_as_scoring_the_rankings_would(tmp_path):
@@ -138,7 +139,7 @@ def test_ranked_held_out_reports_best_of_k_and_kendall_tau_as_scoring_the_rankin
     last = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()][-1]
     held_prompts = set(load_preferences(str(data), eval_split_size=0.1, seed=42).test["prompt"])
     held = [r for r in rows if r["prompt"] in held_prompts]
-    scored, _ = RewardScorer(str(out), device="cpu").score_rankings(held)
+    scored, summary = RewardScorer(str(out), device="cpu").score_rankings(held)
     best, taus = 0, []
     for row in scored:
         r, s = row["rewards"], row["scores"]
@@ -148,6 +149,10 @@ def test_ranked_held_out_reports_best_of_k_and_kendall_tau_as_scoring_the_rankin
     assert last["eval_ranked_prompts"] == len(held) == 4
     assert last["eval_best_of_k_accuracy"] == pytest.approx(best / len(held))
     assert last["eval_kendall_tau"] == pytest.approx(sum(taus) / len(taus), abs=1e-6)
+    # score.py's ranking summary is the same held-out evaluation: every comparison, then τ per prompt
+    assert summary["comparisons"] == last["eval_pairs"] == 4 * 6 and summary["ties"] == 0
+    assert summary["comparison_accuracy"] == pytest.approx(last["eval_accuracy"], abs=1e-9)
+    assert summary["kendall_tau"] == pytest.approx(last["eval_kendall_tau"], abs=1e-6)
 
 
 def test_the_generated_ranked_task_has_a_total_order_that_length_does_not_give():

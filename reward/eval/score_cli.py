@@ -174,6 +174,13 @@ def format_ranking_summary(summary: dict) -> str:
             f" | best-of-n accuracy {summary['best_of_n_accuracy']:.4f} "
             f"(picking at random: {summary['best_of_n_chance']:.4f})"
         )
+    if "comparison_accuracy" in summary:
+        tau = summary["kendall_tau"]
+        line += (
+            f"\ncomparisons {summary['comparisons']} | accuracy {summary['comparison_accuracy']:.4f} | "
+            f"Kendall tau {'n/a' if tau is None else f'{tau:.4f}'} (mean per prompt) | "
+            f"ties {summary['ties']} (not scored)"
+        )
     return line
 
 

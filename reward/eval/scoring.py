@@ -36,6 +36,7 @@ from reward.formatting import chat_template_hash, encode_messages, encode_pair, 
 from reward.loss import bradley_terry_loss
 from reward.metrics import DEFAULT_BINS, Diagnostics, diagnose
 from reward.model import compute_rewards, first_line, pick_device
+from reward.ranked.rows import ranked_scores, ranking_summary
 from reward.tokenizer import LOAD_ERRORS, check_model_source, ensure_pad_token, folder_problem
 
 PAIRS, RANKINGS, TEXTS, RESPONSES, CHATS = "pairs", "rankings", "texts", "responses", "chats"
@@ -215,7 +216,11 @@ class RewardScorer:
             {**row, "rewards": r, "ranking": sorted(range(len(r)), key=lambda k, r=r: -r[k])}
             for row, r in zip(rows, per_row)
         ]
-        return scored, best_of_n_metrics(rows, per_row)
+        summary = best_of_n_metrics(rows, per_row)
+        ordered = [(ranked_scores(row), r) for row, r in zip(rows, per_row) if row.get("scores") or row.get("ranking")]
+        if ordered:  # the held-out metrics of training on rankings (reward/ranked/rows.py)
+            summary |= ranking_summary(*map(list, zip(*ordered)))
+        return scored, summary
 
 
 def load_reward_model(source: str) -> tuple[PreTrainedTokenizerBase, PreTrainedModel]:

@@ -21,6 +21,7 @@ from reward.fast.packing import (
     SUPPORTED_MODEL_TYPES,
     PackedBatch,
     PackingCollator,
+    Rows,
     pack_pairs,
     warn_once,
 )
@@ -43,23 +44,31 @@ def packed_rewards(model: PreTrainedModel, batch: PackedBatch) -> tuple[torch.Te
 def _packed_forward(model: PreTrainedModel, batch: PackedBatch) -> tuple[torch.Tensor, torch.Tensor]:
     if batch.pad_token_id != (pad := model.config.get_text_config().pad_token_id):
         raise ValueError(f"batch packed with pad_token_id={batch.pad_token_id}, the model reads rewards with {pad}")
+    rewards = forward_segments(model, batch)  # (2B,)
+    b = batch.margin.numel()
+    return rewards[:b], rewards[b:]
+
+
+def forward_segments(model: PreTrainedModel, batch: PackedBatch | Rows) -> torch.Tensor:
+    """(S,) float32: the reward of every sequence laid out in `batch`'s rows (pairs or rankings), read at
+    `batch.reward_index`. `model` is the unwrapped model, already known to support packing, and the
+    rows were laid out with its pad_token_id."""
     use_segment_attention(model)  # for good: gradient checkpointing re-runs this forward in backward
-    batch = batch.to(model.get_input_embeddings().weight.device)
+    device = model.get_input_embeddings().weight.device
+    input_ids = batch.input_ids.to(device)  # (R, T)
     # A 4-D attention_mask is passed through untouched (transformers masking_utils.py:832-834), so
     # this (R, 1, 1, 1) placeholder stops the model from building an (R, 1, T, T) mask that the
     # segment attention would ignore anyway; `reward_segments` is the real layout.
-    placeholder = torch.ones((batch.input_ids.shape[0], 1, 1, 1), dtype=torch.bool, device=batch.input_ids.device)
+    placeholder = torch.ones((input_ids.shape[0], 1, 1, 1), dtype=torch.bool, device=device)
     hidden = model.base_model(
-        input_ids=batch.input_ids,  # (R, T)
+        input_ids=input_ids,
         attention_mask=placeholder,
-        position_ids=batch.position_ids,  # (R, T)
+        position_ids=batch.position_ids.to(device),  # (R, T)
         use_cache=False,
         reward_segments=batch.segments,
     ).last_hidden_state  # (R, T, H)
-    where = torch.cat([batch.chosen_index, batch.rejected_index])  # (2B, 2)
-    rewards = model.score(hidden[where[:, 0], where[:, 1]]).squeeze(-1).float()  # (2B,)
-    b = batch.margin.numel()
-    return rewards[:b], rewards[b:]
+    where = batch.reward_index.to(device)  # (S, 2)
+    return model.score(hidden[where[:, 0], where[:, 1]]).squeeze(-1).float()  # (S,)
 
 
 def _padded_rewards(model: PreTrainedModel, batch: PackedBatch) -> tuple[torch.Tensor, torch.Tensor]:
@@ -75,6 +84,8 @@ def describe_forward(cfg, model: PreTrainedModel, collate) -> str:
     plain padded batches with the model's own attention (after the one-time support check)."""
     attention = unwrap(model).config._attn_implementation
     order = "length-grouped" if cfg.group_by_length else "shuffled (TRL's order)"
+    if hasattr(collate, "describe"):  # grouped rankings (reward/ranked/collate.py)
+        return collate.describe(model, order)
     if isinstance(collate, PackingCollator) and supports_packing(model):
         layout = "one padding-free row" if cfg.padding_free else "one row per pair"
         prefix = ", the shared prompt computed once" if cfg.share_prefix else ""

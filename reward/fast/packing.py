@@ -12,11 +12,14 @@ it sees in its own padded row:
   token prefix of chosen and rejected; R' attends to P and R' but not C', and its positions go on
   from len(P). No common prefix gives [C' | R'], two independent sequences: exact, so not a
   fallback, but warned once (nothing is saved; the prompt did not tokenize to a shared prefix);
-- both: several [P | C' | R'] segments per row.
+- both: several [P | C' | R'] segments per row;
+- rankings (reward/ranked/collate.py): a prompt's K responses are one segment [P | R1' | ... | RK']
+  (`shared_segment`, any K; a pair is K = 2), each Rk' seeing P and itself only.
 
 Who attends to whom is `PackedBatch.segments`, (row, start, len P, len C', len R') per segment
-((row, start, L, 0, 0) for an unshared sequence). reward/fast/segment_attention.py computes attention
-segment by segment from it, so a row of many segments costs what its segments cost, not T x T;
+((row, start, L, 0, 0) for an unshared sequence; (row, start, P, R1', ..., RK') for a ranking).
+reward/fast/segment_attention.py computes attention segment by segment from it, so a row of many
+segments costs what its segments cost, not T x T;
 `PackedBatch.dense_mask()` writes the same rule out as a 4-D mask, for tests and for reading.
 `model.base_model` (`.model` Llama/Qwen2, `.transformer` GPT-2) runs the rows; `model.score` is
 applied at the reward tokens only, which are the padded path's: the last token of the sequence
@@ -32,6 +35,7 @@ API (`pairs` are `{"chosen_ids", "rejected_ids", "margin"?}` rows, as for `Pairw
     reward.fast.packed_forward.packed_rewards(model, batch) -> (r_chosen (B,), r_rejected (B,)), float32
     reward.fast.packed_forward.supports_packing(model) -> bool
     common_prefix_length(a, b) -> int;  reward_token_index(ids, pad_token_id) -> int
+    shared_segment(sequences, pad_token_id) -> SharedSegment;  lay_out(segments, ...) -> Rows
 """
 
 from __future__ import annotations
@@ -47,8 +51,8 @@ SUPPORTED_MODEL_TYPES = ("llama", "qwen2", "gpt2")  # each one checked in tests/
 SUPPORTED_ATTENTION = ("sdpa", "eager", "reward_segments")  # switched to reward_segments on first use
 
 
-Segment = tuple[int, int, int, int, int]  # (row, start, len P, len C', len R')
-PREFIX, CHOSEN, REJECTED = 0, 1, 2  # branch of a token inside a segment
+Segment = tuple[int, ...]  # (row, start, len P, len S1', ..., len SK'); a pair's is (row, start, P, C', R')
+PREFIX, CHOSEN, REJECTED = 0, 1, 2  # branch of a token inside a pair's segment (suffix k is branch k)
 
 
 class PackingFallbackWarning(UserWarning):
@@ -71,6 +75,11 @@ class PackedBatch:
     rejected_ids: list[list[int]]
 
     @property
+    def reward_index(self) -> torch.Tensor:
+        """(2B, 2): the chosen reward tokens, then the rejected ones (sequence numbers i and B + i)."""
+        return torch.cat([self.chosen_index, self.rejected_index])
+
+    @property
     def num_positions(self) -> int:
         """Token slots the forward runs, padding included: R x T."""
         return self.input_ids.numel()
@@ -85,9 +94,9 @@ class PackedBatch:
         computes, written out (for tests and reading; the forward never builds it: R x T x T)."""
         rows, width = self.input_ids.shape
         mask = torch.zeros((rows, 1, width, width), dtype=torch.bool)  # (R, 1, T, T)
-        for row, start, prefix, chosen, rejected in self.segments:
-            end = start + prefix + chosen + rejected
-            branches = [PREFIX] * prefix + [CHOSEN] * chosen + [REJECTED] * rejected
+        for row, start, prefix, *suffixes in self.segments:
+            branches = [PREFIX] * prefix + [k + 1 for k, length in enumerate(suffixes) for _ in range(length)]
+            end = start + len(branches)
             mask[row, 0, start:end, start:end] = _segment_mask(branches)  # block diagonal
         mask[:, 0].diagonal(dim1=-2, dim2=-1).fill_(True)  # padding sees itself (an empty row would be NaN)
         return mask
@@ -120,27 +129,40 @@ def reward_token_index(ids: list[int], pad_token_id: int) -> int:
 
 
 @dataclass
-class _Segment:
-    """One run of tokens that attend only to each other (plus the chosen/rejected branch rule)."""
+class SharedSegment:
+    """Sequences that share a token prefix, laid out as one segment [P | S1' | ... | SK']: attention runs
+    inside it only, and each suffix Sk' sees P and itself, never another suffix (a pair is K = 2)."""
 
     ids: list[int]
-    positions: list[int]
-    lengths: tuple[int, int, int]  # (shared prefix P, chosen suffix C', rejected suffix R'); (L, 0, 0) unshared
-    rewards: list[tuple[int, int, int]]  # (pair, 0 = chosen | 1 = rejected, offset in the segment)
+    positions: list[int]  # each suffix's positions go on from len(P), as in its own row
+    lengths: tuple[int, ...]  # (P, len S1', ..., len SK'); an unshared sequence of a pair is (L, 0, 0)
+    rewards: list[tuple[int, int]]  # (sequence number in the batch, offset of its reward token in the segment)
 
 
-def _pair_segment(pair: int, chosen: list[int], rejected: list[int], pad_token_id: int) -> _Segment:
-    """[P | C' | R']: the rejected suffix takes positions from len(P), as in its own row."""
-    p = common_prefix_length(chosen, rejected)
-    c_len, r_len = len(chosen) - p, len(rejected) - p
-    c_at, r_at = reward_token_index(chosen, pad_token_id), reward_token_index(rejected, pad_token_id)
-    return _Segment(
-        ids=chosen + rejected[p:],
-        positions=list(range(len(chosen))) + list(range(p, len(rejected))),
-        lengths=(p, c_len, r_len),
-        # An index below p is in P (same token in both); a rejected index >= p sits after C'.
-        rewards=[(pair, 0, c_at), (pair, 1, r_at if r_at < p else r_at + c_len)],
-    )
+def shared_segment(sequences: list[tuple[int, list[int]]], pad_token_id: int) -> SharedSegment:
+    """[P | S1' | ... | SK'] for (sequence number, ids) items, P their longest common token prefix.
+
+    >>> s = shared_segment([(0, [5, 6, 7]), (1, [5, 6, 8, 9]), (2, [5, 4])], pad_token_id=0)
+    >>> s.ids, s.positions, s.lengths, s.rewards
+    ([5, 6, 7, 6, 8, 9, 4], [0, 1, 2, 1, 2, 3, 1], (1, 2, 3, 1), [(0, 2), (1, 5), (2, 6)])
+    """
+    first = sequences[0][1]
+    p = min(common_prefix_length(first, ids) for _, ids in sequences)
+    ids, positions, rewards, offset = first[:p], list(range(p)), [], p
+    for number, seq in sequences:
+        at = reward_token_index(seq, pad_token_id)
+        # a reward token inside P is the same token for every sequence; one in Sk' sits after S1'..Sk-1'
+        rewards.append((number, at if at < p else offset + at - p))
+        ids += seq[p:]
+        positions += range(p, len(seq))
+        offset += len(seq) - p
+    return SharedSegment(ids, positions, (p, *(len(seq) - p for _, seq in sequences)), rewards)
+
+
+def unshared_segment(number: int, ids: list[int], pad_token_id: int) -> SharedSegment:
+    """One sequence on its own: causal over all of it."""
+    reward_at = reward_token_index(ids, pad_token_id)
+    return SharedSegment(ids, list(range(len(ids))), (len(ids), 0, 0), [(number, reward_at)])
 
 
 def _assign_rows(lengths: list[int], max_tokens_per_row: int | None) -> list[list[int]]:
@@ -164,6 +186,43 @@ def _assign_rows(lengths: list[int], max_tokens_per_row: int | None) -> list[lis
         rows[row].append(i)
         room[row] -= lengths[i]
     return rows
+
+
+@dataclass
+class Rows:
+    """Segments laid side by side in R rows of T tokens: what the packed forward reads."""
+
+    input_ids: torch.Tensor  # (R, T) long, padded with pad_token_id
+    position_ids: torch.Tensor  # (R, T) long (0 on padding)
+    segments: list[Segment]  # (row, start, len P, len S1', ...) per segment
+    reward_index: torch.Tensor  # (S, 2) long: (row, column) of sequence s's reward token
+    num_tokens: int  # real tokens in the rows, padding excluded
+
+
+def lay_out(
+    segments: list[SharedSegment], num_sequences: int, pad_token_id: int, max_tokens_per_row: int | str | None
+) -> Rows:
+    """Place segments in rows: "all" in one row (no padding at all), an int budget per row (first-fit,
+    longest first), or None (one segment per row)."""
+    total = sum(len(s.ids) for s in segments)
+    rows = _assign_rows([len(s.ids) for s in segments], total if max_tokens_per_row == "all" else max_tokens_per_row)
+    width = max(sum(len(segments[s].ids) for s in row) for row in rows)
+    input_ids = torch.full((len(rows), width), pad_token_id, dtype=torch.long)  # (R, T)
+    position_ids = torch.zeros((len(rows), width), dtype=torch.long)  # (R, T)
+    reward_index = torch.zeros((num_sequences, 2), dtype=torch.long)  # (S, (row, column))
+    layout: list[Segment] = []
+    for r, row in enumerate(rows):
+        start = 0
+        for s in row:
+            seg = segments[s]
+            end = start + len(seg.ids)
+            input_ids[r, start:end] = torch.tensor(seg.ids, dtype=torch.long)
+            position_ids[r, start:end] = torch.tensor(seg.positions, dtype=torch.long)
+            layout.append((r, start, *seg.lengths))
+            for number, offset in seg.rewards:
+                reward_index[number] = torch.tensor([r, start + offset])
+            start = end
+    return Rows(input_ids, position_ids, layout, reward_index, total)
 
 
 def pack_pairs(
@@ -201,48 +260,27 @@ def pack_pairs(
     rejected = [list(p["rejected_ids"]) for p in pairs]
     if not all(chosen) or not all(rejected):
         raise ValueError("cannot pack an empty token sequence (it has no token to read a reward at)")
+    b = len(pairs)  # sequence numbers: chosen i is i, rejected i is B + i
     if share_prefix:
-        segments = [_pair_segment(i, c, r, pad_token_id) for i, (c, r) in enumerate(zip(chosen, rejected))]
+        segments = [
+            shared_segment([(i, c), (b + i, r)], pad_token_id) for i, (c, r) in enumerate(zip(chosen, rejected))
+        ]
         if any(common_prefix_length(c, r) == 0 for c, r in zip(chosen, rejected)):
             warn_once(
                 "shared prefix: a pair has no common token prefix; it is computed as two independent "
                 "sequences (exact, nothing shared). Check that prompt + response keeps the prompt's tokens."
             )
     else:
-        sides = [(i, side, ids) for side, seqs in enumerate((chosen, rejected)) for i, ids in enumerate(seqs)]
-        segments = [
-            _Segment(ids, list(range(len(ids))), (len(ids), 0, 0), [(i, side, reward_token_index(ids, pad_token_id))])
-            for i, side, ids in sides
-        ]
-
-    if max_tokens_per_row == "all":  # one row: no padding at all
-        max_tokens_per_row = sum(len(s.ids) for s in segments)
-    rows = _assign_rows([len(s.ids) for s in segments], max_tokens_per_row)
-    width = max(sum(len(segments[s].ids) for s in row) for row in rows)
-    input_ids = torch.full((len(rows), width), pad_token_id, dtype=torch.long)  # (R, T)
-    position_ids = torch.zeros((len(rows), width), dtype=torch.long)  # (R, T)
-    layout: list[Segment] = []
-    reward_at = torch.zeros((2, len(pairs), 2), dtype=torch.long)  # (side, B, (row, column))
-    for r, row in enumerate(rows):
-        start = 0
-        for s in row:
-            seg = segments[s]
-            end = start + len(seg.ids)
-            input_ids[r, start:end] = torch.tensor(seg.ids, dtype=torch.long)
-            position_ids[r, start:end] = torch.tensor(seg.positions, dtype=torch.long)
-            layout.append((r, start, *seg.lengths))
-            for pair, side, offset in seg.rewards:
-                reward_at[side, pair] = torch.tensor([r, start + offset])
-            start = end
-    margin = margins(pairs)  # (B,)
+        segments = [unshared_segment(n, ids, pad_token_id) for n, ids in enumerate(chosen + rejected)]
+    rows = lay_out(segments, 2 * b, pad_token_id, max_tokens_per_row)
     return PackedBatch(
-        input_ids=input_ids,
-        position_ids=position_ids,
-        segments=layout,
-        chosen_index=reward_at[0],
-        rejected_index=reward_at[1],
-        margin=margin,
-        num_tokens=sum(len(s.ids) for s in segments),
+        input_ids=rows.input_ids,
+        position_ids=rows.position_ids,
+        segments=rows.segments,
+        chosen_index=rows.reward_index[:b],
+        rejected_index=rows.reward_index[b:],
+        margin=margins(pairs),  # (B,)
+        num_tokens=rows.num_tokens,
         pad_token_id=pad_token_id,
         chosen_ids=chosen,
         rejected_ids=rejected,
@@ -250,7 +288,7 @@ def pack_pairs(
 
 
 def _segment_mask(branches: list[int]) -> torch.Tensor:
-    """(L, L) bool: causal, and the chosen and rejected suffixes blind to each other.
+    """(L, L) bool: causal, and the suffixes (chosen and rejected; or K responses) blind to each other.
 
     >>> _segment_mask([PREFIX, CHOSEN, REJECTED, REJECTED]).long()
     tensor([[1, 0, 0, 0],

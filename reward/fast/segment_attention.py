@@ -10,6 +10,9 @@ longest part of each segment runs on the kernel's plain causal path:
       queries P + C'  ->  keys P + C'      causal                      (is_causal=True)
       queries R'      ->  keys P then R'   all of P, causal inside R'  (a causal mask shifted by len P)
 
+    a ranking's segment [P | R1' | ... | RK'] is the same rule with K suffixes: P + R1' causal, then
+    each further Rk' against P and Rk' (reward/ranked/collate.py)
+
 the rule of `PackedBatch.dense_mask()` (tests/test_packing.py checks that this gives the
 dense-mask output and gradients). A segment without a shared prefix is (row, start, L,
 0, 0): one causal sequence. A variant that gathered all segments into one padded (S, L) batch for
@@ -68,11 +71,11 @@ def segment_attention(
     rows, width = query.shape[0], query.shape[2]
     pieces: list[list[torch.Tensor]] = [[] for _ in range(rows)]
     filled = [0] * rows
-    for row, start, prefix, chosen, rejected in reward_segments:
+    for row, start, prefix, *suffixes in reward_segments:
         if start != filled[row]:
             raise ValueError(f"segments of row {row} must be contiguous from column 0 (got start {start})")
         q, k, v = query[row : row + 1], key[row : row + 1], value[row : row + 1]  # (1, H, T, d)
-        shared_end, end = start + prefix + chosen, start + prefix + chosen + rejected
+        shared_end = start + prefix + (suffixes[0] if suffixes else 0)
         pieces[row].append(
             F.scaled_dot_product_attention(
                 q[:, :, start:shared_end],
@@ -81,19 +84,23 @@ def segment_attention(
                 dropout_p=dropout,
                 is_causal=True,
                 scale=scaling,
-            )  # (1, H, P + C', d)
+            )  # (1, H, P + S1', d)
         )
-        if rejected:
-            keys = torch.cat([k[:, :, start : start + prefix], k[:, :, shared_end:end]], dim=2)  # (1, H, P + R', d)
-            values = torch.cat([v[:, :, start : start + prefix], v[:, :, shared_end:end]], dim=2)  # (1, H, P + R', d)
-            # R' query i sees all of P and R' keys 0..i: a causal mask shifted right by len(P)
-            see = torch.ones(rejected, prefix + rejected, dtype=torch.bool, device=query.device).tril(prefix)
-            pieces[row].append(
-                F.scaled_dot_product_attention(
-                    q[:, :, shared_end:end], keys, values, attn_mask=see, dropout_p=dropout, scale=scaling
-                )  # (1, H, R', d)
-            )
-        filled[row] = end
+        at = shared_end
+        for length in suffixes[1:]:  # R' of a pair; R2'..RK' of a ranking
+            if length:
+                end = at + length
+                keys = torch.cat([k[:, :, start : start + prefix], k[:, :, at:end]], dim=2)  # (1, H, P + Sk', d)
+                values = torch.cat([v[:, :, start : start + prefix], v[:, :, at:end]], dim=2)  # (1, H, P + Sk', d)
+                # Sk' query i sees all of P and Sk' keys 0..i: a causal mask shifted right by len(P)
+                see = torch.ones(length, prefix + length, dtype=torch.bool, device=query.device).tril(prefix)
+                pieces[row].append(
+                    F.scaled_dot_product_attention(
+                        q[:, :, at:end], keys, values, attn_mask=see, dropout_p=dropout, scale=scaling
+                    )  # (1, H, Sk', d)
+                )
+            at += length
+        filled[row] = at
     for row in range(rows):
         if filled[row] < width:  # trailing padding of the row: nothing reads it
             pieces[row].append(query.new_zeros(1, query.shape[1], width - filled[row], value.shape[-1]))

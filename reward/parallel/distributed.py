@@ -82,7 +82,7 @@ def reduce_totals(totals: MetricTotals, world: World, device: torch.device) -> M
     if world.size == 1:
         return totals
     sums = torch.tensor(
-        [totals.pairs, totals.loss_sum, totals.correct, totals.margin_sum, totals.reward_sum],
+        [totals.pairs, totals.rewards, totals.loss_sum, totals.correct, totals.margin_sum, totals.reward_sum],
         dtype=torch.float64,
         device=device,
     )
@@ -90,8 +90,8 @@ def reduce_totals(totals: MetricTotals, world: World, device: torch.device) -> M
     dist.all_reduce(sums, op=dist.ReduceOp.SUM)
     dist.all_reduce(extremes, op=dist.ReduceOp.MAX)
     out = MetricTotals()
-    out.pairs, out.loss_sum, out.correct, out.margin_sum, out.reward_sum = sums.tolist()
-    out.pairs = int(out.pairs)
+    out.pairs, out.rewards, out.loss_sum, out.correct, out.margin_sum, out.reward_sum = sums.tolist()
+    out.pairs, out.rewards = int(out.pairs), int(out.rewards)
     out.reward_min, out.reward_max = -extremes[0].item(), extremes[1].item()
     return out
 

@@ -163,6 +163,24 @@ def generate_rankings(num_prompts: int = 3000, seed: int = 0) -> list[dict]:
     return [make_ranking(rng) for _ in range(num_prompts)]
 
 
+def generate_long_rankings(num_prompts: int = 3000, seed: int = 0) -> list[dict]:
+    """The ranked task behind a multi-turn history (as the long-prompt pairs), each completion going on
+    with 0-3 unrelated sentences: the benchmark's long-prompt K = 4 data (benchmarks/vs_trl_ranked.py)."""
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(num_prompts):
+        row = make_ranking(rng)
+        history = []
+        for _ in range(min(int(rng.lognormvariate(0.4, 0.9)), 10)):
+            history.append("User: " + _sentence(rng, rng.randint(3, 10)))
+            history.append("Assistant: " + _sentence(rng, rng.randint(3, 12)))
+        history.append("User: " + row["prompt"])
+        row["prompt"] = "\n".join(history) + "\nAssistant:"
+        row["completions"] = [c + _tail(rng) for c in row["completions"]]
+        rows.append(row)
+    return rows
+
+
 def ranked_length_correlation(rows: list[dict]) -> float:
     """Pearson correlation of a completion's character length with its score, over all completions."""
     pairs = [(len(c), s) for row in rows for c, s in zip(row["completions"], row["scores"])]

@@ -46,6 +46,7 @@ from reward.loss import LossOutput
 from reward.ranked.rows import ranked_comparisons
 
 NORMALIZATIONS = ("comparison", "prompt")
+RANKING_LOSSES = ("bradley_terry", "plackett_luce")
 TIE_HANDLING = ("skip", "half")
 
 
@@ -133,7 +134,9 @@ def all_pairs_loss(
             total = per_comparison.sum()
             n = units_in_step if units_in_step is not None else z.numel()
         loss = total / max(n, 1)
-    return summarize(loss, total, r, z.detach(), tied, comparisons.ties_skipped)
+    # the reported loss is Σ ℓ_ij over comparisons whatever the weighting: a mean per comparison, like the
+    # held-out loss of the same comparisons evaluated as pairs
+    return summarize(loss, per_comparison.sum(), r, z.detach(), tied, comparisons.ties_skipped)
 
 
 def plackett_luce_loss(
@@ -158,26 +161,30 @@ def plackett_luce_loss(
             # log Σ_{u ≥ t} exp(r_π(u)) for every stage t: a reversed cumulative logsumexp
             tails = torch.logcumsumexp(ranked.flip(0), dim=0).flip(0)  # (K,)
             stages = ranked[:-1] - tails[:-1]  # (K − 1,) log-probability of each choice
-            per_prompt.append(-stages.sum() / (1 if normalization == "comparison" else len(order) - 1))
+            per_prompt.append(-stages.sum())
             deltas.append(ranked[:-1] - ranked[1:])  # (K − 1,) neighbours' reward gaps, for the metrics
-        total = torch.stack(per_prompt).sum()
+        raw = torch.stack(per_prompt)  # (P,) ℓ_PL per prompt
         choices = sum(len(o) - 1 for o in orders)
-        n = units_in_step if units_in_step is not None else (choices if normalization == "comparison" else len(orders))
-        loss = total / max(n, 1)
+        if normalization == "comparison":
+            total, n = raw.sum(), choices
+        else:  # each prompt weighted 1 / (K − 1)
+            total, n = (raw / torch.tensor([len(o) - 1 for o in orders], device=r.device)).sum(), len(orders)
+        loss = total / max(units_in_step if units_in_step is not None else n, 1)
     z = torch.cat(deltas).detach()  # (Σ K − 1,)
-    return summarize(loss, total, r, z, torch.zeros_like(z, dtype=torch.bool), 0)
+    return summarize(loss, raw.sum(), r, z, torch.zeros_like(z, dtype=torch.bool), 0)
 
 
 def summarize(
-    loss: torch.Tensor, total: torch.Tensor, r: torch.Tensor, z: torch.Tensor, tied: torch.Tensor, skipped: int
+    loss: torch.Tensor, reported: torch.Tensor, r: torch.Tensor, z: torch.Tensor, tied: torch.Tensor, skipped: int
 ) -> LossOutput:
     """The loss with the pair metrics, counted over the decided (untied) comparisons; `num_pairs` is
-    every comparison trained, ties included."""
+    every comparison trained, ties included; `reported` the unweighted sum of their losses."""
     with torch.no_grad():
         decided = z[~tied]  # (M',)
         return LossOutput(
             loss=loss,
-            loss_sum=total.item(),
+            loss_sum=reported.item(),
+            num_rewards=r.numel(),
             num_pairs=z.numel(),
             accuracy=int((decided > 0).sum()) / max(decided.numel(), 1),
             margin=decided.mean().item() if decided.numel() else 0.0,
@@ -185,3 +192,36 @@ def summarize(
             reward_min=r.min().item(),
             reward_max=r.max().item(),
         )
+
+
+@dataclass(frozen=True)
+class RankingObjective:
+    """Which ranking loss a run trains and how it is normalised (--ranking_loss, --ranking_normalization)."""
+
+    loss: str = "bradley_terry"  # all-pairs Bradley–Terry, or "plackett_luce"
+    normalization: str = "comparison"
+
+    def units(self, num_comparisons: list[int], num_responses: list[int]) -> list[int]:
+        """What each prompt adds to the optimizer step's divisor: its comparisons (Plackett–Luce: its K − 1
+        choices), or 1 for "prompt"; summed over the step's prompts on every rank, that is N or P above."""
+        if self.normalization == "prompt":
+            return [1] * len(num_responses)
+        return num_comparisons if self.loss == "bradley_terry" else [k - 1 for k in num_responses]
+
+    def __call__(
+        self,
+        rewards: torch.Tensor,
+        comparisons: Comparisons,
+        orders: list[torch.Tensor],
+        center_rewards_coefficient: float | None = None,
+        label_smoothing: float = 0.0,
+        units_in_step: int | None = None,
+    ) -> LossOutput:
+        if self.loss == "plackett_luce":
+            return plackett_luce_loss(rewards, orders, self.normalization, units_in_step)
+        return all_pairs_loss(
+            rewards, comparisons, self.normalization, center_rewards_coefficient, label_smoothing, units_in_step
+        )
+
+
+ALL_PAIRS = RankingObjective()  # the default: all-pairs Bradley–Terry, every comparison weighted alike

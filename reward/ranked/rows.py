@@ -1,8 +1,10 @@
 """Ranked rows (a prompt and K scored or ordered completions) as the comparisons they contain.
 
 A ranking of K responses holds C(K, 2) comparisons. A tie (equal scores) is never a win: the data
-stage skips and counts it (reward/data.py trains the rest as pairs); reward/ranked/loss.py can
-instead train it toward ½. These functions are the one place that turns scores into comparisons.
+stage skips and counts it; with --tie_handling half it is kept and reward/ranked/loss.py trains it
+toward ½. These functions are the one place that turns scores into comparisons: rankings are expanded
+into pairs (so formatting, tokenization and every drop are the pair path's), and for grouped training
+(reward/ranked/collate.py) the surviving pairs are grouped back into one row per prompt.
 """
 
 from __future__ import annotations
@@ -43,30 +45,65 @@ def ranked_comparisons(scores: list[float]) -> tuple[list[tuple[int, int, bool]]
     return out, sum(tied for _, _, tied in out)
 
 
-def expand_rankings(ds: Dataset | None, carried: list[str] = ()) -> tuple[Dataset | None, dict | None]:
-    """Each ranked row as its C(K, 2) comparisons, the better response as `chosen`, ties skipped and
-    counted; `carried` columns (the prompt, a subset) are copied onto each pair. Trained with every
-    comparison weighted alike, this is exactly all-pairs Bradley–Terry (reward/ranked/loss.py
-    `all_pairs_loss`, "comparison"; tests/test_rankings_data.py checks it)."""
+def expand_rankings(
+    ds: Dataset | None, carried: list[str] = (), ties: str = "skip"
+) -> tuple[Dataset | None, dict | None]:
+    """Each ranked row as its C(K, 2) comparisons, the better response as `chosen`; ties skipped and
+    counted, or (ties="half") kept with `tied` True, the lower index as `chosen`; `carried` columns (the
+    prompt, a subset) are copied onto each pair. Trained with every comparison weighted alike, this is
+    exactly all-pairs Bradley–Terry (reward/ranked/loss.py `all_pairs_loss`, "comparison";
+    tests/test_rankings_data.py checks it)."""
     if ds is None:
         return None, None
-    pairs, ks, ties = [], [], 0
+    pairs, ks, tie_count = [], [], 0
     for index, row in enumerate(ds):
         scores = ranked_scores(row)
         comparisons, tied = ranked_comparisons(scores)
         ks.append(len(row["completions"]))
-        ties += tied
+        tie_count += tied
         texts = row["completions"]
         for better, worse, is_tie in comparisons:
-            if not is_tie:
+            if not is_tie or ties == "half":
                 pair = {"chosen": texts[better], "rejected": texts[worse], "ranking_id": index}
                 pair |= {"chosen_index": better, "rejected_index": worse}
-                pair |= {"chosen_score": scores[better], "rejected_score": scores[worse]}
+                pair |= {"chosen_score": scores[better], "rejected_score": scores[worse], "tied": is_tie}
                 pairs.append({**{c: row[c] for c in carried}, **pair})
-    if not pairs:
+    if not any(not p["tied"] for p in pairs):
         raise UserError(f"the {len(ds)} ranked row(s) have no comparison that is not a tie")
-    stats = {"prompts": len(ds), "k": {k: ks.count(k) for k in sorted(set(ks))}, "pairs": len(pairs), "ties": ties}
-    return Dataset.from_list(pairs), stats
+    stats = {"prompts": len(ds), "k": {k: ks.count(k) for k in sorted(set(ks))}, "pairs": len(pairs)}
+    return Dataset.from_list(pairs), stats | {"ties": tie_count, "ties_trained": ties == "half"}
+
+
+def group_rankings(pairs: Dataset) -> Dataset:
+    """Tokenized expanded pairs (after every drop) back into one row per prompt: `completion_ids` (the
+    responses that are in a kept pair, in index order), their `scores`, and the kept comparisons as
+    `better` / `worse` / `tied` indices into them. A prompt so keeps exactly the comparisons the pair path
+    would train, and each response's tokens are the ones its pairs had."""
+    columns = ["ranking_id", "chosen_index", "rejected_index", "chosen_score", "rejected_score"]
+    cols = pairs.select_columns([*columns, "chosen_ids", "rejected_ids", "tied"]).to_dict()
+    prompts: dict[int, dict] = {}
+    for i, rid in enumerate(cols["ranking_id"]):
+        entry = prompts.setdefault(rid, {"ids": {}, "scores": {}, "comparisons": []})
+        for side in ("chosen", "rejected"):
+            entry["ids"][cols[f"{side}_index"][i]] = cols[f"{side}_ids"][i]
+            entry["scores"][cols[f"{side}_index"][i]] = cols[f"{side}_score"][i]
+        entry["comparisons"].append((cols["chosen_index"][i], cols["rejected_index"][i], cols["tied"][i]))
+    rows = []
+    for rid in sorted(prompts):
+        entry = prompts[rid]
+        local = {index: n for n, index in enumerate(sorted(entry["ids"]))}  # completion index -> position
+        better, worse, tied = zip(*entry["comparisons"])
+        rows.append(
+            {
+                "ranking_id": rid,
+                "completion_ids": [entry["ids"][i] for i in local],
+                "scores": [entry["scores"][i] for i in local],
+                "better": [local[i] for i in better],
+                "worse": [local[i] for i in worse],
+                "tied": list(tied),
+            }
+        )
+    return Dataset.from_list(rows)
 
 
 def ranking_metrics(r_chosen: torch.Tensor, r_rejected: torch.Tensor, pairs: list[tuple]) -> dict[str, float]:
@@ -109,3 +146,29 @@ def kendall_tau_b(x: tuple[float, ...], y: tuple[float, ...]) -> float | None:
     if n0 == ties_x or n0 == ties_y:
         return None
     return (sum(s > 0 for s in signs) - sum(s < 0 for s in signs)) / math.sqrt((n0 - ties_x) * (n0 - ties_y))
+
+
+def ranking_summary(scores: list[list[float]], rewards: list[list[float]]) -> dict:
+    """Scored rankings against a model's rewards: accuracy over every decided comparison (a reward tie is
+    wrong), the tied comparisons apart, and Kendall's τ-b per prompt, averaged where both vary.
+
+    >>> ranking_summary([[3.0, 1.0, 2.0], [1.0, 1.0]], [[0.9, 0.1, 0.2], [0.3, 0.5]])
+    {'comparisons': 3, 'comparison_accuracy': 1.0, 'ties': 1, 'kendall_tau': 1.0}
+    """
+    right = decided = ties = 0
+    taus = []
+    for s, r in zip(scores, rewards):
+        comparisons, tied = ranked_comparisons(s)
+        ties += tied
+        for better, worse, is_tie in comparisons:
+            if not is_tie:
+                decided += 1
+                right += r[better] > r[worse]
+        if (tau := kendall_tau_b(tuple(r), tuple(s))) is not None:
+            taus.append(tau)
+    return {
+        "comparisons": decided,
+        "comparison_accuracy": right / max(decided, 1),
+        "ties": ties,
+        "kendall_tau": round(sum(taus) / len(taus), 6) if taus else None,
+    }

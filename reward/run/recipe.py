@@ -52,6 +52,7 @@ from reward.model_card import card_facts
 from reward.parallel.distributed import barrier, device_for, init_world
 from reward.parallel.plan import Plan
 from reward.parallel.sharding import check_fsdp_world, shard_model
+from reward.ranked.collate import group_for_training
 from reward.run.checkpoints import (
     CheckpointWriter,
     check_resume_options,
@@ -184,6 +185,7 @@ def prepare_data(
         seed=cfg.seed,
         synthetic_num_pairs=cfg.synthetic_num_pairs,
         skip_bad_rows=cfg.skip_bad_rows,
+        ties=cfg.tie_handling,
     )
     held_out = len(data.test) if data.test is not None else 0
     print(data.describe())
@@ -262,15 +264,19 @@ def build_model(cfg: TrainConfig, setup: Setup, prepared: Prepared, model: PreTr
 def fit(
     cfg: TrainConfig, setup: Setup, prepared: Prepared, model: PreTrainedModel, should_stop: Callable | None
 ) -> TrainResult:
-    world, tokenizer = setup.plan.world, prepared.tokenizer
-    collate = build_collator(cfg, tokenizer.pad_token_id, model)
+    world, tokenizer, rows = setup.plan.world, prepared.tokenizer, prepared.train_ds
+    ranked = prepared.data.rankings is not None and cfg.rankings == "grouped"
+    if ranked:  # one row per prompt, its K responses in one segment (reward/ranked/collate.py)
+        rows, line = group_for_training(rows, cfg.ranking_loss, cfg.ranking_normalization)
+        print(line)
+    collate = build_collator(cfg, tokenizer.pad_token_id, model, ranked)
     if setup.checkpoint:
         print(f"resuming from {setup.checkpoint} at optimizer step {setup.resume_state['step']}")
-    _, total_steps = step_plan(len(prepared.train_ds), cfg, world.size)
+    _, total_steps = step_plan(len(rows), cfg, world.size)
     print(
         f"model: {cfg.model_name_or_path} ({type(model).__name__}, {count_parameters(model) / 1e6:.2f}M params, "
         f"{weights_dtype(model)} weights) | device {setup.device} | {setup.precision.name}\n"
-        f"optimizer steps: {total_steps} x {cfg.pairs_per_step * world.size} pairs "
+        f"optimizer steps: {total_steps} x {cfg.pairs_per_step * world.size} {'prompts' if ranked else 'pairs'} "
         f"({cfg.per_device_train_batch_size} x {cfg.gradient_accumulation_steps} accumulation x {world.size} "
         f"process{'es' if world.size > 1 else ''}) | lr {cfg.learning_rate:g} {cfg.lr_scheduler_type} | "
         f"output: {setup.out_dir}\nforward: {describe_forward(cfg, model, collate)}"
@@ -280,21 +286,14 @@ def fit(
         trim_metrics(metrics, setup.resume_state["step"])  # records after the checkpoint are redone
     elif world.is_main:
         metrics.unlink(missing_ok=True)  # one run per metrics file
-    save = CheckpointWriter(
-        setup.out_dir,
-        model,
-        tokenizer,
-        cfg.to_dict(),
-        card_facts(prepared.data, len(prepared.train_ds)),
-        setup.plan,
-        cfg.save_total_limit,
-    )
+    facts = card_facts(prepared.data, len(prepared.train_ds))  # what the card of every checkpoint says
+    save = CheckpointWriter(setup.out_dir, model, tokenizer, cfg.to_dict(), facts, setup.plan, cfg.save_total_limit)
     if setup.hub and setup.hub.strategy == "every_save":
         save = PushEverySave(save, setup.hub, setup.out_dir, world.is_main)
     result = train(
         cfg,
         model,
-        prepared.train_ds,
+        rows,
         prepared.eval_sets or prepared.eval_ds,
         collate=collate,
         precision=setup.precision,

@@ -1,0 +1,188 @@
+r"""A micro-batch of prompts, each with its K responses: one packed segment per prompt.
+
+Expanded into pairs, a ranking of K responses costs 2·C(K, 2) sequences: K = 4 runs the prompt 12
+times and each response 3 times. Grouped (--rankings grouped, the default for ranked data), a prompt's
+responses share one segment
+
+    [P | R1' | R2' | ... | RK']      P: the longest token prefix common to all K sequences
+
+laid out with the pair path's machinery (reward/fast/packing.py `shared_segment`, `lay_out`): every
+Rk' attends to P and to itself, never to another response, and its positions go on from len(P), so
+each response's reward is the one its own padded row gives (tests/test_rankings_grouped.py checks
+rewards and gradients against K separate padded forwards). The prompt is computed once per prompt and
+each response once. Where packing does not apply (an encoder, or an architecture off the allow-list:
+reward/fast/packed_forward.py `supports_packing`) the same batch runs as one padded (S, T) forward.
+
+A prompt's responses never split across micro-batches: the loss of a prompt (all-pairs or
+Plackett–Luce, reward/ranked/loss.py) needs all of its rewards in one graph.
+
+    RankedCollator(pad_token_id, max_tokens_per_row="all", share_prefix=True)(rows) -> RankedBatch
+    ranked_rewards(model, batch) -> (S,) float32, the rewards of every response, prompt by prompt
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pyarrow.compute as pc  # datasets' own storage layer
+import torch
+from datasets import Dataset
+from transformers import PreTrainedModel
+
+from reward.collate import pad_right
+from reward.errors import UserError
+from reward.fast.packed_forward import forward_segments, supports_packing
+from reward.fast.packing import Rows, lay_out, shared_segment, unshared_segment
+from reward.model import compute_rewards, unwrap
+from reward.ranked.loss import Comparisons, RankingObjective
+from reward.ranked.rows import group_rankings
+
+
+@dataclass
+class RankedBatch:
+    """P prompts and their S = Σ K_p responses, numbered consecutively prompt by prompt."""
+
+    sequences: list[list[int]]  # S token lists: prompt + response, as tokenized for the pair path
+    comparisons: Comparisons  # the kept comparisons, as indices into the S rewards
+    orders: list[torch.Tensor]  # per prompt: its response indices into the S rewards, best score first
+    prompt_of: torch.Tensor  # (S,) long: the batch-local prompt of each response
+    pad_token_id: int
+    rows: Rows | None  # the packed layout; None: one padded (S, T) forward
+
+    @property
+    def num_prompts(self) -> int:
+        return len(self.orders)
+
+    @property
+    def sequence_tokens(self) -> int:
+        """Real tokens of the S sequences, each computed on its own (what a padded forward runs, padding excluded)."""
+        return sum(map(len, self.sequences))
+
+    @property
+    def num_tokens(self) -> int:
+        """Tokens the packed forward computes: the prompt once per prompt, each response once."""
+        return self.rows.num_tokens if self.rows is not None else self.sequence_tokens
+
+
+def ranked_batch(
+    rows: list[dict],
+    pad_token_id: int,
+    max_tokens_per_row: int | str | None = "all",
+    share_prefix: bool = True,
+    packed: bool = True,
+) -> RankedBatch:
+    """Grouped ranked rows (reward/ranked/rows.py `group_rankings`) -> one micro-batch.
+
+    Exact example (pad 0): two responses [5, 6, 7] and [5, 6, 8, 9] of one prompt share [5, 6]; a
+    second prompt's three responses share [3].
+
+    >>> b = ranked_batch([
+    ...     {"completion_ids": [[5, 6, 7], [5, 6, 8, 9]], "scores": [1.0, 0.0], "better": [0], "worse": [1],
+    ...      "tied": [False]},
+    ...     {"completion_ids": [[3, 4], [3, 1], [3, 2]], "scores": [0.0, 2.0, 1.0], "better": [1, 1, 2],
+    ...      "worse": [0, 2, 0], "tied": [False, False, False]}], pad_token_id=0)
+    >>> b.rows.input_ids, b.rows.segments
+    (tensor([[5, 6, 7, 8, 9, 3, 4, 1, 2]]), [(0, 0, 2, 1, 2), (0, 5, 1, 1, 1, 1)])
+    >>> b.comparisons.better.tolist(), b.comparisons.worse.tolist(), [o.tolist() for o in b.orders]
+    ([0, 3, 3, 4], [1, 2, 4, 2], [[0, 1], [3, 4, 2]])
+    >>> b.num_tokens, b.sequence_tokens
+    (9, 13)
+    """
+    if not rows:
+        raise ValueError("cannot collate an empty list of prompts")
+    if pad_token_id is None:
+        raise ValueError("RankedCollator needs a pad_token_id")
+    sequences, better, worse, tied, prompt, per_prompt, orders, prompt_of = [], [], [], [], [], [], [], []
+    offsets = []  # where each prompt's responses start among the S sequences
+    for p, row in enumerate(rows):
+        offset, k = len(sequences), len(row["completion_ids"])
+        offsets.append(offset)
+        sequences += [list(ids) for ids in row["completion_ids"]]
+        better += [offset + i for i in row["better"]]
+        worse += [offset + i for i in row["worse"]]
+        tied += list(row["tied"])
+        prompt += [p] * len(row["better"])
+        per_prompt.append(len(row["better"]))
+        by_score = sorted(range(k), key=lambda i: -row["scores"][i])  # stable: equal scores keep index order
+        orders.append(torch.tensor([offset + i for i in by_score], dtype=torch.long))
+        prompt_of += [p] * k
+    if not all(sequences):
+        raise ValueError("cannot pack an empty token sequence (it has no token to read a reward at)")
+    comparisons = Comparisons(
+        better=torch.tensor(better, dtype=torch.long),
+        worse=torch.tensor(worse, dtype=torch.long),
+        tied=torch.tensor(tied, dtype=torch.bool),
+        prompt=torch.tensor(prompt, dtype=torch.long),
+        per_prompt=torch.tensor(per_prompt, dtype=torch.long),
+        ties_skipped=0,  # counted once, at the data stage
+    )
+    layout = None
+    if packed:
+        if share_prefix:  # one segment per prompt: [P | R1' | ... | RK']
+            ends = [*offsets[1:], len(sequences)]
+            spans = zip(offsets, ends)
+            segments = [shared_segment([(n, sequences[n]) for n in range(a, b)], pad_token_id) for a, b in spans]
+        else:
+            segments = [unshared_segment(n, ids, pad_token_id) for n, ids in enumerate(sequences)]
+        layout = lay_out(segments, len(sequences), pad_token_id, max_tokens_per_row)
+    return RankedBatch(sequences, comparisons, orders, torch.tensor(prompt_of), pad_token_id, layout)
+
+
+@dataclass
+class RankedCollator:
+    """`ranked_batch` with fixed options. `packed=False` gives the padded (S, T) batch (the reference)."""
+
+    pad_token_id: int
+    max_tokens_per_row: int | str | None = "all"  # as PackingCollator: "all" one row, N per row, None one each
+    share_prefix: bool = True
+    packed: bool = True
+
+    def __call__(self, rows: list[dict]) -> RankedBatch:
+        return ranked_batch(rows, self.pad_token_id, self.max_tokens_per_row, self.share_prefix, self.packed)
+
+    def describe(self, model: PreTrainedModel, order: str) -> str:
+        """The start-up `forward:` line (reward/fast/packed_forward.py `describe_forward` asks for it)."""
+        if self.packed and supports_packing(model):
+            layout = "one padding-free row" if self.max_tokens_per_row == "all" else "one row per prompt"
+            segment = "[P | R1' | ... | RK'], the prompt computed once" if self.share_prefix else "unshared sequences"
+            return f"{order} micro-batches of prompts packed into {layout}: {segment} (reward/ranked/collate.py)"
+        return (
+            f"{order} micro-batches of prompts as one padded (S, T) batch of their responses (reward/ranked/collate.py)"
+        )
+
+
+def ranked_rewards(model: PreTrainedModel, batch: RankedBatch) -> torch.Tensor:
+    """(S,) float32: every response's reward, packed where the model supports it, else padded.
+
+    Call it inside the same autocast context as `compute_rewards`."""
+    if batch.rows is not None and supports_packing(model):
+        if batch.pad_token_id != (pad := unwrap(model).config.get_text_config().pad_token_id):
+            raise ValueError(f"batch packed with pad_token_id={batch.pad_token_id}, the model reads rewards with {pad}")
+        return forward_segments(unwrap(model), batch.rows)  # (S,)
+    device = model.get_input_embeddings().weight.device
+    input_ids, attention_mask = pad_right(batch.sequences, batch.pad_token_id)  # (S, T)
+    return compute_rewards(model, input_ids.to(device), attention_mask.to(device))  # (S,)
+
+
+def prompt_units(ds: Dataset, objective: RankingObjective) -> list[int]:
+    """What each grouped prompt of `ds` counts for in an optimizer step's divisor (from Arrow list lengths)."""
+    table = ds.select_columns(["better", "scores"]).with_format("arrow")[:]
+    comparisons = pc.list_value_length(table["better"]).to_pylist()
+    return objective.units(comparisons, pc.list_value_length(table["scores"]).to_pylist())
+
+
+def group_for_training(pairs: Dataset, loss: str, normalization: str) -> tuple[Dataset, str]:
+    """The tokenized comparisons (after every drop) as one row per prompt, and the start-up line about it."""
+    rows, objective = group_rankings(pairs), RankingObjective(loss, normalization)
+    if objective.loss == "plackett_luce":
+        tied = sum(len(set(scores)) < len(scores) for scores in rows["scores"])
+        if tied:
+            raise UserError(
+                f"--ranking_loss plackett_luce needs a strict order, and {tied} of {len(rows)} prompts have tied "
+                "scores; use --ranking_loss bradley_terry (ties skipped or, with --tie_handling half, trained toward ½)"
+            )
+    units = prompt_units(rows, objective)
+    name = "all-pairs Bradley–Terry" if loss == "bradley_terry" else "Plackett–Luce"
+    weight = "every comparison alike" if normalization == "comparison" else "every prompt alike"
+    line = f"rankings: grouped, {len(rows)} prompts ({len(pairs)} comparisons) | {name}, {weight}"
+    return rows, line + f" | divisor {sum(units)} per epoch"
