@@ -101,11 +101,6 @@ class PackedBatch:
         mask[:, 0].diagonal(dim1=-2, dim2=-1).fill_(True)  # padding sees itself (an empty row would be NaN)
         return mask
 
-    def to(self, device: torch.device | str) -> PackedBatch:
-        tensors = ("input_ids", "position_ids", "chosen_index", "rejected_index", "margin")
-        moved = {name: getattr(self, name).to(device) for name in tensors}
-        return PackedBatch(**{**self.__dict__, **moved})
-
 
 def common_prefix_length(a: list[int], b: list[int]) -> int:
     """Length of the longest common token prefix.

@@ -45,7 +45,6 @@ class RankedBatch:
     sequences: list[list[int]]  # S token lists: prompt + response, as tokenized for the pair path
     comparisons: Comparisons  # the kept comparisons, as indices into the S rewards
     orders: list[torch.Tensor]  # per prompt: its response indices into the S rewards, best score first
-    prompt_of: torch.Tensor  # (S,) long: the batch-local prompt of each response
     pad_token_id: int
     rows: Rows | None  # the packed layout; None: one padded (S, T) forward
 
@@ -92,7 +91,7 @@ def ranked_batch(
         raise ValueError("cannot collate an empty list of prompts")
     if pad_token_id is None:
         raise ValueError("RankedCollator needs a pad_token_id")
-    sequences, better, worse, tied, prompt, per_prompt, orders, prompt_of = [], [], [], [], [], [], [], []
+    sequences, better, worse, tied, prompt, per_prompt, orders = [], [], [], [], [], [], []
     offsets = []  # where each prompt's responses start among the S sequences
     for p, row in enumerate(rows):
         offset, k = len(sequences), len(row["completion_ids"])
@@ -105,7 +104,6 @@ def ranked_batch(
         per_prompt.append(len(row["better"]))
         by_score = sorted(range(k), key=lambda i: -row["scores"][i])  # stable: equal scores keep index order
         orders.append(torch.tensor([offset + i for i in by_score], dtype=torch.long))
-        prompt_of += [p] * k
     if not all(sequences):
         raise ValueError("cannot pack an empty token sequence (it has no token to read a reward at)")
     comparisons = Comparisons(
@@ -125,7 +123,7 @@ def ranked_batch(
         else:
             segments = [unshared_segment(n, ids, pad_token_id) for n, ids in enumerate(sequences)]
         layout = lay_out(segments, len(sequences), pad_token_id, max_tokens_per_row)
-    return RankedBatch(sequences, comparisons, orders, torch.tensor(prompt_of), pad_token_id, layout)
+    return RankedBatch(sequences, comparisons, orders, pad_token_id, layout)
 
 
 @dataclass
