@@ -25,6 +25,7 @@ import copy
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,7 +41,7 @@ from reward.data import detect_format
 from reward.formatting import tokenize_pairs
 from reward.loop import train
 from reward.metrics import MetricsWriter
-from reward.model import resolve_precision
+from reward.model import Precision, resolve_precision
 
 FP32 = resolve_precision(False, False, torch.device("cpu"))
 
@@ -143,14 +144,18 @@ def run_trl(
     cfg: TrainConfig,
     output_dir: str | Path,
     trainer_cls: type[RewardTrainer] = RewardTrainer,
+    on_start: Callable[[], None] | None = None,
 ) -> tuple[Run, RewardTrainer]:
-    """Train a deep copy of `model` with TRL on the raw (untokenized) rows; TRL tokenizes them itself."""
+    """Train a deep copy of `model` with TRL on the raw (untokenized) rows; TRL tokenizes them itself.
+    `on_start` is called right before the timed training call (a benchmark resets its memory peak)."""
     trainer = trainer_cls(
         model=copy.deepcopy(model),
         args=trl_args(cfg, output_dir),
         train_dataset=train_rows,
         processing_class=tokenizer,
     )
+    if on_start is not None:
+        on_start()
     started = time.perf_counter()
     trainer.train()
     seconds = time.perf_counter() - started
@@ -173,16 +178,20 @@ def run_ours(
     train_rows: Dataset,
     cfg: TrainConfig,
     output_dir: str | Path,
+    on_start: Callable[[], None] | None = None,
+    precision: Precision = FP32,
 ) -> Run:
     """Train a deep copy of `model` with `reward.loop.train` (the collator train.py would build for
-    `cfg`) and read the per-step metrics.jsonl."""
+    `cfg`) and read the per-step metrics.jsonl; `on_start` as for `run_trl`."""
     model = copy.deepcopy(model)
     ds = tokenize(train_rows, tokenizer, cfg)
     path = Path(output_dir) / "metrics.jsonl"
     path.unlink(missing_ok=True)
     collate = build_collator(cfg, tokenizer.pad_token_id)  # plain padded, or packed when cfg asks for it
+    if on_start is not None:
+        on_start()
     started = time.perf_counter()
-    train(cfg, model, ds, collate=collate, precision=FP32, writer=MetricsWriter(path))
+    train(cfg, model, ds, collate=collate, precision=precision, writer=MetricsWriter(path))
     seconds = time.perf_counter() - started
     records = [json.loads(line) for line in path.read_text().splitlines()]
     steps = [{"step": r["step"], **{k: float(r[k]) for k in STEP_KEYS}} for r in records if "loss" in r]

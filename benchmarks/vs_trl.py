@@ -23,10 +23,14 @@ compared with those runs:
   changes which pairs share a micro-batch (a different, equally valid order), so losses are not
   step-for-step comparable; in the packed path it saves nothing (one row has no padding).
 
-Reported per system: pairs/s, real (non-pad) tokens/s, padded share of the tokens computed, peak
-memory (RSS on CPU, CUDA peak on GPU), held-out loss/accuracy, model FLOP/s (6 · params · real
-tokens / s) over the machine's measured fp32 matmul FLOP/s; then ours/TRL ratios. Output: a
-markdown table on stdout, JSON under benchmarks/results/, and a PNG of both loss curves (plot extra).
+Reported per system (benchmarks/measure.py): pairs/s (median, min–max over repeats), real (non-pad)
+tokens/s, padded share of the tokens computed, peak memory of the training call alone (RSS peak
+reset before it; CUDA: the allocator's peak) and what training added, held-out loss/accuracy (one
+shared evaluation, packed where the model allows), utilisation two ways (effective: linear FLOPs of
+the real tokens, prompt counted twice; true: of the positions that ran) over the fp32 matmul rate
+measured before and after the runs, and how many of our micro-batches the forward ran packed; then
+ours/TRL ratios and, when the matmul rate or the repeats moved, "machine busy: ratios unreliable".
+Output: a markdown table on stdout, JSON under benchmarks/results/, and a PNG of both loss curves (plot extra).
 """
 
 from __future__ import annotations
@@ -35,8 +39,6 @@ import argparse
 import json
 import os
 import platform
-import resource
-import statistics
 import subprocess
 import sys
 import time
@@ -49,106 +51,8 @@ sys.path.insert(0, str(ROOT))
 
 RESULTS = ROOT / "benchmarks" / "results"
 
-# Llama shapes by name (random init: throughput does not depend on the weights).
-MODELS = {
-    "tiny": None,  # reward.presets.tiny.tiny_config
-    "small": dict(
-        hidden_size=512, intermediate_size=1408, num_hidden_layers=6, num_attention_heads=8, num_key_value_heads=8
-    ),  # ~20M parameters with the tiny vocabulary
-    "smollm2-135m": dict(
-        hidden_size=576,
-        intermediate_size=1536,
-        num_hidden_layers=30,
-        num_attention_heads=9,
-        num_key_value_heads=3,
-        vocab_size=49152,
-        tie_word_embeddings=True,
-    ),
-}
-
-
-def build_init(model: str, out: Path, seed: int) -> None:
-    """Save one random init (+ tokenizer) that both systems load."""
-    from transformers import AutoModelForSequenceClassification
-
-    from reward.model import configure_for_reward, load_model
-    from reward.presets.tiny import build_tiny_tokenizer, tiny_config
-
-    tokenizer = build_tiny_tokenizer()
-    if model in MODELS:
-        config = tiny_config(tokenizer)
-        for key, value in (MODELS[model] or {}).items():
-            setattr(config, key, value)
-        config.head_dim = config.hidden_size // config.num_attention_heads
-        torch.manual_seed(seed)
-        net = AutoModelForSequenceClassification.from_config(config)
-        configure_for_reward(net, tokenizer)
-    else:  # a user's --model: load it as training would
-        from reward.tokenizer import ensure_pad_token, load_tokenizer
-
-        tokenizer = load_tokenizer(model)
-        ensure_pad_token(tokenizer)
-        net = load_model(model, tokenizer, seed=seed)
-    net.save_pretrained(out)
-    tokenizer.save_pretrained(out)
-
-
-# The warm start behind --pretrain_steps: train.py on the short generated task (reward/presets/synthetic.py)
-PRETRAIN_ARGS = [
-    "--dataset_name",
-    "synthetic",
-    "--synthetic_num_pairs",
-    "6000",
-    "--per_device_train_batch_size",
-    "32",
-    "--learning_rate",
-    "1e-4",
-]
-
-
-def pretrain(init: Path, steps: int, seed: int, out: Path) -> str:
-    """Train the random init for `steps` on the short generated task with our train.py; return its held-out line.
-
-    Why: reward models start from a pretrained LM, and a random-init model of this size stays at
-    chance on the long-prompt task for well over a hundred steps (it has to learn the words first),
-    so held-out accuracy after a benchmark-sized run says nothing. From a model that already
-    knows the short task, both systems must still learn the long prompts (histories, trailing
-    sentences) within the benchmark's steps. Both then start from this model, like any --model."""
-    cmd = [
-        sys.executable,
-        "train.py",
-        "--model_name_or_path",
-        str(init),
-        *PRETRAIN_ARGS,
-        "--max_steps",
-        str(steps),
-        "--eval_steps",
-        str(steps),
-        "--seed",
-        str(seed),
-        "--output_dir",
-        str(out),
-        "--overwrite_output_dir",
-        "--disable_tqdm",
-        "true",
-    ]
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
-    if proc.returncode != 0:
-        sys.exit(f"pretraining failed:\n{proc.stderr[-4000:]}")
-    return next(line for line in proc.stdout.splitlines() if line.startswith("held-out:"))
-
-
-def load_rows(data: str, num_pairs: int, seed: int):
-    from reward.data import load_preferences
-
-    return load_preferences(data, eval_split_size=0.1, seed=seed, synthetic_num_pairs=num_pairs)
-
-
-def peak_memory_mb(device: torch.device) -> float:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated() / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-
+from benchmarks.inits import build_init, load_rows, pretrain, start_worker  # noqa: E402
+from benchmarks.measure import TrainingMemory, busy_warning, linear_flops_per_token, matmul_flops, summarise  # noqa: E402
 
 # Our options per mode (TRL always runs as it ships, with parity mode's hyper-parameters).
 OUR_SPEED_OPTIONS = {
@@ -159,22 +63,11 @@ OUR_SPEED_OPTIONS = {
 SAME_BATCHES = ("parity", "same-batches")  # modes whose per-step losses are comparable with TRL's
 
 
-def start_worker(args: argparse.Namespace):
-    """A worker's threads, device, precision, and the shared init (tokenizer, model) on that device."""
-    from reward.model import load_model, pick_device, resolve_precision
-    from reward.tokenizer import load_tokenizer
-
-    torch.set_num_threads(args.threads)
-    device = pick_device()
-    tokenizer = load_tokenizer(args.init)
-    model = load_model(args.init, tokenizer, seed=args.seed).to(device)
-    return device, resolve_precision(args.bf16, False, device), tokenizer, model
-
-
 def worker(args: argparse.Namespace) -> dict:
     """Train one system in this process and return its measurements."""
     from benchmarks import trl_parity as harness
     from reward.batching import batch_pairs, batch_tokens, build_collator, optimizer_steps
+    from reward.fast.packed_forward import forward_counts
     from reward.fast.packing import PackedBatch
     from reward.model import count_parameters
 
@@ -192,13 +85,13 @@ def worker(args: argparse.Namespace) -> dict:
         **(OUR_SPEED_OPTIONS[args.mode] if args.system == "ours" else {}),
     )
     Path(cfg.output_dir).mkdir(parents=True, exist_ok=True)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats()
+    memory = TrainingMemory(device)  # reset right before the training call, read right after it
     if args.system == "trl":
-        run, _ = harness.run_trl(model, tokenizer, data.train, cfg, cfg.output_dir)
+        run, _ = harness.run_trl(model, tokenizer, data.train, cfg, cfg.output_dir, on_start=memory.start)
     else:
-        run = harness.run_ours(model, tokenizer, data.train, cfg, cfg.output_dir)
-    peak = peak_memory_mb(device)
+        run = harness.run_ours(model, tokenizer, data.train, cfg, cfg.output_dir, memory.start, precision)
+    peak = memory.peak_mb()
+    forwards = forward_counts(run.model)  # which path our micro-batches took (TRL: none of ours)
 
     # Token accounting, replaying the exact batches of this system's run:
     #   real     = tokens of the 2B sequences (prompt counted twice): the same for both systems
@@ -206,21 +99,26 @@ def worker(args: argparse.Namespace) -> dict:
     #   slots    = rows x width actually run, padding included
     train_ds = harness.tokenize(data.train, tokenizer, cfg)
     steps = optimizer_steps(train_ds, build_collator(cfg, tokenizer.pad_token_id), cfg)
-    real = computed = slots = pairs = 0
+    real = computed = slots = pairs = micro_batches = 0
     for _ in range(args.max_steps):
         for mb in next(steps)[1]:
-            pairs += batch_pairs(mb)
+            pairs, micro_batches = pairs + batch_pairs(mb), micro_batches + 1
             real += batch_tokens(mb)
             if isinstance(mb, PackedBatch):
                 computed, slots = computed + mb.num_tokens, slots + mb.num_positions
             else:
                 computed, slots = computed + int(mb["attention_mask"].sum()), slots + mb["input_ids"].numel()
+    started = time.perf_counter()
     held_out = held_out_metrics(run.model.to(device), tokenizer, data.test, cfg, precision)
+    flops = linear_flops_per_token(model)
     return {
         "system": args.system,
         "mode": args.mode,
         "seconds": run.seconds,
         "pairs": pairs,
+        "micro_batches": micro_batches,
+        "packed_forwards": forwards["packed"],
+        "padded_fallbacks": forwards["padded"],
         "pairs_per_s": pairs / run.seconds,
         "real_tokens_per_s": real / run.seconds,
         "padded_share": 1 - computed / slots,
@@ -228,49 +126,39 @@ def worker(args: argparse.Namespace) -> dict:
         "slots_per_pair": slots / pairs,
         "real_tokens_per_pair": real / pairs,
         "peak_memory_mb": peak,
+        "memory_rise_mb": peak - memory.start_mb,
+        "memory_peak_reset": memory.reset,
+        "effective_flops_per_s": flops * real / run.seconds,  # as if every sequence ran whole, unpadded
+        "true_flops_per_s": flops * slots / run.seconds,  # what ran: shared prefix once, padding included
         "eval_loss": held_out["loss"],
         "eval_accuracy": held_out["accuracy"],
+        "eval_seconds": time.perf_counter() - started,
         "params": count_parameters(model),
+        "linear_flops_per_token": flops,
         "real_tokens": real,
         "losses": [s["loss"] for s in run.steps],
     }
 
 
 def held_out_metrics(model, tokenizer, rows, cfg, precision) -> dict:
-    """Loss/accuracy on the held-out pairs: one function, the same plain padded batches, for every system."""
+    """Loss/accuracy on the held-out pairs: one function, the same batches, for every system (packed,
+    the prompt once, where the model allows it: reward/batching.py `eval_collator`)."""
     from benchmarks import trl_parity as harness
-    from reward.collate import PairwiseCollator
-    from reward.loop import evaluate
+    from reward.batching import eval_collator
+    from reward.evaluate import evaluate
 
-    return evaluate(
-        model, harness.tokenize(rows, tokenizer, cfg), PairwiseCollator(tokenizer.pad_token_id), cfg, precision
-    )
+    pairs = harness.tokenize(rows, tokenizer, cfg)
+    return evaluate(model, pairs, eval_collator(cfg, tokenizer.pad_token_id, model), cfg, precision)
 
 
 def before_training(args: argparse.Namespace) -> dict:
     """Held-out loss/accuracy of the shared init, so a reader sees what training changed."""
     from benchmarks import trl_parity as harness
-    from reward.model import load_model, pick_device, resolve_precision
-    from reward.tokenizer import load_tokenizer
 
-    torch.set_num_threads(args.threads)
-    device = pick_device()
-    tokenizer = load_tokenizer(args.init)
-    model = load_model(args.init, tokenizer, seed=args.seed).to(device)
+    device, precision, tokenizer, model = start_worker(args)
     cfg = harness.our_config(use_cpu=device.type == "cpu", seed=args.seed)
     data = load_rows(args.data, args.num_pairs, args.seed)
-    return held_out_metrics(model, tokenizer, data.test, cfg, resolve_precision(args.bf16, False, device))
-
-
-def matmul_flops(threads: int, size: int = 1024, repeats: int = 20) -> float:
-    """The machine's measured fp32 matmul FLOP/s (the ceiling for model FLOP/s)."""
-    torch.set_num_threads(threads)
-    a, b = torch.randn(size, size), torch.randn(size, size)
-    a @ b  # warm up
-    started = time.perf_counter()
-    for _ in range(repeats):
-        a @ b
-    return 2 * size**3 * repeats / (time.perf_counter() - started)
+    return held_out_metrics(model, tokenizer, data.test, cfg, precision)
 
 
 def run_worker(args: argparse.Namespace, system: str, mode: str) -> dict:
@@ -292,24 +180,19 @@ def run_worker(args: argparse.Namespace, system: str, mode: str) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def summarise(runs: list[dict]) -> dict:
-    """Median over repeats for the timed numbers; quality numbers are identical across repeats."""
-    out = dict(runs[0])
-    for key in ("seconds", "pairs_per_s", "real_tokens_per_s", "peak_memory_mb"):
-        out[key] = statistics.median(r[key] for r in runs)
-    return out
+TIMED = ("seconds", "pairs_per_s", "real_tokens_per_s", "peak_memory_mb", "effective_flops_per_s", "true_flops_per_s")
 
 
 def table(mode: str, trl: dict, ours: dict, flops: float) -> str:
-    mfu = {s["system"]: 6 * s["params"] * s["real_tokens_per_s"] / flops for s in (trl, ours)}
     rows = [
-        ("pairs/s", "pairs_per_s", "{:.1f}"),
+        ("pairs/s (median)", "pairs_per_s", "{:.1f}"),
         ("real tokens/s", "real_tokens_per_s", "{:.0f}"),
         ("padded share of positions run", "padded_share", "{:.1%}"),
         ("real tokens per pair (P+C + P+R)", "real_tokens_per_pair", "{:.1f}"),
         ("non-pad tokens computed per pair", "tokens_computed_per_pair", "{:.1f}"),
         ("positions run per pair (with padding)", "slots_per_pair", "{:.1f}"),
-        ("peak memory (MB)", "peak_memory_mb", "{:.0f}"),
+        ("peak memory of training (MB)", "peak_memory_mb", "{:.0f}"),
+        ("memory training added (MB)", "memory_rise_mb", "{:.0f}"),
         ("held-out loss", "eval_loss", "{:.4f}"),
         ("held-out accuracy", "eval_accuracy", "{:.3f}"),
     ]
@@ -317,11 +200,19 @@ def table(mode: str, trl: dict, ours: dict, flops: float) -> str:
     for label, key, fmt in rows:
         ratio = ours[key] / trl[key] if trl[key] else float("nan")
         lines.append(f"| {label} | {fmt.format(trl[key])} | {fmt.format(ours[key])} | {ratio:.2f} |")
+    for label, key in (
+        ("effective utilisation (real tokens x 6N / matmul)", "effective_flops_per_s"),
+        ("true utilisation (positions run x 6N / matmul)", "true_flops_per_s"),
+    ):
+        t, o = trl[key] / flops, ours[key] / flops
+        lines.append(f"| {label} | {t:.1%} | {o:.1%} | {o / t:.2f} |")
+    spread = " / ".join(f"{s['pairs_per_s_range'][0]:.1f}–{s['pairs_per_s_range'][1]:.1f}" for s in (trl, ours))
+    lines.append(f"| pairs/s, min–max over repeats (TRL / ours) | {spread} | | |")
     lines.append(
-        f"| model FLOP/s / matmul FLOP/s | {mfu['trl']:.1%} | {mfu['ours']:.1%} | {mfu['ours'] / mfu['trl']:.2f} |"
+        f"| our micro-batches run packed / padded | | {ours['packed_forwards']} / {ours['padded_fallbacks']} | |"
     )
     if mode in SAME_BATCHES:
-        diff = max(abs(a - b) for a, b in zip(trl["losses"], ours["losses"]))
+        diff = max(abs(a - b) for a, b in zip(trl["losses"], ours["losses"], strict=True))
         lines.append(f"| max per-step loss difference | | {diff:.2e} | |")
     return "\n".join(lines)
 
@@ -400,7 +291,7 @@ def main() -> None:
         args.init = out
     before = before_training(args)
     print(f"held-out before training: loss {before['loss']:.4f}, accuracy {before['accuracy']:.3f}", flush=True)
-    flops = matmul_flops(args.threads)
+    flops_before = matmul_flops(args.threads)
     modes = {"both": ["parity", "fast"], "all": list(OUR_SPEED_OPTIONS)}.get(args.mode, [args.mode])
     # TRL's runs do not depend on the mode: run them once per repeat and compare every mode of ours
     # with them. Alternate the order per repeat so drift in machine load hits both systems.
@@ -411,11 +302,14 @@ def main() -> None:
             system, mode = ("trl", "parity") if name == "trl" else ("ours", name)
             runs[name].append(run_worker(args, system, mode))
             print(f"{name} run {repeat + 1}: {runs[name][-1]['pairs_per_s']:.1f} pairs/s", flush=True)
-    trl_summary = summarise(runs["trl"])
+    flops_after = matmul_flops(args.threads)
+    flops = max(flops_before, flops_after)  # the ceiling: the better of the two measurements
+    trl_summary = summarise(runs["trl"], TIMED)
     results, report = {}, []
     for mode in modes:
-        results[mode] = {"trl": trl_summary, "ours": summarise(runs[mode])}
+        results[mode] = {"trl": trl_summary, "ours": summarise(runs[mode], TIMED)}
         report.append(table(mode, results[mode]["trl"], results[mode]["ours"], flops))
+    warning = busy_warning(flops_before, flops_after, runs, "pairs_per_s")
     import transformers
     import trl
 
@@ -423,7 +317,8 @@ def main() -> None:
         f"machine: {platform.machine()}, {os.cpu_count()} cores, {args.threads} threads, "
         f"{'CUDA ' + torch.cuda.get_device_name() if torch.cuda.is_available() else 'CPU'} | "
         f"torch {torch.__version__}, transformers {transformers.__version__}, trl {trl.__version__} | "
-        f"matmul {flops / 1e9:.1f} GFLOP/s\ncommand: python benchmarks/vs_trl.py {' '.join(sys.argv[1:])}\n"
+        f"matmul {flops_before / 1e9:.1f} GFLOP/s before, {flops_after / 1e9:.1f} after\n"
+        f"command: python benchmarks/vs_trl.py {' '.join(sys.argv[1:])}\n"
         f"model {args.model} ({results[modes[0]]['ours']['params'] / 1e6:.1f}M params{pretrained}), "
         f"data {args.data}, "
         f"{args.max_steps} steps x {args.batch_size * args.grad_accum} pairs, "
@@ -431,12 +326,22 @@ def main() -> None:
         f"held-out ({before['pairs']} pairs) before training: loss {before['loss']:.4f}, "
         f"accuracy {before['accuracy']:.3f}"
     )
-    print("\n" + header + "\n\n" + "\n\n".join(report))
+    print("\n" + header + "\n\n" + "\n\n".join(report) + (f"\n\n**{warning}**" if warning else ""))
     args.results_dir.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     out = args.results_dir / f"{stamp}-{args.model.replace('/', '_')}-{args.data.replace('/', '_')}"
     out.with_suffix(".json").write_text(
-        json.dumps({"header": header, "before_training": before, "results": results}, indent=2)
+        json.dumps(
+            {
+                "header": header,
+                "warning": warning,
+                "matmul_flops": [flops_before, flops_after],
+                "before_training": before,
+                "results": results,
+                "runs": runs,
+            },
+            indent=2,
+        )
     )
     print(f"results: {out.with_suffix('.json')}")
     plot(results, out.with_suffix(".png"))

@@ -17,8 +17,9 @@ shuffled): both are valid epochs of the same data.
 
 Reported per system, timed over the training call alone: comparisons/s (min / median / max over
 repeats), tokens computed per comparison (non-pad tokens the model runs; positions run with padding
-beside it), peak memory of training (RSS read right after training, before any evaluation; CUDA:
-peak allocated), and held-out all-pairs accuracy, best-of-4 accuracy and Kendall's tau, evaluated by
+beside it), peak memory of training alone (benchmarks/measure.py: the RSS peak reset right before
+the training call and read right after it; CUDA: the allocator's peak) and what training added over
+the start, and held-out all-pairs accuracy, best-of-4 accuracy and Kendall's tau, evaluated by
 one function on the same held-out comparisons. The fp32 matmul rate is measured before and after the
 runs; a spread over 20 % there, or over 15 % between repeats, prints "machine busy: ratios unreliable".
 """
@@ -29,7 +30,6 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import subprocess
 import sys
 import time
@@ -40,7 +40,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.vs_trl import RESULTS, build_init, matmul_flops, peak_memory_mb, pretrain, start_worker  # noqa: E402
+from benchmarks.inits import build_init, pretrain, start_worker  # noqa: E402
+from benchmarks.measure import TrainingMemory, busy_warning, matmul_flops, summarise  # noqa: E402
+from benchmarks.vs_trl import RESULTS  # noqa: E402
 
 DATA = "synthetic-ranked-long"
 K = 4
@@ -50,10 +52,12 @@ COMPARISONS_PER_PROMPT = K * (K - 1) // 2
 def worker(args: argparse.Namespace) -> dict:
     """Train one system in this process; return its measurements."""
     from benchmarks import trl_parity as harness
-    from reward.batching import build_collator, optimizer_steps
+    from reward.batching import build_collator, eval_collator, optimizer_steps
     from reward.collate import PairwiseCollator
     from reward.data import load_preferences
-    from reward.loop import evaluate, train
+    from reward.evaluate import evaluate
+    from reward.fast.packed_forward import forward_counts
+    from reward.loop import train
     from reward.metrics import MetricsWriter
     from reward.model import count_parameters
     from reward.ranked.rows import group_rankings
@@ -89,15 +93,15 @@ def worker(args: argparse.Namespace) -> dict:
         )
         rows = group_rankings(pairs)
     Path(cfg.output_dir).mkdir(parents=True, exist_ok=True)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats()
+    memory = TrainingMemory(device)  # reset right before the training call, read right after it
     if args.system == "trl":
-        run, _ = harness.run_trl(model, tokenizer, text_pairs, cfg, cfg.output_dir)
+        run, _ = harness.run_trl(model, tokenizer, text_pairs, cfg, cfg.output_dir, on_start=memory.start)
         trained, seconds = run.model, run.seconds
         collate, ds = PairwiseCollator(tokenizer.pad_token_id), pairs
     else:
         trained = model
         collate, ds = build_collator(cfg, tokenizer.pad_token_id, model, ranked=True), rows
+        memory.start()
         started = time.perf_counter()
         train(
             cfg,
@@ -108,7 +112,8 @@ def worker(args: argparse.Namespace) -> dict:
             writer=MetricsWriter(Path(cfg.output_dir) / "m.jsonl"),
         )
         seconds = time.perf_counter() - started
-    peak = peak_memory_mb(device)  # training's: read before the (padded, shared) evaluation below
+    peak = memory.peak_mb()  # training's alone: reset before it, read before the evaluation below
+    forwards = forward_counts(trained)  # which path our micro-batches took (TRL: none of ours)
 
     # token accounting, replaying this system's batches: non-pad tokens computed, positions run
     steps = optimizer_steps(ds, collate, cfg)
@@ -124,7 +129,7 @@ def worker(args: argparse.Namespace) -> dict:
                 computed += mb.num_tokens
                 positions += mb.rows.input_ids.numel() if mb.rows is not None else mb.num_tokens
     eval_pairs = harness.tokenize(data.test, tokenizer, cfg)
-    held = evaluate(trained.to(device), eval_pairs, PairwiseCollator(tokenizer.pad_token_id), cfg, precision)
+    held = evaluate(trained.to(device), eval_pairs, eval_collator(cfg, tokenizer.pad_token_id, trained), cfg, precision)
     return {
         "system": args.system,
         "seconds": seconds,
@@ -133,6 +138,9 @@ def worker(args: argparse.Namespace) -> dict:
         "tokens_computed_per_comparison": computed / comparisons,
         "positions_per_comparison": positions / comparisons,
         "peak_memory_mb": peak,
+        "memory_rise_mb": peak - memory.start_mb,
+        "packed_forwards": forwards["packed"],
+        "padded_fallbacks": forwards["padded"],
         "eval_accuracy": held["accuracy"],
         "eval_best_of_k_accuracy": held["best_of_k_accuracy"],
         "eval_kendall_tau": held["kendall_tau"],
@@ -153,22 +161,13 @@ def run_worker(args: argparse.Namespace, system: str) -> dict:
 TIMED = ("seconds", "comparisons_per_s", "peak_memory_mb")
 
 
-def summarise(runs: list[dict]) -> dict:
-    """min / median / max over repeats for the timed numbers; the rest is the same in every repeat."""
-    out = dict(runs[0])
-    for key in TIMED:
-        values = [r[key] for r in runs]
-        out[key] = statistics.median(values)
-        out[f"{key}_range"] = [min(values), max(values)]
-    return out
-
-
 def table(trl: dict, ours: dict) -> str:
     rows = [
         ("comparisons/s (median)", "comparisons_per_s", "{:.1f}"),
         ("non-pad tokens computed per comparison", "tokens_computed_per_comparison", "{:.1f}"),
         ("positions run per comparison (with padding)", "positions_per_comparison", "{:.1f}"),
         ("peak memory of training (MB)", "peak_memory_mb", "{:.0f}"),
+        ("memory training added (MB)", "memory_rise_mb", "{:.0f}"),
         ("held-out all-pairs accuracy", "eval_accuracy", "{:.3f}"),
         ("held-out best-of-4 accuracy", "eval_best_of_k_accuracy", "{:.3f}"),
         ("held-out Kendall tau", "eval_kendall_tau", "{:.3f}"),
@@ -182,18 +181,6 @@ def table(trl: dict, ours: dict) -> str:
     )
     lines.append(f"| comparisons/s, min–max over repeats (TRL / ours) | {spread} | | |")
     return "\n".join(lines)
-
-
-def busy_warning(flops_before: float, flops_after: float, runs: dict[str, list[dict]]) -> str | None:
-    """The machine was not quiet if its matmul rate moved > 20 % or repeats of one system spread > 15 %."""
-    problems = []
-    if abs(flops_after - flops_before) > 0.2 * max(flops_before, flops_after):
-        problems.append(f"matmul {flops_before / 1e9:.0f} -> {flops_after / 1e9:.0f} GFLOP/s")
-    for name, rs in runs.items():
-        values = [r["comparisons_per_s"] for r in rs]
-        if len(values) > 1 and (max(values) - min(values)) > 0.15 * max(values):
-            problems.append(f"{name} repeats {min(values):.1f}–{max(values):.1f} comparisons/s")
-    return f"machine busy: ratios unreliable ({'; '.join(problems)})" if problems else None
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -235,7 +222,7 @@ def main(argv: list[str] | None = None) -> None:
             runs[system].append(run_worker(args, system))
             print(f"{system} run {repeat + 1}: {runs[system][-1]['comparisons_per_s']:.1f} comparisons/s", flush=True)
     flops_after = matmul_flops(args.threads)
-    trl, ours = summarise(runs["trl"]), summarise(runs["ours"])
+    trl, ours = summarise(runs["trl"], TIMED), summarise(runs["ours"], TIMED)
     import transformers
     import trl as trl_lib
 
@@ -252,7 +239,7 @@ def main(argv: list[str] | None = None) -> None:
         f"{args.repeats} runs per system; held-out: {ours['eval_prompts']} prompts, "
         f"{ours['eval_comparisons']} comparisons"
     )
-    warning = busy_warning(flops_before, flops_after, runs)
+    warning = busy_warning(flops_before, flops_after, runs, "comparisons_per_s")
     print("\n" + header + "\n\n" + table(trl, ours) + (f"\n\n**{warning}**" if warning else ""))
     args.results_dir.mkdir(parents=True, exist_ok=True)
     out = args.results_dir / f"{time.strftime('%Y%m%d-%H%M%S')}-ranked-{args.model.replace('/', '_')}.json"

@@ -21,6 +21,7 @@ from reward.collate import PairwiseCollator
 from reward.config import TrainConfig
 from reward.fast.grouping import grouped_batches
 from reward.fast.packing import PackedBatch, PackingCollator
+from reward.fast.segment_attention import switch_changes_nothing_else
 from reward.model import is_encoder, unwrap
 from reward.ranked.collate import RankedBatch, RankedCollator
 
@@ -113,6 +114,17 @@ def build_collator(
     if packs:
         return PackingCollator(pad_token_id, "all" if cfg.padding_free else None, cfg.share_prefix)
     return PairwiseCollator(pad_token_id, cfg.pad_to_multiple_of)
+
+
+def eval_collator(cfg: TrainConfig, pad_token_id: int, model: nn.Module | None = None) -> Callable[[list[dict]], Batch]:
+    """Held-out pairs: packed into one padding-free row with the shared prompt computed once (the rewards
+    of the padded forward: tests/test_fast_eval.py), or with `--eval_padding_free false`, an encoder, or
+    a model on eager attention (packing would switch its padded calls to sdpa) the plain padded batches,
+    the reference. `packed_rewards` still falls back for other models."""
+    inner = unwrap(model) if model is not None else None
+    if cfg.eval_padding_free and (inner is None or (not is_encoder(inner) and switch_changes_nothing_else(inner))):
+        return PackingCollator(pad_token_id, "all", share_prefix=True)
+    return PairwiseCollator(pad_token_id)
 
 
 def batch_pairs(mb: Batch) -> int:

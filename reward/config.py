@@ -132,6 +132,9 @@ class TrainConfig:
     share_prefix: bool = option(
         True, "Compute the prompt shared by chosen and rejected once per pair (Llama/Qwen2/GPT-2; else plain)."
     )
+    eval_padding_free: bool = option(
+        True, "Evaluate packed, the shared prompt once (the padded rewards to 1e-5, fewer tokens); false: padded."
+    )
     torch_compile: bool = option(False, "Compile the backbone with torch.compile (first steps are slower).")
     # --- loss ----------------------------------------------------------------------------------
     center_rewards_coefficient: float | None = option(

@@ -32,12 +32,13 @@ from typing import Any
 from datasets import Dataset
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from reward.collate import PairwiseCollator
+from reward.batching import eval_collator
 from reward.config import TrainConfig
 from reward.data import CONVERSATIONAL, IMPLICIT
 from reward.errors import UserError
+from reward.evaluate import evaluate
 from reward.formatting import FORMAT_KEY, SequenceFormat, effective_format, format_record
-from reward.loop import TrainResult, evaluate
+from reward.loop import TrainResult
 from reward.model import Precision, reward_token, unwrap
 from reward.model_card import render_model_card
 
@@ -151,7 +152,7 @@ def reward_statistics(
     else:
         ds, source = (eval_ds, "held-out split") if eval_ds is not None else (train_ds, "training split sample")
         ds = ds.select(range(min(STATS_SAMPLE, len(ds))))
-        values = evaluate(model, ds, PairwiseCollator(pad_token_id), cfg, precision)
+        values = evaluate(model, ds, eval_collator(cfg, pad_token_id, model), cfg, precision)
         source = f"{source}, {len(ds)} pairs"
     return {"mean": values["reward_mean"], "std": values["reward_std"], "count": 2 * values["pairs"], "source": source}
 

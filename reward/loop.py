@@ -21,20 +21,25 @@ from torch.distributed.tensor import DTensor
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase, get_scheduler
 
-from reward.batching import Batch, batch_pairs, batch_tokens, optimizer_steps, pair_lengths, rows_at, step_plan
-from reward.collate import PairwiseCollator
+from reward.batching import (
+    Batch,
+    batch_pairs,
+    batch_tokens,
+    eval_collator,
+    optimizer_steps,
+    rows_at,
+    step_plan,
+)
 from reward.config import TrainConfig
-from reward.data import subset_column
-from reward.fast.packed_forward import packed_rewards
+from reward.evaluate import batch_rewards, evaluate
 from reward.fast.packing import PackedBatch
 from reward.loss import bradley_terry_loss
-from reward.metrics import MetricsWriter, MetricTotals, diagnose, format_step_line
-from reward.model import Precision, compute_rewards
+from reward.metrics import MetricsWriter, MetricTotals, format_step_line
+from reward.model import Precision
 from reward.parallel.distributed import any_rank, reduce_totals, sum_int
 from reward.parallel.plan import SINGLE, Plan
-from reward.ranked.collate import RankedBatch, RankedCollator, prompt_units, ranked_rewards
+from reward.ranked.collate import RankedBatch, RankedCollator, prompt_units
 from reward.ranked.loss import ALL_PAIRS, RankingObjective
-from reward.ranked.rows import RANKING_COLUMNS, ranking_metrics
 from reward.run.state import restore_training_state, training_state
 
 
@@ -109,18 +114,6 @@ def accumulate_gradients(
     return totals
 
 
-def batch_rewards(model: PreTrainedModel, mb: Batch, precision: Precision) -> torch.Tensor:
-    """float32 rewards of one micro-batch, packed or padded; call under autocast. Pairs: (2B,), every
-    chosen then every rejected; grouped rankings: (S,), every response prompt by prompt."""
-    if isinstance(mb, RankedBatch):
-        return ranked_rewards(model, mb)  # (S,)
-    if isinstance(mb, PackedBatch):  # packed rows: same rewards as the padded forward
-        return torch.cat(packed_rewards(model, mb))  # (2B,)
-    input_ids = mb["input_ids"].to(precision.device)  # (2B, T)
-    attention_mask = mb["attention_mask"].to(precision.device)  # (2B, T)
-    return compute_rewards(model, input_ids, attention_mask)  # (2B,)
-
-
 def step_units(mb: Batch, objective: RankingObjective) -> int:
     """What a micro-batch adds to the step's divisor: its pairs, or its prompts' units under `objective`."""
     if not isinstance(mb, RankedBatch):
@@ -150,57 +143,6 @@ def apply_update(model: nn.Module, optimizer, scheduler, precision: Precision, m
     scheduler.step()  # the schedule follows the step count, updated or not
     optimizer.zero_grad(set_to_none=True)
     return grad_norm
-
-
-@torch.no_grad()
-def evaluate(
-    model: PreTrainedModel, ds: Dataset, collate: PairwiseCollator, cfg: TrainConfig, precision: Precision
-) -> dict:
-    """Loss and metrics over every pair of `ds` (pair-weighted), in eval mode, plus the spread of the 2N
-    rewards (reward_std, population) and the diagnostics of `reward/metrics.py` over all pairs: ece,
-    length_corr, and accuracy/<subset> when `ds` has a subset/category column; for pairs expanded from
-    rankings, best-of-K accuracy and Kendall's τ per prompt (reward/ranked/rows.py)."""
-    was_training = model.training
-    model.eval()
-    totals = MetricTotals()
-    column = subset_column(ds.column_names)
-    chosen, rejected = [], []  # per batch: (B,), (B,) rewards
-    lengths, subsets = [], []  # per pair: (chosen tokens, rejected tokens); subset label
-    ranked = [] if "ranking_id" in ds.column_names else None  # per pair: its RANKING_COLUMNS
-    b = cfg.per_device_eval_batch_size
-    # Pairs of similar length share a batch: a pair's rewards do not depend on its batch mates, and
-    # every metric is a sum over pairs, so only the padding changes (long-prompt data in file
-    # order pads most batches to several times their real tokens).
-    by_length = sorted(range(len(ds)), key=pair_lengths(ds).__getitem__)
-    for start in range(0, len(ds), b):
-        rows = rows_at(ds, by_length[start : start + b])
-        batch = collate(rows)
-        with precision.autocast():
-            rewards = compute_rewards(
-                model, batch["input_ids"].to(precision.device), batch["attention_mask"].to(precision.device)
-            )  # (2B,)
-        n = rewards.shape[0] // 2
-        totals.add(
-            bradley_terry_loss(
-                rewards[:n],
-                rewards[n:],
-                batch["margin"].to(precision.device),
-                cfg.center_rewards_coefficient,
-                cfg.label_smoothing,
-            )
-        )
-        chosen.append(rewards[:n].cpu())
-        rejected.append(rewards[n:].cpu())
-        lengths += [(len(row["chosen_ids"]), len(row["rejected_ids"])) for row in rows]
-        subsets += [row[column] for row in rows] if column else []
-        if ranked is not None:
-            ranked += [tuple(row[c] for c in RANKING_COLUMNS) for row in rows]
-    model.train(was_training)
-    tokens = torch.tensor(lengths)  # (N, 2)
-    extra = diagnose(torch.cat(chosen), torch.cat(rejected), tokens[:, 0], tokens[:, 1], subsets if column else None)
-    spread = torch.cat(chosen + rejected).double().std(correction=0).item()  # over all 2N rewards
-    by_prompt = ranking_metrics(torch.cat(chosen), torch.cat(rejected), ranked) if ranked else {}
-    return {**totals.summary(), "reward_std": spread, **extra.metrics(), **by_prompt}
 
 
 # --- the loop -------------------------------------------------------------------------------------
@@ -262,9 +204,9 @@ def train(
     objective = RankingObjective(cfg.ranking_loss, cfg.ranking_normalization)
     units = prompt_units(train_ds, objective) if isinstance(collate, RankedCollator) else None  # the divisor's
     steps = optimizer_steps(train_ds, collate, cfg, start_step, plan.world.rank, plan.world.size, units)
-    # evaluation reads every pair through the plain padded forward: the reference the packed path matches
-    # (grouped rankings are evaluated as their expanded pairs: every comparison, plus the per-prompt metrics)
-    eval_collate = collate if isinstance(collate, PairwiseCollator) else PairwiseCollator(collate.pad_token_id)
+    # held-out pairs packed, the prompt once (or padded: --eval_padding_free false); grouped rankings are
+    # evaluated as their expanded pairs: every comparison, plus the per-prompt metrics
+    eval_collate = eval_collator(cfg, collate.pad_token_id, model)
     step = start_step
     for step in range(start_step + 1, total_steps + 1):
         started = time.perf_counter()
@@ -286,7 +228,9 @@ def train(
         lr = scheduler.get_last_lr()[0]  # the lr this update uses
         grad_norm = apply_update(model, optimizer, scheduler, precision, cfg.max_grad_norm)
         window_seconds += time.perf_counter() - started
-        if math.isfinite(totals.loss_sum) and (math.isfinite(grad_norm) or precision.scaler):
+        if precision.scaler and math.isfinite(totals.loss_sum) and not math.isfinite(grad_norm):
+            nonfinite_total += 1  # fp16 overflow: the scaler skipped the update and lowered its scale; no abort
+        elif math.isfinite(totals.loss_sum) and math.isfinite(grad_norm):
             nonfinite_in_a_row = 0
             grad_norms.append(grad_norm)
             window.merge(totals)

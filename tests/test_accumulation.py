@@ -83,11 +83,16 @@ def test_step_plan_groups_the_same_pairs(tiny_tokenizer):
 
 
 def test_training_with_accumulation_matches_big_batches(tiny_tokenizer, tmp_path):
-    """The whole loop: 4 x 2 accumulation and 8 x 1 reach the same weights (10 pairs: uneven epoch end)."""
+    """The whole loop: 3 x 2 and 2 x 3 accumulation reach the weights of 6 x 1. 10 pairs: each epoch ends
+    on a step of 4 pairs, which 3 x 2 splits into micro-batches of 3 and 1 (a mean of micro-batch
+    means would weight that 1 pair 1/2 instead of 1/4)."""
     ds = tokenized(tiny_tokenizer, 10)
     collate = PairwiseCollator(tiny_tokenizer.pad_token_id)
+    plan = optimizer_steps(ds, collate, TrainConfig(per_device_train_batch_size=3, gradient_accumulation_steps=2))
+    sizes = [[mb["margin"].numel() for mb in next(plan)[1]] for _ in range(4)]
+    assert sizes == [[3, 3], [3, 1], [3, 3], [3, 1]]  # a really uneven step, in both epochs
     weights = []
-    for b, k in [(8, 1), (4, 2), (2, 4)]:
+    for b, k in [(6, 1), (3, 2), (2, 3)]:
         cfg = TrainConfig(
             per_device_train_batch_size=b,
             gradient_accumulation_steps=k,
@@ -106,19 +111,22 @@ def test_training_with_accumulation_matches_big_batches(tiny_tokenizer, tmp_path
     assert moved > 2e-4  # it trained (Adam moves a weight by up to ~lr per step)
     for other in weights[1:]:
         # Adam divides by sqrt(v): float noise in near-zero gradients can move a weight by a few
-        # percent of lr, so compare weights to lr/10 and the per-step losses tightly.
+        # percent of lr, so compare weights to lr/10 and the per-step losses and gradient norms tightly.
         for a, b in zip(weights[0], other):
             assert torch.allclose(a, b, atol=1e-5, rtol=0), (a - b).abs().max()
-    losses = [[r["loss"] for r in map(json.loads, (tmp_path / f"{b}.jsonl").open())] for b in (8, 4, 2)]
-    assert len(losses[0]) == 4
-    for other in losses[1:]:
-        assert other == pytest.approx(losses[0], abs=1e-6)
+    records = [read(tmp_path / f"{b}.jsonl") for b in (6, 3, 2)]
+    assert len(records[0]) == 4
+    for other in records[1:]:
+        assert [r["loss"] for r in other] == pytest.approx([r["loss"] for r in records[0]], abs=1e-6)
+        # the pre-clip norm of each step's gradient: the uneven steps 2 and 4 included
+        assert [r["grad_norm"] for r in other] == pytest.approx([r["grad_norm"] for r in records[0]], rel=1e-5)
 
 
 def test_packed_training_matches_the_padded_loop(tiny_tokenizer, tmp_path):
     """Padding-free packing + shared prefix change the batching of the computation, not the math:
     same per-step losses and (up to float noise amplified by Adam) the same weights as plain padding."""
     from reward.batching import build_collator
+    from reward.fast.packed_forward import forward_counts
 
     ds = tokenized(tiny_tokenizer, 24, seed=5)
     runs = {}
@@ -140,6 +148,8 @@ def test_packed_training_matches_the_padded_loop(tiny_tokenizer, tmp_path):
         assert isinstance(collate, PairwiseCollator) != fast
         train(cfg, model, ds, collate=collate, precision=FP32, writer=MetricsWriter(tmp_path / f"{name}.jsonl"))
         runs[name] = (read(tmp_path / f"{name}.jsonl"), [p.detach() for p in model.parameters()])
+        # every micro-batch (4 steps x 2) of the packed run took the packed forward, none fell back
+        assert forward_counts(model) == ({"packed": 8, "padded": 0} if fast else {"packed": 0, "padded": 0})
     (plain, w_plain), (packed, w_packed) = runs["plain"], runs["packed"]
     assert [r["loss"] for r in packed] == pytest.approx([r["loss"] for r in plain], abs=1e-5)
     assert [r["accuracy"] for r in packed] == [r["accuracy"] for r in plain]

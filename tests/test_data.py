@@ -205,31 +205,6 @@ def test_eval_split_size_zero_gives_no_test():
 # --- tokenization -------------------------------------------------------------------------------
 
 
-def test_explicit_prompt_ids_match_trl(tiny_tokenizer):
-    tok = tiny_tokenizer
-    rows = explicit_rows(5)
-    out, _ = tokenize_pairs(Dataset.from_list(rows), tok, EXPLICIT, max_length=None)
-
-    for row, enc in zip(rows, out):
-        for side in ("chosen", "rejected"):
-            ids = enc[f"{side}_ids"]
-            assert ids == tok(row["prompt"] + row[side] + tok.eos_token)["input_ids"]
-            assert ids[0] == tok.bos_token_id
-            assert ids[-1] == tok.eos_token_id
-            assert ids.count(tok.eos_token_id) == 1 and ids.count(tok.bos_token_id) == 1
-
-
-def test_implicit_prompt_ids_match_trl(tiny_tokenizer):
-    tok = tiny_tokenizer
-    rows = implicit_rows(4)
-    out, _ = tokenize_pairs(Dataset.from_list(rows), tok, IMPLICIT, max_length=None)
-
-    for row, enc in zip(rows, out):
-        assert enc["chosen_ids"] == tok(row["chosen"] + tok.eos_token)["input_ids"]
-        assert enc["rejected_ids"] == tok(row["rejected"] + tok.eos_token)["input_ids"]
-        assert enc["chosen_ids"][0] == tok.bos_token_id and enc["chosen_ids"][-1] == tok.eos_token_id
-
-
 def test_text_already_ending_in_eos_gets_no_second_eos(tiny_tokenizer):
     tok = tiny_tokenizer
     rows = [

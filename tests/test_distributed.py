@@ -61,6 +61,14 @@ def run(out: Path, nproc: int, batch: int, extra: list[str]) -> None:
     return proc
 
 
+def initial_weights() -> dict:
+    """The weights train.py starts from (the tiny preset, its default seed 42), as a saved model holds them."""
+    from reward.model import load_model
+    from reward.presets.tiny import build_tiny_tokenizer
+
+    return load_model("tiny", build_tiny_tokenizer(), seed=42).state_dict()
+
+
 @pytest.mark.parametrize(
     "extra",
     [
@@ -92,6 +100,8 @@ def test_two_processes_equal_one_with_the_doubled_batch(extra, tmp_path):
     last_checkpoint = load_file(double / "checkpoint-4" / "model.safetensors")
     assert all(torch.equal(b[k], last_checkpoint[k]) for k in b)  # rank 0 saved the trained weights
     assert max((a[k] - b[k]).abs().max().item() for k in a) <= 1e-6
+    initial = initial_weights()
+    assert max((a[k] - initial[k]).abs().max().item() for k in a) > 10 * 1e-6  # moved: measured 2.0e-5 (~2 lr)
     la = [json.loads(line) for line in (single / "metrics.jsonl").read_text().splitlines()]
     lb = [json.loads(line) for line in (double / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in la] == [r["step"] for r in lb] == [1, 2, 3, 4]

@@ -268,7 +268,7 @@ def test_target_modules_by_name_comma_or_space_separated():
 
 def test_packed_forward_of_a_lora_model_equals_its_padded_forward(tiny_tokenizer):
     """Packing and the shared prefix run through the LoRA-injected backbone: same rewards and gradients."""
-    from reward.fast.packed_forward import packed_rewards, supports_packing
+    from reward.fast.packed_forward import forward_counts, packed_rewards, supports_packing
     from reward.fast.packing import pack_pairs
 
     model = add_lora(load_model("tiny", tiny_tokenizer, seed=0), parse_config(["--use_peft"]))
@@ -302,3 +302,4 @@ def test_packed_forward_of_a_lora_model_equals_its_padded_forward(tiny_tokenizer
     assert (got - want).abs().max() <= 1e-5
     assert grads.keys() == want_grads.keys() and any("lora_A" in n for n in grads)
     assert max((grads[n] - want_grads[n]).abs().max().item() for n in grads) <= 1e-5
+    assert forward_counts(model) == {"packed": 1, "padded": 0}  # the packed side ran packed

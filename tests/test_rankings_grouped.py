@@ -13,7 +13,7 @@ from reward.batching import build_collator, optimizer_steps, pair_lengths
 from reward.collate import PairwiseCollator, pad_right
 from reward.config import TrainConfig
 from reward.errors import UserError
-from reward.fast.packed_forward import forward_segments
+from reward.fast.packed_forward import forward_counts, forward_segments
 from reward.formatting import tokenize_pairs
 from reward.loop import accumulate_gradients, batch_rewards, train
 from reward.metrics import MetricsWriter
@@ -122,6 +122,7 @@ def test_grouped_comparison_loss_is_the_pair_loss_over_the_expansion(tiny_tokeni
     theirs = accumulate_gradients(model, [PairwiseCollator(pad)(list(pairs))], FP32, 0.01, 0.1)
     g_theirs = [p.grad.clone() for p in model.parameters()]
     assert ours.pairs == theirs.pairs == 30
+    assert forward_counts(model) == {"packed": 1, "padded": 0}  # the grouped side really ran packed
     for key, value in theirs.summary().items():
         assert ours.summary()[key] == pytest.approx(value, rel=1e-5, abs=1e-6), key
     for a, b in zip(g_ours, g_theirs):

@@ -28,7 +28,7 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForSequenceClassification
 
-import reward.loop
+import reward.evaluate
 import reward.run.checkpoints
 import train
 from reward.batching import step_plan
@@ -126,32 +126,32 @@ def interrupt_on_call(monkeypatch, call: int) -> None:
     (of either path: plain padded `compute_rewards` or packed `packed_rewards`)."""
     calls = itertools.count(1)
     for name in ("compute_rewards", "packed_rewards"):
-        real = getattr(reward.loop, name)
+        real = getattr(reward.evaluate, name)
 
         def forward(*args, _real=real):
             if next(calls) == call:
                 os.kill(os.getpid(), signal.SIGINT)
             return _real(*args)
 
-        monkeypatch.setattr(reward.loop, name, forward)
+        monkeypatch.setattr(reward.evaluate, name, forward)
 
 
 class NaNRewards:
-    """Patches reward.loop.compute_rewards so the rewards are NaN during `bad_steps` (backward then
+    """Patches reward.evaluate.compute_rewards so the rewards are NaN during `bad_steps` (backward then
     yields NaN gradients, as a real overflow would). `should_stop` tracks the step and snapshots the
     weights after every step; pass it to `train.main`."""
 
     def __init__(self, monkeypatch, bad_steps, first_step: int = 1):
         self.bad, self.step, self.model = set(bad_steps), first_step, None
         self.snapshots: dict[int, dict[str, torch.Tensor]] = {}
-        real = reward.loop.compute_rewards
+        real = reward.evaluate.compute_rewards
 
         def compute_rewards(model, input_ids, attention_mask):
             self.model = model
             rewards = real(model, input_ids, attention_mask)
             return rewards * float("nan") if self.step in self.bad else rewards
 
-        real_packed = reward.loop.packed_rewards
+        real_packed = reward.evaluate.packed_rewards
 
         def packed_rewards(model, batch):  # the packed path (padding-free / shared prefix)
             self.model = model
@@ -160,8 +160,8 @@ class NaNRewards:
                 return r_chosen * float("nan"), r_rejected * float("nan")
             return r_chosen, r_rejected
 
-        monkeypatch.setattr(reward.loop, "compute_rewards", compute_rewards)
-        monkeypatch.setattr(reward.loop, "packed_rewards", packed_rewards)
+        monkeypatch.setattr(reward.evaluate, "compute_rewards", compute_rewards)
+        monkeypatch.setattr(reward.evaluate, "packed_rewards", packed_rewards)
 
     def should_stop(self, step: int) -> bool:
         self.snapshots[step] = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
@@ -228,9 +228,12 @@ def test_stopped_and_resumed_run_equals_the_uninterrupted_run(tmp_path):
     assert a.keys() == b.keys() and all(torch.equal(a[name], b[name]) for name in a)
     state_a = torch.load(full / f"checkpoint-{2 * k}" / STATE_FILE, weights_only=True)
     state_b = torch.load(resumed / f"checkpoint-{2 * k}" / STATE_FILE, weights_only=True)
-    for param, moments in state_a["optimizer"]["state"].items():
+    moments_a, moments_b = state_a["optimizer"]["state"], state_b["optimizer"]["state"]
+    assert moments_a.keys() == moments_b.keys() and moments_a  # both ways: the same parameters have moments
+    for param, moments in moments_a.items():
+        assert moments.keys() == moments_b[param].keys(), param
         for name, value in moments.items():
-            assert torch.equal(value, state_b["optimizer"]["state"][param][name]), (param, name)
+            assert torch.equal(value, moments_b[param][name]), (param, name)
     assert state_a["scheduler"] == state_b["scheduler"]
 
     # --save_total_limit 2 keeps the two newest checkpoints; `latest` names the newest

@@ -229,8 +229,14 @@ def test_torch_compile_gives_the_eager_losses_and_checkpoint(tmp_path):
         train.main(cfg, dataset=Dataset.from_list(lexical_pairs(24, seed=5)))
         return [r["loss"] for r in read_metrics(out)], load_file(out / "model.safetensors")
 
+    # dynamo's own counters (what torch's tests read): graphs captured since the last clear
+    from torch._dynamo.utils import counters
+
+    counters.clear()
     eager_losses, eager_weights = run_with([])
+    assert counters["stats"]["unique_graphs"] == 0
     compiled_losses, compiled_weights = run_with(["--torch_compile"])
+    assert counters["stats"]["unique_graphs"] > 0 and counters["frames"]["ok"] > 0  # something was compiled
     assert compiled_losses == pytest.approx(eager_losses, abs=1e-5)
     assert compiled_weights.keys() == eager_weights.keys()  # no "_orig_mod." prefixes
     assert max((compiled_weights[k] - eager_weights[k]).abs().max().item() for k in eager_weights) < 1e-4

@@ -89,6 +89,7 @@ from benchmarks.trl_parity import (  # noqa: E402
 )
 from reward.collate import PairwiseCollator  # noqa: E402
 from reward.data import CONVERSATIONAL, EXPLICIT, IMPLICIT  # noqa: E402
+from reward.fast.packed_forward import forward_counts  # noqa: E402
 from reward.formatting import tokenize_pairs  # noqa: E402
 from reward.loop import (  # noqa: E402
     accumulate_gradients,
@@ -252,13 +253,20 @@ def test_packed_training_on_trls_batches_matches_trl(tok, init_model, tmp_path):
     )
     ours = run_ours(init_model, tok, data, cfg, tmp_path / "ours")
     theirs, _ = run_trl(init_model, tok, data, cfg, tmp_path / "trl")
-    assert ours.model.config._attn_implementation == "reward_segments"  # the packed path really ran
+    micro_batches = sum(len(sizes) for sizes in step_pair_counts(data, tok, cfg, 22))
+    assert forward_counts(ours.model) == {"packed": micro_batches, "padded": 0}  # none fell back to padding
+    # K = 4: TRL's min/max_reward are means of micro-batch minima/maxima (module docstring), so bounded
     keys = {key: v for key, v in STEP_KEYS.items() if key not in ("reward_min", "reward_max")}
     diffs = max_differences(ours.steps, theirs.steps, keys)
     diffs["weights"] = max_weight_difference(ours.model, theirs.model)
     report("packed on TRL's batches", diffs)
-    assert_steps_close(ours.steps, theirs.steps, 1e-4, 1e-4, keys)
-    assert diffs["weights"] <= 1e-4
+    # measured (1 thread): loss 1.6e-6, margin 2.7e-6 (abs), grad_norm 6e-6, reward_mean 1.1e-5 (rel);
+    # the packed rewards differ from the padded ones by float rounding (~5e-8), which 22 Adam steps grow
+    assert_steps_close(ours.steps, theirs.steps, 3e-5, 6e-6, keys)
+    for a, t in zip(ours.steps, theirs.steps):
+        assert a["reward_min"] <= t["reward_min"] + 6e-6 and t["reward_max"] <= a["reward_max"] + 6e-6
+    assert diffs["weights"] <= 5e-5  # measured 2.1e-5
+    assert max_weight_difference(ours.model, init_model) > 100 * 5e-5  # moved (measured 9.6e-3)
 
 
 # --- requirement 3: evaluation ---------------------------------------------------------------------

@@ -2,7 +2,7 @@
 
 The rows go through the same stages as training's held-out split: load and validate
 (reward/data.py), format as the model records it was trained (`reward_format`; before training,
-as the options say), tokenize, then reward/loop.py `evaluate` on the plain padded batches.
+as the options say), tokenize, then reward/evaluate.py `evaluate` (packed rows by default, as training's evaluation).
 """
 
 from __future__ import annotations
@@ -10,13 +10,13 @@ from __future__ import annotations
 from datasets import Dataset, DatasetDict
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from reward.collate import PairwiseCollator
+from reward.batching import eval_collator
 from reward.config import TrainConfig
 from reward.data import load_preferences
 from reward.errors import UserError
+from reward.evaluate import evaluate
 from reward.export import choose_format
 from reward.formatting import read_format, tokenize_pairs
-from reward.loop import evaluate
 from reward.model import resolve_precision
 
 
@@ -35,4 +35,4 @@ def evaluate_rows(
         raise UserError(f"evaluate(): no pair left ({stats.describe(cfg.max_length)})")
     device = next(model.parameters()).device
     precision = resolve_precision(cfg.bf16, cfg.fp16, device)
-    return evaluate(model, pairs, PairwiseCollator(tokenizer.pad_token_id), cfg, precision)
+    return evaluate(model, pairs, eval_collator(cfg, tokenizer.pad_token_id, model), cfg, precision)

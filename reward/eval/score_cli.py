@@ -34,6 +34,9 @@ class ScoreConfig:
     )
     output: str | None = option(None, "Write every input row plus its reward(s) to this .jsonl file.")
     batch_size: int = option(16, "Sequences per forward pass.")
+    padding_free: bool = option(
+        True, "Pack each batch into one row, a pair's or row's prompt computed once (the padded rewards to 1e-5)."
+    )
     device: str | None = option(None, "cpu, cuda, cuda:1, ... (default: cuda if available).")
     normalize: bool = option(
         False,
@@ -95,7 +98,9 @@ def main(cfg: ScoreConfig) -> dict:
         require_matplotlib()  # fail before scoring, not after
     if cfg.output:
         check_output_path(cfg.output)  # before the work, not after it
-    scorer = RewardScorer(cfg.model, batch_size=cfg.batch_size, device=cfg.device, normalize=cfg.normalize)
+    scorer = RewardScorer(
+        cfg.model, batch_size=cfg.batch_size, device=cfg.device, normalize=cfg.normalize, padding_free=cfg.padding_free
+    )
     print(f"scoring {len(rows)} {kind} from {cfg.input} with {cfg.model} on {scorer.device}")
     if not cfg.check_consumers:  # the check's report names it itself
         print(f"formatting: {describe_format(scorer.format, scorer.format_record)}")

@@ -28,14 +28,15 @@ import torch
 from tqdm.auto import tqdm
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from reward.collate import margins, pad_right
+from reward.collate import margins
 from reward.data import detect_format, load_raw, ranking_problem, subset_column, text_problem, validate
 from reward.errors import UserError
 from reward.export import STATS_KEY
+from reward.fast.packed_scoring import group_rewards
 from reward.formatting import chat_template_hash, encode_messages, encode_pair, encode_sequence, read_format
 from reward.loss import bradley_terry_loss
 from reward.metrics import DEFAULT_BINS, Diagnostics, diagnose
-from reward.model import compute_rewards, first_line, pick_device
+from reward.model import first_line, pick_device
 from reward.ranked.rows import ranked_scores, ranking_summary
 from reward.tokenizer import LOAD_ERRORS, check_model_source, ensure_pad_token, folder_problem
 
@@ -100,6 +101,7 @@ class RewardScorer:
         device: str | torch.device | None = None,
         show_progress: bool | None = None,
         normalize: bool = False,
+        padding_free: bool = True,
     ):
         if isinstance(model, (str, Path)):
             self.source = str(model)
@@ -128,6 +130,7 @@ class RewardScorer:
         self.device = torch.device(device) if device else pick_device()
         self.model.to(self.device).eval()
         self.batch_size = batch_size
+        self.padding_free = padding_free  # packed, a group's prompt once (reward/fast/packed_scoring.py)
         self.show_progress = self.show_progress_default if show_progress is None else show_progress
 
     def encode(self, prompt: str | list | None, response: str | list) -> list[int]:
@@ -135,8 +138,17 @@ class RewardScorer:
         return encode_sequence(prompt, response, self.tokenizer, self.format)
 
     def rewards(self, prompts: list, responses: list) -> list[float]:
-        """One reward per (prompt, response), normalized when the scorer was built with normalize=True."""
-        return self.normalized(self.score_ids([self.encode(p, r) for p, r in zip(prompts, responses)]))
+        """One reward per (prompt, response), normalized when the scorer was built with normalize=True.
+        Responses to the same prompt (GRPO's generations, a ranked row) are scored as one group."""
+        groups: dict[str, list[int]] = {}  # prompt -> positions of its responses
+        for i, prompt in enumerate(prompts):
+            groups.setdefault(json.dumps(prompt, sort_keys=True, default=str), []).append(i)
+        encoded = [[self.encode(prompts[i], responses[i]) for i in where] for where in groups.values()]
+        rewards = [0.0] * len(prompts)
+        for where, values in zip(groups.values(), self.score_groups(encoded)):
+            for i, value in zip(where, values):
+                rewards[i] = value
+        return self.normalized(rewards)
 
     def normalized(self, rewards: list[float]) -> list[float]:
         if not self.normalize:
@@ -144,19 +156,37 @@ class RewardScorer:
         mean, std = self.stats["mean"], self.stats["std"]
         return [(r - mean) / std for r in rewards]
 
-    @torch.no_grad()
     def score_ids(self, sequences: list[list[int]]) -> list[float]:
-        """Rewards for token-id lists, in input order. Sorting by length keeps padding small."""
-        order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
-        rewards = [0.0] * len(sequences)
-        bar = tqdm(total=len(sequences), desc="scoring", unit="seq", disable=not self.show_progress)
-        for start in range(0, len(order), self.batch_size):
-            idx = order[start : start + self.batch_size]
-            ids, mask = pad_right([sequences[i] for i in idx], self.tokenizer.pad_token_id)  # (N, T)
-            r = compute_rewards(self.model, ids.to(self.device), mask.to(self.device))  # (N,)
-            for i, value in zip(idx, r.tolist()):
-                rewards[i] = value
-            bar.update(len(idx))
+        """Rewards for token-id lists, in input order."""
+        return [r for (r,) in self.score_groups([[seq] for seq in sequences])]
+
+    @torch.no_grad()
+    def score_groups(self, groups: list[list[list[int]]]) -> list[list[float]]:
+        """Rewards for groups of token-id lists that may share a prompt (a pair's sides, a prompt's
+        completions), in input order. Groups go in length-sorted batches of about `batch_size`
+        sequences; packed (the default), each group is one segment with its common prefix computed
+        once and a batch is one padding-free row; `padding_free=False` pads each batch (the reference)."""
+        size = self.batch_size  # a group larger than a batch is scored in pieces of this many sequences
+        pieces = [group[k : k + size] for group in groups for k in range(0, len(group), size)]
+        order = sorted(range(len(pieces)), key=lambda i: sum(map(len, pieces[i])))
+        scored: list[list[float]] = [[] for _ in pieces]
+        bar = tqdm(total=sum(map(len, groups)), desc="scoring", unit="seq", disable=not self.show_progress)
+        start = 0
+        while start < len(order):
+            end, count = start + 1, len(pieces[order[start]])
+            while end < len(order) and count + len(pieces[order[end]]) <= size:
+                count, end = count + len(pieces[order[end]]), end + 1
+            batch = [pieces[i] for i in order[start:end]]
+            flat = group_rewards(self.model, batch, self.tokenizer.pad_token_id, self.padding_free).tolist()  # (S,)
+            for i in order[start:end]:
+                scored[i], flat = flat[: len(pieces[i])], flat[len(pieces[i]) :]
+            bar.update(count)
+            start = end
+        rewards, at = [], 0
+        for group in groups:
+            n = -(-len(group) // size)  # its pieces, in order
+            rewards.append([r for piece in scored[at : at + n] for r in piece])
+            at += n
         bar.close()
         return rewards
 
@@ -167,8 +197,8 @@ class RewardScorer:
         opts = loss_options or LossOptions()
         encoded = [encode_pair(row, self.tokenizer, self.format) for row in rows]
         n = len(encoded)
-        rewards = self.score_ids([e["chosen_ids"] for e in encoded] + [e["rejected_ids"] for e in encoded])
-        r_c, r_r = torch.tensor(rewards[:n]), torch.tensor(rewards[n:])  # (B,), (B,)
+        rewards = self.score_groups([[e["chosen_ids"], e["rejected_ids"]] for e in encoded])  # [[r_c, r_r]] * B
+        r_c, r_r = torch.tensor(rewards).reshape(n, 2).T  # (B,), (B,)
         margin = margins(encoded)  # (B,) 0 where a row has none
         out = bradley_terry_loss(r_c, r_r, margin, opts.center_rewards_coefficient, opts.label_smoothing)
         column = subset_column(rows[0].keys())
@@ -207,11 +237,8 @@ class RewardScorer:
     def score_rankings(self, rows: list[dict]) -> tuple[list[dict], dict]:
         """Rows of a prompt and K completions -> each row plus `rewards` (K floats) and `ranking` (indices,
         highest reward first), and best-of-n metrics when rows say which completion is best."""
-        flat = [(i, row.get("prompt"), c) for i, row in enumerate(rows) for c in row["completions"]]
-        rewards = self.rewards([p for _, p, _ in flat], [c for _, _, c in flat])
-        per_row: list[list[float]] = [[] for _ in rows]
-        for (i, _, _), r in zip(flat, rewards):
-            per_row[i].append(r)
+        encoded = [[self.encode(row.get("prompt"), c) for c in row["completions"]] for row in rows]
+        per_row = [self.normalized(r) for r in self.score_groups(encoded)]  # a row's completions: one group
         scored = [
             {**row, "rewards": r, "ranking": sorted(range(len(r)), key=lambda k, r=r: -r[k])}
             for row, r in zip(rows, per_row)

@@ -5,10 +5,12 @@ and segment layout (attention per segment: reward/fast/segment_attention.py) and
 at each sequence's reward token only; `supports_packing` decides once per model (architecture
 allow-list + a numerical self-check against the padded forward) whether that is exact, and
 otherwise the batch goes through the plain padded forward. Layout: reward/fast/packing.py.
+`forward_counts(model)` says which of the two paths the model's micro-batches took.
 """
 
 from __future__ import annotations
 
+import collections
 import weakref
 
 import torch
@@ -37,14 +39,32 @@ def packed_rewards(model: PreTrainedModel, batch: PackedBatch) -> tuple[torch.Te
     run through its adapted inner model (`get_base_model()`: same modules, LoRA layers in place).
     """
     if not supports_packing(model):
+        _count(model, "padded")
         return _padded_rewards(model, batch)
+    _count(model, "packed")
     return _packed_forward(unwrap(model), batch)
+
+
+# --- which path ran ---------------------------------------------------------------------------------
+_FORWARDS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # unwrapped model -> Counter
+
+
+def forward_counts(model: nn.Module) -> dict[str, int]:
+    """{"packed": n, "padded": m}: how many micro-batches of `model` (or of its PEFT-unwrapped model)
+    `packed_rewards` / `forward_segments` ran packed, and how many `packed_rewards` sent to the padded
+    forward because packing is off for the model. The one-time self-check is not counted."""
+    counts = _FORWARDS.get(unwrap(model), {})
+    return {"packed": counts.get("packed", 0), "padded": counts.get("padded", 0)}
+
+
+def _count(model: nn.Module, path: str) -> None:
+    _FORWARDS.setdefault(unwrap(model), collections.Counter())[path] += 1
 
 
 def _packed_forward(model: PreTrainedModel, batch: PackedBatch) -> tuple[torch.Tensor, torch.Tensor]:
     if batch.pad_token_id != (pad := model.config.get_text_config().pad_token_id):
         raise ValueError(f"batch packed with pad_token_id={batch.pad_token_id}, the model reads rewards with {pad}")
-    rewards = forward_segments(model, batch)  # (2B,)
+    rewards = _segment_rewards(model, batch)  # (2B,)
     b = batch.margin.numel()
     return rewards[:b], rewards[b:]
 
@@ -52,7 +72,12 @@ def _packed_forward(model: PreTrainedModel, batch: PackedBatch) -> tuple[torch.T
 def forward_segments(model: PreTrainedModel, batch: PackedBatch | Rows) -> torch.Tensor:
     """(S,) float32: the reward of every sequence laid out in `batch`'s rows (pairs or rankings), read at
     `batch.reward_index`. `model` is the unwrapped model, already known to support packing, and the
-    rows were laid out with its pad_token_id."""
+    rows were laid out with its pad_token_id. Counted in `forward_counts`."""
+    _count(model, "packed")
+    return _segment_rewards(model, batch)
+
+
+def _segment_rewards(model: PreTrainedModel, batch: PackedBatch | Rows) -> torch.Tensor:
     use_segment_attention(model)  # for good: gradient checkpointing re-runs this forward in backward
     device = model.get_input_embeddings().weight.device
     input_ids = batch.input_ids.to(device)  # (R, T)

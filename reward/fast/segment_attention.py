@@ -69,42 +69,49 @@ def segment_attention(
         key = key.repeat_interleave(groups, dim=1)  # (R, H, T, d)
         value = value.repeat_interleave(groups, dim=1)  # (R, H, T, d)
     rows, width = query.shape[0], query.shape[2]
-    pieces: list[list[torch.Tensor]] = [[] for _ in range(rows)]
-    filled = [0] * rows
-    for row, start, prefix, *suffixes in reward_segments:
-        if start != filled[row]:
-            raise ValueError(f"segments of row {row} must be contiguous from column 0 (got start {start})")
-        q, k, v = query[row : row + 1], key[row : row + 1], value[row : row + 1]  # (1, H, T, d)
-        shared_end = start + prefix + (suffixes[0] if suffixes else 0)
-        pieces[row].append(
-            F.scaled_dot_product_attention(
-                q[:, :, start:shared_end],
-                k[:, :, start:shared_end],
-                v[:, :, start:shared_end],
-                dropout_p=dropout,
-                is_causal=True,
-                scale=scaling,
-            )  # (1, H, P + S1', d)
-        )
-        at = shared_end
-        for length in suffixes[1:]:  # R' of a pair; R2'..RK' of a ranking
-            if length:
-                end = at + length
-                keys = torch.cat([k[:, :, start : start + prefix], k[:, :, at:end]], dim=2)  # (1, H, P + Sk', d)
-                values = torch.cat([v[:, :, start : start + prefix], v[:, :, at:end]], dim=2)  # (1, H, P + Sk', d)
-                # Sk' query i sees all of P and Sk' keys 0..i: a causal mask shifted right by len(P)
-                see = torch.ones(length, prefix + length, dtype=torch.bool, device=query.device).tril(prefix)
-                pieces[row].append(
-                    F.scaled_dot_product_attention(
-                        q[:, :, at:end], keys, values, attn_mask=see, dropout_p=dropout, scale=scaling
-                    )  # (1, H, Sk', d)
-                )
-            at += length
-        filled[row] = at
-    for row in range(rows):
-        if filled[row] < width:  # trailing padding of the row: nothing reads it
-            pieces[row].append(query.new_zeros(1, query.shape[1], width - filled[row], value.shape[-1]))
-    out = torch.cat([torch.cat(p, dim=2) for p in pieces], dim=0)  # (R, H, T, d)
+    by_row: list[list[Segment]] = [[] for _ in range(rows)]
+    for segment in reward_segments:
+        by_row[segment[0]].append(segment)
+    # Each row is split once into its segments' pieces: [P + S1'], S2', ..., SK' per segment, then the
+    # trailing padding. Slicing the whole row per segment instead would make autograd's backward of
+    # every slice fill a zero tensor the size of the row and add it up: O(segments x T) per layer, the
+    # largest cost of the packed step on CPU (benchmarks/README.md, profile). A split's backward is one
+    # concatenation.
+    out = []
+    for row, (q_row, k_row, v_row) in enumerate(zip(query.unbind(0), key.unbind(0), value.unbind(0))):
+        sizes, filled = [], 0
+        for _, start, prefix, *suffixes in by_row[row]:
+            if start != filled:
+                raise ValueError(f"segments of row {row} must be contiguous from column 0 (got start {start})")
+            sizes += [prefix + (suffixes[0] if suffixes else 0), *suffixes[1:]]
+            filled = start + prefix + sum(suffixes)
+        sizes.append(width - filled)
+        qs, ks, vs = (x.split(sizes, dim=1) for x in (q_row, k_row, v_row))  # pieces (H, n, d)
+        pieces, i = [], 0
+        for _, _, prefix, *suffixes in by_row[row]:
+            k_shared, v_shared = ks[i][:, :prefix], vs[i][:, :prefix]  # (H, P, d): every suffix sees P
+            pieces.append(
+                F.scaled_dot_product_attention(
+                    qs[i][None], ks[i][None], vs[i][None], dropout_p=dropout, is_causal=True, scale=scaling
+                )[0]  # (H, P + S1', d)
+            )
+            for length in suffixes[1:]:  # R' of a pair; R2'..RK' of a ranking
+                i += 1
+                if length:
+                    keys = torch.cat([k_shared, ks[i]], dim=1)  # (H, P + Sk', d)
+                    values = torch.cat([v_shared, vs[i]], dim=1)  # (H, P + Sk', d)
+                    # Sk' query i sees all of P and Sk' keys 0..i: a causal mask shifted right by len(P)
+                    see = torch.ones(length, prefix + length, dtype=torch.bool, device=query.device).tril(prefix)
+                    pieces.append(
+                        F.scaled_dot_product_attention(
+                            qs[i][None], keys[None], values[None], attn_mask=see, dropout_p=dropout, scale=scaling
+                        )[0]  # (H, Sk', d)
+                    )
+            i += 1
+        if sizes[-1]:  # trailing padding of the row: nothing reads it
+            pieces.append(query.new_zeros(query.shape[1], sizes[-1], value.shape[-1]))
+        out.append(torch.cat(pieces, dim=1))  # (H, T, d)
+    out = torch.stack(out)  # (R, H, T, d)
     return out.transpose(1, 2).contiguous(), None  # (R, T, H, d), as transformers' attention functions
 
 
@@ -113,6 +120,13 @@ def register_segment_attention() -> None:
     `use_segment_attention`, rather than an import side effect: importing this module changes nothing."""
     AttentionInterface.register(NAME, segment_attention)
     AttentionMaskInterface.register(NAME, sdpa_mask)  # calls without segments get sdpa's own mask
+
+
+def switch_changes_nothing_else(model: PreTrainedModel) -> bool:
+    """True if switching `model` to "reward_segments" leaves every call without segments as it was: the
+    model runs sdpa (those calls go to sdpa) or is switched already. Evaluation and scoring pack only
+    then, so an eager model trained padded stays eager."""
+    return model.config._attn_implementation in ("sdpa", NAME)
 
 
 def use_segment_attention(model: PreTrainedModel) -> None:

@@ -1,0 +1,48 @@
+"""Scoring without padding: sequences that share a prompt become one segment, the prompt computed once.
+
+Scoring runs the forward only, over sequences that come in groups: the two sides of a pair, the K
+completions of a ranked row, GRPO's generations of one prompt. A group of two or more is laid out
+as one segment [P | S1' | ... | SK'] (reward/fast/packing.py `shared_segment`, P the group's
+longest common token prefix; each Sk' sees P and itself, never another suffix), a lone sequence as
+an unshared one, and all segments of a batch go side by side in one padding-free row. The rewards
+are the padded forward's (the same rule training's packed path is tested on: tests/test_packing.py;
+scoring and evaluation packed vs padded: tests/test_fast_eval.py). A model off the packing
+allow-list (e.g. an encoder) gets the plain padded batch, as before.
+
+    group_rewards(model, [[c0, r0], [c1, r1], [t2]], pad_token_id) -> tensor([rc0, rr0, rc1, rr1, rt2])
+"""
+
+from __future__ import annotations
+
+import torch
+from transformers import PreTrainedModel
+
+from reward.collate import pad_right
+from reward.fast.packed_forward import forward_segments, supports_packing
+from reward.fast.packing import lay_out, shared_segment, unshared_segment
+from reward.fast.segment_attention import switch_changes_nothing_else
+from reward.model import compute_rewards, unwrap
+
+
+def group_rewards(
+    model: PreTrainedModel, groups: list[list[list[int]]], pad_token_id: int, packed: bool = True
+) -> torch.Tensor:
+    """(S,) float32: the reward of every sequence of `groups`, group after group, in order.
+
+    `packed=False`, a model that cannot be packed, or one on eager attention (packing would switch its
+    other calls to sdpa) runs the plain right-padded (S, T) batch, the reference. Call under `torch.no_grad()` (and the autocast of the precision in use)."""
+    sequences = [seq for group in groups for seq in group]
+    if packed and switch_changes_nothing_else(unwrap(model)) and supports_packing(model):
+        segments, number = [], 0
+        for group in groups:
+            items = list(enumerate(group, start=number))
+            one = len(group) == 1
+            segments.append(
+                unshared_segment(number, group[0], pad_token_id) if one else shared_segment(items, pad_token_id)
+            )
+            number += len(group)
+        rows = lay_out(segments, len(sequences), pad_token_id, "all")  # one row, no padding
+        return forward_segments(unwrap(model), rows)  # (S,)
+    ids, mask = pad_right(sequences, pad_token_id)  # (S, T)
+    device = model.get_input_embeddings().weight.device
+    return compute_rewards(model, ids.to(device), mask.to(device))  # (S,)
