@@ -151,8 +151,8 @@ def test_training_evaluates_packed_with_the_padded_numbers(tmp_path):
     runs = {}
     for packed in ("true", "false"):
         out = tmp_path / packed
-        args = ["--dataset_name", "synthetic-long", "--synthetic_num_pairs", "200", "--max_steps", "4"]
-        args += ["--eval_steps", "2", "--output_dir", str(out), "--disable_tqdm", "--eval_padding_free", packed]
+        args = ["--dataset_name", "synthetic-long", "--synthetic_num_pairs", "120", "--max_steps", "2"]
+        args += ["--eval_steps", "1", "--output_dir", str(out), "--disable_tqdm", "--eval_padding_free", packed]
         assert train.cli(args) == 0
         runs[packed] = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     evals = {k: [r for r in v if "eval_loss" in r] for k, v in runs.items()}

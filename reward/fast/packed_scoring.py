@@ -30,7 +30,8 @@ def group_rewards(
     """(S,) float32: the reward of every sequence of `groups`, group after group, in order.
 
     `packed=False`, a model that cannot be packed, or one on eager attention (packing would switch its
-    other calls to sdpa) runs the plain right-padded (S, T) batch, the reference. Call under `torch.no_grad()` (and the autocast of the precision in use)."""
+    other calls to sdpa) runs the plain right-padded (S, T) batch, the reference. Call under
+    `torch.no_grad()` (and the autocast of the precision in use)."""
     sequences = [seq for group in groups for seq in group]
     if packed and switch_changes_nothing_else(unwrap(model)) and supports_packing(model):
         segments, number = [], 0
