@@ -114,8 +114,8 @@ def main(argv: list[str] | None = None) -> dict:
             f"| {what} | {statistics.median(slow):.2f} ({min(slow):.2f}–{max(slow):.2f}) | "
             f"{statistics.median(fast):.2f} ({min(fast):.2f}–{max(fast):.2f}) | {speedup:.2f}x | {diff:.1e} |"
         )
-    timings = {name: [{"s": 1 / s} for s in values] for name, values in seconds.items()}
-    warning = busy_warning(flops_before, flops_after, timings, "s")
+    timings = {name: [{"runs_per_s": 1 / s} for s in values] for name, values in seconds.items()}
+    warning = busy_warning(flops_before, flops_after, timings, "runs_per_s")
     result |= {"padded_positions_per_pair": padded_positions / n, "packed_tokens_per_pair": packed_tokens / n}
     result |= {"warning": warning, "matmul_flops": [flops_before, flops_after]}
     header = (

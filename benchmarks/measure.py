@@ -87,7 +87,8 @@ def busy_warning(flops_before: float, flops_after: float, runs: dict[str, list[d
     for name, rs in runs.items():
         values = [r[key] for r in rs]
         if len(values) > 1 and (max(values) - min(values)) > 0.15 * max(values):
-            problems.append(f"{name} repeats {min(values):.1f}–{max(values):.1f} {key.replace('_per_s', '')}/s")
+            low, high = (f"{v:.1f}" if v >= 1 else f"{v:.3g}" for v in (min(values), max(values)))
+            problems.append(f"{name} repeats {low}–{high} {key.replace('_per_s', '')}/s")
     return f"machine busy: ratios unreliable ({'; '.join(problems)})" if problems else None
 
 
