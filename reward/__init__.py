@@ -13,7 +13,6 @@ The core path, in data-flow order (what TRL's RewardTrainer does):
     loop.py        optimizer, schedule, exact accumulation, clipping, evaluation, the loop
     metrics.py     exact averages, the step line, metrics.jsonl; calibration, length bias, subsets
     export.py      the pipeline-ready folder with reward_format and reward_stats
-    model_card.py  the folder's README, one tested snippet per consumer
     tour.py        python -m reward.tour: one optimizer step, every stage printed
 
 Optional parts, each behind its own folder (a learner may skip them):
@@ -24,7 +23,8 @@ Optional parts, each behind its own folder (a learner may skip them):
     run/        one run: the recipe (preflight, data, model, train, export, report), the train command,
                 checkpoints, exact resume state, the output-dir lock, signals
     ranked/     rankings of K responses: comparisons, per-prompt metrics, losses, one packed segment per prompt
-    eval/       scoring, the loss explained, plots, the consumers of a reward model, RewardFunction
+    eval/       scoring, the loss explained, plots, the consumers of a reward model, the model card
+                (the exported folder's README, one tested snippet per consumer), RewardFunction
     presets/    the offline `tiny` model and the generated tasks
     integrations/  TRL's Python API (RewardTrainer; RewardConfig in trl_options.py), --report_to, --push_to_hub
 

@@ -7,7 +7,7 @@ it says about its own training.
       model.safetensors      weights (safetensors only)
       tokenizer.json, tokenizer_config.json, (chat_template.jinja)
       training_config.json   every option of the run, to reproduce (and resume) it
-      README.md              model card: data, metrics, one tested snippet per consumer (reward/model_card.py)
+      README.md              model card: data, metrics, one tested snippet per consumer (reward/eval/model_card.py)
 
 `pipeline("text-classification", model=OUTPUT_DIR)` then returns the raw reward (no sigmoid,
 because of problem_type "regression") for a formatted string: the text as training formatted it.
@@ -36,11 +36,11 @@ from reward.batching import eval_collator
 from reward.config import TrainConfig
 from reward.data import CONVERSATIONAL, IMPLICIT
 from reward.errors import UserError
+from reward.eval.model_card import render_model_card
 from reward.evaluate import evaluate
 from reward.formatting import FORMAT_KEY, SequenceFormat, effective_format, format_record
 from reward.loop import TrainResult
 from reward.model import Precision, reward_token, unwrap
-from reward.model_card import render_model_card
 
 STATS_KEY = "reward_stats"  # config.json field: mean / std of the rewards on held-out data
 

@@ -157,7 +157,7 @@ class TrainResult:
     # the trained model and its tokenizer, set by the recipe (what RewardTrainer hands back)
     model: PreTrainedModel | None = None
     tokenizer: PreTrainedTokenizerBase | None = None
-    card: dict | None = None  # the model card's facts (reward/model_card.py), set by the export
+    card: dict | None = None  # the model card's facts (reward/eval/model_card.py), set by the export
 
 
 class NonFiniteError(RuntimeError):

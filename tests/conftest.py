@@ -14,7 +14,15 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers  # noqa: E402
-from transformers import GPT2Config, GPT2ForSequenceClassification, PreTrainedTokenizerFast  # noqa: E402
+from transformers import (  # noqa: E402
+    GPT2Config,
+    GPT2ForSequenceClassification,
+    LlamaConfig,
+    LlamaForSequenceClassification,
+    PreTrainedTokenizerFast,
+    Qwen2Config,
+    Qwen2ForSequenceClassification,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # train.py / score.py are importable as modules in tests
@@ -70,6 +78,35 @@ def build_gpt2_model(tokenizer: PreTrainedTokenizerFast, seed: int = 0) -> GPT2F
     configure_for_reward(model, tokenizer)
     turn_off_dropout(model)  # as reward.model.load_model does (GPT-2 ships with dropout 0.1)
     return model.eval()
+
+
+def build_arch_model(
+    arch: str, vocab: int, seed: int = 0, attn: str = "sdpa", positions: int = 256
+) -> tuple[torch.nn.Module, int, int]:
+    """(model, pad, eos): a 2-layer random Llama or Qwen2 (grouped-query heads, their own pad id) or
+    GPT-2 (pad == eos), fp32, dropout off: the three layouts every packed-path test runs on."""
+    torch.manual_seed(seed)
+    small = dict(vocab_size=vocab, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_labels=1)
+    heads = dict(num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=positions)
+    if arch == "llama":
+        pad, eos = 0, 2
+        model = LlamaForSequenceClassification(
+            LlamaConfig(**small, **heads, pad_token_id=pad, bos_token_id=1, eos_token_id=eos)
+        )
+    elif arch == "qwen2":
+        pad, eos = 0, 2
+        model = Qwen2ForSequenceClassification(Qwen2Config(**small, **heads, pad_token_id=pad, eos_token_id=eos))
+    else:
+        pad = eos = vocab - 1
+        config = GPT2Config(
+            vocab_size=vocab, n_embd=64, n_layer=2, n_head=4, n_positions=positions, num_labels=1,
+            bos_token_id=eos, eos_token_id=eos, pad_token_id=eos,
+        )  # fmt: skip
+        model = GPT2ForSequenceClassification(config)
+    if attn != "sdpa":
+        model.set_attn_implementation(attn)
+    turn_off_dropout(model)
+    return model.float().eval(), pad, eos
 
 
 @pytest.fixture(scope="session")

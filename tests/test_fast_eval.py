@@ -11,15 +11,8 @@ import random
 
 import pytest
 import torch
+from conftest import build_arch_model
 from datasets import Dataset
-from transformers import (
-    GPT2Config,
-    GPT2ForSequenceClassification,
-    LlamaConfig,
-    LlamaForSequenceClassification,
-    Qwen2Config,
-    Qwen2ForSequenceClassification,
-)
 
 import train
 from reward.batching import eval_collator
@@ -30,7 +23,7 @@ from reward.eval.scoring import RewardScorer
 from reward.evaluate import evaluate
 from reward.fast.packed_forward import forward_counts
 from reward.fast.packing import PackingCollator
-from reward.model import load_model, resolve_precision, turn_off_dropout
+from reward.model import load_model, resolve_precision
 from reward.presets.synthetic import generate_long_prompt_pairs, generate_long_rankings
 from reward.presets.tiny import build_tiny_tokenizer
 
@@ -40,23 +33,7 @@ TOL = dict(rtol=1e-5, atol=1e-5)  # what "the padded rewards to 1e-5" means here
 
 def build(arch: str, seed: int = 3) -> tuple[torch.nn.Module, int, int]:
     """(model, pad, eos): Llama / Qwen2 with their own pad id, GPT-2 with pad == eos."""
-    torch.manual_seed(seed)
-    small = dict(vocab_size=VOCAB, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_labels=1)
-    heads = dict(num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512)
-    if arch == "llama":
-        pad, eos = 0, 2
-        model = LlamaForSequenceClassification(LlamaConfig(**small, **heads, pad_token_id=pad, eos_token_id=eos))
-    elif arch == "qwen2":
-        pad, eos = 0, 2
-        model = Qwen2ForSequenceClassification(Qwen2Config(**small, **heads, pad_token_id=pad, eos_token_id=eos))
-    else:
-        pad = eos = VOCAB - 1
-        config = GPT2Config(
-            vocab_size=VOCAB, n_embd=64, n_layer=2, n_head=4, n_positions=512, num_labels=1, pad_token_id=eos
-        )
-        model = GPT2ForSequenceClassification(config)
-    turn_off_dropout(model)
-    return model.float().eval(), pad, eos
+    return build_arch_model(arch, VOCAB, seed=seed, positions=512)
 
 
 def pair_rows(n: int, eos: int, pad: int, seed: int = 0) -> Dataset:

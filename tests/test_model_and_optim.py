@@ -11,10 +11,10 @@ from transformers import GPT2Config, GPT2Model, LlamaModel
 
 from reward.config import TrainConfig
 from reward.errors import UserError
+from reward.eval.model_card import example_of
 from reward.export import save_reward_model
 from reward.loop import apply_update, build_optimizer, build_scheduler
 from reward.model import load_model, resolve_precision
-from reward.model_card import example_of
 from reward.presets.tiny import tiny_config
 from reward.tokenizer import ensure_pad_token
 

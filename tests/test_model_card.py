@@ -15,8 +15,8 @@ from conftest import save_tiny_policy, train_tiny
 from datasets import Dataset
 from test_consumers import polite_pairs
 
+from reward.eval.model_card import example_of
 from reward.eval.scoring import RewardScorer
-from reward.model_card import example_of
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]

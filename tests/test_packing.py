@@ -9,13 +9,10 @@ import warnings
 
 import pytest
 import torch
+from conftest import build_arch_model
 from transformers import (
     BertConfig,
     BertForSequenceClassification,
-    GPT2Config,
-    GPT2ForSequenceClassification,
-    LlamaConfig,
-    LlamaForSequenceClassification,
     Qwen2Config,
     Qwen2ForSequenceClassification,
 )
@@ -31,7 +28,7 @@ from reward.fast.packing import (
 )
 from reward.fast.segment_attention import segment_attention
 from reward.loss import bradley_terry_loss
-from reward.model import compute_rewards, turn_off_dropout
+from reward.model import compute_rewards
 
 VOCAB = 96
 TOL = 1e-5
@@ -46,34 +43,7 @@ LAYOUTS = {  # name -> (max_tokens_per_row, share_prefix)
 
 def build(arch: str, attn: str = "sdpa") -> tuple[torch.nn.Module, int, int]:
     """(model, pad_token_id, eos_token_id): Llama and Qwen2 with a dedicated pad, GPT-2 with pad == eos."""
-    torch.manual_seed(0)
-    small = dict(vocab_size=VOCAB, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_labels=1)
-    heads = dict(num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256)
-    if arch == "llama":
-        pad, eos = 0, 2
-        config = LlamaConfig(**small, **heads, pad_token_id=pad, bos_token_id=1, eos_token_id=eos)
-        model = LlamaForSequenceClassification(config)
-    elif arch == "qwen2":
-        pad, eos = 0, 2
-        model = Qwen2ForSequenceClassification(Qwen2Config(**small, **heads, pad_token_id=pad, eos_token_id=eos))
-    else:
-        pad = eos = VOCAB - 1
-        config = GPT2Config(
-            vocab_size=VOCAB,
-            n_embd=64,
-            n_layer=2,
-            n_head=4,
-            n_positions=256,
-            num_labels=1,
-            bos_token_id=eos,
-            eos_token_id=eos,
-            pad_token_id=eos,
-        )
-        model = GPT2ForSequenceClassification(config)
-    if attn != "sdpa":
-        model.set_attn_implementation(attn)
-    turn_off_dropout(model)
-    return model.float().eval(), pad, eos
+    return build_arch_model(arch, VOCAB, attn=attn)
 
 
 def random_pairs(n: int, eos: int, pad: int, seed: int = 0) -> tuple[list[dict], list[int]]:

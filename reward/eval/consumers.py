@@ -100,7 +100,7 @@ def training_packed(scorer: RewardScorer, seqs: Sequences) -> list[float]:
 
 
 def card_input(scorer: RewardScorer, prompt, response) -> tuple[str, bool]:
-    """(text, add_special_tokens) that the model card tells a pipeline user to pass (reward/model_card.py)."""
+    """(text, add_special_tokens) that the model card tells a pipeline user to pass (reward/eval/model_card.py)."""
     if isinstance(response, list) or scorer.format.text_as_chat:
         messages = list(prompt or []) + response if isinstance(response, list) else as_messages(prompt, response)
         return scorer.tokenizer.apply_chat_template(messages, tokenize=False), False

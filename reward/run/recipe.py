@@ -26,6 +26,7 @@ from reward.batching import build_collator, step_plan
 from reward.config import TrainConfig
 from reward.data import PreferenceData, evaluation_rows, load_preferences
 from reward.errors import UserError
+from reward.eval.model_card import card_facts
 from reward.export import STATS_KEY, choose_format, collapse_problem, export_model, record_format, reward_statistics
 from reward.fast.packed_forward import describe_forward
 from reward.finetune.lora import adapter_to_resume, add_lora, describe_lora, require_peft
@@ -48,7 +49,6 @@ from reward.model import (
     unwrap,
     weights_dtype,
 )
-from reward.model_card import card_facts
 from reward.parallel.distributed import barrier, device_for, init_world
 from reward.parallel.plan import Plan
 from reward.parallel.sharding import check_fsdp_world, shard_model
