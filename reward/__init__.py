@@ -13,7 +13,6 @@ The core path, in data-flow order (what TRL's RewardTrainer does):
     loop.py        optimizer, schedule, exact accumulation, clipping, evaluation, the loop
     metrics.py     exact averages, the step line, metrics.jsonl; calibration, length bias, subsets
     export.py      the pipeline-ready folder with reward_format and reward_stats
-    tour.py        python -m reward.tour: one optimizer step, every stage printed
 
 Optional parts, each behind its own folder (a learner may skip them):
 
@@ -25,7 +24,8 @@ Optional parts, each behind its own folder (a learner may skip them):
     ranked/     rankings of K responses: comparisons, per-prompt metrics, losses, one packed segment per prompt
     eval/       scoring, the loss explained, plots, the consumers of a reward model, the model card
                 (the exported folder's README, one tested snippet per consumer), RewardFunction
-    presets/    the offline `tiny` model and the generated tasks
+    presets/    the offline `tiny` model, the generated tasks, and the tour (python -m reward.presets.tour:
+                one optimizer step of the default run, every stage printed)
     integrations/  TRL's Python API (RewardTrainer; RewardConfig in trl_options.py), --report_to, --push_to_hub
 
 Importing `reward` imports nothing else; `from reward import RewardTrainer` (or RewardConfig,

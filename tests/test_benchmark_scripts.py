@@ -2,8 +2,8 @@
 
 Their timings are not checked (they belong to benchmark runs); what the README's tables rely on is:
 eval_speed's two paths give the same metrics and the packed one computes fewer positions per pair,
-and profile_step accounts for the whole step (every op's self time in one bucket, the rest called
-Python) with the matmuls and the segment attention among them."""
+and profile_step accounts for the step (every op's self time in one bucket, counted once, so the
+ops fit in the wall time) with the matmuls and the segment attention among them."""
 
 from __future__ import annotations
 
@@ -43,9 +43,9 @@ def test_profile_accounts_for_the_whole_step(tmp_path, padded):
         "Python, collator, dispatch (not in any op)",
     }
     assert buckets["linear (matmul)"] > 0 and buckets["attention"] > 0
-    # self times count each microsecond once: ops plus the rest make the profiled wall time
+    # self times count each microsecond once, in the op that spent it: together they fit in the wall time
     ops = sum(s for name, s in buckets.items() if not name.startswith("Python"))
-    assert sum(buckets.values()) == pytest.approx(max(result["wall"], ops), rel=1e-9)
+    assert 0 < ops <= result["wall"]
     assert 0 < result["true_utilisation"] < 1.5  # a rate, not a count: linear FLOPs over a measured ceiling
     top_names = [name for name, _, _ in result["top"]]
     assert any("scaled_dot_product" in name for name in top_names)

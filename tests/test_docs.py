@@ -72,7 +72,7 @@ def test_hand_worked_number_in_the_loss_page_is_right():
 
 
 def test_the_tour_prints_what_the_tour_page_shows():
-    from reward import tour
+    from reward.presets import tour
 
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):

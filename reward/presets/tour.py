@@ -1,6 +1,6 @@
 """One optimizer step of the default run, from a preference row to the AdamW update, with its numbers.
 
-    python -m reward.tour
+    python -m reward.presets.tour
 
 Builds what `python train.py` builds (the `tiny` model, the generated task, the default options),
 takes the first optimizer step's micro-batch of the default data order, and prints every stage of
