@@ -10,7 +10,11 @@
   repeats of one system spread by more than 15 %.
 - `summarise`: median plus [min, max] over repeats for the timed numbers.
 - `linear_flops_per_token`: the FLOPs a token costs in the model's linear layers (forward + backward
-  = 6 x their weights), the numerator of both utilisation rows.
+  = 6 x their weights); `attention_flops_per_score`: what one query-key score costs across the layers
+  (12 x layers x heads x head_dim); `attention_scores` / `real_attention_scores`: how many scores a
+  micro-batch computes as run / as if every sequence ran whole. Together the numerator of the
+  utilisation rows: the model FLOPs of PaLM's accounting (Chowdhery et al. 2022, appendix B),
+  with causal attention counted as the half it is.
 """
 
 from __future__ import annotations
@@ -111,3 +115,45 @@ def linear_flops_per_token(model: nn.Module) -> int:
     return 6 * sum(
         m.weight.numel() for name, m in model.named_modules() if isinstance(m, nn.Linear) and "score" not in name
     )
+
+
+def attention_flops_per_score(model: nn.Module) -> int:
+    """12 x layers x heads x head_dim: one query-key score of every layer, forward + backward.
+
+    Forward, a score is the q.k product and the weighting of one value row (2 x head_dim FLOPs each,
+    per head); backward costs twice the forward, as for the linear layers (PaLM, appendix B). The
+    flash kernels' recomputation in backward is not counted: it is not model work."""
+    c = model.config
+    head_dim = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
+    return 12 * c.num_hidden_layers * c.num_attention_heads * head_dim
+
+
+def causal_scores(n: int) -> int:
+    """Scores of a causal sequence of n tokens: query i sees keys 0..i."""
+    return n * (n + 1) // 2
+
+
+def attention_scores(mb) -> int:
+    """Query-key scores the forward computes for a micro-batch, as it ran.
+
+    Packed (reward/fast/segment_attention.py): per segment (row, start, P, S1', S2', ...), P + S1'
+    causal, then each further Sk' against all of P and itself causally. Padded: every row causal over
+    its whole width, padding included. Counted as causal: a padded batch's masked kernel may compute
+    the full square, so its figure is a lower bound."""
+    if hasattr(mb, "segments"):
+        total = 0
+        for _, _, prefix, *suffixes in mb.segments:
+            total += causal_scores(prefix + (suffixes[0] if suffixes else 0))
+            total += sum(length * prefix + causal_scores(length) for length in suffixes[1:])
+        return total
+    rows, width = mb["input_ids"].shape
+    return rows * causal_scores(width)
+
+
+def real_attention_scores(mb) -> int:
+    """Scores if every sequence of the micro-batch ran whole and unpadded (the prompt once per side)."""
+    if hasattr(mb, "chosen_ids"):
+        lengths = [len(ids) for ids in mb.chosen_ids + mb.rejected_ids]
+    else:
+        lengths = mb["attention_mask"].sum(dim=1).tolist()
+    return sum(causal_scores(int(n)) for n in lengths)

@@ -2,13 +2,15 @@
 
     python benchmarks/profile_step.py                         # small model, long-prompt data, fast mode, fp32
     python benchmarks/profile_step.py --model tiny --steps 3 --padded
+    python benchmarks/profile_step.py --torch_compile          # the layers compiled (reward/fast/compiled.py)
 
 Runs our loop's own pieces (reward/loop.py `accumulate_gradients` + `apply_update`) for `--warmup`
 steps, then profiles `--steps` more and sorts every aten op into a bucket: the linear layers
 (matmuls), attention (the per-segment scaled_dot_product_attention calls and their backward), norms,
 the optimizer (AdamW and clipping), the other element-wise work, and what no op accounts for
-(Python, the collator, dispatch). Prints the table and the true utilisation of the profiled steps:
-linear FLOPs of the positions run (benchmarks/measure.py) over the measured matmul rate.
+(Python, the collator, dispatch). Prints the table and the true utilisation of the steps: the model
+FLOPs of what ran (linear layers 6N per position, causal attention scores; benchmarks/measure.py) over
+the measured matmul rate, and the linear layers' share alone (a lower bound).
 """
 
 from __future__ import annotations
@@ -25,7 +27,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.inits import build_init, load_rows  # noqa: E402
-from benchmarks.measure import linear_flops_per_token, matmul_flops  # noqa: E402
+from benchmarks.measure import (  # noqa: E402
+    attention_flops_per_score,
+    attention_scores,
+    linear_flops_per_token,
+    matmul_flops,
+)
 
 RESULTS = ROOT / "benchmarks" / "results"
 
@@ -52,11 +59,13 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--padded", action="store_true", help="profile the plain padded batches instead")
+    p.add_argument("--torch_compile", action="store_true", help="compile the decoder layers (compiles during warm-up)")
     p.add_argument("--workdir", type=Path, default=RESULTS / "work-profile")
     args = p.parse_args(argv)
 
     from benchmarks import trl_parity as harness
     from reward.batching import build_collator, optimizer_steps
+    from reward.fast.compiled import compile_layers
     from reward.fast.packing import PackedBatch
     from reward.loop import accumulate_gradients, apply_update, build_optimizer, build_scheduler
     from reward.model import load_model, resolve_precision
@@ -67,6 +76,8 @@ def main(argv: list[str] | None = None) -> dict:
     build_init(args.model, init, 0)
     tokenizer = load_tokenizer(init)
     model = load_model(init, tokenizer, seed=0).train()
+    if args.torch_compile:
+        print(compile_layers(model, torch.device("cpu")))
     fast = {} if args.padded else {"group_by_length": True, "padding_free": True, "share_prefix": True}
     cfg = harness.our_config(per_device_train_batch_size=args.batch_size, max_steps=100, use_cpu=True, **fast)
     ds = harness.tokenize(load_rows("synthetic-long", 1200, 0).train, tokenizer, cfg)
@@ -75,20 +86,25 @@ def main(argv: list[str] | None = None) -> dict:
     optimizer, precision = build_optimizer(model, cfg), resolve_precision(False, False, torch.device("cpu"))
     scheduler = build_scheduler(optimizer, cfg, 100)
 
-    def step() -> int:
+    def step() -> tuple[int, int]:
+        """One optimizer step; returns the positions it ran and its attention scores."""
         _, micro_batches, n = next(steps)
         accumulate_gradients(model, micro_batches, precision, num_pairs_in_step=n)
         apply_update(model, optimizer, scheduler, precision, cfg.max_grad_norm)
-        return sum(mb.num_positions if isinstance(mb, PackedBatch) else mb["input_ids"].numel() for mb in micro_batches)
+        positions = sum(
+            mb.num_positions if isinstance(mb, PackedBatch) else mb["input_ids"].numel() for mb in micro_batches
+        )
+        return positions, sum(attention_scores(mb) for mb in micro_batches)
 
+    started = time.perf_counter()
     for _ in range(args.warmup):
         step()
+    warmup = time.perf_counter() - started
     ceiling = matmul_flops(args.threads)
-    positions = 0
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
         started = time.perf_counter()
         for _ in range(args.steps):
-            positions += step()
+            step()
         wall = time.perf_counter() - started
     # self CPU time per op: each microsecond counted once, in the op that spent it
     times: dict[str, float] = defaultdict(float)
@@ -97,15 +113,20 @@ def main(argv: list[str] | None = None) -> dict:
     ops = sum(times.values())
     times["Python, collator, dispatch (not in any op)"] = max(wall - ops, 0.0)
     # profiling inflates the wall time: measure the same steps unprofiled for the utilisation
-    started, plain_positions = time.perf_counter(), 0
+    started, positions, scores = time.perf_counter(), 0, 0
     for _ in range(args.steps):
-        plain_positions += step()
+        ran = step()
+        positions, scores = positions + ran[0], scores + ran[1]
     plain = time.perf_counter() - started
-    true_util = linear_flops_per_token(model) * plain_positions / plain / ceiling
+    linear = linear_flops_per_token(model) * positions
+    true_util = (linear + attention_flops_per_score(model) * scores) / plain / ceiling
+    linear_util = linear / plain / ceiling
     lines = [
         f"model {args.model}, batch {args.batch_size}, {'padded' if args.padded else 'packed (fast mode)'}, fp32, "
-        f"{args.threads} threads | {args.steps} profiled steps: {wall:.2f} s ({plain:.2f} s unprofiled) | "
-        f"matmul {ceiling / 1e9:.0f} GFLOP/s | true utilisation (linear FLOPs of positions run): {true_util:.1%}",
+        f"{'layers compiled, ' if args.torch_compile else ''}{args.threads} threads | {args.warmup} warm-up steps "
+        f"{warmup:.1f} s | {args.steps} profiled steps: {wall:.2f} s ({plain:.2f} s unprofiled) | "
+        f"matmul {ceiling / 1e9:.0f} GFLOP/s | true utilisation (model FLOPs of what ran, unprofiled): "
+        f"{true_util:.1%} ({linear_util:.1%} linear layers only)",
         f"command: python benchmarks/profile_step.py {' '.join(sys.argv[1:] if argv is None else argv)}",
         "",
         "| where | seconds | share |",
@@ -117,7 +138,15 @@ def main(argv: list[str] | None = None) -> dict:
     top = [(e.key, e.self_cpu_time_total / 1e6, e.count) for e in prof.key_averages()]
     top.sort(key=lambda t: -t[1])
     print("\ntop ops (self CPU s, calls): " + "; ".join(f"{k} {s:.2f} ({c})" for k, s, c in top[:12]))
-    return {"wall": wall, "unprofiled": plain, "buckets": dict(times), "true_utilisation": true_util, "top": top[:30]}
+    return {
+        "wall": wall,
+        "unprofiled": plain,
+        "warmup": warmup,
+        "buckets": dict(times),
+        "true_utilisation": true_util,
+        "true_linear_utilisation": linear_util,
+        "top": top[:30],
+    }
 
 
 if __name__ == "__main__":

@@ -12,8 +12,8 @@ What "the same run" takes (each point checked against the installed sources; see
   `reward.loop.epoch_order(n, seed, e)`. So we only set `data_seed = seed`; no sampler override.
 - Batching: `drop_last=False` on both sides; an epoch's last optimizer step takes whatever
   micro-batches are left (HF `_run_epoch`: `remainder = steps_in_epoch % gradient_accumulation_steps`).
-- Optimizer: `optim="adamw_torch"` (plain `torch.optim.AdamW`, the class `build_optimizer` uses).
-  The transformers default for torch >= 2.8 is `adamw_torch_fused`, a different kernel.
+- Optimizer: TRL gets our `optim`, so both sides run the same `torch.optim.AdamW` kernel: fused by
+  default (`adamw_torch_fused`, the transformers default for torch >= 2.8), or the per-parameter loop.
 - Schedule: our `warmup_steps` is passed as HF's integer `warmup_steps`, our `warmup_ratio` as HF's float
   `warmup_steps` in [0, 1), which HF also rounds up: `ceil(ratio * total)` on both sides.
 - fp32, dropout off, no gradient checkpointing, CPU, one process, `dataloader_num_workers=0`.
@@ -86,7 +86,7 @@ def trl_args(cfg: TrainConfig, output_dir: str | Path) -> RewardConfig:
         lr_scheduler_type=cfg.lr_scheduler_type,
         # HF: an int >= 1 is a step count, a float in [0, 1) a ratio rounded up (TrainingArguments.get_warmup_steps)
         warmup_steps=warmup if warmup is not None else cfg.warmup_ratio,
-        optim="adamw_torch",
+        optim=cfg.optim,  # the same AdamW kernel as build_optimizer: fused or not
         max_length=cfg.max_length,
         pad_to_multiple_of=cfg.pad_to_multiple_of,
         center_rewards_coefficient=cfg.center_rewards_coefficient,

@@ -26,10 +26,12 @@ compared with those runs:
 Reported per system (benchmarks/measure.py): pairs/s (median, min–max over repeats), real (non-pad)
 tokens/s, padded share of the tokens computed, peak memory of the training call alone (RSS peak
 reset before it; CUDA: the allocator's peak) and what training added, held-out loss/accuracy (one
-shared evaluation, packed where the model allows), utilisation two ways (effective: linear FLOPs of
-the real tokens, prompt counted twice; true: of the positions that ran) over the fp32 matmul rate
-measured before and after the runs, and how many of our micro-batches the forward ran packed; then
-ours/TRL ratios and, when the matmul rate or the repeats moved, "machine busy: ratios unreliable".
+shared evaluation, packed where the model allows), utilisation over the fp32 matmul rate measured
+before and after the runs, in model FLOPs (linear layers 6N per token + causal attention scores):
+effective (every sequence whole, prompt counted twice), true (what ran: the prompt once, padding
+included) and true counting the linear layers only (a lower bound), and how many of our
+micro-batches the forward ran packed; then ours/TRL ratios and, when the matmul rate or the repeats
+moved, "machine busy: ratios unreliable".
 Output: a markdown table on stdout, JSON under benchmarks/results/, and a PNG of both loss curves (plot extra).
 """
 
@@ -52,7 +54,16 @@ sys.path.insert(0, str(ROOT))
 RESULTS = ROOT / "benchmarks" / "results"
 
 from benchmarks.inits import build_init, load_rows, pretrain, start_worker  # noqa: E402
-from benchmarks.measure import TrainingMemory, busy_warning, linear_flops_per_token, matmul_flops, summarise  # noqa: E402
+from benchmarks.measure import (  # noqa: E402
+    TrainingMemory,
+    attention_flops_per_score,
+    attention_scores,
+    busy_warning,
+    linear_flops_per_token,
+    matmul_flops,
+    real_attention_scores,
+    summarise,
+)
 
 # Our options per mode (TRL always runs as it ships, with parity mode's hyper-parameters).
 OUR_SPEED_OPTIONS = {
@@ -97,20 +108,22 @@ def worker(args: argparse.Namespace) -> dict:
     #   real     = tokens of the 2B sequences (prompt counted twice): the same for both systems
     #   computed = non-pad tokens the model ran (shared prefix: P + C' + R' per pair)
     #   slots    = rows x width actually run, padding included
+    #   scores   = attention's query-key scores as run (real_scores: each sequence whole, unpadded)
     train_ds = harness.tokenize(data.train, tokenizer, cfg)
     steps = optimizer_steps(train_ds, build_collator(cfg, tokenizer.pad_token_id), cfg)
-    real = computed = slots = pairs = micro_batches = 0
+    real = computed = slots = scores = real_scores = pairs = micro_batches = 0
     for _ in range(args.max_steps):
         for mb in next(steps)[1]:
             pairs, micro_batches = pairs + batch_pairs(mb), micro_batches + 1
             real += batch_tokens(mb)
+            scores, real_scores = scores + attention_scores(mb), real_scores + real_attention_scores(mb)
             if isinstance(mb, PackedBatch):
                 computed, slots = computed + mb.num_tokens, slots + mb.num_positions
             else:
                 computed, slots = computed + int(mb["attention_mask"].sum()), slots + mb["input_ids"].numel()
     started = time.perf_counter()
     held_out = held_out_metrics(run.model.to(device), tokenizer, data.test, cfg, precision)
-    flops = linear_flops_per_token(model)
+    flops, per_score = linear_flops_per_token(model), attention_flops_per_score(model)
     return {
         "system": args.system,
         "mode": args.mode,
@@ -128,13 +141,18 @@ def worker(args: argparse.Namespace) -> dict:
         "peak_memory_mb": peak,
         "memory_rise_mb": peak - memory.start_mb,
         "memory_peak_reset": memory.reset,
-        "effective_flops_per_s": flops * real / run.seconds,  # as if every sequence ran whole, unpadded
-        "true_flops_per_s": flops * slots / run.seconds,  # what ran: shared prefix once, padding included
+        # model FLOPs (linear layers + attention scores) per second of training
+        "effective_flops_per_s": (flops * real + per_score * real_scores) / run.seconds,  # every sequence whole
+        "true_flops_per_s": (flops * slots + per_score * scores) / run.seconds,  # what ran, padding included
+        "true_linear_flops_per_s": flops * slots / run.seconds,  # linear layers only: a lower bound
         "eval_loss": held_out["loss"],
         "eval_accuracy": held_out["accuracy"],
         "eval_seconds": time.perf_counter() - started,
         "params": count_parameters(model),
         "linear_flops_per_token": flops,
+        "attention_flops_per_score": per_score,
+        "attention_scores": scores,
+        "real_attention_scores": real_scores,
         "real_tokens": real,
         "losses": [s["loss"] for s in run.steps],
     }
@@ -180,7 +198,15 @@ def run_worker(args: argparse.Namespace, system: str, mode: str) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-TIMED = ("seconds", "pairs_per_s", "real_tokens_per_s", "peak_memory_mb", "effective_flops_per_s", "true_flops_per_s")
+TIMED = (
+    "seconds",
+    "pairs_per_s",
+    "real_tokens_per_s",
+    "peak_memory_mb",
+    "effective_flops_per_s",
+    "true_flops_per_s",
+    "true_linear_flops_per_s",
+)
 
 
 def table(mode: str, trl: dict, ours: dict, flops: float) -> str:
@@ -201,8 +227,9 @@ def table(mode: str, trl: dict, ours: dict, flops: float) -> str:
         ratio = ours[key] / trl[key] if trl[key] else float("nan")
         lines.append(f"| {label} | {fmt.format(trl[key])} | {fmt.format(ours[key])} | {ratio:.2f} |")
     for label, key in (
-        ("effective utilisation (real tokens x 6N / matmul)", "effective_flops_per_s"),
-        ("true utilisation (positions run x 6N / matmul)", "true_flops_per_s"),
+        ("effective utilisation (model FLOPs of the whole sequences / matmul)", "effective_flops_per_s"),
+        ("true utilisation (model FLOPs of what ran / matmul)", "true_flops_per_s"),
+        ("true utilisation, linear layers only (lower bound)", "true_linear_flops_per_s"),
     ):
         t, o = trl[key] / flops, ours[key] / flops
         lines.append(f"| {label} | {t:.1%} | {o:.1%} | {o / t:.2f} |")

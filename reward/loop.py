@@ -57,7 +57,15 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
         {"params": decay, "weight_decay": cfg.weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
     ]
-    return torch.optim.AdamW(groups, lr=cfg.learning_rate, betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_epsilon)
+    # fused: one kernel updates every parameter (HF's default optim since torch 2.8); torch's default on
+    # CPU is a Python loop of ~8 ops per parameter, 4x slower here (~5 % of the small model's step)
+    return torch.optim.AdamW(
+        groups,
+        lr=cfg.learning_rate,
+        betas=(cfg.adam_beta1, cfg.adam_beta2),
+        eps=cfg.adam_epsilon,
+        fused=cfg.optim == "adamw_torch_fused",
+    )
 
 
 def warmup_steps(cfg: TrainConfig, total_steps: int) -> int:

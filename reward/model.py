@@ -232,6 +232,13 @@ def unwrap(model: nn.Module) -> nn.Module:
     return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
+def decoder_layers(model: nn.Module) -> list[nn.Module]:
+    """The model's repeated blocks: the modules whose class HF lists in `_no_split_modules` (e.g.
+    LlamaDecoderLayer, GPT2Block), the units FSDP shards and `--torch_compile` compiles."""
+    names = set(getattr(unwrap(model), "_no_split_modules", None) or [])
+    return [module for module in model.modules() if type(module).__name__ in names]
+
+
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 

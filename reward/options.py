@@ -28,6 +28,7 @@ SCHEDULERS = (
     "inverse_sqrt",
 )
 EVAL_STRATEGIES = ("steps", "epoch", "no")
+OPTIMIZERS = ("adamw_torch_fused", "adamw_torch")  # HF's names for torch.optim.AdamW, fused or not
 DTYPES = ("float32", "bfloat16", "auto")  # not float16: AdamW's moments underflow (use --fp16 for fp16 compute)
 TRACKERS = ("tensorboard", "trackio", "wandb")  # report_to also takes "none" and "all"
 HUB_STRATEGIES = ("every_save", "end")
@@ -94,6 +95,7 @@ def train_problems(cfg: Any) -> list[str]:
         (finite(cfg.weight_decay) and 0 <= cfg.weight_decay <= 1, "--weight_decay must be in [0, 1]"),
         (0 <= cfg.adam_beta1 < 1 and 0 <= cfg.adam_beta2 < 1, "--adam_beta1 and --adam_beta2 must be in [0, 1)"),
         (finite(cfg.adam_epsilon) and cfg.adam_epsilon > 0, "--adam_epsilon must be a finite number > 0"),
+        (cfg.optim in OPTIMIZERS, f"--optim must be one of {', '.join(OPTIMIZERS)} (AdamW, fused or not)"),
         (
             finite(cfg.max_grad_norm) and cfg.max_grad_norm >= 0,
             "--max_grad_norm must be a finite number >= 0 (0: no clipping)",

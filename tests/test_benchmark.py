@@ -84,11 +84,20 @@ def test_benchmark_all_modes_with_warm_start(tmp_path):
     assert padded["memory_rise_mb"] > 2 * packed["memory_rise_mb"], (padded["memory_rise_mb"], packed["memory_rise_mb"])
     assert trl["memory_rise_mb"] > 2 * packed["memory_rise_mb"]
     assert padded["peak_memory_mb"] > packed["peak_memory_mb"]
-    for run in (trl, padded, packed):  # both utilisation rows; the true one counts the positions that ran
-        ratio = run["slots_per_pair"] / run["real_tokens_per_pair"]
-        assert run["true_flops_per_s"] == pytest.approx(run["effective_flops_per_s"] * ratio)
+    for run in (trl, padded, packed):  # the utilisation rows: model FLOPs of what ran / of whole sequences
+        linear = run["linear_flops_per_token"] * run["slots_per_pair"] * run["pairs"] / run["seconds"]
+        attention = run["attention_flops_per_score"] * run["attention_scores"] / run["seconds"]
+        assert run["true_linear_flops_per_s"] == pytest.approx(linear)
+        assert run["true_flops_per_s"] == pytest.approx(linear + attention)
+        real = (
+            run["linear_flops_per_token"] * run["real_tokens"]
+            + run["attention_flops_per_score"] * run["real_attention_scores"]
+        )
+        assert run["effective_flops_per_s"] == pytest.approx(real / run["seconds"])
     assert packed["true_flops_per_s"] < packed["effective_flops_per_s"]  # the prompt once, no padding
+    assert packed["attention_scores"] < packed["real_attention_scores"]  # R' does not attend to P twice
     assert padded["true_flops_per_s"] > padded["effective_flops_per_s"]  # padding is computed too
+    assert padded["attention_scores"] > padded["real_attention_scores"]
 
 
 def test_ranked_benchmark_counts_the_comparisons_and_tokens_each_system_ran(tmp_path):
@@ -136,6 +145,26 @@ def test_ranked_benchmark_counts_the_comparisons_and_tokens_each_system_ran(tmp_
     assert ours["packed_forwards"] == 3 and ours["padded_fallbacks"] == 0 and trl["packed_forwards"] == 0
     assert ours["eval_comparisons"] == trl["eval_comparisons"] == 6 * 6  # one held-out set for both
     assert ours["comparisons_per_s_range"][0] <= ours["comparisons_per_s"] <= ours["comparisons_per_s_range"][1]
+
+
+def test_attention_scores_by_hand():
+    """Two pairs with pad 0: ([5,6,7,8], [5,6,9]) shares P = [5,6], C' = 2, R' = 1; ([3,4], [7]) shares nothing."""
+    from types import SimpleNamespace
+
+    from benchmarks.measure import attention_flops_per_score, attention_scores, real_attention_scores
+    from reward.collate import PairwiseCollator
+    from reward.fast.packing import pack_pairs
+
+    pairs = [{"chosen_ids": [5, 6, 7, 8], "rejected_ids": [5, 6, 9]}, {"chosen_ids": [3, 4], "rejected_ids": [7]}]
+    packed, padded = pack_pairs(pairs, 0), PairwiseCollator(0)(pairs)
+    # whole sequences, causal: 4 + 3 + 2 + 1 tokens -> 10 + 6 + 3 + 1 scores, however they are laid out
+    assert real_attention_scores(packed) == real_attention_scores(padded) == 20
+    # packed: [P|C'] causal (10) + R' sees P and itself (2 + 1); [C'|R'] with no P: 3 + 1
+    assert attention_scores(packed) == 13 + 4
+    # padded: 4 rows of width 4, each causal over the whole width, padding included
+    assert attention_scores(padded) == 4 * 10
+    config = SimpleNamespace(num_hidden_layers=2, num_attention_heads=4, hidden_size=64)  # head_dim 16
+    assert attention_flops_per_score(SimpleNamespace(config=config)) == 12 * 2 * 4 * 16
 
 
 def test_the_busy_machine_warning():

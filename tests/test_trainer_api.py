@@ -152,7 +152,6 @@ def test_ignored_fields_are_accepted_with_any_value():
 @pytest.mark.parametrize(
     "name, value",
     [
-        ("optim", "adafactor"),
         ("deepspeed", "ds.json"),
         ("load_best_model_at_end", True),
         ("save_strategy", "epoch"),
@@ -164,6 +163,13 @@ def test_ignored_fields_are_accepted_with_any_value():
 def test_refused_fields_are_one_line_errors_naming_the_field(name, value):
     with pytest.raises(UserError, match=f"{name}={value!r} is not supported"):
         RewardConfig(**{name: value})
+
+
+def test_optim_is_shared_adamw_fused_or_not_and_others_are_one_line_errors():
+    assert RewardConfig().optim == default_of(trl_fields()["optim"]) == "adamw_torch_fused"  # HF's default
+    assert RewardConfig(optim="adamw_torch").optim == "adamw_torch"
+    with pytest.raises(UserError, match="--optim must be one of adamw_torch_fused, adamw_torch"):
+        RewardConfig(optim="adafactor")
 
 
 def test_refused_fields_at_trls_default_are_accepted():

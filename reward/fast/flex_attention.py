@@ -27,6 +27,7 @@ from torch import nn
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
 from reward.fast.packing import Segment
+from reward.fast.segment_attention import layout_list
 
 
 def token_layout(segments: list[Segment], rows: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -70,7 +71,7 @@ def flex_segment_attention(
     attention_mask: torch.Tensor | None,
     dropout: float = 0.0,
     scaling: float | None = None,
-    reward_segments: list[Segment] | None = None,
+    reward_segments: list[Segment] | torch.Tensor | None = None,
     **kwargs,
 ) -> tuple[torch.Tensor, None]:
     """`segment_attention`'s signature and result, (R, T, H, d) for query (R, H, T, d), in one call;
@@ -85,7 +86,8 @@ def flex_segment_attention(
     shape = (rows, width, query.device)
     cached = _CACHE.get("last")  # holds the list itself, so `is` cannot match a new list at a reused id
     if cached is None or cached[0] is not reward_segments or cached[1] != shape:
-        cached = _CACHE["last"] = (reward_segments, shape, segment_block_mask(reward_segments, *shape))
+        mask = segment_block_mask(layout_list(reward_segments), *shape)
+        cached = _CACHE["last"] = (reward_segments, shape, mask)
     gqa = query.shape[1] != key.shape[1]
     out = flex_attention(query, key, value, block_mask=cached[2], scale=scaling, enable_gqa=gqa)  # (R, H, T, d)
     return out.transpose(1, 2).contiguous(), None

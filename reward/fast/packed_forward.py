@@ -27,7 +27,7 @@ from reward.fast.packing import (
     pack_pairs,
     warn_once,
 )
-from reward.fast.segment_attention import use_segment_attention
+from reward.fast.segment_attention import layout_tensor, use_segment_attention
 from reward.model import compute_rewards, is_encoder, unwrap
 
 
@@ -90,7 +90,7 @@ def _segment_rewards(model: PreTrainedModel, batch: PackedBatch | Rows) -> torch
         attention_mask=placeholder,
         position_ids=batch.position_ids.to(device),  # (R, T)
         use_cache=False,
-        reward_segments=batch.segments,
+        reward_segments=layout_tensor(batch.segments),  # (S, W): a tensor, so torch.compile keeps it dynamic
     ).last_hidden_state  # (R, T, H)
     where = batch.reward_index.to(device)  # (S, 2)
     return model.score(hidden[where[:, 0], where[:, 1]]).squeeze(-1).float()  # (S,)

@@ -46,6 +46,26 @@ from reward.fast.packing import Segment
 NAME = "reward_segments"
 
 
+def layout_tensor(segments: list[Segment]) -> torch.Tensor:
+    """(S, W) int64 on the CPU: the segments as rows, zero-padded to the longest (a zero-length suffix
+    adds nothing). This is how the layout travels through the model: a list would make torch.compile
+    guard on its length, a recompile whenever the number of segments changes; a tensor's size is
+    dynamic."""
+    width = max(len(segment) for segment in segments)
+    return torch.tensor([list(segment) + [0] * (width - len(segment)) for segment in segments], dtype=torch.long)
+
+
+def layout_list(reward_segments: list[Segment] | torch.Tensor) -> list[Segment]:
+    """The layout as (row, start, len P, len S1', ...) tuples, from `layout_tensor`'s rows or as given."""
+    if isinstance(reward_segments, torch.Tensor):
+        return [tuple(row) for row in reward_segments.tolist()]
+    return reward_segments
+
+
+# Not traced by torch.compile: the loop is Python over the layout, and tracing it would specialise a
+# graph on every segment length (a recompile per micro-batch). Under --torch_compile the layers around
+# it are compiled and this runs eagerly between their graphs (reward/fast/compiled.py).
+@torch.compiler.disable
 def segment_attention(
     module: nn.Module,
     query: torch.Tensor,
@@ -54,16 +74,18 @@ def segment_attention(
     attention_mask: torch.Tensor | None,
     dropout: float = 0.0,
     scaling: float | None = None,
-    reward_segments: list[Segment] | None = None,
+    reward_segments: list[Segment] | torch.Tensor | None = None,
     **kwargs,
 ) -> tuple[torch.Tensor, None]:
     """Attention output (R, T, H, d) for query (R, H, T, d) and key/value (R, H_kv, T, d).
 
-    With `reward_segments`, row positions outside every segment (a row's trailing padding) get a
-    zero output: nothing reads them. Without, this is transformers' sdpa attention.
+    With `reward_segments` (the tuples, or `layout_tensor` of them), row positions outside every
+    segment (a row's trailing padding) get a zero output: nothing reads them. Without, this is
+    transformers' sdpa attention.
     """
     if reward_segments is None:
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout, scaling, **kwargs)
+    reward_segments = layout_list(reward_segments)
     groups = query.shape[1] // key.shape[1]
     if groups > 1:  # grouped-query attention: each key/value head serves `groups` query heads
         key = key.repeat_interleave(groups, dim=1)  # (R, H, T, d)

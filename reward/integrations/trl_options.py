@@ -96,7 +96,6 @@ IGNORED = {
 # TRL-only fields we do not run: name -> why, and what to use
 REFUSED = {
     "lr_scheduler_kwargs": "schedules run without kwargs (reward/options.py SCHEDULERS)",
-    "optim": "AdamW only (`torch.optim.AdamW`; TRL's `adamw_torch_fused` is accepted and runs unfused)",
     "optim_args": "AdamW only",
     "optim_target_modules": "AdamW only",
     "label_smoothing_factor": "0 only: TRL's reward loss never reads it; ours is `label_smoothing` (the BT ε)",
@@ -135,7 +134,7 @@ REFUSED = {
 }
 
 # refused fields' values that are accepted all the same: they mean what we run
-REFUSED_ACCEPTS = {"optim": ("adamw_torch", "adamw_torch_fused"), "logging_strategy": ("steps",)}
+REFUSED_ACCEPTS = {"logging_strategy": ("steps",)}
 
 
 @dataclass

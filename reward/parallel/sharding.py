@@ -37,6 +37,7 @@ from torch.distributed.fsdp import FSDPModule, fully_shard
 from transformers import PreTrainedModel
 
 from reward.errors import UserError
+from reward.model import decoder_layers
 from reward.parallel.distributed import World
 
 
@@ -56,10 +57,8 @@ def shard_model(model: PreTrainedModel, world: World, device: torch.device) -> P
     if any(True for _ in model.parameters(recurse=False)):
         raise UserError(f"--fsdp: {type(model).__name__} has parameters outside its submodules; cannot shard it")
     mesh = init_device_mesh(device.type, (world.size,))
-    layer_types = set(getattr(model, "_no_split_modules", None) or [])
-    for module in list(model.modules()):  # list: fully_shard swaps each unit's class
-        if type(module).__name__ in layer_types:
-            fully_shard(module, mesh=mesh)
+    for module in decoder_layers(model):  # a list: fully_shard swaps each unit's class
+        fully_shard(module, mesh=mesh)
     for child in model.children():  # backbone (embeddings, norm) and head: each a root
         if any(True for _ in child.parameters()):
             # explicit True: FSDP2's default (None) keeps a root's weights gathered from forward to
