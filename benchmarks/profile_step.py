@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> dict:
     tokenizer = load_tokenizer(init)
     model = load_model(init, tokenizer, seed=0).train()
     if args.torch_compile:
-        print(compile_layers(model, torch.device("cpu")))
+        print(compile_layers(model))
     fast = {} if args.padded else {"group_by_length": True, "padding_free": True, "share_prefix": True}
     cfg = harness.our_config(per_device_train_batch_size=args.batch_size, max_steps=100, use_cpu=True, **fast)
     ds = harness.tokenize(load_rows("synthetic-long", 1200, 0).train, tokenizer, cfg)

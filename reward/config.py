@@ -166,11 +166,7 @@ class TrainConfig:
     adam_beta1: float = option(0.9, "AdamW beta1.")
     adam_beta2: float = option(0.999, "AdamW beta2.")
     adam_epsilon: float = option(1e-8, "AdamW epsilon.")
-    optim: str = option(
-        "adamw_torch_fused",
-        "AdamW kernel: 'adamw_torch_fused' (one fused kernel per step; HF's default since torch 2.8) or "
-        "'adamw_torch' (torch's per-parameter loop on CPU). The same update up to float rounding.",
-    )
+    optim: str = option("adamw_torch_fused", "AdamW: 'adamw_torch_fused' (one kernel; HF's default) or 'adamw_torch'.")
     max_grad_norm: float = option(1.0, "Clip the global gradient norm to this; 0 disables clipping.")
     num_train_epochs: float = option(2.0, "Passes over the training pairs (ignored when max_steps > 0).")
     max_steps: int = option(-1, "Total optimizer steps; overrides num_train_epochs when > 0.")

@@ -40,8 +40,9 @@ def test_layout_tensor_is_the_same_layout():
 def test_a_missing_cpp_compiler_is_one_line(monkeypatch):
     monkeypatch.setattr(compiled.shutil, "which", lambda name: None)
     with pytest.raises(UserError, match="--torch_compile on CPU needs a C\\+\\+ compiler"):
-        compiled.check_compiler(torch.device("cpu"))
-    compiled.check_compiler(torch.device("cuda"))  # CUDA kernels are Triton's: no C++ compiler needed
+        compiled.require_compiler(True, torch.device("cpu"))
+    compiled.require_compiler(True, torch.device("cuda"))  # CUDA kernels are Triton's: no C++ compiler needed
+    compiled.require_compiler(False, torch.device("cpu"))  # not compiling: nothing needed
 
 
 def random_pairs(n: int, rng: random.Random, vocab: int) -> list[dict]:
@@ -64,7 +65,7 @@ def test_compiled_layers_equal_eager_and_compile_once_for_every_layout(arch="lla
     counters.clear()
     eager, pad, _ = build_arch_model(arch, vocab=64, seed=3)
     model = copy.deepcopy(eager)
-    line = compiled.compile_layers(model, torch.device("cpu"))
+    line = compiled.compile_layers(model)
     assert line.startswith("torch.compile: 2 decoder layers one by one")
     eager.train(), model.train()  # dropout is off: train mode only turns on autograd's saved tensors
     rng, frames = random.Random(7), []

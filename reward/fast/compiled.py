@@ -19,7 +19,7 @@ Why layer by layer, and not the whole backbone as before:
   mask code branches on the batch.
 
 Parameter names are unchanged (`nn.Module.compile` compiles in place), so checkpoints and resume
-are as without it. On CPU inductor writes C++: a compiler must be installed (checked up front).
+are as without it. On CPU inductor writes C++: a compiler must be installed (`require_compiler`).
 """
 
 from __future__ import annotations
@@ -33,17 +33,17 @@ from reward.errors import UserError
 from reward.model import decoder_layers, unwrap
 
 
-def check_compiler(device: torch.device) -> None:
-    """On CPU, torch.compile's inductor backend compiles C++: fail before training, in one line."""
-    if device.type == "cpu" and not any(shutil.which(name) for name in ("g++", "c++", "clang++")):
+def require_compiler(torch_compile: bool, device: torch.device) -> None:
+    """--torch_compile on CPU: inductor compiles C++, so fail in preflight, in one line, without a compiler."""
+    if torch_compile and device.type == "cpu" and not any(shutil.which(n) for n in ("g++", "c++", "clang++")):
         raise UserError("--torch_compile on CPU needs a C++ compiler (g++ or clang++): install one or drop the flag")
 
 
-def compile_layers(model: nn.Module, device: torch.device) -> str:
+def compile_layers(model: nn.Module) -> str:
     """Compile each decoder layer of `model` in place (dynamic shapes); returns the line to print.
 
-    A model without listed decoder layers (`_no_split_modules` empty) gets its backbone compiled whole."""
-    check_compiler(device)
+    A model without listed decoder layers (`_no_split_modules` empty) gets its backbone compiled whole.
+    `require_compiler` has run in preflight."""
     layers = decoder_layers(model)
     for layer in layers or [unwrap(model).base_model]:
         layer.compile(dynamic=True)

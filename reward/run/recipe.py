@@ -28,7 +28,7 @@ from reward.data import PreferenceData, evaluation_rows, load_preferences
 from reward.errors import UserError
 from reward.eval.model_card import card_facts
 from reward.export import STATS_KEY, choose_format, collapse_problem, export_model, record_format, reward_statistics
-from reward.fast.compiled import check_compiler, compile_layers
+from reward.fast.compiled import compile_layers, require_compiler
 from reward.fast.packed_forward import describe_forward
 from reward.finetune.lora import adapter_to_resume, add_lora, describe_lora, require_peft
 from reward.formatting import SequenceFormat, describe_format, drop_past_positions, read_format, tokenize_pairs
@@ -153,8 +153,7 @@ def preflight(cfg: TrainConfig) -> Setup:
         setup.checkpoint = resolve_checkpoint(cfg.resume_from_checkpoint, setup.out_dir)
     if cfg.use_peft:
         require_peft()
-    if cfg.torch_compile:
-        check_compiler(device)
+    require_compiler(cfg.torch_compile, device)
     if cfg.plot_curves:
         from reward.eval.plotting import require_matplotlib
 
@@ -253,7 +252,7 @@ def build_model(cfg: TrainConfig, setup: Setup, prepared: Prepared, model: PreTr
         model = add_lora(model, cfg, setup.adapter)
         print(describe_lora(model))
     if cfg.torch_compile:  # in place: parameter names (and so checkpoints) are unchanged
-        print(compile_layers(model, setup.device))
+        print(compile_layers(model))
     if cfg.fsdp:  # on the CPU copy: fully_shard moves only this process's shard to the device
         shard_model(model, setup.plan.world, setup.device)
     else:
