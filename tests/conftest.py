@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from pathlib import Path
@@ -129,6 +130,70 @@ def quiet_datasets():
     yield
     if was_enabled:
         datasets.enable_progress_bars()
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One intra-op thread for a module: micro-batches of a few tiny sequences run as fast on one, and two
+    threads slow down ~10x as soon as another process is busy on the 2 cores (measured: 1 s vs 8-20 s
+    for one 6-step run). Use with `pytestmark = pytest.mark.usefixtures("one_torch_thread")`."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def small_run(out: Path, *extra: str) -> list[str]:
+    """CLI options of a tiny, fast run (50 generated pairs, batch 8, a record every step)."""
+    return [
+        "--output_dir",
+        str(out),
+        "--synthetic_num_pairs",
+        "50",
+        "--per_device_train_batch_size",
+        "8",
+        "--logging_steps",
+        "1",
+        "--disable_tqdm",
+        *extra,
+    ]
+
+
+def read_metrics(out: Path) -> list[dict]:
+    """The records of a run's metrics.jsonl."""
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def checkpoint_steps(out: Path) -> list[int]:
+    """The steps of a run's checkpoint-N folders, sorted."""
+    return sorted(int(p.name.split("-")[1]) for p in out.glob("checkpoint-*"))
+
+
+TIMING_FIELDS = {"pairs_per_s", "tokens_per_s"}  # wall-clock rates: the only fields allowed to differ
+
+
+def without_timing(records: list[dict]) -> list[dict]:
+    """Metrics records without their wall-clock rates: what two runs of the same steps must share."""
+    return [{k: v for k, v in r.items() if k not in TIMING_FIELDS} for r in records]
+
+
+def latest(out: Path) -> str:
+    """The checkpoint a run's LATEST file names."""
+    from reward.run.checkpoints import LATEST_FILE
+
+    return (out / LATEST_FILE).read_text().strip()
+
+
+def weights(folder: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a model folder's model.safetensors."""
+    from safetensors.torch import load_file
+
+    return load_file(folder / "model.safetensors")
+
+
+def all_finite(tensors: dict[str, torch.Tensor]) -> bool:
+    """True if no tensor holds a NaN or inf."""
+    return all(torch.isfinite(t).all() for t in tensors.values())
 
 
 def train_tiny(out: Path, dataset=None, **options) -> Path:

@@ -26,7 +26,7 @@ import train
 from reward.presets.synthetic import generate_pairs
 from reward.presets.tiny import build_tiny_tokenizer, tiny_config
 
-pytestmark = pytest.mark.usefixtures("quiet_datasets")
+pytestmark = pytest.mark.usefixtures("quiet_datasets", "one_torch_thread")  # conftest.py
 
 
 @pytest.fixture(autouse=True)
@@ -34,15 +34,6 @@ def hub_offline(monkeypatch):
     """conftest sets HF_HUB_OFFLINE after transformers (hence huggingface_hub) is imported, so the constant
     huggingface_hub reads is still False in this process: a Hub lookup would retry for ~25 s per file."""
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """The few runs that train use tiny batches: one thread is as fast and immune to a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 # --- helpers -------------------------------------------------------------------------------------

@@ -36,6 +36,7 @@ def test_eval_speed_paths_agree_and_packing_computes_less(tmp_path):
 @pytest.mark.parametrize("padded", [False, True], ids=["packed", "padded"])
 def test_profile_accounts_for_the_whole_step(tmp_path, padded):
     argv = ["--model", "tiny", "--batch_size", "4", "--warmup", "1", "--steps", "1", "--workdir", str(tmp_path)]
+    argv += ["--results_dir", str(tmp_path / "results")]
     result = profile_step.main(argv + (["--padded"] if padded else []))
     buckets = result["buckets"]
     assert set(buckets) <= {name for name, _ in profile_step.BUCKETS} | {
@@ -47,5 +48,10 @@ def test_profile_accounts_for_the_whole_step(tmp_path, padded):
     ops = sum(s for name, s in buckets.items() if not name.startswith("Python"))
     assert 0 < ops <= result["wall"]
     assert 0 < result["true_linear_utilisation"] < result["true_utilisation"] < 1.5  # rates over a measured ceiling
+    # the ceiling is read before the timed steps and after each one (argv: 1 step), the highest reading used
+    assert len(result["matmul_flops"]) == 2 and all(r > 0 for r in result["matmul_flops"])
+    assert 0 < result["matmul_share_of_ceiling"] < 1.5
+    (saved,) = (tmp_path / "results").glob("*-profile-tiny*.json")
+    assert json.loads(saved.read_text())["matmul_flops"] == result["matmul_flops"]
     top_names = [name for name, _, _ in result["top"]]
     assert any("scaled_dot_product" in name for name in top_names)

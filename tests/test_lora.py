@@ -28,7 +28,7 @@ from reward.presets.tiny import build_tiny_tokenizer
 from reward.run.checkpoints import STATE_FILE
 
 peft = pytest.importorskip("peft")
-pytestmark = pytest.mark.usefixtures("quiet_datasets")
+pytestmark = pytest.mark.usefixtures("quiet_datasets", "one_torch_thread")  # conftest.py
 
 BACKBONE_LINEARS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
@@ -41,16 +41,6 @@ texts = json.loads(sys.stdin.read())
 rm = pipeline("text-classification", model=sys.argv[1], device="cpu")
 print(json.dumps([rm(t)[0]["score"] for t in texts]))
 """
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """One intra-op thread: tiny batches run as fast, and do not slow down 10x when the 2 cores are shared
-    (see tests/test_resume.py)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def texts_and_ids(tokenizer, n: int = 4) -> tuple[list[str], dict[str, torch.Tensor]]:

@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import read_metrics
 from wandb_records import items, read_wandb_records  # tests/wandb_records.py
 
 import train
@@ -45,10 +46,6 @@ def run_train(args: list[str], env: dict[str, str], timeout: int = 300) -> subpr
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc
-
-
-def read_metrics(out: Path) -> list[dict]:
-    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
 
 
 def expected_scalars(records: list[dict]) -> dict[str, dict[int, float]]:
