@@ -110,8 +110,8 @@ def linear_flops_per_token(model: nn.Module) -> int:
     """6 x the weights of the model's nn.Linear layers: a token's forward (2 per weight) + backward (4).
 
     Embedding lookups cost no matmul and the score head is read at one token per sequence, so both
-    are left out; attention's score and value products (4 x d x context per layer forward) are left
-    out too, which makes every utilisation figure a lower bound."""
+    are left out. Attention's score and value products are not weights: `attention_flops_per_score`
+    counts them, and this figure alone is the utilisation's lower bound ("linear layers only")."""
     return 6 * sum(
         m.weight.numel() for name, m in model.named_modules() if isinstance(m, nn.Linear) and "score" not in name
     )

@@ -11,11 +11,20 @@ the optimizer (AdamW and clipping), the other element-wise work, and what no op 
 (Python, the collator, dispatch). Prints the table and the true utilisation of the steps: the model
 FLOPs of what ran (linear layers 6N per position, causal attention scores; benchmarks/measure.py) over
 the measured matmul rate, and the linear layers' share alone (a lower bound).
+
+The utilisation comes from the same steps run again unprofiled, with the matmul rate read before
+the first and after every one of them: on a shared machine a single reading can land in a
+neighbour's burst and put the ceiling 20-40 % low (a utilisation over 100 % once). The highest
+reading is the ceiling (the conservative choice: a higher ceiling, a lower utilisation), and a
+reading more than 20 % below it prints "machine busy: utilisation unreliable". Also printed: the
+matmuls' own rate, the linear layers' FLOPs over the profiled `aten::mm` time, as a share of that
+ceiling (what a matmul of the model's shapes reaches). The JSON goes to `--results_dir`.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from collections import defaultdict
@@ -56,11 +65,12 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--model", default="small")
     p.add_argument("--batch_size", type=int, default=8)
     p.add_argument("--warmup", type=int, default=3)
-    p.add_argument("--steps", type=int, default=5)
+    p.add_argument("--steps", type=int, default=10, help="steps profiled, then timed again unprofiled")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--padded", action="store_true", help="profile the plain padded batches instead")
     p.add_argument("--torch_compile", action="store_true", help="compile the decoder layers (compiles during warm-up)")
     p.add_argument("--workdir", type=Path, default=RESULTS / "work-profile")
+    p.add_argument("--results_dir", type=Path, default=RESULTS, help="where the JSON goes")
     args = p.parse_args(argv)
 
     from benchmarks import trl_parity as harness
@@ -86,9 +96,9 @@ def main(argv: list[str] | None = None) -> dict:
     optimizer, precision = build_optimizer(model, cfg), resolve_precision(False, False, torch.device("cpu"))
     scheduler = build_scheduler(optimizer, cfg, 100)
 
-    def step() -> tuple[int, int]:
-        """One optimizer step; returns the positions it ran and its attention scores."""
-        _, micro_batches, n = next(steps)
+    def step(drawn: tuple | None = None) -> tuple[int, int]:
+        """One optimizer step (the next one, or `drawn` again); returns its positions and attention scores."""
+        _, micro_batches, n = drawn or next(steps)
         accumulate_gradients(model, micro_batches, precision, num_pairs_in_step=n)
         apply_update(model, optimizer, scheduler, precision, cfg.max_grad_norm)
         positions = sum(
@@ -100,11 +110,11 @@ def main(argv: list[str] | None = None) -> dict:
     for _ in range(args.warmup):
         step()
     warmup = time.perf_counter() - started
-    ceiling = matmul_flops(args.threads)
+    drawn = [next(steps) for _ in range(args.steps)]  # profiled, then timed again unprofiled: the same work
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
         started = time.perf_counter()
-        for _ in range(args.steps):
-            step()
+        for one in drawn:
+            step(one)
         wall = time.perf_counter() - started
     # self CPU time per op: each microsecond counted once, in the op that spent it
     times: dict[str, float] = defaultdict(float)
@@ -112,22 +122,34 @@ def main(argv: list[str] | None = None) -> dict:
         times[bucket(event.key)] += event.self_cpu_time_total / 1e6
     ops = sum(times.values())
     times["Python, collator, dispatch (not in any op)"] = max(wall - ops, 0.0)
-    # profiling inflates the wall time: measure the same steps unprofiled for the utilisation
-    started, positions, scores = time.perf_counter(), 0, 0
-    for _ in range(args.steps):
-        ran = step()
+    # profiling inflates the wall time: measure the same steps unprofiled for the utilisation, the
+    # matmul rate read around each step (the ceiling: the highest reading)
+    readings, plain, positions, scores = [matmul_flops(args.threads)], 0.0, 0, 0
+    for one in drawn:
+        started = time.perf_counter()
+        ran = step(one)
+        plain += time.perf_counter() - started
         positions, scores = positions + ran[0], scores + ran[1]
-    plain = time.perf_counter() - started
+        readings.append(matmul_flops(args.threads))
+    ceiling = max(readings)
+    low_high = f"{min(readings) / 1e9:.0f}-{ceiling / 1e9:.0f} GFLOP/s"
+    warning = None
+    if min(readings) < 0.8 * ceiling:  # the threshold of benchmarks/measure.py's busy_warning
+        warning = f"machine busy: utilisation unreliable (matmul readings {low_high})"
     linear = linear_flops_per_token(model) * positions
     true_util = (linear + attention_flops_per_score(model) * scores) / plain / ceiling
     linear_util = linear / plain / ceiling
+    mm_rate = linear / times["linear (matmul)"] if times["linear (matmul)"] else 0.0  # the matmuls' own rate
     lines = [
         f"model {args.model}, batch {args.batch_size}, {'padded' if args.padded else 'packed (fast mode)'}, fp32, "
         f"{'layers compiled, ' if args.torch_compile else ''}{args.threads} threads | {args.warmup} warm-up steps "
         f"{warmup:.1f} s | {args.steps} profiled steps: {wall:.2f} s ({plain:.2f} s unprofiled) | "
-        f"matmul {ceiling / 1e9:.0f} GFLOP/s | true utilisation (model FLOPs of what ran, unprofiled): "
-        f"{true_util:.1%} ({linear_util:.1%} linear layers only)",
+        f"matmul {low_high} over {len(readings)} readings (the ceiling: the highest) | "
+        f"true utilisation (model FLOPs of what ran, unprofiled): "
+        f"{true_util:.1%} ({linear_util:.1%} linear layers only) | the linear layers' matmuls ran at "
+        f"{mm_rate / 1e9:.0f} GFLOP/s, {mm_rate / ceiling:.0%} of the ceiling (profiled)",
         f"command: python benchmarks/profile_step.py {' '.join(sys.argv[1:] if argv is None else argv)}",
+        *([warning] if warning else []),
         "",
         "| where | seconds | share |",
         "|---|---|---|",
@@ -138,15 +160,26 @@ def main(argv: list[str] | None = None) -> dict:
     top = [(e.key, e.self_cpu_time_total / 1e6, e.count) for e in prof.key_averages()]
     top.sort(key=lambda t: -t[1])
     print("\ntop ops (self CPU s, calls): " + "; ".join(f"{k} {s:.2f} ({c})" for k, s, c in top[:12]))
-    return {
+    result = {
+        "header": "\n".join(lines[:2]),
         "wall": wall,
         "unprofiled": plain,
         "warmup": warmup,
         "buckets": dict(times),
         "true_utilisation": true_util,
         "true_linear_utilisation": linear_util,
+        "matmul_flops": readings,
+        "matmul_share_of_ceiling": mm_rate / ceiling,
+        "warning": warning,
         "top": top[:30],
     }
+    args.results_dir.mkdir(parents=True, exist_ok=True)
+    name = f"profile-{args.model.replace('/', '_')}{'-padded' if args.padded else ''}"
+    name += "-compiled" if args.torch_compile else ""
+    out = args.results_dir / f"{time.strftime('%Y%m%d-%H%M%S')}-{name}.json"
+    out.write_text(json.dumps(result, indent=2))
+    print(f"results: {out}")
+    return result
 
 
 if __name__ == "__main__":

@@ -3,8 +3,9 @@
 What compiling buys here is fusion: eager PyTorch runs a Llama layer's element-wise work one op at a
 time (RMSNorm's scaling, RoPE's rotations of q and k, SiLU x up, the residual adds: each a pass over
 a (T, hidden) activation, again in backward), and inductor turns runs of them into single loops.
-Measured on the ~20M model, packed long-prompt batches, 2 CPU threads: a median 9 % less time per
-step over six alternating runs (−15 % to +5 %), losses equal to eager to 1e-6 (benchmarks/README.md).
+Measured on the ~20M model, packed long-prompt batches, 2 CPU threads: 11-14 % less time over the
+same 20 steps in three alternating pairs of runs (true utilisation 63 % vs 56 %), losses equal to
+eager to 1e-6 (benchmarks/README.md, "Where the packed step's time goes").
 
 Why layer by layer, and not the whole backbone as before:
 
