@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import small_run
 from safetensors.torch import load_file
 from transformers import AutoModelForSequenceClassification
 
@@ -58,20 +59,8 @@ def rewards_of(model, batch: dict[str, torch.Tensor]) -> list[float]:
 
 
 def lora_options(out: Path, *extra: str) -> list[str]:
-    return [
-        "--use_peft",
-        "--output_dir",
-        str(out),
-        "--synthetic_num_pairs",
-        "50",
-        "--per_device_train_batch_size",
-        "8",
-        "--logging_steps",
-        "1",
-        "--disable_tqdm",
-        "--use_cpu",
-        *extra,
-    ]
+    """conftest's tiny run with LoRA on, on the CPU."""
+    return ["--use_peft", *small_run(out, "--use_cpu", *extra)]
 
 
 # --- 1. what is trained ----------------------------------------------------------------------------
