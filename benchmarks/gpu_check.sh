@@ -10,6 +10,7 @@
 #                 packed per-segment loop vs padded (small fp32, smollm2-135m bf16), JSON each
 #   multi-gpu     nccl data parallel and FSDP2 tests with 2 ranks; skipped with fewer than 2 GPUs
 #   bench         benchmarks/vs_trl.py --model smollm2-135m --data synthetic-long --mode all --bf16
+#   flex-grad     the FlexAttention prototype's gradients, which the CPU cannot compute (FLEX_TESTS)
 # Then a summary of what passed, failed or was skipped; exit 1 if any stage failed. Without a CUDA
 # device it prints one line and exits 2, having run nothing. Knobs: PYTHON (default python),
 # GPU_CHECK_BUDGET_S (default 450: with the 10 s kill grace the total stays under 8 minutes).
@@ -137,6 +138,16 @@ fi
 BENCH=(--model smollm2-135m --data synthetic-long --mode all --bf16
     --max_steps 100 --num_pairs 1200 --repeats 1 --results_dir "$OUTDIR" --workdir "$WORK/bench")
 stage bench 240 "$PYTHON" benchmarks/vs_trl.py "${BENCH[@]}"
+
+# --- (e) the FlexAttention prototype's gradients (torch 2.13 has no FlexAttention backward on CPU) ---
+# docs/gpu.md "Which path runs on CUDA": the prototype stays off until these pass on a GPU. The
+# compiled kernel against the per-segment loop (d/dq, d/dk, d/dv), then a whole packed model's
+# parameter gradients against the padded forward's. Last, so that it cannot take the benchmark's time.
+FLEX_TESTS=(
+    "tests/test_flex_attention.py::test_flex_gradients_equal_the_per_segment_loop_on_cuda"
+    "tests/test_flex_attention.py::test_a_packed_model_through_flex_has_the_padded_gradients_on_cuda"
+)
+stage flex-grad 90 "$PYTHON" -m pytest -q -p no:cacheprovider -rs "${FLEX_TESTS[@]}"
 
 # --- summary --------------------------------------------------------------------------------------
 failed=0

@@ -1,13 +1,17 @@
 """The FlexAttention prototype (reward/fast/flex_attention.py, off by default): its forward is the
-per-segment loop's on CPU; its backward is not available on CPU in this torch (what docs/gpu.md says)."""
+per-segment loop's on CPU; its backward is not available on CPU in this torch (what docs/gpu.md says),
+so its gradients are checked on CUDA only (benchmarks/gpu_check.sh runs those tests)."""
 
 from __future__ import annotations
 
+import copy
+import random
 import warnings
 
 import pytest
 import torch
 
+from reward.collate import PairwiseCollator
 from reward.fast.flex_attention import flex_segment_attention, token_layout
 from reward.fast.packed_forward import packed_rewards, supports_packing
 from reward.fast.packing import pack_pairs
@@ -99,3 +103,48 @@ def test_flex_attention_has_no_cpu_backward_in_this_torch():
     q = torch.randn(1, 2, 16, 8, requires_grad=True)
     with pytest.raises(NotImplementedError, match="backward on CPU"):
         quiet(flex_attention, q, q.detach(), q.detach())
+
+
+# --- its gradients: CUDA only ------------------------------------------------------------------------
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="FlexAttention's backward needs CUDA here")
+GPU_TOL = dict(rtol=1e-4, atol=1e-5)  # fp32 on both sides; the fused kernel sums in its own order
+
+
+@needs_cuda
+@pytest.mark.parametrize("kv_heads", [4, 2], ids=["mha", "gqa"])
+def test_flex_gradients_equal_the_per_segment_loop_on_cuda(kv_heads):
+    """The compiled kernel (what the prototype runs on CUDA) against the loop on the same CUDA tensors,
+    forward and d/dq, d/dk, d/dv: the first check docs/gpu.md asks for before the prototype is used."""
+    g = torch.Generator(device="cuda").manual_seed(0)
+    q = torch.randn(ROWS, 4, WIDTH, 16, device="cuda", generator=g, requires_grad=True)  # d 16: the kernel's least
+    k, v = (torch.randn(ROWS, kv_heads, WIDTH, 16, device="cuda", generator=g, requires_grad=True) for _ in range(2))
+    got, _ = flex_segment_attention(None, q, k, v, None, scaling=0.3, reward_segments=SEGMENTS)  # (R, T, H, d)
+    want, _ = segment_attention(None, q, k, v, None, scaling=0.3, reward_segments=SEGMENTS)
+    torch.testing.assert_close(got, want, **GPU_TOL)
+    weight = torch.randn(got.shape, device="cuda", generator=g)  # a loss that reaches every output
+    grads = torch.autograd.grad((got * weight).sum(), (q, k, v))
+    want_grads = torch.autograd.grad((want * weight).sum(), (q, k, v))
+    for name, a, b in zip("qkv", grads, want_grads):
+        torch.testing.assert_close(a, b, **GPU_TOL, msg=lambda m, n=name: f"d{n}: {m}")
+
+
+@needs_cuda
+def test_a_packed_model_through_flex_has_the_padded_gradients_on_cuda(flex_calls):
+    """The second check: a whole packed model (2-layer Llama, grouped KV heads, head dim 16) through
+    the prototype; rewards and every parameter's gradient equal the padded forward's on the same GPU."""
+    from tests.conftest import build_arch_model
+    from tests.test_compiled import random_pairs
+
+    model, pad, _ = build_arch_model("llama", vocab=64, seed=3)
+    reference = copy.deepcopy(model).cuda()  # never packed: padded (2B, T) batches through sdpa
+    model = model.cuda()
+    pairs = random_pairs(6, random.Random(5), 64)
+    r_c, r_r = quiet(packed_rewards, model, pack_pairs(pairs, pad))  # (B,), (B,)
+    (-torch.nn.functional.logsigmoid(r_c - r_r).mean()).backward()
+    batch = PairwiseCollator(pad)(pairs)
+    want = compute_rewards(reference, batch["input_ids"].cuda(), batch["attention_mask"].cuda())  # (2B,)
+    (-torch.nn.functional.logsigmoid(want[:6] - want[6:]).mean()).backward()
+    torch.testing.assert_close(torch.cat([r_c, r_r]), want, **GPU_TOL)
+    for (name, a), b in zip(model.named_parameters(), reference.parameters()):
+        torch.testing.assert_close(a.grad, b.grad, **GPU_TOL, msg=lambda m, n=name: f"{n}: {m}")
+    assert len(flex_calls) == 3 * model.config.num_hidden_layers  # the self-check's 2 forwards, then ours

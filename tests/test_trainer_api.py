@@ -75,9 +75,9 @@ def test_trl_guide_snippet_runs_verbatim_and_its_folder_scores_in_the_pipeline(b
 
     text = "Name a fruit. Happy to help: mango."
     score = pipeline("text-classification", model=output_dir)(text)[0]["score"]
-    trained = trainer.model.eval()
+    trained = trainer.model.eval()  # still on the device it trained on (the GPU, where there is one)
     with torch.no_grad():
-        direct = trained(**tokenizer(text, return_tensors="pt")).logits[0, 0].item()
+        direct = trained(**tokenizer(text, return_tensors="pt").to(trained.device)).logits[0, 0].item()
     assert score == pytest.approx(direct, abs=1e-5)  # the folder is the model that trained
 
     # TRL's own config stops right there on a CPU machine (bf16 defaults to True)

@@ -16,8 +16,8 @@ in the per-segment loop.
 
 Status (docs/gpu.md): the forward equals the per-segment path on CPU (tests/test_flex_attention.py).
 torch 2.13 has no FlexAttention backward on CPU (NotImplementedError as soon as an input requires
-grad), so training through it needs a GPU check of its gradients first; until then nothing here is
-registered or selected.
+grad), so its gradients are checked on CUDA only (tests/test_flex_attention.py, run by
+benchmarks/gpu_check.sh): until a GPU has passed them, nothing here is registered or selected.
 """
 
 from __future__ import annotations
@@ -61,6 +61,20 @@ def segment_block_mask(segments: list[Segment], rows: int, width: int, device: t
 
 
 _CACHE: dict[str, tuple] = {}  # the last (segments, shape, device, block mask): one micro-batch's layers
+_KERNELS: dict[str, object] = {}  # "cuda" -> the compiled FlexAttention, compiled once per process
+
+
+def flex_kernel(device: torch.device):
+    """FlexAttention for `device`: compiled on CUDA, where eager FlexAttention materialises every row's
+    (T, T) scores and only the compiled call is the fused kernel the cost model counts (docs/gpu.md);
+    eager elsewhere (the CPU runs the forward only, in the tests)."""
+    from torch.nn.attention.flex_attention import flex_attention
+
+    if device.type != "cuda":
+        return flex_attention
+    if "cuda" not in _KERNELS:
+        _KERNELS["cuda"] = torch.compile(flex_attention)
+    return _KERNELS["cuda"]
 
 
 def flex_segment_attention(
@@ -76,8 +90,6 @@ def flex_segment_attention(
 ) -> tuple[torch.Tensor, None]:
     """`segment_attention`'s signature and result, (R, T, H, d) for query (R, H, T, d), in one call;
     without `reward_segments` (padded batches), transformers' sdpa attention, as there."""
-    from torch.nn.attention.flex_attention import flex_attention
-
     if reward_segments is None:
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout, scaling, **kwargs)
     if dropout:
@@ -89,5 +101,6 @@ def flex_segment_attention(
         mask = segment_block_mask(layout_list(reward_segments), *shape)
         cached = _CACHE["last"] = (reward_segments, shape, mask)
     gqa = query.shape[1] != key.shape[1]
-    out = flex_attention(query, key, value, block_mask=cached[2], scale=scaling, enable_gqa=gqa)  # (R, H, T, d)
+    attend = flex_kernel(query.device)
+    out = attend(query, key, value, block_mask=cached[2], scale=scaling, enable_gqa=gqa)  # (R, H, T, d)
     return out.transpose(1, 2).contiguous(), None
