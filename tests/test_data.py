@@ -202,76 +202,6 @@ def test_eval_split_size_zero_gives_no_test():
     assert len(data.train) == 10
 
 
-# --- tokenization -------------------------------------------------------------------------------
-
-
-def test_text_already_ending_in_eos_gets_no_second_eos(tiny_tokenizer):
-    tok = tiny_tokenizer
-    rows = [
-        {"prompt": "Name a fruit.", "chosen": " mango." + tok.eos_token, "rejected": " violin."},
-        {"prompt": "Name a tool.", "chosen": " saw.", "rejected": " plum." + tok.eos_token},
-    ]
-    out, _ = tokenize_pairs(Dataset.from_list(rows), tok, EXPLICIT, max_length=None)
-
-    assert out[0]["chosen_ids"] == tok("Name a fruit. mango." + tok.eos_token)["input_ids"]
-    assert out[1]["rejected_ids"] == tok("Name a tool. plum." + tok.eos_token)["input_ids"]
-    for enc in out:
-        for ids in (enc["chosen_ids"], enc["rejected_ids"]):
-            assert ids[-1] == tok.eos_token_id
-            assert ids.count(tok.eos_token_id) == 1
-
-
-@pytest.mark.parametrize("with_prompt", [True, False], ids=["prompt-list", "no-prompt"])
-def test_conversational_ids_match_chat_template(tiny_tokenizer, with_prompt):
-    tok = tiny_tokenizer
-    rows = conversational_rows(4, with_prompt=with_prompt)
-    out, _ = tokenize_pairs(Dataset.from_list(rows), tok, CONVERSATIONAL, max_length=None)
-
-    for row, enc in zip(rows, out):
-        for side in ("chosen", "rejected"):
-            messages = row.get("prompt", []) + row[side]
-            expected = tok.apply_chat_template(messages, tokenize=True, return_dict=True)["input_ids"]
-            ids = enc[f"{side}_ids"]
-            assert ids == list(expected)
-            assert ids.count(tok.bos_token_id) == 1 and ids[0] == tok.bos_token_id
-        if with_prompt:  # the prompt messages are part of the sequence
-            response_only = tok.apply_chat_template(row["chosen"], tokenize=True, return_dict=True)["input_ids"]
-            assert len(enc["chosen_ids"]) > len(response_only)
-
-
-def test_over_long_pairs_are_dropped_and_counted(tiny_tokenizer):
-    tok = tiny_tokenizer
-    short, long = " ok.", " " + "a very long answer that goes on " * 6
-    rows = [
-        {"prompt": "P0.", "chosen": short, "rejected": " no."},  # kept
-        {"prompt": "P1.", "chosen": long, "rejected": short},  # dropped: chosen too long
-        {"prompt": "P2.", "chosen": short, "rejected": long},  # dropped: rejected too long
-        {"prompt": "P3.", "chosen": short, "rejected": " fine."},  # kept
-        {"prompt": "P4.", "chosen": long, "rejected": long + "!"},  # dropped: both too long
-        {"prompt": "P5.", "chosen": " yes.", "rejected": short},  # kept
-    ]
-    lengths = {
-        r["prompt"]: [len(tok(r["prompt"] + r[s] + tok.eos_token)["input_ids"]) for s in ("chosen", "rejected")]
-        for r in rows
-    }
-    # the limit sits exactly at the longest kept sequence: "<= max_length" keeps it
-    max_length = max(max(lengths[p]) for p in ("P0.", "P3.", "P5."))
-    assert min(lengths["P1."][0], lengths["P2."][1], lengths["P4."][0]) > max_length
-
-    out, stats = tokenize_pairs(Dataset.from_list(rows), tok, EXPLICIT, max_length=max_length)
-
-    assert stats.kept == 3 and stats.dropped_too_long == 3
-    assert stats.kept + stats.dropped_too_long == len(rows)
-    assert len(out) == 3
-    assert [enc["chosen_ids"] for enc in out] == [
-        tok(rows[i]["prompt"] + rows[i]["chosen"] + tok.eos_token)["input_ids"] for i in (0, 3, 5)
-    ]
-
-    # one token less and the longest kept pair goes too
-    _, tighter = tokenize_pairs(Dataset.from_list(rows), tok, EXPLICIT, max_length=max_length - 1)
-    assert tighter.kept < 3 and tighter.kept + tighter.dropped_too_long == len(rows)
-
-
 # --- errors -------------------------------------------------------------------------------------
 
 
@@ -384,14 +314,3 @@ def test_csv_loads_the_strings_it_holds(tmp_path, rows):
     write_csv(path, rows)
     data = load_preferences(str(path), eval_split_size=0)  # the same rows load fine from JSONL
     assert data.train.to_list() == rows
-
-
-def test_identical_chosen_and_rejected_are_dropped_and_counted(tiny_tokenizer):
-    rows = [
-        {"prompt": "Q.", "chosen": " same.", "rejected": " same."},  # no preference: dropped
-        {"prompt": "Q.", "chosen": " a.", "rejected": " b."},
-        {"prompt": "Q.", "chosen": " x.", "rejected": " x.</s>"},  # identical once EOS is appended
-    ]
-    out, stats = tokenize_pairs(Dataset.from_list(rows), tiny_tokenizer, EXPLICIT, max_length=1024)
-    assert (stats.kept, stats.dropped_identical, stats.dropped_too_long) == (1, 2, 0)
-    assert len(out) == 1

@@ -22,6 +22,8 @@ benchmarks/gpu_check.sh): until a GPU has passed them, nothing here is registere
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
@@ -61,10 +63,10 @@ def segment_block_mask(segments: list[Segment], rows: int, width: int, device: t
 
 
 _CACHE: dict[str, tuple] = {}  # the last (segments, shape, device, block mask): one micro-batch's layers
-_KERNELS: dict[str, object] = {}  # "cuda" -> the compiled FlexAttention, compiled once per process
+_KERNELS: dict[str, Callable[..., torch.Tensor]] = {}  # "cuda" -> the compiled FlexAttention, compiled once per process
 
 
-def flex_kernel(device: torch.device):
+def flex_kernel(device: torch.device) -> Callable[..., torch.Tensor]:
     """FlexAttention for `device`: compiled on CUDA, where eager FlexAttention materialises every row's
     (T, T) scores and only the compiled call is the fused kernel the cost model counts (docs/gpu.md);
     eager elsewhere (the CPU runs the forward only, in the tests)."""
