@@ -22,6 +22,7 @@ benchmarks/gpu_check.sh): until a GPU has passed them, nothing here is registere
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import torch
@@ -63,7 +64,6 @@ def segment_block_mask(segments: list[Segment], rows: int, width: int, device: t
 
 
 _CACHE: dict[str, tuple] = {}  # the last (segments, shape, device, block mask): one micro-batch's layers
-_KERNELS: dict[str, Callable[..., torch.Tensor]] = {}  # "cuda" -> the compiled FlexAttention, compiled once per process
 
 
 def flex_kernel(device: torch.device) -> Callable[..., torch.Tensor]:
@@ -72,11 +72,15 @@ def flex_kernel(device: torch.device) -> Callable[..., torch.Tensor]:
     eager elsewhere (the CPU runs the forward only, in the tests)."""
     from torch.nn.attention.flex_attention import flex_attention
 
-    if device.type != "cuda":
-        return flex_attention
-    if "cuda" not in _KERNELS:
-        _KERNELS["cuda"] = torch.compile(flex_attention)
-    return _KERNELS["cuda"]
+    return compiled_flex_attention() if device.type == "cuda" else flex_attention
+
+
+@functools.cache
+def compiled_flex_attention() -> Callable[..., torch.Tensor]:
+    """`torch.compile(flex_attention)`, made once per process (compiling happens at its first call)."""
+    from torch.nn.attention.flex_attention import flex_attention
+
+    return torch.compile(flex_attention)
 
 
 def flex_segment_attention(
