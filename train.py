@@ -6,14 +6,14 @@
     python train.py --config my_run.yaml --max_steps 50
     python train.py --output_dir runs/qwen-rm --resume_from_checkpoint latest   # the saved options are reused
 
-The run reads top to bottom in reward/run/recipe.py (preflight -> data -> model -> train -> export ->
-report); it lives in the package so that an installed `reward` has it, and `reward.RewardTrainer`
-runs the same stages.
+The run reads top to bottom in reward/recipe.py (preflight -> rows -> tokenizer -> model -> tokens ->
+fit -> export -> report); it lives in the package so that an installed `reward` has it, and
+`reward.RewardTrainer` runs the same stages.
 """
 
 import sys
 
-from reward.run.recipe import main  # noqa: F401 - `import train; train.main(cfg)` runs what the CLI runs
+from reward.recipe import main  # noqa: F401 - `import train; train.main(cfg)` runs what the CLI runs
 from reward.run.train_cli import cli
 
 if __name__ == "__main__":

@@ -61,6 +61,7 @@ def main(argv: list[str] | None = None) -> dict:
     from reward.eval.scoring import RewardScorer
     from reward.evaluate import evaluate
     from reward.fast.packing import PackingCollator, pack_pairs
+    from reward.loss import PairObjective
     from reward.model import load_model, resolve_precision
     from reward.tokenizer import load_tokenizer
 
@@ -77,9 +78,10 @@ def main(argv: list[str] | None = None) -> dict:
     pad = tokenizer.pad_token_id
     padded_scorer = RewardScorer(model, tokenizer, device="cpu", show_progress=False, padding_free=False)
     packed_scorer = RewardScorer(model, tokenizer, device="cpu", show_progress=False)
+    b, pair_loss = cfg.per_device_eval_batch_size, PairObjective()
     runs = {
-        "evaluate padded": lambda: evaluate(model, pairs, PairwiseCollator(pad), cfg, precision),
-        "evaluate packed": lambda: evaluate(model, pairs, PackingCollator(pad, "all", True), cfg, precision),
+        "evaluate padded": lambda: evaluate(model, pairs, PairwiseCollator(pad), pair_loss, b, precision),
+        "evaluate packed": lambda: evaluate(model, pairs, PackingCollator(pad, "all", True), pair_loss, b, precision),
         "score.py padded": lambda: padded_scorer.score_pairs(rows).metrics,
         "score.py packed": lambda: packed_scorer.score_pairs(rows).metrics,
     }
@@ -94,12 +96,11 @@ def main(argv: list[str] | None = None) -> dict:
             seconds[name] += took
     flops_after = matmul_flops(args.threads)
 
-    b = cfg.per_device_eval_batch_size
     by_length = sorted(range(len(pairs)), key=lambda i: len(pairs[i]["chosen_ids"]) + len(pairs[i]["rejected_ids"]))
     padded_positions = packed_tokens = 0
     for start in range(0, len(pairs), b):
         batch = [pairs[i] for i in by_length[start : start + b]]
-        padded_positions += PairwiseCollator(pad)(batch)["input_ids"].numel()
+        padded_positions += PairwiseCollator(pad)(batch).input_ids.numel()
         packed_tokens += pack_pairs(batch, pad).num_tokens
     n = len(pairs)
     table = ["| path | padded s (median, min–max) | packed s (median, min–max) | speed-up | max metric diff |"]

@@ -110,9 +110,11 @@ def pretrain(init: Path, steps: int, seed: int, out: Path) -> str:
 
 
 def load_rows(data: str, num_pairs: int, seed: int):
-    from reward.data import load_preferences
+    """The rows train.py reads for `--dataset_name data` (10 % held out; rankings as their pairs)."""
+    from reward.config import TrainConfig
+    from reward.recipe import read_preferences
 
-    return load_preferences(data, eval_split_size=0.1, seed=seed, synthetic_num_pairs=num_pairs)
+    return read_preferences(TrainConfig(dataset_name=data, synthetic_num_pairs=num_pairs, seed=seed), data)
 
 
 def start_worker(args: argparse.Namespace):

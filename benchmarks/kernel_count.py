@@ -46,11 +46,14 @@ try:  # the named Llama shapes benchmarks/vs_trl.py runs (--model tiny | small |
     from benchmarks.inits import MODELS
 except ImportError:  # before benchmarks/inits.py existed they lived in vs_trl.py
     from benchmarks.vs_trl import MODELS  # type: ignore[no-redef]
-from reward.collate import PairwiseCollator  # noqa: E402
-from reward.fast.packed_forward import packed_rewards, supports_packing  # noqa: E402
-from reward.fast.packing import PackedBatch, Segment, pack_pairs  # noqa: E402
+from reward.collate import PairBatch, PairwiseCollator  # noqa: E402
+from reward.fast.packed_forward import supports_packing  # noqa: E402
+from reward.fast.packing import (  # noqa: E402
+    PackedBatch,
+    Segment,
+    pack_pairs,  # noqa: E402
+)
 from reward.loss import bradley_terry_loss  # noqa: E402
-from reward.model import compute_rewards  # noqa: E402
 
 SDPA = "aten::scaled_dot_product_attention"
 # aten ops that only make a new view of memory (no kernel on a GPU), and ops that copy only sometimes
@@ -86,10 +89,11 @@ def build_model(name: str, layers: int | None = None, seed: int = 0) -> tuple[Pr
 
 def micro_batch(data: str, batch_size: int, tokenizer: Any, seed: int = 0) -> list[dict]:
     """The first `batch_size` tokenized pairs of `data`'s seeded training split."""
-    from reward.data import detect_format, load_preferences
+    from benchmarks.inits import load_rows
+    from reward.data import detect_format
     from reward.formatting import tokenize_pairs
 
-    rows = load_preferences(data, eval_split_size=0.1, seed=seed, synthetic_num_pairs=max(100, 2 * batch_size)).train
+    rows = load_rows(data, max(100, 2 * batch_size), seed).train
     rows = rows.select(range(batch_size))
     ds, _ = tokenize_pairs(rows, tokenizer, detect_format(rows.column_names, rows[0]), 1024)
     return [{"chosen_ids": r["chosen_ids"], "rejected_ids": r["rejected_ids"]} for r in ds]
@@ -142,16 +146,12 @@ def _sync(device: torch.device) -> None:
 
 
 def step(
-    model: PreTrainedModel, batch: PackedBatch | dict, device: torch.device, dtype: torch.dtype | None
+    model: PreTrainedModel, batch: PackedBatch | PairBatch, device: torch.device, dtype: torch.dtype | None
 ) -> torch.Tensor:
-    """One micro-batch, already collated (packed, or PairwiseCollator's padded dict): forward, loss,
+    """One micro-batch, already collated (packed, or PairwiseCollator's padded one): forward, loss,
     backward; returns the (2B,) rewards."""
     with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-        if isinstance(batch, PackedBatch):
-            r_c, r_r = packed_rewards(model, batch)
-        else:
-            rewards = compute_rewards(model, batch["input_ids"].to(device), batch["attention_mask"].to(device))
-            r_c, r_r = rewards.chunk(2)  # (B,), (B,): [all chosen; all rejected]
+        r_c, r_r = batch.rewards(model).chunk(2)  # (B,), (B,): [all chosen; all rejected], views
     bradley_terry_loss(r_c, r_r).loss.backward()
     model.zero_grad(set_to_none=True)
     return torch.cat([r_c, r_r]).detach().float()

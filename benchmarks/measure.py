@@ -146,7 +146,7 @@ def attention_scores(mb) -> int:
             total += causal_scores(prefix + (suffixes[0] if suffixes else 0))
             total += sum(length * prefix + causal_scores(length) for length in suffixes[1:])
         return total
-    rows, width = mb["input_ids"].shape
+    rows, width = mb.input_ids.shape
     return rows * causal_scores(width)
 
 
@@ -155,5 +155,5 @@ def real_attention_scores(mb) -> int:
     if hasattr(mb, "chosen_ids"):
         lengths = [len(ids) for ids in mb.chosen_ids + mb.rejected_ids]
     else:
-        lengths = mb["attention_mask"].sum(dim=1).tolist()
+        lengths = mb.attention_mask.sum(dim=1).tolist()
     return sum(causal_scores(int(n)) for n in lengths)

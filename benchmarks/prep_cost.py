@@ -8,8 +8,9 @@ For each size and system, one fresh process (so its peak RSS is its own) is hand
 `Dataset` of generated pairs (reward/presets/synthetic.py; built before anything is timed) and the
 tiny preset's tokenizer and model (reward/presets/tiny.py, one seeded init), with dataset_num_proc=1:
 
-- prep, ours: the training recipe's data stage (reward/run/recipe.py `prepare_data`: `load_preferences`
-  validates the rows, `tokenize_pairs` tokenizes and drops identical / over-max_length pairs; no
+- prep, ours: the training recipe's data stages (reward/recipe.py `read_rows`, `ready_tokenizer`,
+  `tokenize`: `load_preferences` validates the rows, `tokenize_pairs` tokenizes and drops identical /
+  over-max_length pairs; no
   held-out split, TRL makes none), then what the loop does before the first batch: `pair_lengths` and
   the length-grouped order (reward/fast/grouping.py `grouped_batches`, epoch 0).
 - prep, TRL: `RewardTrainer._prepare_dataset` as its `__init__` calls it (EOS, tokenize, max_length
@@ -167,20 +168,22 @@ def worker(args: argparse.Namespace) -> dict:
 
 def run_ours(cfg, rows, tokenizer, model) -> dict:
     from benchmarks.trl_parity import FP32
-    from reward.batching import build_collator, pair_lengths
+    from reward.batching import pair_lengths
     from reward.fast.grouping import grouped_batches
-    from reward.loop import train
     from reward.metrics import MetricsWriter
-    from reward.run.recipe import prepare_data
+    from reward.recipe import read_rows, ready_tokenizer, tokenize
+    from reward.run.parts import train_with, training_collator
 
-    with Phase() as prep:  # the recipe's data stage, then what the loop computes before its first batch
-        prepared = prepare_data(cfg, SimpleNamespace(checkpoint=None), rows, tokenizer)
-        grouped_batches(pair_lengths(prepared.train_ds), cfg.per_device_train_batch_size, cfg.seed, 0)
-    collate = build_collator(cfg, tokenizer.pad_token_id, model)
+    with Phase() as prep:  # the recipe's data stages, then what the loop computes before its first batch
+        data, _ = read_rows(cfg, rows, None)
+        tokenizer, text_format = ready_tokenizer(cfg, SimpleNamespace(checkpoint=None), data, tokenizer)
+        tokens = tokenize(cfg, data, {}, tokenizer, text_format, None)
+        grouped_batches(pair_lengths(tokens.train), cfg.per_device_train_batch_size, cfg.seed, 0)
+    collate = training_collator(cfg, tokenizer.pad_token_id, model)
     writer = MetricsWriter(Path(cfg.output_dir) / "metrics.jsonl")
     with Phase() as step:
-        train(cfg, model, prepared.train_ds, collate=collate, precision=FP32, writer=writer)
-    return {**prep.record("prep"), **step.record("first_step"), "kept": len(prepared.train_ds), "reset": prep.reset}
+        train_with(cfg, model, tokens.train, collate=collate, precision=FP32, writer=writer)
+    return {**prep.record("prep"), **step.record("first_step"), "kept": len(tokens.train), "reset": prep.reset}
 
 
 def run_trl(cfg, rows, tokenizer, model) -> dict:

@@ -74,11 +74,14 @@ def main(argv: list[str] | None = None) -> dict:
     args = p.parse_args(argv)
 
     from benchmarks import trl_parity as harness
-    from reward.batching import build_collator, optimizer_steps
+    from reward.batching import BatchPlan, optimizer_steps
+    from reward.config import pick
     from reward.fast.compiled import compile_layers
     from reward.fast.packing import PackedBatch
-    from reward.loop import accumulate_gradients, apply_update, build_optimizer, build_scheduler
+    from reward.loop import OptimizerOptions, accumulate_gradients, apply_update, build_optimizer, build_scheduler
+    from reward.loss import PairObjective
     from reward.model import load_model, resolve_precision
+    from reward.run.parts import batch_order, training_collator
     from reward.tokenizer import load_tokenizer
 
     torch.set_num_threads(args.threads)
@@ -91,18 +94,19 @@ def main(argv: list[str] | None = None) -> dict:
     fast = {} if args.padded else {"group_by_length": True, "padding_free": True, "share_prefix": True}
     cfg = harness.our_config(per_device_train_batch_size=args.batch_size, max_steps=100, use_cpu=True, **fast)
     ds = harness.tokenize(load_rows("synthetic-long", 1200, 0).train, tokenizer, cfg)
-    collate = build_collator(cfg, tokenizer.pad_token_id, model)
-    steps = optimizer_steps(ds, collate, cfg)
-    optimizer, precision = build_optimizer(model, cfg), resolve_precision(False, False, torch.device("cpu"))
-    scheduler = build_scheduler(optimizer, cfg, 100)
+    collate = training_collator(cfg, tokenizer.pad_token_id, model)
+    steps = optimizer_steps(ds, collate, batch_order(cfg, ds), pick(BatchPlan, cfg))
+    options, precision = pick(OptimizerOptions, cfg), resolve_precision(False, False, torch.device("cpu"))
+    optimizer = build_optimizer(model, options)
+    scheduler = build_scheduler(optimizer, options, 100)
 
     def step(drawn: tuple | None = None) -> tuple[int, int]:
         """One optimizer step (the next one, or `drawn` again); returns its positions and attention scores."""
         _, micro_batches, n = drawn or next(steps)
-        accumulate_gradients(model, micro_batches, precision, num_pairs_in_step=n)
+        accumulate_gradients(model, micro_batches, PairObjective(), precision, n)
         apply_update(model, optimizer, scheduler, precision, cfg.max_grad_norm)
         positions = sum(
-            mb.num_positions if isinstance(mb, PackedBatch) else mb["input_ids"].numel() for mb in micro_batches
+            mb.num_positions if isinstance(mb, PackedBatch) else mb.input_ids.numel() for mb in micro_batches
         )
         return positions, sum(attention_scores(mb) for mb in micro_batches)
 

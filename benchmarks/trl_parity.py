@@ -9,7 +9,7 @@ What "the same run" takes (each point checked against the installed sources; see
 - Data order: HF `Trainer` uses a `RandomSampler`, which accelerate's `prepare_data_loader` replaces
   by `SeedableRandomSampler` (`use_seedable_sampler=True` by default). Its epoch-e order is
   `torch.randperm(n, generator=torch.Generator().manual_seed(data_seed + e))`, which is exactly
-  `reward.loop.epoch_order(n, seed, e)`. So we only set `data_seed = seed`; no sampler override.
+  `reward.batching.epoch_order(n, seed, e)`. So we only set `data_seed = seed`; no sampler override.
 - Batching: `drop_last=False` on both sides; an epoch's last optimizer step takes whatever
   micro-batches are left (HF `_run_epoch`: `remainder = steps_in_epoch % gradient_accumulation_steps`).
 - Optimizer: TRL gets our `optim`, so both sides run the same `torch.optim.AdamW` kernel: fused by
@@ -34,14 +34,14 @@ from datasets import Dataset
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from trl import RewardConfig, RewardTrainer
 
-from reward.batching import build_collator, optimizer_steps
+from reward.batching import BatchPlan, optimizer_steps
 from reward.collate import PairwiseCollator
-from reward.config import TrainConfig
+from reward.config import TrainConfig, pick
 from reward.data import detect_format
 from reward.formatting import tokenize_pairs
-from reward.loop import train
 from reward.metrics import MetricsWriter
 from reward.model import Precision, resolve_precision
+from reward.run.parts import batch_order, train_with, training_collator
 
 FP32 = resolve_precision(False, False, torch.device("cpu"))
 
@@ -166,9 +166,9 @@ def run_trl(
     return Run(steps, trainer.model, seconds), trainer
 
 
-def tokenize(rows: Dataset, tokenizer: PreTrainedTokenizerBase, cfg: TrainConfig) -> Dataset:
+def tokenize(rows: Dataset, tokenizer: PreTrainedTokenizerBase, cfg: TrainConfig, keep: tuple = ()) -> Dataset:
     fmt = detect_format(rows.column_names, rows[0])
-    ds, _ = tokenize_pairs(rows, tokenizer, fmt, cfg.max_length)
+    ds, _ = tokenize_pairs(rows, tokenizer, fmt, cfg.max_length, keep=keep)
     return ds
 
 
@@ -181,17 +181,17 @@ def run_ours(
     on_start: Callable[[], None] | None = None,
     precision: Precision = FP32,
 ) -> Run:
-    """Train a deep copy of `model` with `reward.loop.train` (the collator train.py would build for
-    `cfg`) and read the per-step metrics.jsonl; `on_start` as for `run_trl`."""
+    """Train a deep copy of `model` with `reward.loop.train` and the parts train.py would pick for `cfg`
+    (reward/run/parts.py `train_with`), and read the per-step metrics.jsonl; `on_start` as for `run_trl`."""
     model = copy.deepcopy(model)
     ds = tokenize(train_rows, tokenizer, cfg)
     path = Path(output_dir) / "metrics.jsonl"
     path.unlink(missing_ok=True)
-    collate = build_collator(cfg, tokenizer.pad_token_id)  # plain padded, or packed when cfg asks for it
+    collate = training_collator(cfg, tokenizer.pad_token_id)  # plain padded, or packed when cfg asks for it
     if on_start is not None:
         on_start()
     started = time.perf_counter()
-    train(cfg, model, ds, collate=collate, precision=precision, writer=MetricsWriter(path))
+    train_with(cfg, model, ds, collate=collate, precision=precision, writer=MetricsWriter(path))
     seconds = time.perf_counter() - started
     records = [json.loads(line) for line in path.read_text().splitlines()]
     steps = [{"step": r["step"], **{k: float(r[k]) for k in STEP_KEYS}} for r in records if "loss" in r]
@@ -201,8 +201,8 @@ def run_ours(
 def step_pair_counts(train_rows: Dataset, tokenizer: PreTrainedTokenizerBase, cfg: TrainConfig, steps: int):
     """Pairs per micro-batch for each of the first `steps` optimizer steps, e.g. [[4, 4, 2], ...]."""
     ds = tokenize(train_rows, tokenizer, cfg)
-    plan = optimizer_steps(ds, PairwiseCollator(tokenizer.pad_token_id), cfg)
-    return [[mb["margin"].numel() for mb in next(plan)[1]] for _ in range(steps)]
+    plan = optimizer_steps(ds, PairwiseCollator(tokenizer.pad_token_id), batch_order(cfg, ds), pick(BatchPlan, cfg))
+    return [[mb.margin.numel() for mb in next(plan)[1]] for _ in range(steps)]
 
 
 def max_differences(ours: list[dict], theirs: list[dict], keys=STEP_KEYS) -> dict[str, float]:

@@ -77,10 +77,12 @@ SAME_BATCHES = ("parity", "same-batches")  # modes whose per-step losses are com
 def worker(args: argparse.Namespace) -> dict:
     """Train one system in this process and return its measurements."""
     from benchmarks import trl_parity as harness
-    from reward.batching import batch_pairs, batch_tokens, build_collator, optimizer_steps
+    from reward.batching import BatchPlan, optimizer_steps
+    from reward.config import pick
     from reward.fast.packed_forward import forward_counts
     from reward.fast.packing import PackedBatch
     from reward.model import count_parameters
+    from reward.run.parts import batch_order, training_collator
 
     device, precision, tokenizer, model = start_worker(args)
     data = load_rows(args.data, args.num_pairs, args.seed)
@@ -110,17 +112,18 @@ def worker(args: argparse.Namespace) -> dict:
     #   slots    = rows x width actually run, padding included
     #   scores   = attention's query-key scores as run (real_scores: each sequence whole, unpadded)
     train_ds = harness.tokenize(data.train, tokenizer, cfg)
-    steps = optimizer_steps(train_ds, build_collator(cfg, tokenizer.pad_token_id), cfg)
+    collate = training_collator(cfg, tokenizer.pad_token_id)
+    steps = optimizer_steps(train_ds, collate, batch_order(cfg, train_ds), pick(BatchPlan, cfg))
     real = computed = slots = scores = real_scores = pairs = micro_batches = 0
     for _ in range(args.max_steps):
         for mb in next(steps)[1]:
-            pairs, micro_batches = pairs + batch_pairs(mb), micro_batches + 1
-            real += batch_tokens(mb)
+            pairs, micro_batches = pairs + mb.margin.numel(), micro_batches + 1
+            real += mb.sequence_tokens
             scores, real_scores = scores + attention_scores(mb), real_scores + real_attention_scores(mb)
             if isinstance(mb, PackedBatch):
                 computed, slots = computed + mb.num_tokens, slots + mb.num_positions
             else:
-                computed, slots = computed + int(mb["attention_mask"].sum()), slots + mb["input_ids"].numel()
+                computed, slots = computed + mb.sequence_tokens, slots + mb.input_ids.numel()
     started = time.perf_counter()
     held_out = held_out_metrics(run.model.to(device), tokenizer, data.test, cfg, precision)
     flops, per_score = linear_flops_per_token(model), attention_flops_per_score(model)
@@ -160,13 +163,12 @@ def worker(args: argparse.Namespace) -> dict:
 
 def held_out_metrics(model, tokenizer, rows, cfg, precision) -> dict:
     """Loss/accuracy on the held-out pairs: one function, the same batches, for every system (packed,
-    the prompt once, where the model allows it: reward/batching.py `eval_collator`)."""
+    the prompt once, where the model allows it: reward/run/parts.py `evaluation`)."""
     from benchmarks import trl_parity as harness
-    from reward.batching import eval_collator
-    from reward.evaluate import evaluate
+    from reward.run.parts import evaluation
 
     pairs = harness.tokenize(rows, tokenizer, cfg)
-    return evaluate(model, pairs, eval_collator(cfg, tokenizer.pad_token_id, model), cfg, precision)
+    return evaluation(cfg, precision, model, tokenizer.pad_token_id)(model, pairs)
 
 
 def before_training(args: argparse.Namespace) -> dict:

@@ -40,7 +40,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.inits import build_init, pretrain, start_worker  # noqa: E402
+from benchmarks.inits import build_init, load_rows, pretrain, start_worker  # noqa: E402
 from benchmarks.measure import TrainingMemory, busy_warning, matmul_flops, summarise  # noqa: E402
 from benchmarks.vs_trl import RESULTS  # noqa: E402
 
@@ -52,18 +52,17 @@ COMPARISONS_PER_PROMPT = K * (K - 1) // 2
 def worker(args: argparse.Namespace) -> dict:
     """Train one system in this process; return its measurements."""
     from benchmarks import trl_parity as harness
-    from reward.batching import build_collator, eval_collator, optimizer_steps
+    from reward.batching import BatchPlan, optimizer_steps
     from reward.collate import PairwiseCollator
-    from reward.data import load_preferences
-    from reward.evaluate import evaluate
+    from reward.config import pick
     from reward.fast.packed_forward import forward_counts
-    from reward.loop import train
     from reward.metrics import MetricsWriter
     from reward.model import count_parameters
     from reward.ranked.rows import group_rankings
+    from reward.run.parts import batch_order, evaluation, train_with, training_collator
 
     device, precision, tokenizer, model = start_worker(args)
-    data = load_preferences(DATA, eval_split_size=0.1, seed=args.seed, synthetic_num_pairs=args.num_prompts)
+    data = load_rows(DATA, args.num_prompts, args.seed)
     comparisons_per_step = args.prompts_per_step * COMPARISONS_PER_PROMPT
     if comparisons_per_step % args.trl_batch_size:
         sys.exit(f"--trl_batch_size must divide the {comparisons_per_step} comparisons of a step")
@@ -75,7 +74,7 @@ def worker(args: argparse.Namespace) -> dict:
         use_cpu=device.type == "cpu",
         output_dir=str(args.workdir / args.system),
     )
-    pairs = harness.tokenize(data.train, tokenizer, harness.our_config())  # the expansion, tokenized
+    pairs = harness.tokenize(data.train, tokenizer, harness.our_config(), keep=data.carried)  # the expansion
     if args.system == "trl":  # as it ships: plain padded pairs, shuffled, mean of micro-batch means
         cfg = harness.our_config(
             per_device_train_batch_size=args.trl_batch_size,
@@ -100,36 +99,31 @@ def worker(args: argparse.Namespace) -> dict:
         collate, ds = PairwiseCollator(tokenizer.pad_token_id), pairs
     else:
         trained = model
-        collate, ds = build_collator(cfg, tokenizer.pad_token_id, model, ranked=True), rows
+        collate, ds = training_collator(cfg, tokenizer.pad_token_id, model, grouped=True), rows
+        writer = MetricsWriter(Path(cfg.output_dir) / "m.jsonl")
         memory.start()
         started = time.perf_counter()
-        train(
-            cfg,
-            trained,
-            rows,
-            collate=collate,
-            precision=precision,
-            writer=MetricsWriter(Path(cfg.output_dir) / "m.jsonl"),
-        )
+        train_with(cfg, trained, rows, collate=collate, precision=precision, writer=writer)
         seconds = time.perf_counter() - started
     peak = memory.peak_mb()  # training's alone: reset before it, read before the evaluation below
     forwards = forward_counts(trained)  # which path our micro-batches took (TRL: none of ours)
 
     # token accounting, replaying this system's batches: non-pad tokens computed, positions run
-    steps = optimizer_steps(ds, collate, cfg)
+    grouped = args.system != "trl"
+    steps = optimizer_steps(ds, collate, batch_order(cfg, ds, grouped), pick(BatchPlan, cfg))
     computed = positions = comparisons = 0
     for _ in range(args.max_steps):
         for mb in next(steps)[1]:
             if args.system == "trl":
-                comparisons += mb["margin"].numel()
-                computed += int(mb["attention_mask"].sum())
-                positions += mb["input_ids"].numel()
+                comparisons += mb.margin.numel()
+                computed += mb.sequence_tokens
+                positions += mb.input_ids.numel()
             else:
                 comparisons += len(mb.comparisons.better)
                 computed += mb.num_tokens
                 positions += mb.rows.input_ids.numel() if mb.rows is not None else mb.num_tokens
-    eval_pairs = harness.tokenize(data.test, tokenizer, cfg)
-    held = evaluate(trained.to(device), eval_pairs, eval_collator(cfg, tokenizer.pad_token_id, trained), cfg, precision)
+    eval_pairs = harness.tokenize(data.test, tokenizer, cfg, keep=data.carried)
+    held = evaluation(cfg, precision, trained, tokenizer.pad_token_id)(trained.to(device), eval_pairs)
     return {
         "system": args.system,
         "seconds": seconds,

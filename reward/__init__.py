@@ -1,27 +1,44 @@
 """reward: Bradley–Terry reward-model training, written to be read.
 
-The core path, in data-flow order (what TRL's RewardTrainer does):
+The core path, in data-flow order (what TRL's RewardTrainer does), wired together by one module:
 
-    config.py, options.py, errors.py   the typed options, their checks, one-line errors
+    recipe.py      one run as named stages: preflight, rows, tokenizer, model, tokens, fit, export, report
+    config.py, options.py, errors.py   the flat options (TRL's names) and their groups, their checks, one-line errors
     data.py        rows from files / the Hub / a Dataset; format detection; validation
     tokenizer.py   the model source's checks; the tokenizer and its options (EOS, pad, chat template)
-    formatting.py  row -> token ids (prompt + response, EOS, chat template, max_length); the recorded format
-    collate.py     the pairwise collator: B pairs -> (2B, T) [chosen; rejected]
-    batching.py    which pairs form each micro-batch and optimizer step; the collator choice
+    formatting.py  the text format; row -> token ids (prompt + response, EOS, chat template, max_length)
+    collate.py     the pairwise collator: B pairs -> (2B, T) [chosen; rejected]; what any micro-batch offers
+    batching.py    which rows form each micro-batch and optimizer step, in a seeded order
     model.py       load the sequence-classification model; pad-token policy; rewards; device and precision
-    loss.py        the Bradley–Terry loss and its metrics
-    loop.py        optimizer, schedule, exact accumulation, clipping, evaluation, the loop
-    metrics.py     exact averages, the step line, metrics.jsonl; calibration, length bias, subsets
+    loss.py        the Bradley–Terry loss; what any objective offers
+    loop.py        optimizer, schedule, exact accumulation, clipping, evaluation and saving on schedule
+    evaluate.py    held-out evaluation; the trained rewards' statistics
+    metrics.py     exact averages, read from the device once a step; metrics.jsonl; calibration, length bias
     export.py      the pipeline-ready folder with reward_format and reward_stats
+
+The core imports no optional part (pyproject.toml's import-linter contracts). Each plugs into an
+interface the core defines, and only the recipe wires them in:
+
+    train.py, RewardTrainer ──> recipe.py ──> the optional parts below
+                                   │              │ each implements a core interface:
+                                   ▼              ▼
+    core: config → data → tokenizer → formatting → collate → batching → model → loss → loop → evaluate → export
+
+        collate.MicroBatch     a padded batch; fast/ PackedBatch; ranked/ RankedBatch
+        batching.Order         Shuffled; fast/ LengthGrouped
+        loss.Objective         PairObjective; ranked/ RankingObjective
+        loop.Processes         OneProcess; parallel/ Plan (torchrun, FSDP2)
+        loop.Progress          what run/ checkpoints save and a resume restores
+        export.CardWriter, FolderWriter   eval/ model card; finetune/ LoRA merged
 
 Optional parts, each behind its own folder (a learner may skip them):
 
     fast/       exact speed-ups: length grouping, padding-free packing, the shared prompt, segment attention
-    parallel/   torchrun data parallel and FSDP2, behind `plan.Plan`
-    finetune/   LoRA adapters and their merged export
-    run/        one run: the recipe (preflight, data, model, train, export, report), the train command,
-                checkpoints, exact resume state, the output-dir lock, signals
     ranked/     rankings of K responses: comparisons, per-prompt metrics, losses, one packed segment per prompt
+    parallel/   torchrun data parallel and FSDP2
+    finetune/   LoRA adapters and their merged export
+    run/        how one run is driven: preflight, what the loop plugs in (parts.py), checkpoints, exact
+                resume state, the output-dir lock, signals, the report, the train command
     eval/       scoring, the loss explained, plots, the consumers of a reward model, the model card
                 (the exported folder's README, one tested snippet per consumer), RewardFunction
     presets/    the offline `tiny` model, the generated tasks, and the tour (python -m reward.presets.tour:

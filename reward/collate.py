@@ -3,15 +3,63 @@
 Chosen and rejected go through the model in a single forward pass, stacked as [all chosen; all
 rejected], so row i and row B + i are the two sides of pair i. Padding is on the right; the
 sequence-classification head reads each row's reward at its last non-pad token.
+
+Every collated micro-batch, this padded one or the faster layouts of reward/fast and reward/ranked,
+offers the loop and evaluation the same two things (`MicroBatch`): its rewards from a model, and
+the real tokens it holds. So neither asks which layout it has.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Protocol
+
 import torch
+from torch import nn
+
+from reward.model import compute_rewards, model_device
+
+
+class MicroBatch(Protocol):
+    """What the loop and evaluation need from a collated micro-batch, whatever its layout."""
+
+    @property
+    def sequence_tokens(self) -> int:
+        """Real tokens of its sequences, each counted whole (what a padded forward runs, padding excluded)."""
+        ...
+
+    def rewards(self, model: nn.Module) -> torch.Tensor:
+        """float32, one per sequence, in the batch's order (pairs: every chosen, then every rejected).
+        Call under the precision's autocast; the result is on the model's device."""
+        ...
+
+
+class PairMicroBatch(MicroBatch, Protocol):
+    """A micro-batch of B pairs (padded `PairBatch`, packed reward/fast/packing.py `PackedBatch`): its rewards
+    come [all chosen; all rejected], and it carries each pair's margin column for reward/loss.py `PairObjective`."""
+
+    margin: torch.Tensor  # (B,) float32, 0 where a pair has none
+
+
+@dataclass
+class PairBatch:
+    """B pairs as one right-padded (2B, T) batch: the reference layout every faster one is tested against."""
+
+    input_ids: torch.Tensor  # (2B, T) long: [all chosen; all rejected], right-padded with pad_token_id
+    attention_mask: torch.Tensor  # (2B, T) long: 1 on real tokens
+    margin: torch.Tensor  # (B,) float32, 0 where a pair has none
+
+    @property
+    def sequence_tokens(self) -> int:
+        return int(self.attention_mask.sum())  # a CPU tensor: no device sync
+
+    def rewards(self, model: nn.Module) -> torch.Tensor:
+        device = model_device(model)
+        return compute_rewards(model, self.input_ids.to(device), self.attention_mask.to(device))  # (2B,)
 
 
 class PairwiseCollator:
-    """Collate `{"chosen_ids", "rejected_ids", "margin"?}` rows into model inputs.
+    """Collate `{"chosen_ids", "rejected_ids", "margin"?}` rows into a `PairBatch`.
 
     Exact example (pad_token_id=0):
 
@@ -20,17 +68,17 @@ class PairwiseCollator:
     ...     {"chosen_ids": [5, 6, 7], "rejected_ids": [5, 8], "margin": 1.5},
     ...     {"chosen_ids": [9], "rejected_ids": [9, 4, 4, 2]},
     ... ])
-    >>> batch["input_ids"]
+    >>> batch.input_ids
     tensor([[5, 6, 7, 0],
             [9, 0, 0, 0],
             [5, 8, 0, 0],
             [9, 4, 4, 2]])
-    >>> batch["attention_mask"]
+    >>> batch.attention_mask
     tensor([[1, 1, 1, 0],
             [1, 0, 0, 0],
             [1, 1, 0, 0],
             [1, 1, 1, 1]])
-    >>> batch["margin"]
+    >>> batch.margin
     tensor([1.5000, 0.0000])
 
     With `pad_to_multiple_of=8` the same pairs give shape (4, 8). A missing margin counts as 0,
@@ -43,12 +91,12 @@ class PairwiseCollator:
         self.pad_token_id = pad_token_id
         self.pad_to_multiple_of = pad_to_multiple_of
 
-    def __call__(self, pairs: list[dict]) -> dict[str, torch.Tensor]:
+    def __call__(self, pairs: list[dict]) -> PairBatch:
         if not pairs:
             raise ValueError("cannot collate an empty list of pairs")
         sequences = [p["chosen_ids"] for p in pairs] + [p["rejected_ids"] for p in pairs]  # 2B lists
         input_ids, attention_mask = pad_right(sequences, self.pad_token_id, self.pad_to_multiple_of)  # (2B, T)
-        return {"input_ids": input_ids, "attention_mask": attention_mask, "margin": margins(pairs)}
+        return PairBatch(input_ids, attention_mask, margins(pairs))
 
 
 def pad_right(

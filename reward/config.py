@@ -3,20 +3,26 @@
 Flag names follow TRL's reward script and Hugging Face `TrainingArguments`, so a TRL user's command
 line works unchanged for the options we share. `python train.py --help` lists every field with the
 help text below. Defaults follow TRL's `RewardConfig` except where noted in the help text.
+
+The options stay flat here (the CLI, YAML files and `RewardConfig`); below the recipe each part takes
+only the small group it reads, a dataclass of TrainConfig's names (e.g. reward/loop.py
+`OptimizerOptions`), filled with `pick(Group, cfg)` (litgpt's grouped arguments).
 """
 
 from __future__ import annotations
 
 import json
 import sys
-from dataclasses import MISSING, asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from transformers import HfArgumentParser
 
 from reward.errors import UserError, first_line
 from reward.options import json_mapping, tracker_problems, train_problems, type_problems
+
+Group = TypeVar("Group")
 
 
 def option(default: Any, help: str, repr: bool = True) -> Any:  # noqa: A002 - argparse's and dataclasses' words
@@ -266,6 +272,11 @@ class TrainConfig:
         return {**asdict(self), "hub_token": None}
 
 
+def pick(group: type[Group], cfg: Any) -> Group:
+    """The option group `group` (a dataclass whose field names are TrainConfig's) filled from flat options."""
+    return group(**{f.name: getattr(cfg, f.name) for f in fields(group)})
+
+
 def parse_config(argv: list[str] | None = None, saved: dict[str, Any] | None = None) -> TrainConfig:
     """Parse `argv` (default: sys.argv[1:]) into a TrainConfig.
 
@@ -281,30 +292,6 @@ def parse_config(argv: list[str] | None = None, saved: dict[str, Any] | None = N
     pre, _ = parser.parse_known_args(argv)
     parser.set_defaults(**(saved or {}), **(load_config_file(pre.config) if pre.config else {}))
     return parse_into(parser, argv)
-
-
-# options that belong to one invocation, not to the run: a resume never takes them from the checkpoint
-PER_INVOCATION = ("output_dir", "resume_from_checkpoint", "overwrite_output_dir", "debug", "hub_token")
-
-
-def resumed_config(argv: list[str], checkpoint: Path) -> TrainConfig:
-    """A resumed run's options: the checkpoint's (its training_config.json) with what `argv` gives again
-    on top, so `--output_dir DIR --resume_from_checkpoint latest` is a whole command. A flag given again
-    with another value is reported; those that would change the data order are refused later
-    (reward/run/checkpoints.py `check_resume_options`)."""
-    path = Path(checkpoint) / "training_config.json"
-    try:
-        saved = json.loads(path.read_text())
-    except (OSError, ValueError):  # missing or damaged: resume with what was given (and be told about it later)
-        return parse_config(argv)
-    fields = TrainConfig.__dataclass_fields__
-    saved = {k: v for k, v in saved.items() if k in fields and k not in PER_INVOCATION}
-    cfg = parse_config(argv, saved)
-    given = {token[2:].split("=", 1)[0] for token in argv if token.startswith("--")}
-    for name in sorted(given & saved.keys()):
-        if getattr(cfg, name) != saved[name]:
-            print(f"--{name}: {saved[name]!r} in the checkpoint, {getattr(cfg, name)!r} given: using the given value")
-    return cfg
 
 
 def make_parser(dataclass_type: type, description: str) -> HfArgumentParser:

@@ -2,8 +2,8 @@
 
 Sources: a local `.jsonl`/`.json`/`.csv`/`.parquet` file, a folder of such files (split names from
 file names, as `datasets` infers them: `train.jsonl`, `test.jsonl`, ...), a dataset on the Hugging
-Face Hub, the word `synthetic` (the generated task), or a `datasets.Dataset`/`DatasetDict` passed in
-from Python.
+Face Hub, or a `datasets.Dataset`/`DatasetDict` passed in from Python (the generated tasks, e.g.
+`synthetic`, are built by reward/presets/synthetic.py and passed in as one, under their name).
 
 Formats (detected from the columns and the first row):
 
@@ -14,8 +14,8 @@ Formats (detected from the columns and the first row):
                     "scores": [K numbers, higher is better] | "ranking": [K indices, best first]}
 
 Any pair format may carry a numeric `margin` column (how much better chosen is; Llama 2's margin loss).
-Ranked rows are trained as their C(K, 2) comparisons (`expand_rankings`), ties skipped and counted;
-a held-out split takes whole prompts, so no prompt's comparisons land on both sides.
+Ranked rows are validated here and held out by whole prompts, so no prompt's comparisons land on both
+sides; reward/ranked/rows.py turns them into the comparisons the pair path trains.
 """
 
 from __future__ import annotations
@@ -29,13 +29,6 @@ from pathlib import Path
 from datasets import Dataset, DatasetDict, Features, Value, load_dataset
 
 from reward.errors import UserError, first_line
-from reward.presets.synthetic import (
-    generate_long_prompt_pairs,
-    generate_long_rankings,
-    generate_pairs,
-    generate_rankings,
-)
-from reward.ranked.rows import expand_rankings
 
 FILE_BUILDERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
 EXPLICIT, IMPLICIT, CONVERSATIONAL, RANKED = "explicit prompt", "implicit prompt", "conversational", "ranked"
@@ -48,42 +41,28 @@ SUBSET_COLUMNS = ("subset", "category")  # the column naming each pair's subset,
 class PreferenceData:
     train: Dataset
     test: Dataset | None
-    format: str  # EXPLICIT, IMPLICIT or CONVERSATIONAL
+    format: str  # EXPLICIT, IMPLICIT, CONVERSATIONAL or RANKED
     has_margin: bool
-    source: str  # what to name in messages: a path, a hub id or "synthetic"
+    source: str  # what to name in messages: a path, a hub id, or the name a Dataset was given ("synthetic")
     held_out: bool  # True if `test` was split off `train` here (eval_split_size)
-    rankings: dict | None = None  # ranked rows: {"train": stats, "test": stats} of `expand_rankings`
+    rankings: dict | None = None  # pairs made from rankings: {"train": stats, "test": stats} (reward/ranked/rows.py)
+    carried: tuple[str, ...] = ()  # columns besides the texts that tokenizing keeps (the rankings' bookkeeping)
 
     def describe(self) -> str:
-        """The start-up line: source, format, sizes; for ranked rows the prompts, their K and comparisons."""
+        """The start-up line: source, format, sizes."""
         held, margin = len(self.test) if self.test is not None else 0, " + margin" if self.has_margin else ""
-        line = f"data: {self.source} | format: {self.format}{margin} | train {len(self.train)} pairs | held-out {held}"
-        if self.rankings:
-            r = self.rankings["train"]
-            ks = ", ".join(f"K={k}: {n}" for k, n in r["k"].items())
-            ties = f"{r['ties']} ties {'trained toward 1/2' if r['ties_trained'] else 'skipped'}"
-            line += f"\nrankings: {r['prompts']} prompts ({ks}) -> {r['pairs']} comparisons, {ties}"
-            if t := self.rankings.get("test"):  # held out: ties are never evaluated, only counted
-                line += f" | held-out {t['prompts']} prompts -> {t['pairs']} comparisons, {t['ties']} ties skipped"
-        return line
+        return f"data: {self.source} | format: {self.format}{margin} | train {len(self.train)} pairs | held-out {held}"
 
 
 def load_raw(
-    name: str | Dataset | DatasetDict, config: str | None = None, synthetic_num_pairs: int = 12000
+    name: str | Dataset | DatasetDict, config: str | None = None, source: str | None = None
 ) -> tuple[DatasetDict, str]:
-    """Return every split of the source as a DatasetDict, plus a name for messages."""
+    """Return every split of the source as a DatasetDict, plus a name for messages (`source`, for rows
+    passed in as a Dataset; default "<Dataset>")."""
     if isinstance(name, Dataset):
-        return DatasetDict({"train": name}), "<Dataset>"
+        return DatasetDict({"train": name}), source or "<Dataset>"
     if isinstance(name, DatasetDict):
-        return name, "<DatasetDict>"
-    if name == "synthetic":
-        return DatasetDict({"train": Dataset.from_list(generate_pairs(synthetic_num_pairs))}), name
-    if name == "synthetic-long":  # the same task behind a shared multi-turn history (benchmarks)
-        return DatasetDict({"train": Dataset.from_list(generate_long_prompt_pairs(synthetic_num_pairs))}), name
-    if name == "synthetic-ranked":  # four totally ordered responses per prompt (reward/ranked)
-        return DatasetDict({"train": Dataset.from_list(generate_rankings(synthetic_num_pairs))}), name
-    if name == "synthetic-ranked-long":  # the same behind long histories (the ranked benchmark's data)
-        return DatasetDict({"train": Dataset.from_list(generate_long_rankings(synthetic_num_pairs))}), name
+        return name, source or "<DatasetDict>"
     path = Path(name)
     if path.is_file():
         builder = FILE_BUILDERS.get(path.suffix.lower())
@@ -289,13 +268,12 @@ def load_preferences(
     test_split: str = "test",
     eval_split_size: float = 0.1,
     seed: int = 42,
-    synthetic_num_pairs: int = 12000,
     skip_bad_rows: bool = False,
-    ties: str = "skip",
+    source: str | None = None,
 ) -> PreferenceData:
-    """Load, detect, validate, and hold out `eval_split_size` (seeded) when there is no test split. Ranked
-    rows become their comparisons; `ties` "half" keeps the training split's ties (the held-out one skips them)."""
-    splits, source = load_raw(name, config, synthetic_num_pairs)
+    """Load, detect, validate, and hold out `eval_split_size` (seeded) when there is no test split (ranked
+    rows: whole prompts). `source` names rows passed in as a Dataset in messages."""
+    splits, source = load_raw(name, config, source)
     if train_split not in splits:
         raise UserError(f"{source}: no split '{train_split}' (has {', '.join(splits)})")
     train = splits[train_split]
@@ -317,18 +295,4 @@ def load_preferences(
             )
         parts = train.train_test_split(test_size=eval_split_size, seed=seed)  # ranked: whole prompts
         train, test, held_out = parts["train"], parts["test"], True
-    rankings = None
-    if fmt == RANKED:
-        carried = [c for c in ("prompt", subset_column(train.column_names)) if c in train.column_names]
-        (train, train_stats), (test, test_stats) = expand_rankings(train, carried, ties), expand_rankings(test, carried)
-        fmt, rankings = detect_format(train.column_names, train[0], source), {"train": train_stats, "test": test_stats}
-    return PreferenceData(train, test, fmt, "margin" in train.column_names, source, held_out, rankings)
-
-
-def evaluation_rows(rows: Dataset | DatasetDict, fmt: str, skip_bad_rows: bool = False) -> Dataset:
-    """An evaluation set handed over as rows (RewardTrainer's eval_dataset), validated like the training
-    data and in its format."""
-    data = load_preferences(rows, eval_split_size=0, skip_bad_rows=skip_bad_rows)
-    if data.format != fmt:
-        raise UserError(f"an evaluation set is in the {data.format} format, the training data in {fmt}")
-    return data.train
+    return PreferenceData(train, test, fmt, "margin" in train.column_names, source, held_out)

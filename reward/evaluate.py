@@ -1,95 +1,135 @@
-"""The rewards of a micro-batch, and the held-out evaluation that reads every pair with them.
+"""Held-out evaluation: every pair's rewards through the same forward and loss training uses, and the
+statistics of the trained rewards that the saved folder carries.
 
-`batch_rewards` is the one forward of the project: a padded (2B, T) batch goes through the model's
-own `forward` (the HF head reads the last non-pad token), packed rows through reward/fast's
-segment forward (the same rewards: tests/test_packing.py), grouped rankings through
-reward/ranked/collate.py. Training and evaluation both call it, so what evaluation measures is
-what training optimised. `evaluate` runs a held-out set in length-sorted batches, packed by
-default (`--eval_padding_free`: the prompt of a pair computed once, no padding) or padded (the
-reference; tests/test_fast_eval.py checks that both give the same metrics).
+`evaluate` runs a set of pairs in length-sorted micro-batches, in eval mode: each micro-batch gives its
+own rewards (`MicroBatch.rewards`, reward/collate.py: padded, or packed with the prompt once by
+default; tests/test_fast_eval.py checks both give the same metrics) and the pair objective with the
+run's options (centring, label smoothing, margins) gives the loss, so what evaluation measures is what
+training optimised. Grouped rankings are evaluated as the pairs they hold. `HeldOut` is what the loop calls on its
+schedule. `reward_statistics` and `collapse_problem` describe the final rewards (mean and spread, saved
+as config.json `reward_stats`; a constant reward is a failed run, however finite its loss).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 from datasets import Dataset
-from transformers import PreTrainedModel
+from torch import nn
 
-from reward.batching import Batch, pair_lengths, rows_at
-from reward.config import TrainConfig
+from reward.batching import pair_lengths, rows_at
+from reward.collate import PairMicroBatch
 from reward.data import subset_column
-from reward.fast.packed_forward import packed_rewards
-from reward.fast.packing import PackedBatch
-from reward.loss import bradley_terry_loss
+from reward.loss import Objective
 from reward.metrics import MetricTotals, diagnose
-from reward.model import Precision, compute_rewards
-from reward.ranked.collate import RankedBatch, ranked_rewards
-from reward.ranked.rows import RANKING_COLUMNS, ranking_metrics
+from reward.model import Precision
 
-
-def batch_rewards(model: PreTrainedModel, mb: Batch, precision: Precision) -> torch.Tensor:
-    """float32 rewards of one micro-batch, packed or padded; call under autocast. Pairs: (2B,), every
-    chosen then every rejected; grouped rankings: (S,), every response prompt by prompt."""
-    if isinstance(mb, RankedBatch):
-        return ranked_rewards(model, mb)  # (S,)
-    if isinstance(mb, PackedBatch):  # packed rows: same rewards as the padded forward
-        return torch.cat(packed_rewards(model, mb))  # (2B,)
-    input_ids = mb["input_ids"].to(precision.device)  # (2B, T)
-    attention_mask = mb["attention_mask"].to(precision.device)  # (2B, T)
-    return compute_rewards(model, input_ids, attention_mask)  # (2B,)
+# more metrics from a set's rewards: (r_chosen (N,), r_rejected (N,), the N pairs in the same order) -> {name: value}
+# (pairs made from rankings add best-of-K accuracy and Kendall's τ: reward/ranked/rows.py)
+ExtraMetrics = Callable[[torch.Tensor, torch.Tensor, Dataset], dict]
 
 
 @torch.no_grad()
 def evaluate(
-    model: PreTrainedModel,
+    model: nn.Module,
     ds: Dataset,
-    collate: Callable[[list[dict]], Batch],
-    cfg: TrainConfig,
+    collate: Callable[[list[dict]], PairMicroBatch],
+    objective: Objective,
+    batch_size: int,
     precision: Precision,
+    extras: Sequence[ExtraMetrics] = (),
 ) -> dict:
     """Loss and metrics over every pair of `ds` (pair-weighted), in eval mode, plus the spread of the 2N
-    rewards (reward_std, population) and the diagnostics of `reward/metrics.py` over all pairs: ece,
-    length_corr, and accuracy/<subset> when `ds` has a subset/category column; for pairs expanded from
-    rankings, best-of-K accuracy and Kendall's τ per prompt (reward/ranked/rows.py)."""
+    rewards (reward_std, population) and the diagnostics of reward/metrics.py over all pairs: ece,
+    length_corr, and accuracy/<subset> when `ds` has a subset/category column; then each of `extras`."""
     was_training = model.training
-    model.eval()
+    model.eval()  # dropout off: a held-out reward is a deterministic function of the pair
     totals = MetricTotals()
     column = subset_column(ds.column_names)
     chosen, rejected = [], []  # per batch: (B,), (B,) rewards
     lengths, subsets = [], []  # per pair: (chosen tokens, rejected tokens); subset label
-    ranked = [] if "ranking_id" in ds.column_names else None  # per pair: its RANKING_COLUMNS
-    b = cfg.per_device_eval_batch_size
     # Pairs of similar length share a batch: a pair's rewards do not depend on its batch mates, and
     # every metric is a sum over pairs, so only the padding changes (long-prompt data in file
     # order pads most batches to several times their real tokens).
     by_length = sorted(range(len(ds)), key=pair_lengths(ds).__getitem__)
-    for start in range(0, len(ds), b):
-        rows = rows_at(ds, by_length[start : start + b])
-        batch = collate(rows)  # packed rows (eval_collator's default) or the padded reference
+    for start in range(0, len(ds), batch_size):
+        rows = rows_at(ds, by_length[start : start + batch_size])
+        batch = collate(rows)
         with precision.autocast():
-            rewards = batch_rewards(model, batch, precision)  # (2B,)
-        n = rewards.shape[0] // 2
-        margin = batch.margin if isinstance(batch, PackedBatch) else batch["margin"]  # (B,)
-        totals.add(
-            bradley_terry_loss(
-                rewards[:n],
-                rewards[n:],
-                margin.to(precision.device),
-                cfg.center_rewards_coefficient,
-                cfg.label_smoothing,
-            )
-        )
-        chosen.append(rewards[:n].cpu())
-        rejected.append(rewards[n:].cpu())
+            rewards = batch.rewards(model)  # (2B,)
+        totals.add(objective(rewards, batch))
+        r_chosen, r_rejected = rewards.chunk(2)  # (B,), (B,)
+        chosen.append(r_chosen.cpu())
+        rejected.append(r_rejected.cpu())
         lengths += [(len(row["chosen_ids"]), len(row["rejected_ids"])) for row in rows]
         subsets += [row[column] for row in rows] if column else []
-        if ranked is not None:
-            ranked += [tuple(row[c] for c in RANKING_COLUMNS) for row in rows]
     model.train(was_training)
+    r_chosen, r_rejected = torch.cat(chosen), torch.cat(rejected)  # (N,), (N,) in length order
     tokens = torch.tensor(lengths)  # (N, 2)
-    extra = diagnose(torch.cat(chosen), torch.cat(rejected), tokens[:, 0], tokens[:, 1], subsets if column else None)
-    spread = torch.cat(chosen + rejected).double().std(correction=0).item()  # over all 2N rewards
-    by_prompt = ranking_metrics(torch.cat(chosen), torch.cat(rejected), ranked) if ranked else {}
-    return {**totals.summary(), "reward_std": spread, **extra.metrics(), **by_prompt}
+    extra = diagnose(r_chosen, r_rejected, tokens[:, 0], tokens[:, 1], subsets if column else None)
+    spread = torch.cat([r_chosen, r_rejected]).double().std(correction=0).item()  # over all 2N rewards
+    in_order = ds.select(by_length) if extras else None  # the pairs, in the order of the rewards
+    more = {k: v for metric in extras for k, v in metric(r_chosen, r_rejected, in_order).items()}
+    return {**totals.summary(), "reward_std": spread, **extra.metrics(), **more}
+
+
+@dataclass
+class Evaluation:
+    """How a set of pairs is evaluated: the collator, the pair objective, the batch size, the precision
+    and any extra metrics. `evaluation(model, ds)` is `evaluate` with these."""
+
+    collate: Callable[[list[dict]], PairMicroBatch]
+    objective: Objective
+    batch_size: int
+    precision: Precision
+    extras: Sequence[ExtraMetrics] = ()
+
+    def __call__(self, model: nn.Module, ds: Dataset) -> dict:
+        return evaluate(model, ds, self.collate, self.objective, self.batch_size, self.precision, self.extras)
+
+
+@dataclass
+class HeldOut:
+    """The sets the loop evaluates on its schedule: {"": the held-out split} or named sets (RewardTrainer's
+    dict eval_dataset, logged eval_<name>_loss, ...: reward/metrics.py `eval_record`)."""
+
+    sets: dict[str, Dataset]
+    evaluation: Evaluation
+
+    def __call__(self, model: nn.Module) -> dict[str, dict]:
+        return {name: self.evaluation(model, ds) for name, ds in self.sets.items()}
+
+
+# --- what the saved folder says about the trained rewards ---------------------------------------------
+STATS_SAMPLE = 512  # pairs scored for the reward statistics when the run had no final evaluation
+COLLAPSED_STD = 1e-5  # reward std at or below this (relative to |mean| when above 1): a constant reward
+
+
+def reward_statistics(
+    model: nn.Module, final_eval: dict | None, held_out: Dataset | None, train_ds: Dataset, evaluation: Evaluation
+) -> dict:
+    """Mean and std of the 2N rewards of the final evaluation (the whole held-out split) when there was
+    one, else of up to STATS_SAMPLE held-out (or, without a held-out split, training) pairs. Under FSDP
+    every rank runs it: the forward gathers the shards."""
+    if final_eval and "reward_std" in final_eval:
+        values, source = final_eval, f"held-out split, {final_eval['pairs']} pairs"
+    else:
+        ds, source = (held_out, "held-out split") if held_out is not None else (train_ds, "training split sample")
+        ds = ds.select(range(min(STATS_SAMPLE, len(ds))))
+        values = evaluation(model, ds)
+        source = f"{source}, {len(ds)} pairs"
+    return {"mean": values["reward_mean"], "std": values["reward_std"], "count": 2 * values["pairs"], "source": source}
+
+
+def collapse_problem(stats: dict, learning_rate: float) -> str | None:
+    """A model whose rewards are all the same ranks nothing, however finite its loss: say so loudly.
+    (A learning rate far too high saturates every hidden state; the run used to save it as a success.)"""
+    if stats["std"] > COLLAPSED_STD * max(1.0, abs(stats["mean"])):
+        return None
+    return (
+        f"the model collapsed: every reward is {stats['mean']:.6g} (std {stats['std']:.1e} over {stats['count']} "
+        f"sequences of the {stats['source']}), so it cannot rank anything: check --learning_rate (this run: "
+        f"{learning_rate:g}; far too high saturates the model, 0 never moves it) and the data"
+    )

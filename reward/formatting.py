@@ -8,27 +8,30 @@
   BOS/EOS, nothing is appended (transformers then tokenizes the rendered text with
   add_special_tokens=False, exactly what TRL's GRPO does with the same text).
 - A pair where either side is longer than `max_length` tokens is dropped, not truncated
-  (truncation would cut off the end of a response, where the reward is read), and counted.
+  (truncation would cut off the end of a response, where the reward is read), and counted; so is
+  one longer than a model's learned positions (BERT 512, GPT-2 1024), which would fail in its forward.
 
-The text part of that policy is a `SequenceFormat`, and it is part of the model: train.py writes it
-(with what the tokenizer adds, the chat template's hash and where the head reads the reward) into
-config.json as `reward_format`, and every scorer (score.py, `RewardScorer`, `RewardFunction`, the
-model card) reads it back, so a saved model is scored on the strings it was trained on.
+The text part of that policy is a `SequenceFormat`, chosen from the options, the tokenizer and the
+data (`choose_format`), and it is part of the model: reward/export.py writes it (with what the
+tokenizer adds, the chat template's hash and where the head reads the reward) into config.json as
+`reward_format`, and every scorer (score.py, `RewardScorer`, `RewardFunction`, the model card) reads
+it back, so a saved model is scored on the strings it was trained on.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from datasets import Dataset
 from transformers import PretrainedConfig, PreTrainedTokenizerBase
 
-from reward.data import CONVERSATIONAL, margin_value, subset_column
+from reward.data import CONVERSATIONAL, IMPLICIT, margin_value, subset_column
 from reward.errors import UserError
-from reward.ranked.rows import RANKING_COLUMNS
 
 FORMAT_KEY = "reward_format"  # config.json field: how training turned text into tokens
 FORMAT_VERSION = 1
@@ -58,12 +61,23 @@ class TokenizeStats:
     kept: int
     dropped_too_long: int
     dropped_identical: int = 0  # chosen == rejected token for token: no preference to learn
+    dropped_past_positions: int = 0  # within max_length, but longer than the model's learned positions
 
     def describe(self, max_length: int | None) -> str:
         return (
             f"{self.kept} (dropped {self.dropped_too_long} over {max_length} tokens, "
             f"{self.dropped_identical} with chosen == rejected)"
         )
+
+    def require_pairs(self, max_length: int | None, position_limit: int | None) -> None:
+        """Stop, saying why, when no pair is left to train on."""
+        if self.kept == 0 and self.dropped_past_positions:
+            raise UserError(f"no training pair fits the {position_limit} positions the model has")
+        if self.kept == 0:
+            raise UserError(
+                f"no training pair left: {self.dropped_too_long} longer than --max_length {max_length}, "
+                f"{self.dropped_identical} with chosen identical to rejected"
+            )
 
 
 def format_text(text: str, tokenizer: PreTrainedTokenizerBase, sequence_format: SequenceFormat = TRL_FORMAT) -> str:
@@ -140,18 +154,27 @@ def encode_pair(row: dict, tokenizer: PreTrainedTokenizerBase, sequence_format: 
     }
 
 
-DROP_REASON = "drop_reason"  # set while tokenizing: 0 kept, 1 chosen == rejected, 2 a side over max_length
+DROP_REASON = "drop_reason"  # set while tokenizing: 0 kept, 1 chosen == rejected, 2 over max_length, 3 past positions
 
 
 def encode_and_judge(
-    row: dict, tokenizer: PreTrainedTokenizerBase, sequence_format: SequenceFormat, max_length: int | None
+    row: dict,
+    tokenizer: PreTrainedTokenizerBase,
+    sequence_format: SequenceFormat,
+    max_length: int | None,
+    position_limit: int | None = None,
 ) -> dict:
     """`encode_pair`, plus why the pair will be dropped, decided while its ids are still Python lists: a
     `filter` reading them back out of Arrow is a pass over every token (two such passes, identical then
     over-long, were 15 % of tokenizing 10k long-prompt pairs)."""
     out = encode_pair(row, tokenizer, sequence_format)
     chosen, rejected = out["chosen_ids"], out["rejected_ids"]
-    out[DROP_REASON] = 1 if chosen == rejected else 0 if fits(chosen, rejected, max_length) else 2  # identical first
+    if chosen == rejected:  # identical first
+        out[DROP_REASON] = 1
+    elif not fits(chosen, rejected, max_length):
+        out[DROP_REASON] = 2
+    else:
+        out[DROP_REASON] = 0 if fits(chosen, rejected, position_limit) else 3
     return out
 
 
@@ -168,24 +191,28 @@ def tokenize_pairs(
     num_proc: int | None = None,
     desc: str = "train",
     sequence_format: SequenceFormat = TRL_FORMAT,
+    keep: tuple[str, ...] = (),
+    position_limit: int | None = None,
 ) -> tuple[Dataset, TokenizeStats]:
-    """Tokenize every pair and drop identical and over-long ones. Returns columns chosen_ids, rejected_ids,
-    margin, and the `subset` (or `category`) column when the rows have one (for per-subset eval accuracy)."""
+    """Tokenize every pair and drop identical and over-long ones (longer than `max_length`, or than a model's
+    `position_limit`). Returns columns chosen_ids, rejected_ids, margin, the `subset` (or `category`) column
+    when the rows have one (for per-subset eval accuracy), and the columns of `keep` that the rows have."""
     if fmt == CONVERSATIONAL or sequence_format.text_as_chat:
         require_chat_template(tokenizer)  # fail before the first row, not inside datasets.map
-    keep = [c for c in (subset_column(ds.column_names), *RANKING_COLUMNS, "tied") if c in ds.column_names]
+    kept_columns = [c for c in (subset_column(ds.column_names), *keep) if c in ds.column_names]
+    judge = {"tokenizer": tokenizer, "sequence_format": sequence_format, "max_length": max_length}
     out = ds.map(
         encode_and_judge,
-        fn_kwargs={"tokenizer": tokenizer, "sequence_format": sequence_format, "max_length": max_length},
-        remove_columns=[c for c in ds.column_names if c not in keep],
+        fn_kwargs={**judge, "position_limit": position_limit},
+        remove_columns=[c for c in ds.column_names if c not in kept_columns],
         num_proc=num_proc,
         desc=f"Tokenizing {desc}",
     )
     if DROP_REASON not in out.column_names:  # no rows: map added nothing
         return out, TokenizeStats(kept=0, dropped_too_long=0)
     reasons = out.select_columns([DROP_REASON]).with_format("arrow")[:][DROP_REASON].to_numpy()  # (N,)
-    kept, identical, too_long = np.bincount(reasons, minlength=3).tolist()
-    if identical or too_long:  # the filter reads the one small column, not the ids
+    kept, identical, too_long, past_positions = np.bincount(reasons, minlength=4).tolist()
+    if kept < len(out):  # the filter reads the one small column, not the ids
         out = out.filter(
             lambda reason: [r == 0 for r in reason],
             input_columns=[DROP_REASON],
@@ -194,38 +221,45 @@ def tokenize_pairs(
             desc=f"Dropping identical and over-long {desc} pairs",
         )
     out = out.remove_columns([DROP_REASON])
-    return out, TokenizeStats(kept=kept, dropped_too_long=too_long, dropped_identical=identical)
+    return out, TokenizeStats(kept, too_long, identical, past_positions)
 
 
-def drop_longer(
-    ds: Dataset, max_length: int | None, num_proc: int | None = None, desc: str = "train"
-) -> tuple[Dataset, int]:
-    """Pairs where neither side is longer than `max_length` tokens, and how many were dropped."""
-    if max_length is None:
-        return ds, 0
-    kept = ds.filter(
-        lambda r: fits(r["chosen_ids"], r["rejected_ids"], max_length),
-        num_proc=num_proc,
-        desc=f"Dropping {desc} pairs over {max_length} tokens",
-    )
-    return kept, len(ds) - len(kept)
+# --- the format: chosen from the options, checked against the data and a resumed checkpoint ----------
+def choose_format(
+    requested: SequenceFormat, tokenizer: PreTrainedTokenizerBase, data_format: str, checkpoint: Path | None
+) -> SequenceFormat:
+    """The formatting options (`--append_eos`, `--add_special_tokens`, `--text_as_chat`) as they apply to
+    this tokenizer, checked against the data, and against the checkpoint when resuming (a run must not
+    change how its text becomes tokens half-way)."""
+    if requested.text_as_chat and data_format == IMPLICIT:
+        raise UserError("--text_as_chat needs a prompt column (it renders the prompt as the user turn)")
+    if requested.text_as_chat and not tokenizer.chat_template:
+        raise UserError("--text_as_chat needs a tokenizer with a chat template")
+    if data_format == CONVERSATIONAL:
+        require_chat_template(tokenizer)
+    chosen = effective_format(requested, tokenizer)
+    if requested.append_eos and not chosen.append_eos and data_format != CONVERSATIONAL and not requested.text_as_chat:
+        why = "has no EOS token" if tokenizer.eos_token is None else f"appends its own EOS {tokenizer.eos_token!r}"
+        print(f"tokenizer {why}: nothing more is appended")
+    saved = checkpoint_format(checkpoint)
+    for name in ("append_eos", "add_special_tokens", "text_as_chat"):
+        if saved is not None and name in saved and saved[name] != getattr(chosen, name):
+            raise UserError(
+                f"--{name}: the checkpoint was trained with {str(saved[name]).lower()}; resume with the same "
+                "formatting options (or start a new run)"
+            )
+    return chosen
 
 
-def drop_past_positions(
-    train_ds: Dataset, eval_ds: Dataset | None, limit: int, num_proc: int | None = None
-) -> tuple[Dataset, Dataset | None]:
-    """Drop pairs longer than a model's learned positions (when --max_length allows more: they would fail
-    inside the forward), saying how many, like --max_length."""
-    fitted = []
-    for split, ds in (("train", train_ds), ("eval", eval_ds)):
-        if ds is not None:
-            ds, dropped = drop_longer(ds, limit, num_proc, split)
-            if dropped:
-                print(f"{split}: dropped {dropped} more pairs longer than the {limit} positions the model has")
-        fitted.append(ds)
-    if len(fitted[0]) == 0:
-        raise UserError(f"no training pair fits the {limit} positions the model has")
-    return fitted[0], fitted[1]
+def checkpoint_format(checkpoint: Path | None) -> dict | None:
+    """The `reward_format` a checkpoint recorded, or None (no checkpoint, or one from before it was recorded)."""
+    path = Path(checkpoint) / "config.json" if checkpoint else None
+    if path is None or not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text()).get(FORMAT_KEY)
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{path}: not valid JSON ({exc})") from exc
 
 
 # --- the format as part of the model (config.json `reward_format`) --------------------------------

@@ -1,50 +1,124 @@
-"""The training loop: data order, exact gradient accumulation, AdamW + schedule, clipping, eval.
+"""The training loop: exact gradient accumulation, AdamW + schedule, clipping, evaluation and saving.
 
-One optimizer step = `gradient_accumulation_steps` micro-batches. Their pair count N is known
-before the first backward, so each micro-batch contributes Σ ℓ_i / N (see `reward/loss.py`) and
-the accumulated gradient equals the gradient of one big batch, even when the epoch's last
-micro-batch is smaller. (TRL/HF divide each micro-batch *mean* by the number of micro-batches in
-the step instead, which weights pairs unequally when micro-batches are uneven: docs/loss.md §7.)
+One optimizer step = `gradient_accumulation_steps` micro-batches, whose units N (pairs; for rankings
+comparisons or prompts) are known before the first backward: each contributes Σ ℓ_i / N, so the step's
+gradient is that of one big batch even when micro-batches are uneven (TRL divides micro-batch means
+by their count instead: docs/loss.md §7). What plugs in, each through a core interface:
+
+    collate, order    the micro-batches: reward/collate.py `MicroBatch`, reward/batching.py `Order`
+    objective         the loss of a micro-batch from its rewards: reward/loss.py `Objective`
+    evaluator         held-out metrics on schedule: reward/evaluate.py `HeldOut`
+    processes         how processes meet (gradient sync, totals, FSDP's extra passes): `Processes` below
+    restore, save     the state besides the weights, for checkpoints: `Progress` below
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 import torch
 from datasets import Dataset
 from torch import nn
-from torch.distributed.tensor import DTensor
 from tqdm.auto import tqdm
-from transformers import PreTrainedModel, PreTrainedTokenizerBase, get_scheduler
+from transformers import get_scheduler
 
-from reward.batching import (
-    Batch,
-    batch_pairs,
-    batch_tokens,
-    eval_collator,
-    optimizer_steps,
-    rows_at,
-    step_plan,
-)
-from reward.config import TrainConfig
-from reward.evaluate import batch_rewards, evaluate
-from reward.fast.packing import PackedBatch
-from reward.loss import bradley_terry_loss
-from reward.metrics import MetricsWriter, MetricTotals, format_step_line
+from reward.batching import BatchPlan, Order, optimizer_steps, rows_at, step_plan
+from reward.collate import MicroBatch
+from reward.loss import Objective
+from reward.metrics import MetricsWriter, MetricTotals, Window, eval_record, format_step_line
 from reward.model import Precision
-from reward.parallel.distributed import any_rank, reduce_totals, sum_int
-from reward.parallel.plan import SINGLE, Plan
-from reward.ranked.collate import RankedBatch, RankedCollator, prompt_units
-from reward.ranked.loss import ALL_PAIRS, RankingObjective
-from reward.run.state import restore_training_state, training_state
+
+
+# --- the options the loop reads, in two groups (TrainConfig's names) -------------------------------------
+@dataclass(frozen=True)
+class OptimizerOptions:
+    """AdamW, its learning-rate schedule, and gradient clipping."""
+
+    learning_rate: float
+    weight_decay: float
+    adam_beta1: float
+    adam_beta2: float
+    adam_epsilon: float
+    optim: str  # "adamw_torch_fused" (one kernel) or "adamw_torch"
+    lr_scheduler_type: str  # after warmup: linear, cosine, constant, ...
+    warmup_ratio: float
+    warmup_steps: int  # > 0 wins over warmup_ratio
+    max_grad_norm: float  # 0: no clipping
+
+
+@dataclass(frozen=True)
+class Cadence:
+    """When the loop logs, evaluates and saves, and when it gives up."""
+
+    logging_steps: int
+    eval_strategy: str  # "steps" (every eval_steps and at the end), "epoch" or "no"
+    eval_steps: int
+    save_steps: int  # 0: only at the end
+    max_nonfinite_steps: int  # in a row, then stop
+    disable_tqdm: bool
+
+
+# --- how processes meet ---------------------------------------------------------------------------------
+class Processes(Protocol):
+    """What the loop asks of the processes a run has, each question asked at the same point on every rank.
+    `ONE_PROCESS` (below) needs no other process (the tour, tests); the recipe passes reward/parallel/plan.py
+    `Plan`: one process, torchrun's data parallel, or FSDP2."""
+
+    rank: int
+    size: int
+    is_main: bool  # prints, logs and shows progress
+    takes_part: bool  # evaluates and saves: rank 0, or every rank where those are collectives (FSDP)
+
+    def extra_passes(self, num_passes: int) -> int: ...  # zero-weight passes to match the busiest rank (FSDP)
+
+    def sync_gradients(self, model: nn.Module) -> None: ...  # after the backwards: every rank holds the Σ
+
+    def clip_gradients(self, model: nn.Module, max_norm: float) -> torch.Tensor: ...  # the global norm, before
+
+    def reduce(self, totals: MetricTotals) -> MetricTotals: ...  # the step's metrics over every rank's pairs
+
+    def total(self, value: int) -> int: ...  # Σ over ranks
+
+    def any(self, flag: bool) -> bool: ...  # True on every rank if True on one
+
+
+@dataclass(frozen=True)
+class OneProcess:
+    """A run of one process: nothing to meet."""
+
+    rank: int = 0
+    size: int = 1
+    is_main: bool = True
+    takes_part: bool = True
+
+    def extra_passes(self, num_passes: int) -> int:
+        return 0
+
+    def sync_gradients(self, model: nn.Module) -> None:
+        return None
+
+    def clip_gradients(self, model: nn.Module, max_norm: float) -> torch.Tensor:
+        return torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm)
+
+    def reduce(self, totals: MetricTotals) -> MetricTotals:
+        return totals
+
+    def total(self, value: int) -> int:
+        return value
+
+    def any(self, flag: bool) -> bool:
+        return flag
+
+
+ONE_PROCESS = OneProcess()
 
 
 # --- optimizer and schedule ------------------------------------------------------------------------
-def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
+def build_optimizer(model: nn.Module, options: OptimizerOptions) -> torch.optim.AdamW:
     """AdamW with weight decay on weight matrices only: biases and norm gains are not shrunk
     toward 0 (decaying a LayerNorm/RMSNorm gain rescales activations; common practice since BERT)."""
     decay, no_decay = [], []
@@ -54,95 +128,82 @@ def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
         is_norm_or_bias = param.ndim < 2 or "norm" in name.lower() or name.endswith(".bias")
         (no_decay if is_norm_or_bias else decay).append(param)
     groups = [
-        {"params": decay, "weight_decay": cfg.weight_decay},
+        {"params": decay, "weight_decay": options.weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
     ]
     # fused: one kernel updates every parameter (HF's default optim since torch 2.8); torch's default on
     # CPU is a Python loop of ~8 ops per parameter, 4x slower here (~5 % of the small model's step)
     return torch.optim.AdamW(
         groups,
-        lr=cfg.learning_rate,
-        betas=(cfg.adam_beta1, cfg.adam_beta2),
-        eps=cfg.adam_epsilon,
-        fused=cfg.optim == "adamw_torch_fused",
+        lr=options.learning_rate,
+        betas=(options.adam_beta1, options.adam_beta2),
+        eps=options.adam_epsilon,
+        fused=options.optim == "adamw_torch_fused",
     )
 
 
-def warmup_steps(cfg: TrainConfig, total_steps: int) -> int:
-    return cfg.warmup_steps if cfg.warmup_steps > 0 else math.ceil(cfg.warmup_ratio * total_steps)
+def warmup_steps(options: OptimizerOptions, total_steps: int) -> int:
+    return options.warmup_steps if options.warmup_steps > 0 else math.ceil(options.warmup_ratio * total_steps)
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig, total_steps: int):
+def build_scheduler(optimizer: torch.optim.Optimizer, options: OptimizerOptions, total_steps: int) -> Any:
     """Linear warmup, then `lr_scheduler_type` (transformers' schedules, the ones TRL uses)."""
     return get_scheduler(
-        cfg.lr_scheduler_type,
+        options.lr_scheduler_type,
         optimizer,
-        num_warmup_steps=warmup_steps(cfg, total_steps),
+        num_warmup_steps=warmup_steps(options, total_steps),
         num_training_steps=total_steps,
     )
 
 
 # --- one optimizer step ---------------------------------------------------------------------------
 def accumulate_gradients(
-    model: PreTrainedModel,
-    micro_batches: list[Batch],
+    model: nn.Module,
+    micro_batches: list[MicroBatch],
+    objective: Objective,
     precision: Precision,
-    center_coef: float | None = None,
-    label_smoothing: float = 0.0,
-    num_pairs_in_step: int | None = None,
-    fillers: Sequence[Batch] = (),
-    objective: RankingObjective = ALL_PAIRS,
+    units_in_step: int | None = None,
 ) -> MetricTotals:
-    """Forward + backward every micro-batch of one step, each scaled by 1 / (pairs in the step).
+    """Forward + backward every micro-batch of one step, each scaled by 1 / (units in the step).
 
-    `num_pairs_in_step` is the step's pair count over all ranks (default: these micro-batches'); for
-    grouped rankings it is the step's units of `objective` (comparisons, or prompts).
-    `fillers` run forward + backward with weight 0 (no gradient, no metrics): under FSDP a rank
-    with fewer micro-batches still joins every collective (reward/parallel/sharding.py `filler_passes`)."""
-    n_step = num_pairs_in_step or sum(step_units(mb, objective) for mb in micro_batches)
+    `units_in_step` is N over all ranks (default: these micro-batches' own, `objective.units`)."""
+    n_step = units_in_step or sum(objective.units(mb) for mb in micro_batches)
     totals = MetricTotals()
     for mb in micro_batches:
         with precision.autocast():
-            rewards = batch_rewards(model, mb, precision)
-        if isinstance(mb, RankedBatch):  # a prompt's comparisons (or its order) from its K rewards (S,)
-            out = objective(rewards, mb.comparisons, mb.orders, center_coef, label_smoothing, n_step)
-        else:
-            r_chosen, r_rejected = rewards.chunk(2)  # (B,), (B,)
-            margin = (mb.margin if isinstance(mb, PackedBatch) else mb["margin"]).to(precision.device)  # (B,)
-            out = bradley_terry_loss(r_chosen, r_rejected, margin, center_coef, label_smoothing, n_step)
+            rewards = mb.rewards(model)  # float32: (2B,) for pairs, one per response for rankings
+        out = objective(rewards, mb, n_step)  # float32, outside autocast (reward/loss.py)
         loss = precision.scaler.scale(out.loss) if precision.scaler else out.loss
         loss.backward()
-        totals.add(out)
-    for mb in fillers:
-        with precision.autocast():
-            rewards = batch_rewards(model, mb, precision)
-        # × 0 keeps the whole graph, so every parameter gets a (zero) gradient and each FSDP unit
-        # reduce-scatters the same buffers as on the other ranks
-        (rewards.sum() * 0.0).backward()
+        totals.add(out)  # tensors: no wait for the device here
     return totals
 
 
-def step_units(mb: Batch, objective: RankingObjective) -> int:
-    """What a micro-batch adds to the step's divisor: its pairs, or its prompts' units under `objective`."""
-    if not isinstance(mb, RankedBatch):
-        return batch_pairs(mb)
-    per_prompt = mb.comparisons.per_prompt.tolist()
-    return sum(objective.units(per_prompt, [len(o) for o in mb.orders]))
+def zero_weight_pass(model: nn.Module, mb: MicroBatch, precision: Precision) -> None:
+    """Forward + backward with weight 0: no gradient, no metrics, but every collective of a real pass
+    (under FSDP a rank with fewer micro-batches must still join them: reward/parallel/sharding.py)."""
+    with precision.autocast():
+        rewards = mb.rewards(model)
+    # × 0 keeps the whole graph, so every parameter gets a (zero) gradient and each FSDP unit
+    # reduce-scatters the same buffers as on the other ranks
+    (rewards.sum() * 0.0).backward()
 
 
-def apply_update(model: nn.Module, optimizer, scheduler, precision: Precision, max_grad_norm: float) -> float:
-    """Clip, step, schedule, zero. Returns the global gradient norm before clipping.
-
-    A non-finite gradient norm means the update would write inf/NaN into the weights: the step is
-    skipped (the caller counts it). Under fp16 the GradScaler does the same and lowers its scale.
-    """
+def apply_update(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    precision: Precision,
+    max_grad_norm: float,
+    processes: Processes = ONE_PROCESS,
+) -> float:
+    """Clip, step, schedule, zero. Returns the global gradient norm before clipping. A non-finite norm means
+    the update would write inf/NaN into the weights: the step is skipped (the caller counts it); under fp16
+    the GradScaler does the same and lowers its scale."""
     if precision.scaler:
         precision.scaler.unscale_(optimizer)  # clip the true gradients, not the scaled ones
     limit = max_grad_norm if max_grad_norm > 0 else float("inf")
-    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), limit)
-    if isinstance(grad_norm, DTensor):  # FSDP: a norm over sharded gradients, a partial sum per rank
-        grad_norm = grad_norm.full_tensor()  # the global norm, the same on every rank
-    grad_norm = grad_norm.item()
+    grad_norm = processes.clip_gradients(model, limit).item()
     if precision.scaler:
         precision.scaler.step(optimizer)  # skips the step if the gradients overflowed
         precision.scaler.update()
@@ -155,17 +216,23 @@ def apply_update(model: nn.Module, optimizer, scheduler, precision: Precision, m
 
 # --- the loop -------------------------------------------------------------------------------------
 @dataclass
+class Progress:
+    """The loop's state besides the weights: what `save` checkpoints and `restore` puts back (reward/run/state.py)."""
+
+    optimizer: torch.optim.Optimizer
+    scheduler: Any  # a torch LRScheduler
+    scaler: torch.amp.GradScaler | None  # fp16 only
+    step: int = 0  # optimizer steps done
+    nonfinite_steps: int = 0  # of them, skipped for a non-finite loss or gradient
+
+
+@dataclass
 class TrainResult:
     steps: int  # the last optimizer step done
     train: dict  # metrics of the last logging window
-    eval: dict | None  # final held-out metrics
+    eval: dict | None  # final held-out metrics (the first evaluation set's)
     stopped: bool = False  # True if `should_stop` ended the run early (a checkpoint was saved)
     nonfinite_steps: int = 0  # optimizer steps skipped for a non-finite loss or gradient
-    collapsed: str | None = None  # set by the recipe when every reward came out the same (what it saw)
-    # the trained model and its tokenizer, set by the recipe (what RewardTrainer hands back)
-    model: PreTrainedModel | None = None
-    tokenizer: PreTrainedTokenizerBase | None = None
-    card: dict | None = None  # the model card's facts (reward/eval/model_card.py), set by the export
 
 
 class NonFiniteError(RuntimeError):
@@ -173,128 +240,111 @@ class NonFiniteError(RuntimeError):
 
 
 def train(
-    cfg: TrainConfig,
-    model: PreTrainedModel,
+    model: nn.Module,
     train_ds: Dataset,
-    eval_ds: Dataset | dict[str, Dataset] | None = None,
     *,
-    collate: Callable[[list[dict]], Batch],
+    collate: Callable[[list[dict]], MicroBatch],
+    order: Order,
+    objective: Objective,
     precision: Precision,
+    batches: BatchPlan,
+    optim: OptimizerOptions,
+    cadence: Cadence,
     writer: MetricsWriter,
-    save: Callable[[int, dict], None] | None = None,
-    resume_state: dict | None = None,
+    evaluator: Callable[[nn.Module], dict[str, dict]] | None = None,
+    processes: Processes = ONE_PROCESS,
+    restore: Callable[[Progress], None] | None = None,
+    save: Callable[[Progress], None] | None = None,
     should_stop: Callable[[int], bool] | None = None,
-    plan: Plan = SINGLE,
 ) -> TrainResult:
-    """Run the optimizer steps; log, evaluate and call `save(step, training_state)` on schedule.
-
-    `resume_state` (from a checkpoint, with the weights already loaded into `model`) continues a
-    run exactly where it was saved. `should_stop(step)` is asked after every step; when it says
-    yes the run saves a checkpoint and returns with `stopped=True` (used for SIGINT/SIGTERM).
-    With more than one process every rank runs this; `plan` (reward/parallel/plan.py) says who
-    evaluates and saves and how gradients meet; rank 0 logs.
-    """
-    steps_per_epoch, total_steps = step_plan(len(train_ds), cfg, plan.world.size)
-    optimizer = build_optimizer(model, cfg)
-    scheduler = build_scheduler(optimizer, cfg, total_steps)
-    start_step, nonfinite_total = restore_training_state(resume_state, model, optimizer, scheduler, precision, plan)
+    """Run the optimizer steps; log, evaluate (`evaluator(model)` -> {set name: metrics}) and `save(progress)`
+    on schedule. `restore(progress)` puts a checkpoint's state back first (its weights are in `model`).
+    `should_stop(step)` is asked after every step: yes saves and returns `stopped` (SIGINT/SIGTERM).
+    With several processes every rank runs this."""
+    steps_per_epoch, total_steps = step_plan(len(train_ds), batches, processes.size)
+    optimizer = build_optimizer(model, optim)
+    scheduler = build_scheduler(optimizer, optim, total_steps)
+    progress = Progress(optimizer, scheduler, precision.scaler)
+    if restore is not None:
+        restore(progress)
     model.train()
-    # named sets are logged as eval_<name>_loss, ... (TRL's names for a dict eval_dataset); one set as eval_loss
-    eval_sets = eval_ds if isinstance(eval_ds, dict) else {"": eval_ds} if eval_ds is not None else {}
-    do_eval = any(len(ds) for ds in eval_sets.values()) and cfg.eval_strategy != "no"
-    # the logging window: metrics of the steps since the last record, and their compute time only
-    # (evaluation and saving excluded, so pairs/s measures training)
-    window, grad_norms, window_tokens, window_seconds = MetricTotals(), [], 0, 0.0
-    last_train, last_eval, nonfinite_in_a_row = {}, None, 0
-    bar = tqdm(
-        total=total_steps, initial=start_step, desc="train", unit="step", disable=cfg.disable_tqdm or not plan.is_main
-    )
-    objective = RankingObjective(cfg.ranking_loss, cfg.ranking_normalization)
-    units = prompt_units(train_ds, objective) if isinstance(collate, RankedCollator) else None  # the divisor's
-    steps = optimizer_steps(train_ds, collate, cfg, start_step, plan.world.rank, plan.world.size, units)
-    # held-out pairs packed, the prompt once (or padded: --eval_padding_free false); grouped rankings are
-    # evaluated as their expanded pairs: every comparison, plus the per-prompt metrics
-    eval_collate = eval_collator(cfg, collate.pad_token_id, model)
-    step = start_step
-    for step in range(start_step + 1, total_steps + 1):
+    window, last_train, last_eval, in_a_row = Window(), {}, None, 0
+    bar = tqdm(total=total_steps, initial=progress.step, desc="train", unit="step",
+               disable=cadence.disable_tqdm or not processes.is_main)  # fmt: skip
+    units = objective.row_units(train_ds)  # None: each row (a pair) counts 1 in its step's divisor
+    steps = optimizer_steps(train_ds, collate, order, batches, progress.step, processes.rank, processes.size, units)
+    stop = False  # a run with no step left (resumed at its end) stops at once
+    for step in range(progress.step + 1, total_steps + 1):
         started = time.perf_counter()
-        _epoch, micro_batches, pairs_in_step = next(steps)  # collation counts as training time
-        count = plan.filler_count(len(micro_batches), precision.device)  # FSDP: keep up with the busiest rank
-        fillers = [collate(rows_at(train_ds, [0]))] * count if count else []
-        totals = accumulate_gradients(
-            model,
-            micro_batches,
-            precision,
-            cfg.center_rewards_coefficient,
-            cfg.label_smoothing,
-            pairs_in_step,
-            fillers,
-            objective,
-        )
-        plan.sync_gradients(model)
-        totals = reduce_totals(totals, plan.world, precision.device)
+        _epoch, micro_batches, units_in_step = next(steps)  # collation counts as training time
+        extra = processes.extra_passes(len(micro_batches))  # FSDP: asked before any pass, on every rank
+        totals = accumulate_gradients(model, micro_batches, objective, precision, units_in_step)
+        filler = collate(rows_at(train_ds, [0])) if extra else None  # the passes' batch: its weight is 0
+        for _ in range(extra):
+            zero_weight_pass(model, filler, precision)
+        processes.sync_gradients(model)
+        totals = processes.reduce(totals)
         lr = scheduler.get_last_lr()[0]  # the lr this update uses
-        grad_norm = apply_update(model, optimizer, scheduler, precision, cfg.max_grad_norm)
-        window_seconds += time.perf_counter() - started
-        if precision.scaler and math.isfinite(totals.loss_sum) and not math.isfinite(grad_norm):
-            nonfinite_total += 1  # fp16 overflow: the scaler skipped the update and lowered its scale; no abort
-        elif math.isfinite(totals.loss_sum) and math.isfinite(grad_norm):
-            nonfinite_in_a_row = 0
-            grad_norms.append(grad_norm)
-            window.merge(totals)
-            window_tokens += sum_int(sum(batch_tokens(mb) for mb in micro_batches), plan.world, precision.device)
-            bar.set_postfix(loss=f"{totals.summary()['loss']:.4f}", acc=f"{totals.summary()['accuracy']:.2f}")
+        grad_norm = apply_update(model, optimizer, scheduler, precision, optim.max_grad_norm, processes)
+        progress.step = step
+        summary = totals.summary()  # the step's read of its metrics from the device (torchrun: after the reduction's)
+        window.seconds += time.perf_counter() - started
+        loss_finite = math.isfinite(summary["loss"])
+        if loss_finite and math.isfinite(grad_norm):
+            in_a_row = 0
+            window.add(totals, grad_norm, processes.total(sum(mb.sequence_tokens for mb in micro_batches)))
+            bar.set_postfix(loss=f"{summary['loss']:.4f}", acc=f"{summary['accuracy']:.2f}")
         else:  # apply_update skipped the update: nothing non-finite reached the weights
-            nonfinite_total += 1
-            nonfinite_in_a_row += 1
-            bar.write(f"step {step}: non-finite loss or gradient (loss {totals.loss_sum}, grad {grad_norm}); skipped")
-            if nonfinite_in_a_row >= cfg.max_nonfinite_steps:
-                raise NonFiniteError(
-                    f"{nonfinite_in_a_row} optimizer steps in a row had a non-finite loss or gradient (last: step "
-                    f"{step}); stopping without saving. Try a lower --learning_rate, --max_grad_norm 1.0, or --bf16 "
-                    "instead of --fp16; the last checkpoint (if any) holds finite weights."
-                )
+            progress.nonfinite_steps += 1
+            if not (precision.scaler and loss_finite):  # an fp16 overflow only lowers the scaler's scale
+                in_a_row += 1
+                seen = f"loss {summary['loss']}, grad {grad_norm}"
+                bar.write(f"step {step}: non-finite loss or gradient ({seen}); skipped")
+                if in_a_row >= cadence.max_nonfinite_steps:
+                    raise NonFiniteError(
+                        f"{in_a_row} optimizer steps in a row had a non-finite loss or gradient (last: step "
+                        f"{step}); stopping without saving. Try a lower --learning_rate, --max_grad_norm 1.0, or "
+                        "--bf16 instead of --fp16; the last checkpoint (if any) holds finite weights."
+                    )
         bar.update(1)
 
         record = None
-        if step % cfg.logging_steps == 0 or step == total_steps:
+        if step % cadence.logging_steps == 0 or step == total_steps:
             record = {"step": step, "epoch": round(step / steps_per_epoch, 4), "lr": lr}
-            if window.pairs:  # a window whose every step was skipped has no metrics to report
-                last_train = window.summary()
-                record.update(last_train)
-                record["grad_norm"] = sum(grad_norms) / len(grad_norms)
-                record["pairs_per_s"] = window.pairs / window_seconds
-                record["tokens_per_s"] = window_tokens / window_seconds
-            record["nonfinite_steps"] = nonfinite_total
-            window, grad_norms, window_tokens, window_seconds = MetricTotals(), [], 0, 0.0
-        if do_eval and plan.takes_part and is_eval_step(step, cfg, total_steps, steps_per_epoch):
+            window_metrics, fields = window.close()
+            last_train = window_metrics or last_train
+            record |= fields
+            record["nonfinite_steps"] = progress.nonfinite_steps
+            window = Window()
+        if evaluator is not None and processes.takes_part and is_eval_step(step, cadence, total_steps, steps_per_epoch):
             record = record or {"step": step, "epoch": round(step / steps_per_epoch, 4)}
-            for i, (name, ds) in enumerate(eval_sets.items()):
-                metrics = evaluate(model, ds, eval_collate, cfg, precision)
-                last_eval = metrics if i == 0 else last_eval  # the result's: the first set's
-                record.update({f"eval_{name}_{k}" if name else f"eval_{k}": v for k, v in metrics.items()})
-        if record is not None and plan.is_main:
+            results = evaluator(model)
+            model.train()  # whatever the evaluator left it in: training has its dropout (if any) back
+            last_eval = next(iter(results.values()))
+            record |= eval_record(results)
+        if record is not None and processes.is_main:
             writer.write(record)
             bar.write(format_step_line(record))
-        stop = any_rank(should_stop is not None and should_stop(step), plan.world, precision.device)
-        if save is not None and plan.takes_part and (stop or is_save_step(step, cfg, total_steps)):
-            save(step, training_state(step, optimizer, scheduler, precision, nonfinite_total, model, plan))
+        stop = processes.any(should_stop is not None and should_stop(step))
+        if save is not None and processes.takes_part and (stop or is_save_step(step, cadence, total_steps)):
+            save(progress)
         if stop:
-            bar.close()
-            return TrainResult(step, last_train, last_eval, stopped=True, nonfinite_steps=nonfinite_total)
+            break
     bar.close()
-    return TrainResult(step, last_train, last_eval, nonfinite_steps=nonfinite_total)
+    return TrainResult(progress.step, last_train, last_eval, stopped=stop, nonfinite_steps=progress.nonfinite_steps)
 
 
-def is_eval_step(step: int, cfg: TrainConfig, total_steps: int, steps_per_epoch: int) -> bool:
+def is_eval_step(step: int, cadence: Cadence, total_steps: int, steps_per_epoch: int) -> bool:
     """At the end, and every `eval_steps` (strategy "steps") or at each epoch's end (strategy "epoch")."""
+    if cadence.eval_strategy == "no":
+        return False
     if step == total_steps:
         return True
-    if cfg.eval_strategy == "steps":
-        return step % cfg.eval_steps == 0
-    return cfg.eval_strategy == "epoch" and step % steps_per_epoch == 0
+    if cadence.eval_strategy == "steps":
+        return step % cadence.eval_steps == 0
+    return step % steps_per_epoch == 0
 
 
-def is_save_step(step: int, cfg: TrainConfig, total_steps: int) -> bool:
+def is_save_step(step: int, cadence: Cadence, total_steps: int) -> bool:
     """At the end, and every `save_steps` when set (a stop request saves too: see `train`)."""
-    return step == total_steps or (cfg.save_steps > 0 and step % cfg.save_steps == 0)
+    return step == total_steps or (cadence.save_steps > 0 and step % cadence.save_steps == 0)

@@ -32,22 +32,27 @@ which for ε = 0 is −(1 − σ(Δ_i)) / N.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
 
 import torch
 import torch.nn.functional as F
 
+if TYPE_CHECKING:  # for the annotations only
+    from datasets import Dataset
+
+    from reward.collate import MicroBatch, PairMicroBatch
+
 
 @dataclass
 class LossOutput:
+    """A loss and what its metrics are computed from, every number a tensor on the rewards' device: turning
+    them into Python numbers waits on the GPU, so reward/metrics.py does it once per step, not per call."""
+
     loss: torch.Tensor  # scalar, float32, differentiable: Σ ℓ_i / N
-    loss_sum: float  # Σ ℓ_i over this call's pairs (detached), for exact averages across calls
-    num_pairs: int  # B, the pairs in this call
-    accuracy: float  # mean(r_c > r_r); a tie counts as wrong
-    margin: float  # mean(r_c − r_r)  (the reward gap, not the `margin` column)
-    reward_mean: float  # over all 2B rewards
-    reward_min: float
-    reward_max: float
-    num_rewards: int = 0  # rewards these metrics are over; 0 = 2B, a pair's two (rankings: every response)
+    loss_sum: torch.Tensor  # scalar, detached: Σ ℓ_i over this call's pairs (the reported loss, before / pairs)
+    num_pairs: int  # the pairs (comparisons) this call trained; from the shapes, so no sync
+    delta: torch.Tensor  # (B',) detached r_c − r_r of the decided pairs: accuracy is mean(Δ > 0), margin mean(Δ)
+    rewards: torch.Tensor  # (R,) detached: every reward the metrics are over (a pair's two)
 
 
 def bradley_terry_loss(
@@ -58,7 +63,7 @@ def bradley_terry_loss(
     label_smoothing: float = 0.0,
     num_pairs_in_step: int | None = None,
 ) -> LossOutput:
-    """Pairwise loss and metrics for B pairs.
+    """Pairwise loss of B pairs, and the tensors its metrics come from.
 
     r_chosen, r_rejected, margin: (B,). `num_pairs_in_step` is N above (default: B, i.e. the mean).
 
@@ -67,8 +72,8 @@ def bradley_terry_loss(
     >>> out = bradley_terry_loss(torch.tensor([2.0, 0.0]), torch.tensor([0.0, 1.0]))
     >>> round(out.loss.item(), 4)   # (−log σ(2) − log σ(−1)) / 2 = (0.1269 + 1.3133) / 2
     0.7201
-    >>> out.accuracy, out.margin
-    (0.5, 0.5)
+    >>> out.delta   # Δ: accuracy mean(Δ > 0) = 0.5, margin mean(Δ) = 0.5 (reward/metrics.py)
+    tensor([ 2., -1.])
     """
     with torch.autocast(device_type=r_chosen.device.type, enabled=False):
         dtype = torch.promote_types(r_chosen.dtype, torch.float32)  # bf16/fp16 -> fp32; fp64 stays
@@ -83,15 +88,51 @@ def bradley_terry_loss(
             per_pair = per_pair + center_rewards_coefficient * (r_c + r_r) ** 2  # (B,)
         n = num_pairs_in_step if num_pairs_in_step is not None else r_c.numel()
         loss = per_pair.sum() / n
-    with torch.no_grad():
-        rewards = torch.cat([r_c, r_r])  # (2B,)
-        return LossOutput(
-            loss=loss,
-            loss_sum=per_pair.sum().item(),
-            num_pairs=r_c.numel(),
-            accuracy=int((r_c > r_r).sum()) / r_c.numel(),
-            margin=delta.mean().item(),
-            reward_mean=rewards.mean().item(),
-            reward_min=rewards.min().item(),
-            reward_max=rewards.max().item(),
+    return LossOutput(
+        loss=loss,
+        loss_sum=per_pair.detach().sum(),
+        num_pairs=r_c.numel(),
+        delta=delta.detach(),
+        rewards=torch.cat([r_c, r_r]).detach(),  # (2B,)
+    )
+
+
+# --- the objective: what the loop asks of a loss ----------------------------------------------------
+class Objective(Protocol):
+    """The loss of one micro-batch from its rewards, and what counts in an optimizer step's divisor N. Pairs
+    are `PairObjective` (below); rankings are reward/ranked/loss.py `RankingObjective`."""
+
+    def row_units(self, rows: Dataset) -> list[int] | None:
+        """What each training row adds to its step's N (None: 1 each, a pair). Read from the rows before any
+        is collated, since a step's N counts every rank's rows (reward/batching.py `optimizer_steps`)."""
+        ...
+
+    def units(self, batch: MicroBatch) -> int:
+        """What one micro-batch adds to N (when the step's N is not given)."""
+        ...
+
+    def __call__(self, rewards: torch.Tensor, batch: MicroBatch, units_in_step: int | None = None) -> LossOutput:
+        """The loss of `batch` from its `rewards` (as `batch.rewards(model)` returns them), Σ / units_in_step."""
+        ...
+
+
+@dataclass(frozen=True)
+class PairObjective:
+    """The Bradley–Terry loss above for a micro-batch of pairs, whose rewards come stacked [all chosen;
+    all rejected] (reward/collate.py) and which carries each pair's `margin` (B,), 0 where absent."""
+
+    center_rewards_coefficient: float | None = None
+    label_smoothing: float = 0.0
+
+    def row_units(self, rows: Dataset) -> None:
+        return None  # a pair counts 1
+
+    def units(self, batch: PairMicroBatch) -> int:
+        return batch.margin.numel()  # its pairs
+
+    def __call__(self, rewards: torch.Tensor, batch: PairMicroBatch, units_in_step: int | None = None) -> LossOutput:
+        r_chosen, r_rejected = rewards.chunk(2)  # (B,), (B,)
+        margin = batch.margin.to(rewards.device)  # (B,)
+        return bradley_terry_loss(
+            r_chosen, r_rejected, margin, self.center_rewards_coefficient, self.label_smoothing, units_in_step
         )

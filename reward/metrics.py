@@ -2,7 +2,9 @@ r"""Every number the loop and score.py report, computed exactly, and where it go
 
 **Averages.** Over several micro-batches (an optimizer step, or the whole eval set) every mean is
 weighted by the number of pairs in each, so accuracy is "correct pairs / all pairs", never a mean
-of means (`MetricTotals`); the step log line and OUTPUT_DIR/metrics.jsonl record them.
+of means (`MetricTotals`); the step log line and OUTPUT_DIR/metrics.jsonl record them. The sums
+stay tensors where the rewards are until `summary()`: reading a GPU value into Python waits for the
+GPU, so it happens once per optimizer step (and once per evaluation), never per micro-batch.
 
 **Diagnostics** beyond accuracy — calibration, length bias, subsets — are pure functions of
 per-pair rewards (plus token lengths and subset labels), used by `score.py` and by the training
@@ -48,45 +50,96 @@ from reward.loss import LossOutput
 
 
 class MetricTotals:
-    """Running sums over LossOutputs; `summary()` gives pair-weighted means and global min/max."""
+    """Running sums over LossOutputs; `summary()` gives pair-weighted means and global min/max.
+
+    Counts come from shapes (Python ints); the sums stay tensors on the rewards' device, so adding a
+    micro-batch waits for nothing. Accuracy and margin are over the decided pairs (every pair, except a
+    ranking's tie trained toward ½), a tie of rewards counting as wrong; the loss is over every pair.
+    """
 
     def __init__(self) -> None:
-        self.pairs = self.rewards = 0
-        self.loss_sum = self.correct = self.margin_sum = self.reward_sum = 0.0
-        self.reward_min, self.reward_max = math.inf, -math.inf
+        self.pairs = self.decided = self.rewards = 0
+        self.sums: torch.Tensor | None = None  # (4,) float64: Σ ℓ, correct pairs, Σ Δ of the decided, Σ reward
+        self.extremes: torch.Tensor | None = None  # (2,) float64: −min reward, max reward
 
     def add(self, out: LossOutput) -> None:
-        n = out.num_pairs
-        self.pairs += n
-        self.loss_sum += out.loss_sum
-        self.correct += out.accuracy * n
-        self.margin_sum += out.margin * n
-        self.reward_sum += out.reward_mean * (out.num_rewards or 2 * n)
-        self.rewards += out.num_rewards or 2 * n
-        self.reward_min = min(self.reward_min, out.reward_min)
-        self.reward_max = max(self.reward_max, out.reward_max)
+        delta, rewards = out.delta.double(), out.rewards.double()  # (B',), (R,)
+        sums = torch.stack([out.loss_sum.double(), (delta > 0).sum().double(), delta.sum(), rewards.sum()])  # (4,)
+        extremes = torch.stack([-rewards.min(), rewards.max()])  # (2,)
+        self.merge_sums(out.num_pairs, delta.numel(), rewards.numel(), sums, extremes)
 
     def merge(self, other: MetricTotals) -> None:
-        self.pairs += other.pairs
-        self.rewards += other.rewards
-        self.loss_sum += other.loss_sum
-        self.correct += other.correct
-        self.margin_sum += other.margin_sum
-        self.reward_sum += other.reward_sum
-        self.reward_min = min(self.reward_min, other.reward_min)
-        self.reward_max = max(self.reward_max, other.reward_max)
+        if other.sums is not None:
+            self.merge_sums(other.pairs, other.decided, other.rewards, other.sums, other.extremes)
+
+    def merge_sums(self, pairs: int, decided: int, rewards: int, sums: torch.Tensor, extremes: torch.Tensor) -> None:
+        self.pairs, self.decided, self.rewards = self.pairs + pairs, self.decided + decided, self.rewards + rewards
+        self.sums = sums if self.sums is None else self.sums + sums
+        self.extremes = extremes if self.extremes is None else torch.maximum(self.extremes, extremes)
 
     def summary(self) -> dict[str, float]:
-        n = max(self.pairs, 1)
+        """The means, read off the device in one transfer."""
+        if self.sums is None:
+            loss_sum = correct = margin_sum = reward_sum = 0.0
+            low, high = math.inf, -math.inf
+        else:
+            values = torch.cat([self.sums, self.extremes]).tolist()  # the one wait for the device
+            loss_sum, correct, margin_sum, reward_sum, negative_low, high = values
+            low = -negative_low
         return {
-            "loss": self.loss_sum / n,
-            "accuracy": self.correct / n,
-            "margin": self.margin_sum / n,
-            "reward_mean": self.reward_sum / max(self.rewards, 1),
-            "reward_min": self.reward_min,
-            "reward_max": self.reward_max,
+            "loss": loss_sum / max(self.pairs, 1),
+            "accuracy": correct / max(self.decided, 1),
+            "margin": margin_sum / max(self.decided, 1),
+            "reward_mean": reward_sum / max(self.rewards, 1),
+            "reward_min": low,
+            "reward_max": high,
             "pairs": self.pairs,
         }
+
+
+def loss_metrics(out: LossOutput) -> dict[str, float]:
+    """The metrics of one loss call (score.py's pairs, the tour): loss, accuracy, margin, reward stats.
+
+    >>> from reward.loss import bradley_terry_loss
+    >>> m = loss_metrics(bradley_terry_loss(torch.tensor([2.0, 0.0]), torch.tensor([0.0, 1.0])))
+    >>> m["accuracy"], m["margin"], m["pairs"]
+    (0.5, 0.5, 2)
+    """
+    totals = MetricTotals()
+    totals.add(out)
+    return totals.summary()
+
+
+class Window:
+    """The optimizer steps since the last record: their metrics and gradient norms (finite steps only), their
+    real tokens, and the compute time of every step (evaluation and saving excluded: pairs/s measures training)."""
+
+    def __init__(self) -> None:
+        self.totals, self.grad_norms, self.tokens, self.seconds = MetricTotals(), [], 0, 0.0
+
+    def add(self, totals: MetricTotals, grad_norm: float, tokens: int) -> None:
+        self.totals.merge(totals)
+        self.grad_norms.append(grad_norm)
+        self.tokens += tokens
+
+    def close(self) -> tuple[dict[str, float], dict[str, float]]:
+        """(the metrics of its finite steps, the fields a step record gets: those, the mean gradient norm and
+        the rates); both empty when every step of the window was skipped."""
+        if not self.grad_norms:
+            return {}, {}
+        summary = self.totals.summary()
+        rates = {
+            "grad_norm": sum(self.grad_norms) / len(self.grad_norms),
+            "pairs_per_s": summary["pairs"] / self.seconds,
+            "tokens_per_s": self.tokens / self.seconds,
+        }
+        return summary, {**summary, **rates}
+
+
+def eval_record(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Evaluation metrics as a step record's fields: eval_loss, ... for the held-out split (named ""), and
+    eval_<name>_loss, ... for each named set (TRL's names for a dict eval_dataset)."""
+    return {f"eval_{name}_{k}" if name else f"eval_{k}": v for name, m in results.items() for k, v in m.items()}
 
 
 class MetricsWriter:

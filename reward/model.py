@@ -25,18 +25,17 @@ from __future__ import annotations
 import contextlib
 import os
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import nn
 from transformers import (
     AutoModelForSequenceClassification,
+    PretrainedConfig,
     PreTrainedModel,
     PreTrainedTokenizerBase,
 )
 
 from reward.errors import UserError, first_line
-from reward.presets.tiny import TINY, tiny_config
 from reward.tokenizer import LOAD_ERRORS, check_model_source, folder_problem
 
 REWARD_LABEL = "reward"
@@ -78,6 +77,7 @@ def load_model(
     name: str,
     tokenizer: PreTrainedTokenizerBase,
     *,
+    config: PretrainedConfig | None = None,
     seed: int = 42,
     disable_dropout: bool = True,
     trust_remote_code: bool = False,
@@ -88,17 +88,18 @@ def load_model(
 ) -> PreTrainedModel:
     """A one-label sequence-classification model, its weights in `dtype` (float32, bfloat16, float16
     or auto: the checkpoint's), whose config is ready for the pipeline. `init_kwargs` go to
-    `from_pretrained` as they are (TRL's `model_init_kwargs`).
+    `from_pretrained` as they are (TRL's `model_init_kwargs`). With `config`, the model is built from it
+    with fresh random weights instead of loading `name`'s (the `tiny` preset: reward/presets/tiny.py).
 
     The random `score` head is drawn right after `torch.manual_seed(seed)`, so the same seed gives
     the same initial reward model.
     """
     torch.manual_seed(seed)
     loading = {"attn_implementation": attn_implementation} if attn_implementation else {}
-    if name == TINY:
+    if config is not None:
         if init_kwargs:
-            raise UserError("--model_init_kwargs go to from_pretrained; the tiny preset is built, not loaded")
-        model = AutoModelForSequenceClassification.from_config(tiny_config(tokenizer), **loading)
+            raise UserError(f"--model_init_kwargs go to from_pretrained; {name} is built from a config, not loaded")
+        model = AutoModelForSequenceClassification.from_config(config, **loading)
     else:
         check_model_source(name)
         try:
@@ -125,18 +126,9 @@ def load_model(
             )
             raise UserError(problem) from exc
     ready_for_reward(model, tokenizer, disable_dropout)
-    if name == TINY and dtype != "auto":  # built in float32; from_pretrained loaded the others in `dtype`
+    if config is not None and dtype != "auto":  # built in float32; from_pretrained loaded the others in `dtype`
         model.to(getattr(torch, dtype))
     return model
-
-
-LOADING = ("dtype", "attn_implementation", "model_revision", "model_init_kwargs")  # what only loading applies
-
-
-def loading_options(cfg: Any) -> dict[str, Any]:
-    """`load_model`'s keyword arguments from a TrainConfig (the recipe and RewardTrainer load alike)."""
-    names = ("seed", "disable_dropout", "trust_remote_code", "dtype", "attn_implementation")
-    return {**{name: getattr(cfg, name) for name in names}, "init_kwargs": cfg.model_init_kwargs}
 
 
 def ready_for_reward(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, disable_dropout: bool) -> None:
@@ -222,6 +214,11 @@ def compute_rewards(model: PreTrainedModel, input_ids: torch.Tensor, attention_m
     no_cache = {"use_cache": False} if getattr(model.config, "use_cache", None) is not None else {}
     logits = model(input_ids=input_ids, attention_mask=attention_mask, **no_cache).logits  # (N, 1)
     return logits.squeeze(-1).float()  # (N,)
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """Where the model computes: its input embeddings' device (under FSDP, that of this process's shard)."""
+    return model.get_input_embeddings().weight.device
 
 
 def unwrap(model: nn.Module) -> nn.Module:

@@ -1,6 +1,6 @@
 """The tokenizer: loaded from the model source (a folder or a Hub id, checked first), then the tokenizer
-options applied in TRL's order: `eos_token` / `pad_token`, `chat_template_path`, and pad := eos when
-it has no pad token (reward/model.py explains where the head then reads the reward).
+options (`TokenizerOptions`) applied in TRL's order: `eos_token` / `pad_token`, `chat_template_path`,
+and pad := eos when it has no pad token (reward/model.py explains where the head then reads the reward).
 
 The source checks live here because the tokenizer is the first thing read from a model folder:
 a path that is not a folder, or the first damaged file in it, is named in one line.
@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from safetensors import SafetensorError, safe_open
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from reward.errors import UserError, first_line
-from reward.presets.tiny import TINY, build_tiny_tokenizer
 
 
 def check_model_source(name: str) -> None:
@@ -58,8 +57,7 @@ def folder_problem(folder: str | Path) -> str | None:
 
 
 def load_tokenizer(name: str, trust_remote_code: bool = False, revision: str | None = None) -> PreTrainedTokenizerBase:
-    if name == TINY:
-        return build_tiny_tokenizer()
+    """The tokenizer of a model folder or Hub id (the `tiny` preset builds its own: reward/presets/tiny.py)."""
     check_model_source(name)
     try:
         return AutoTokenizer.from_pretrained(name, trust_remote_code=trust_remote_code, revision=revision)
@@ -104,26 +102,39 @@ def ensure_pad_token(tokenizer: PreTrainedTokenizerBase) -> bool:
     return True
 
 
-def prepare_tokenizer(tokenizer: PreTrainedTokenizerBase, cfg: Any, from_checkpoint: bool) -> list[str]:
-    """Apply the tokenizer options of a TrainConfig, in TRL's order; returns a line per change made.
-    A resumed run's tokenizer (from its checkpoint) has its chat template already."""
+@dataclass(frozen=True)
+class TokenizerOptions:
+    """The options `prepare_tokenizer` applies (TrainConfig's names)."""
+
+    eos_token: str | None = None
+    pad_token: str | None = None
+    chat_template_path: str | None = None
+    trust_remote_code: bool = False
+    use_peft: bool = False  # LoRA cannot train the embedding rows of tokens a template adds
+
+
+def prepare_tokenizer(
+    tokenizer: PreTrainedTokenizerBase, options: TokenizerOptions, from_checkpoint: bool
+) -> list[str]:
+    """Apply the tokenizer options, in TRL's order; returns a line per change made. A resumed run's
+    tokenizer (from its checkpoint) has its chat template already."""
     notes = []
     for role in ("eos_token", "pad_token"):  # TRL's RewardConfig options: a token the vocabulary has
-        token = getattr(cfg, role)
+        token = getattr(options, role)
         if token is not None and token != getattr(tokenizer, role):
             if token not in tokenizer.get_vocab():
                 raise UserError(f"--{role} {token!r} is not in the tokenizer's vocabulary")
             setattr(tokenizer, role, token)
             notes.append(f"tokenizer {role}: {token!r}")
-    if cfg.chat_template_path and not from_checkpoint:
-        added = take_chat_template(tokenizer, cfg.chat_template_path, cfg.trust_remote_code)
-        if added and cfg.use_peft:  # TRL trains them with peft's trainable_token_indices; we do not
+    if options.chat_template_path and not from_checkpoint:
+        added = take_chat_template(tokenizer, options.chat_template_path, options.trust_remote_code)
+        if added and options.use_peft:  # TRL trains them with peft's trainable_token_indices; we do not
             raise UserError(
                 f"--chat_template_path added {added} token(s): under LoRA their embedding rows would stay untrained "
                 "(train without --use_peft, or take a template whose tokens the vocabulary has)"
             )
         eos = tokenizer.eos_token
-        notes.append(f"chat template from {cfg.chat_template_path} (EOS {eos!r}, {added} token(s) added)")
+        notes.append(f"chat template from {options.chat_template_path} (EOS {eos!r}, {added} token(s) added)")
     if ensure_pad_token(tokenizer):
         notes.append(
             f"tokenizer has no pad token: using eos {tokenizer.eos_token!r} as pad (as TRL); "

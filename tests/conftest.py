@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from functools import partial
 from pathlib import Path
 
 # offline before huggingface_hub is imported: it reads these once, at import
@@ -29,10 +30,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # train.py / score.py are importable as modules in tests
 torch.set_num_threads(2)
 
+from reward.eval.model_card import render_model_card  # noqa: E402
 from reward.export import save_reward_model  # noqa: E402
-from reward.model import configure_for_reward, load_model, turn_off_dropout  # noqa: E402
+from reward.model import configure_for_reward, turn_off_dropout  # noqa: E402
 from reward.presets.synthetic import generate_pairs  # noqa: E402
-from reward.presets.tiny import build_tiny_tokenizer  # noqa: E402
+from reward.presets.tiny import build_tiny_tokenizer, tiny_model  # noqa: E402
 from reward.tokenizer import ensure_pad_token  # noqa: E402
 
 
@@ -114,9 +116,11 @@ def build_arch_model(
 def tiny_model_dir(tmp_path_factory) -> Path:
     """An untrained `tiny` reward model saved as a pipeline-ready folder (read-only for tests)."""
     tokenizer = build_tiny_tokenizer()
-    model = load_model("tiny", tokenizer, seed=0)
+    model = tiny_model(tokenizer, seed=0)
     out = tmp_path_factory.mktemp("tiny_model")
-    save_reward_model(model, tokenizer, out, {"model_name_or_path": "tiny"}, card={"format": "explicit prompt"})
+    options = {"model_name_or_path": "tiny"}
+    card = partial(render_model_card, cfg=options, card={"format": "explicit prompt"})
+    save_reward_model(model, tokenizer, out, options, card=card)
     return out
 
 
@@ -297,3 +301,12 @@ def save_tiny_policy(out: Path) -> Path:
     LlamaForCausalLM(config).save_pretrained(out)
     tokenizer.save_pretrained(out)
     return out
+
+
+def steps_of(ds, collate, cfg):
+    """The optimizer steps a TrainConfig asks for: its batch order (reward/run/parts.py) and plan, one process."""
+    from reward.batching import BatchPlan, optimizer_steps
+    from reward.config import pick
+    from reward.run.parts import batch_order
+
+    return optimizer_steps(ds, collate, batch_order(cfg, ds), pick(BatchPlan, cfg))

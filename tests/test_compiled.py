@@ -17,8 +17,7 @@ import torch
 
 from reward.errors import UserError
 from reward.fast import compiled
-from reward.fast.packed_forward import packed_rewards
-from reward.fast.packing import pack_pairs
+from reward.fast.packing import pack_pairs, packed_rewards
 from reward.fast.segment_attention import layout_list, layout_tensor, segment_attention
 from tests.conftest import build_arch_model
 

@@ -18,8 +18,7 @@ from reward.eval.consumers import TOLERANCE, Sequences, trl_grpo_path
 from reward.eval.score_cli import parse_score_config
 from reward.eval.scoring import RewardScorer, load_rows
 from reward.export import save_reward_model
-from reward.model import load_model
-from reward.presets.tiny import CHAT_TEMPLATE, build_tiny_tokenizer
+from reward.presets.tiny import CHAT_TEMPLATE, build_tiny_tokenizer, tiny_model
 
 HAS_TRL = importlib.util.find_spec("trl") is not None
 PADDED, PACKED = "training forward, padded", "training forward, packed"
@@ -176,7 +175,7 @@ def test_a_template_that_writes_past_its_eos_is_flagged_for_ppo(tmp_path):
     tokenizer = build_tiny_tokenizer()
     tokenizer.chat_template = CHAT_TEMPLATE.replace("{{ eos_token }}", "{{ eos_token }}\n")
     base = tmp_path / "base"
-    save_reward_model(load_model("tiny", tokenizer, seed=0), tokenizer, base, {"model_name_or_path": "tiny"})
+    save_reward_model(tiny_model(tokenizer, seed=0), tokenizer, base, {"model_name_or_path": "tiny"})
     folder = train_tiny(tmp_path / "rm", model_name_or_path=str(base), dataset=Dataset.from_list(polite_pairs(64)))
     by_name, _, _ = results_of(folder)
     assert_agree(by_name, PACKED, PIPELINE, FUNCTION, GRPO, RB_DEFAULT)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from datasets import Dataset
 
-from reward.data import CONVERSATIONAL, EXPLICIT, IMPLICIT, load_preferences
+from reward.data import CONVERSATIONAL, EXPLICIT, IMPLICIT, load_preferences, subset_column
 from reward.errors import UserError
 from reward.formatting import tokenize_pairs
 from reward.presets.synthetic import generate_pairs
@@ -69,26 +69,6 @@ def test_each_format_is_detected_and_loads(tmp_path, name, with_margin):
     assert data.train.to_list() == rows
     assert data.test is None and data.held_out is False
     assert data.source == str(path)
-
-
-def test_margin_survives_tokenization(tiny_tokenizer):
-    margins = [0.5, 1.0, 2.25, 0.0, 3.0]
-    rows = [{**r, "margin": m} for r, m in zip(explicit_rows(5), margins)]
-    data = load_preferences(Dataset.from_list(rows), eval_split_size=0)
-    assert data.has_margin
-
-    out, stats = tokenize_pairs(data.train, tiny_tokenizer, data.format, max_length=None)
-
-    assert out["margin"] == pytest.approx(margins)
-    assert stats.kept == 5 and stats.dropped_too_long == 0
-
-
-def test_missing_margin_column_tokenizes_as_zero(tiny_tokenizer):
-    data = load_preferences(Dataset.from_list(explicit_rows(4)), eval_split_size=0)
-    assert not data.has_margin
-    out, _ = tokenize_pairs(data.train, tiny_tokenizer, data.format, max_length=None)
-    assert out["margin"] == [0.0] * 4
-    assert set(out.column_names) == {"chosen_ids", "rejected_ids", "margin"}
 
 
 # --- file types ---------------------------------------------------------------------------------
@@ -314,3 +294,9 @@ def test_csv_loads_the_strings_it_holds(tmp_path, rows):
     write_csv(path, rows)
     data = load_preferences(str(path), eval_split_size=0)  # the same rows load fine from JSONL
     assert data.train.to_list() == rows
+
+
+def test_subset_column_prefers_subset_over_category():
+    assert subset_column(["prompt", "chosen", "category", "subset"]) == "subset"
+    assert subset_column(["chosen", "category"]) == "category"
+    assert subset_column(["chosen", "rejected"]) is None

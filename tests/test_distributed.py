@@ -63,10 +63,9 @@ def run(out: Path, nproc: int, batch: int, extra: list[str]) -> None:
 
 def initial_weights() -> dict:
     """The weights train.py starts from (the tiny preset, its default seed 42), as a saved model holds them."""
-    from reward.model import load_model
-    from reward.presets.tiny import build_tiny_tokenizer
+    from reward.presets.tiny import build_tiny_tokenizer, tiny_model
 
-    return load_model("tiny", build_tiny_tokenizer(), seed=42).state_dict()
+    return tiny_model(build_tiny_tokenizer(), seed=42).state_dict()
 
 
 @pytest.mark.parametrize(

@@ -20,7 +20,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 from reward.collate import PairwiseCollator
 from reward.eval.consumer_check import check_consumers
 from reward.eval.scoring import RewardScorer, load_rows
-from reward.fast.packing import PackingFallbackWarning
+from reward.fast.layout import PackingFallbackWarning
 from reward.formatting import format_text, read_format, tokenize_pairs
 from reward.model import compute_rewards
 from reward.presets.synthetic import generate_pairs
@@ -75,7 +75,7 @@ def test_training_rewards_equal_the_pipeline_in_a_fresh_process(trained):
     ds, _ = tokenize_pairs(Dataset.from_list(rows), tokenizer, "explicit prompt", None, sequence_format=recorded)
     batch = PairwiseCollator(tokenizer.pad_token_id)([ds[i] for i in range(len(ds))])
     with torch.no_grad():
-        rewards = compute_rewards(model, batch["input_ids"], batch["attention_mask"]).tolist()  # (2B,)
+        rewards = compute_rewards(model, batch.input_ids, batch.attention_mask).tolist()  # (2B,)
     assert max(rewards) - min(rewards) > 1e-3  # distinct rewards: the comparison is not trivial
     texts = [format_text(r["prompt"] + r[side], tokenizer, recorded) for side in ("chosen", "rejected") for r in rows]
     assert texts[0] == rows[0]["prompt"] + rows[0]["chosen"]

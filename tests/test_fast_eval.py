@@ -15,17 +15,17 @@ from conftest import build_arch_model
 from datasets import Dataset
 
 import train
-from reward.batching import eval_collator
 from reward.collate import PairwiseCollator
 from reward.config import TrainConfig
-from reward.eval.held_out import evaluate_rows
 from reward.eval.scoring import RewardScorer
 from reward.evaluate import evaluate
 from reward.fast.packed_forward import forward_counts
-from reward.fast.packing import PackingCollator
-from reward.model import load_model, resolve_precision
+from reward.fast.packing import PackingCollator, evaluation_collator
+from reward.integrations.trainer import evaluate_rows
+from reward.loss import PairObjective
+from reward.model import resolve_precision
 from reward.presets.synthetic import generate_long_prompt_pairs, generate_long_rankings
-from reward.presets.tiny import build_tiny_tokenizer
+from reward.presets.tiny import build_tiny_tokenizer, tiny_model
 
 VOCAB = 97
 TOL = dict(rtol=1e-5, atol=1e-5)  # what "the padded rewards to 1e-5" means here
@@ -71,12 +71,12 @@ def test_evaluate_packed_gives_the_padded_metrics(arch):
     model, pad, eos = build(arch)
     reference, _, _ = build(arch)  # same seed, never switched to the segment attention
     ds = pair_rows(40, eos, pad)
-    cfg = TrainConfig(per_device_eval_batch_size=16, center_rewards_coefficient=0.01, label_smoothing=0.1)
+    objective = PairObjective(center_rewards_coefficient=0.01, label_smoothing=0.1)
     precision = resolve_precision(False, False, torch.device("cpu"))
-    collate = eval_collator(cfg, pad, model)
+    collate = evaluation_collator(pad, True, model)
     assert isinstance(collate, PackingCollator) and collate.share_prefix and collate.max_tokens_per_row == "all"
-    packed = evaluate(model, ds, collate, cfg, precision)
-    padded = evaluate(reference, ds, PairwiseCollator(pad), cfg, precision)
+    packed = evaluate(model, ds, collate, objective, 16, precision)
+    padded = evaluate(reference, ds, PairwiseCollator(pad), objective, 16, precision)
     assert forward_counts(model) == {"packed": 3, "padded": 0}  # 40 pairs in batches of 16: all packed
     assert forward_counts(reference)["packed"] == 0
     assert reference.config._attn_implementation == "sdpa"
@@ -85,14 +85,13 @@ def test_evaluate_packed_gives_the_padded_metrics(arch):
 
 
 def test_the_padded_evaluation_is_a_switch_and_encoders_always_get_it(tmp_path):
-    cfg = TrainConfig(eval_padding_free=False)
-    assert type(eval_collator(cfg, 0)) is PairwiseCollator
+    assert type(evaluation_collator(0, packed=False)) is PairwiseCollator  # --eval_padding_free false
     from transformers import BertConfig, BertForSequenceClassification
 
     bert = BertForSequenceClassification(
         BertConfig(vocab_size=50, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64)
     )
-    assert type(eval_collator(TrainConfig(), 0, bert)) is PairwiseCollator
+    assert type(evaluation_collator(0, True, bert)) is PairwiseCollator
 
 
 def test_an_eager_model_is_evaluated_and_scored_padded_and_stays_eager():
@@ -101,7 +100,7 @@ def test_an_eager_model_is_evaluated_and_scored_padded_and_stays_eager():
     evaluation and scoring stay padded and its attention untouched."""
     model, pad, eos = build("llama")
     model.set_attn_implementation("eager")
-    assert type(eval_collator(TrainConfig(), pad, model)) is PairwiseCollator
+    assert type(evaluation_collator(pad, True, model)) is PairwiseCollator
     tokenizer = build_tiny_tokenizer()
     tokenizer.pad_token_id, tokenizer.eos_token_id = pad, eos
     scorer = RewardScorer(model, tokenizer, device="cpu", show_progress=False)
@@ -112,7 +111,7 @@ def test_an_eager_model_is_evaluated_and_scored_padded_and_stays_eager():
 def test_ranked_held_out_metrics_packed_equal_padded():
     """Held-out rankings (expanded to their comparisons): accuracy, best-of-4 and Kendall's τ agree."""
     tokenizer = build_tiny_tokenizer()
-    model, reference = (load_model("tiny", tokenizer, seed=5) for _ in range(2))
+    model, reference = (tiny_model(tokenizer, seed=5) for _ in range(2))
     rows = Dataset.from_list(generate_long_rankings(12, seed=1))
     packed = evaluate_rows(model, tokenizer, rows, TrainConfig())
     padded = evaluate_rows(reference, tokenizer, rows, TrainConfig(eval_padding_free=False))
@@ -170,7 +169,8 @@ def test_reward_function_groups_generations_by_prompt(tiny_model_dir):
 
     rows = generate_long_prompt_pairs(4, seed=2)
     prompts = [r["prompt"] for r in rows for _ in range(3)][::-1]
-    completions = [r[side] for r in rows for side in ("chosen", "rejected", "chosen")][::-1]
+    # three different completions a prompt, so a group read back in another order gives other rewards
+    completions = [c for r in rows for c in (r["chosen"], r["rejected"], r["rejected"] + r["chosen"])][::-1]
     fast = RewardFunction(str(tiny_model_dir))
     slow = RewardFunction(str(tiny_model_dir), padding_free=False)
     got = fast(prompts=prompts, completions=completions)

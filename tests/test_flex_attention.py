@@ -13,10 +13,11 @@ import torch
 
 from reward.collate import PairwiseCollator
 from reward.fast.flex_attention import flex_segment_attention, token_layout
-from reward.fast.packed_forward import packed_rewards, supports_packing
-from reward.fast.packing import pack_pairs
+from reward.fast.packed_forward import supports_packing
+from reward.fast.packing import pack_pairs, packed_rewards
 from reward.fast.segment_attention import NAME, segment_attention
 from reward.model import compute_rewards
+from reward.presets.tiny import tiny_model
 
 pytest.importorskip("torch.nn.attention.flex_attention")
 
@@ -72,10 +73,9 @@ def flex_calls(monkeypatch) -> list[int]:
 
 
 def test_a_packed_model_forward_through_flex_gives_the_padded_rewards(tiny_tokenizer, flex_calls):
-    from reward.model import load_model
     from reward.presets.synthetic import generate_pairs
 
-    model = load_model("tiny", tiny_tokenizer, seed=0).eval()
+    model = tiny_model(tiny_tokenizer, seed=0).eval()
     pairs = [
         {"chosen_ids": tiny_tokenizer(r["prompt"] + r["chosen"])["input_ids"],
          "rejected_ids": tiny_tokenizer(r["prompt"] + r["rejected"])["input_ids"]}
@@ -142,7 +142,7 @@ def test_a_packed_model_through_flex_has_the_padded_gradients_on_cuda(flex_calls
     r_c, r_r = quiet(packed_rewards, model, pack_pairs(pairs, pad))  # (B,), (B,)
     (-torch.nn.functional.logsigmoid(r_c - r_r).mean()).backward()
     batch = PairwiseCollator(pad)(pairs)
-    want = compute_rewards(reference, batch["input_ids"].cuda(), batch["attention_mask"].cuda())  # (2B,)
+    want = compute_rewards(reference, batch.input_ids.cuda(), batch.attention_mask.cuda())  # (2B,)
     (-torch.nn.functional.logsigmoid(want[:6] - want[6:]).mean()).backward()
     torch.testing.assert_close(torch.cat([r_c, r_r]), want, **GPU_TOL)
     for (name, a), b in zip(model.named_parameters(), reference.parameters()):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -21,11 +22,14 @@ from datasets import Dataset
 from reward.collate import PairwiseCollator
 from reward.config import TrainConfig
 from reward.formatting import tokenize_pairs
-from reward.loop import train
 from reward.metrics import MetricsWriter
-from reward.model import Precision, load_model
+from reward.model import Precision
+from reward.parallel.plan import SINGLE
 from reward.presets.synthetic import generate_pairs
+from reward.presets.tiny import tiny_model
 from reward.run.checkpoints import load_training_state, save_training_checkpoint
+from reward.run.parts import train_with
+from reward.run.state import restore_training_state, training_state
 
 CPU = torch.device("cpu")
 
@@ -55,9 +59,9 @@ def pairs(tiny_tokenizer) -> Dataset:
 
 
 def run(tokenizer, ds, cfg, precision, out: Path, **kwargs) -> tuple[list[dict], torch.nn.Module]:
-    model = kwargs.pop("model", None) or load_model("tiny", tokenizer, seed=0)
+    model = kwargs.pop("model", None) or tiny_model(tokenizer, seed=0)
     collate = PairwiseCollator(tokenizer.pad_token_id)
-    train(cfg, model, ds, collate=collate, precision=precision, writer=MetricsWriter(out), **kwargs)
+    train_with(cfg, model, ds, collate=collate, precision=precision, writer=MetricsWriter(out), **kwargs)
     return [json.loads(line) for line in out.read_text().splitlines()], model
 
 
@@ -79,7 +83,7 @@ def test_gradients_are_unscaled_before_clipping(tiny_tokenizer, pairs, tmp_path)
 def test_an_overflowing_step_is_skipped_counted_and_lowers_the_scale(tiny_tokenizer, pairs, tmp_path):
     """An inf gradient at step 2 (a hook on one weight, as an fp16 overflow gives): the update is skipped,
     the weights keep their step-1 values bit for bit, the scale halves, the step is counted; step 3 trains."""
-    model = load_model("tiny", tiny_tokenizer, seed=0)
+    model = tiny_model(tiny_tokenizer, seed=0)
     precision, bad, snapshots, scales, states = fp16(), {"now": False}, {}, {}, []
     weight = model.get_input_embeddings().weight
     weight.register_hook(lambda g: torch.full_like(g, math.inf) if bad["now"] else g)
@@ -98,7 +102,7 @@ def test_an_overflowing_step_is_skipped_counted_and_lowers_the_scale(tiny_tokeni
         tmp_path / "m.jsonl",
         model=model,
         should_stop=after,
-        save=lambda step, state: states.append(state),
+        save=lambda progress: states.append(training_state(progress, model, SINGLE)),
     )
     assert scales == {1: 2.0**10, 2: 2.0**9, 3: 2.0**9}
     assert all(torch.equal(snapshots[1][k], snapshots[2][k]) for k in snapshots[1])  # step 2 changed nothing
@@ -116,20 +120,21 @@ def test_the_scalers_state_survives_a_checkpoint_bit_for_bit(tiny_tokenizer, pai
     whole, whole_model = tmp_path / "whole", None
     whole.mkdir()
 
-    def save(step: int, state: dict) -> None:
+    def save(progress) -> None:  # the loop's Progress, saved as a run's checkpoint is (reward/run/state.py)
         write = lambda path: (path.mkdir(), torch.save(whole_model.state_dict(), path / "weights.pt"))  # noqa: E731
-        save_training_checkpoint(whole, step, write, state)
+        save_training_checkpoint(whole, progress.step, write, training_state(progress, whole_model, SINGLE))
 
-    whole_model = load_model("tiny", tiny_tokenizer, seed=0)
+    whole_model = tiny_model(tiny_tokenizer, seed=0)
     full = fp16(growth_interval=3)
     records, _ = run(tiny_tokenizer, pairs, cfg, full, whole / "m.jsonl", model=whole_model, save=save)
 
     state = load_training_state(whole / "checkpoint-2")  # torch.load(weights_only=True), as a resume reads it
     assert state["scaler"]["scale"] == 2.0**10 and state["scaler"]["_growth_tracker"] == 2
-    model = load_model("tiny", tiny_tokenizer, seed=0)
+    model = tiny_model(tiny_tokenizer, seed=0)
     model.load_state_dict(torch.load(whole / "checkpoint-2" / "weights.pt", weights_only=True))
     resumed = fp16(growth_interval=3)  # a fresh scaler: init scale, tracker 0, until the state is restored
-    again, model = run(tiny_tokenizer, pairs, cfg, resumed, tmp_path / "r.jsonl", model=model, resume_state=state)
+    restore = partial(restore_training_state, state, model=model, plan=SINGLE)
+    again, model = run(tiny_tokenizer, pairs, cfg, resumed, tmp_path / "r.jsonl", model=model, restore=restore)
 
     assert full.scaler.state_dict() == resumed.scaler.state_dict()
     assert full.scaler.get_scale() == 2.0**11  # it did grow once, after step 3

@@ -17,7 +17,7 @@ import train
 from reward.config import parse_config
 from reward.errors import UserError
 from reward.model import compute_rewards, load_model, weights_dtype
-from reward.presets.tiny import build_tiny_tokenizer
+from reward.presets.tiny import build_tiny_tokenizer, tiny_model
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = ["--synthetic_num_pairs", "120", "--max_steps", "3", "--disable_tqdm", "--logging_steps", "1"]
@@ -33,7 +33,7 @@ def bf16_folder(tmp_path_factory) -> Path:
     """A model folder stored in bfloat16, as most Hub checkpoints of 1B+ models are."""
     out = tmp_path_factory.mktemp("bf16")
     tokenizer = build_tiny_tokenizer()
-    load_model("tiny", tokenizer, seed=3, dtype="bfloat16").save_pretrained(out)
+    tiny_model(tokenizer, seed=3, dtype="bfloat16").save_pretrained(out)
     tokenizer.save_pretrained(out)
     return out
 
@@ -47,7 +47,7 @@ def test_dtype_float32_is_the_default_and_auto_keeps_the_checkpoints(bf16_folder
 
 def test_bf16_weights_still_give_float32_rewards_for_the_loss():
     tokenizer = build_tiny_tokenizer()
-    model = load_model("tiny", tokenizer, dtype="bfloat16")
+    model = tiny_model(tokenizer, dtype="bfloat16")
     batch = tokenizer(["a b c", "d e"], return_tensors="pt", padding=True)
     r = compute_rewards(model, batch["input_ids"], batch["attention_mask"])  # (2,)
     assert r.dtype == torch.float32
@@ -120,7 +120,7 @@ def write_cache_snapshot(cache: Path, repo: str, ref: str, commit: str, seed: in
     (base / "refs" / ref).write_text(commit)
     snapshot = base / "snapshots" / commit
     tokenizer = build_tiny_tokenizer()
-    model = load_model("tiny", tokenizer, seed=seed)
+    model = tiny_model(tokenizer, seed=seed)
     model.save_pretrained(snapshot)
     tokenizer.save_pretrained(snapshot)
     return {k: v.clone() for k, v in model.state_dict().items()}
@@ -178,7 +178,7 @@ def test_float16_weights_are_refused_before_training(tmp_path):
     checkpoint stored in float16 and loaded with --dtype auto stops with one line."""
     folder = tmp_path / "fp16"
     tokenizer = build_tiny_tokenizer()
-    load_model("tiny", tokenizer, seed=0, dtype="float16").save_pretrained(folder)
+    tiny_model(tokenizer, seed=0, dtype="float16").save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     out = str(tmp_path / "run")
     with pytest.raises(UserError, match="float16 weights: AdamW's moments underflow"):

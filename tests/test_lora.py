@@ -16,16 +16,16 @@ from transformers import AutoModelForSequenceClassification
 
 import reward.collate
 import reward.finetune.lora
-import reward.run.recipe as recipe
+import reward.recipe as recipe
 import train
 from reward.config import TrainConfig, parse_config
 from reward.errors import UserError
 from reward.finetune.lora import ADAPTER_DIR, adapter_to_resume, add_lora, save_lora_model
 from reward.formatting import format_text
 from reward.loop import build_optimizer
-from reward.model import compute_rewards, load_model
+from reward.model import compute_rewards
 from reward.presets.synthetic import generate_pairs
-from reward.presets.tiny import build_tiny_tokenizer
+from reward.presets.tiny import build_tiny_tokenizer, tiny_model
 from reward.run.checkpoints import STATE_FILE
 
 peft = pytest.importorskip("peft")
@@ -67,7 +67,7 @@ def lora_options(out: Path, *extra: str) -> list[str]:
 def test_only_adapters_and_the_score_head_train(tmp_path):
     tokenizer = build_tiny_tokenizer()
     cfg = TrainConfig(use_peft=True, learning_rate=1e-2)
-    model = add_lora(load_model("tiny", tokenizer, seed=0), cfg)
+    model = add_lora(tiny_model(tokenizer, seed=0), cfg)
     trainable = {name for name, p in model.named_parameters() if p.requires_grad}
     assert trainable and all(".lora_A." in n or ".lora_B." in n or ".score.modules_to_save." in n for n in trainable)
     adapted = {n.split(".lora_")[0].rsplit(".", 1)[-1] for n in trainable if ".lora_" in n}
@@ -126,7 +126,7 @@ def test_merged_export_loads_without_peft_and_scores_as_the_adapted_model(lora_r
     tokenizer = build_tiny_tokenizer()
     texts, batch = texts_and_ids(tokenizer)
     adapted = rewards_of(model, batch)
-    base = rewards_of(load_model("tiny", tokenizer, seed=42), batch)  # what training started from
+    base = rewards_of(tiny_model(tokenizer, seed=42), batch)  # what training started from
     assert adapted != pytest.approx(base, abs=1e-3)  # the adapters changed something: the test is not trivial
 
     proc = subprocess.run(
@@ -145,7 +145,7 @@ def test_merged_export_loads_without_peft_and_scores_as_the_adapted_model(lora_r
     assert json.loads(config_text)["architectures"] == ["LlamaForSequenceClassification"]
     config = json.loads(config_text)  # the merged copy keeps what the run recorded
     assert config["reward_format"]["append_eos"] is True and config["reward_stats"]["std"] > 0
-    plain = set(load_model("tiny", tokenizer).state_dict())
+    plain = set(tiny_model(tokenizer).state_dict())
     assert set(load_file(out / "model.safetensors")) == plain
 
 
@@ -156,7 +156,7 @@ def test_adapter_folder_on_the_base_reproduces_the_merged_model(lora_run, folder
     assert (adapter / "adapter_config.json").is_file() and (adapter / "adapter_model.safetensors").is_file()
     tokenizer = build_tiny_tokenizer()
     _, batch = texts_and_ids(tokenizer)
-    base = load_model("tiny", tokenizer, seed=42)  # the run's base; its random score head must be replaced
+    base = tiny_model(tokenizer, seed=42)  # the run's base; its random score head must be replaced
     with_adapter = rewards_of(peft.PeftModel.from_pretrained(base, adapter), batch)
     merged = rewards_of(AutoModelForSequenceClassification.from_pretrained(out), batch)
     assert with_adapter == pytest.approx(merged, abs=1e-5)
@@ -189,7 +189,8 @@ def test_stopped_and_resumed_lora_run_equals_the_uninterrupted_run(tmp_path):
     assert stopped.stopped and stopped.steps == k
     # the checkpoint's weights are merged, so resuming must rebuild base + adapter (not adapt the merged W)
     result = train.main(parse_config(lora_options(resumed, *extra, "--resume_from_checkpoint", "latest")))
-    assert result.steps == 2 * k and (result.train, result.eval) == (whole.train, whole.eval)
+    assert result.steps == 2 * k
+    assert (result.train, result.eval) == (whole.train, whole.eval)
 
     for name in ("model.safetensors", f"{ADAPTER_DIR}/adapter_model.safetensors"):
         a, b = load_file(full / name), load_file(resumed / name)
@@ -238,19 +239,19 @@ def test_bad_lora_options_are_one_clear_line(args, message):
 def test_target_modules_by_name_comma_or_space_separated():
     assert parse_config(["--lora_target_modules", "q_proj,v_proj"]).lora_target_modules == ["q_proj", "v_proj"]
     assert parse_config(["--lora_target_modules", "q_proj", "v_proj"]).lora_target_modules == ["q_proj", "v_proj"]
-    model = add_lora(load_model("tiny", build_tiny_tokenizer()), TrainConfig(lora_target_modules=["q_proj", "v_proj"]))
+    model = add_lora(tiny_model(build_tiny_tokenizer()), TrainConfig(lora_target_modules=["q_proj", "v_proj"]))
     adapted = {n.split(".lora_")[0].rsplit(".", 1)[-1] for n, p in model.named_parameters() if ".lora_A." in n}
     assert adapted == {"q_proj", "v_proj"}
     with pytest.raises(UserError, match="--lora_target_modules nope"):
-        add_lora(load_model("tiny", build_tiny_tokenizer()), TrainConfig(lora_target_modules=["nope"]))
+        add_lora(tiny_model(build_tiny_tokenizer()), TrainConfig(lora_target_modules=["nope"]))
 
 
 def test_packed_forward_of_a_lora_model_equals_its_padded_forward(tiny_tokenizer):
     """Packing and the shared prefix run through the LoRA-injected backbone: same rewards and gradients."""
-    from reward.fast.packed_forward import forward_counts, packed_rewards, supports_packing
-    from reward.fast.packing import pack_pairs
+    from reward.fast.packed_forward import forward_counts, supports_packing
+    from reward.fast.packing import pack_pairs, packed_rewards
 
-    model = add_lora(load_model("tiny", tiny_tokenizer, seed=0), parse_config(["--use_peft"]))
+    model = add_lora(tiny_model(tiny_tokenizer, seed=0), parse_config(["--use_peft"]))
     with torch.no_grad():  # B starts at 0: make the adapters matter
         for name, p in model.named_parameters():
             if "lora_B" in name:
@@ -274,7 +275,7 @@ def test_packed_forward_of_a_lora_model_equals_its_padded_forward(tiny_tokenizer
 
     def padded():
         batch = reward.collate.PairwiseCollator(pad)(pairs)
-        return compute_rewards(model, batch["input_ids"], batch["attention_mask"]).chunk(2)
+        return compute_rewards(model, batch.input_ids, batch.attention_mask).chunk(2)
 
     want, want_grads = rewards_and_grads(padded)
     got, grads = rewards_and_grads(lambda: packed_rewards(model, pack_pairs(pairs, pad)))

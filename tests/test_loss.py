@@ -1,12 +1,14 @@
 """The Bradley–Terry loss against hand-worked numbers (torchtune style)."""
 
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from reward.loss import bradley_terry_loss
+from reward.loss import PairObjective, bradley_terry_loss
+from reward.metrics import loss_metrics
 
 
 def softplus(x: float) -> float:  # -log(sigmoid(-x)) = log(1 + e^x), by hand
@@ -18,10 +20,11 @@ def test_hand_worked_mean():
     # pair 2: Δ = -1 → -log σ(-1) = log(1 + e^1) = 1.313262
     out = bradley_terry_loss(torch.tensor([2.0, 0.0]), torch.tensor([0.0, 1.0]))
     assert out.loss.item() == pytest.approx((0.126928 + 1.313262) / 2, abs=1e-6)
-    assert out.accuracy == 0.5
-    assert out.margin == pytest.approx(0.5)
-    assert (out.reward_mean, out.reward_min, out.reward_max) == pytest.approx((0.75, 0.0, 2.0))
+    assert out.loss_sum.item() == pytest.approx(0.126928 + 1.313262, abs=1e-6)
+    assert out.delta.tolist() == [2.0, -1.0]  # what accuracy and the mean margin are read from (test_metrics.py)
+    assert out.rewards.tolist() == [2.0, 0.0, 0.0, 1.0]  # [chosen; rejected]
     assert out.num_pairs == 2
+    assert not (out.loss_sum.requires_grad or out.delta.requires_grad or out.rewards.requires_grad)
 
 
 def test_margin_shifts_the_logit():
@@ -29,7 +32,7 @@ def test_margin_shifts_the_logit():
     out = bradley_terry_loss(torch.tensor([1.0]), torch.tensor([0.0]), margin=torch.tensor([3.0]))
     assert out.loss.item() == pytest.approx(softplus(2.0), abs=1e-6)
     assert out.loss.item() == pytest.approx(2.126928, abs=1e-6)
-    assert out.accuracy == 1.0  # accuracy ignores the margin column: r_c > r_r
+    assert out.delta.tolist() == [1.0]  # the margin shifts the logit, not Δ (accuracy is r_c > r_r)
 
 
 def test_centering_term():
@@ -40,7 +43,7 @@ def test_centering_term():
 
 def test_ties_count_as_wrong():
     out = bradley_terry_loss(torch.tensor([1.0, 1.0, 3.0]), torch.tensor([1.0, 0.0, 3.0]))
-    assert out.accuracy == pytest.approx(1 / 3)
+    assert loss_metrics(out)["accuracy"] == pytest.approx(1 / 3)
     assert out.loss.item() == pytest.approx((math.log(2) + softplus(-1.0) + math.log(2)) / 3, abs=1e-6)
 
 
@@ -48,7 +51,7 @@ def test_normalised_by_pairs_in_step_not_in_call():
     r_c, r_r = torch.tensor([0.3, -0.2]), torch.tensor([0.1, 0.4])
     out = bradley_terry_loss(r_c, r_r, num_pairs_in_step=5)
     assert out.loss.item() == pytest.approx(-F.logsigmoid(r_c - r_r).sum().item() / 5, abs=1e-7)
-    assert out.loss_sum == pytest.approx(out.loss.item() * 5, abs=1e-6)
+    assert out.loss_sum.item() == pytest.approx(out.loss.item() * 5, abs=1e-6)
 
 
 def test_gradient_matches_closed_form():
@@ -126,3 +129,14 @@ def test_finite_loss_and_gradients_at_huge_gaps(dtype):
         assert torch.isfinite(out.loss) and torch.isfinite(r_c.grad).all() and torch.isfinite(r_r.grad).all()
     # naive log(sigmoid(x)) is where it breaks: that is why logsigmoid is used
     assert torch.isinf(torch.log(torch.sigmoid(torch.tensor(-1e4))))
+
+
+def test_the_pair_objective_reads_the_batch_it_is_given():
+    """`PairObjective`: rewards stacked [all chosen; all rejected], each pair shifted by its batch's margin,
+    N the step's units; one unit per pair. Any layout with a `margin` (B,) is a pair batch to it."""
+    batch = SimpleNamespace(margin=torch.tensor([3.0, 0.0]))  # a packed or padded batch alike
+    rewards = torch.tensor([1.0, 0.0, 0.0, 1.0])  # r_chosen (1, 0), r_rejected (0, 1)
+    out = PairObjective()(rewards, batch, units_in_step=4)
+    assert out.loss.item() == pytest.approx((softplus(2.0) + softplus(1.0)) / 4, abs=1e-6)  # −log σ(1 − 3), −log σ(−1)
+    assert out.delta.tolist() == [1.0, -1.0] and PairObjective().units(batch) == 2
+    assert PairObjective().row_units(None) is None  # every pair counts 1 in its step

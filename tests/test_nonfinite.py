@@ -16,40 +16,32 @@ import pytest
 import torch
 from conftest import all_finite, checkpoint_steps, latest, read_metrics, small_run, weights, without_timing
 
-import reward.evaluate
 import train
+from reward.collate import PairBatch
 from reward.config import parse_config
+from reward.fast.packing import PackedBatch
 from reward.loop import NonFiniteError
 
 pytestmark = pytest.mark.usefixtures("quiet_datasets", "one_torch_thread")
 
 
 class NaNRewards:
-    """Patches reward.evaluate.compute_rewards so the rewards are NaN during `bad_steps` (backward then
-    yields NaN gradients, as a real overflow would). `should_stop` tracks the step and snapshots the
-    weights after every step; pass it to `train.main`."""
+    """Patches the micro-batches' `rewards` (padded and packed) so the rewards are NaN during `bad_steps`
+    (backward then yields NaN gradients, as a real overflow would). `should_stop` tracks the step and
+    snapshots the weights after every step; pass it to `train.main`."""
 
     def __init__(self, monkeypatch, bad_steps, first_step: int = 1):
         self.bad, self.step, self.model = set(bad_steps), first_step, None
         self.snapshots: dict[int, dict[str, torch.Tensor]] = {}
-        real = reward.evaluate.compute_rewards
+        for layout in (PairBatch, PackedBatch):
+            real = layout.rewards
 
-        def compute_rewards(model, input_ids, attention_mask):
-            self.model = model
-            rewards = real(model, input_ids, attention_mask)
-            return rewards * float("nan") if self.step in self.bad else rewards
+            def rewards(batch, model, _real=real):
+                self.model = model
+                r = _real(batch, model)
+                return r * float("nan") if self.step in self.bad else r
 
-        real_packed = reward.evaluate.packed_rewards
-
-        def packed_rewards(model, batch):  # the packed path (padding-free / shared prefix)
-            self.model = model
-            r_chosen, r_rejected = real_packed(model, batch)
-            if self.step in self.bad:
-                return r_chosen * float("nan"), r_rejected * float("nan")
-            return r_chosen, r_rejected
-
-        monkeypatch.setattr(reward.evaluate, "compute_rewards", compute_rewards)
-        monkeypatch.setattr(reward.evaluate, "packed_rewards", packed_rewards)
+            monkeypatch.setattr(layout, "rewards", rewards)
 
     def should_stop(self, step: int) -> bool:
         self.snapshots[step] = {k: v.detach().clone() for k, v in self.model.state_dict().items()}

@@ -9,7 +9,7 @@ import pytest
 from test_bad_input import assert_clean_error, check_score_error, invoke
 
 import train
-from reward.config import TrainConfig, parse_config
+from reward.config import TrainConfig
 from reward.errors import UserError
 
 pytestmark = pytest.mark.usefixtures("quiet_datasets")
@@ -101,14 +101,6 @@ def test_config_file_values_are_checked_like_flags(text, message, tmp_path, caps
     code, out, err = invoke(train.cli, ["--config", str(config), "--output_dir", str(tmp_path / "o")], capsys)
     assert_clean_error(code, err, [message])
     assert out == ""
-
-
-def test_yaml_numbers_written_as_text_still_work(tmp_path):
-    """PyYAML reads `1e-4` as a string (YAML 1.1 wants a dot): argparse types it, as for a flag."""
-    config = tmp_path / "run.yaml"
-    config.write_text("learning_rate: 1e-4\nmax_steps: 7\nwarmup_ratio: 0\n")
-    cfg = parse_config(["--config", str(config)])
-    assert (cfg.learning_rate, cfg.max_steps, cfg.warmup_ratio) == (1e-4, 7, 0.0)
 
 
 def test_the_python_api_checks_types_too():

@@ -18,14 +18,10 @@ from transformers import (
 )
 
 from reward.collate import PairwiseCollator
-from reward.fast import packed_forward, packing
-from reward.fast.packed_forward import forward_counts, packed_rewards, supports_packing
-from reward.fast.packing import (
-    PackingFallbackWarning,
-    common_prefix_length,
-    pack_pairs,
-    reward_token_index,
-)
+from reward.fast import layout, packed_forward, packing
+from reward.fast.layout import PackingFallbackWarning, common_prefix_length, reward_token_index
+from reward.fast.packed_forward import forward_counts, supports_packing
+from reward.fast.packing import pack_pairs, packed_rewards
 from reward.fast.segment_attention import segment_attention
 from reward.loss import bradley_terry_loss
 from reward.model import compute_rewards
@@ -75,7 +71,7 @@ def random_pairs(n: int, eos: int, pad: int, seed: int = 0) -> tuple[list[dict],
 
 def padded_reference(model, pairs, pad):
     batch = PairwiseCollator(pad)(pairs)
-    rewards = compute_rewards(model, batch["input_ids"], batch["attention_mask"])  # (2B,)
+    rewards = compute_rewards(model, batch.input_ids, batch.attention_mask)  # (2B,)
     return rewards[: len(pairs)], rewards[len(pairs) :]
 
 
@@ -89,7 +85,7 @@ def rewards_and_grads(model, reward_fn, margin):
 
 @pytest.fixture(autouse=True)
 def fresh_warnings(monkeypatch):
-    monkeypatch.setattr(packing, "_WARNED", set())
+    monkeypatch.setattr(layout, "_WARNED", set())
 
 
 SEEDS = {"llama": 11, "qwen2": 12, "gpt2": 13}  # fixed: hash(str) changes with every process
@@ -190,7 +186,7 @@ def test_rows_respect_the_budget_and_padding_attends_only_to_itself():
 def test_tokens_computed_per_pair_at_most_prompt_plus_both_responses():
     model, pad, eos = build("llama")
     pairs, prompt_lengths = random_pairs(8, eos, pad, seed=3)
-    padded = PairwiseCollator(pad)(pairs)["input_ids"]  # (2B, T)
+    padded = PairwiseCollator(pad)(pairs).input_ids  # (2B, T)
     shared = pack_pairs(pairs, pad, max_tokens_per_row=None, share_prefix=True)
     both = pack_pairs(pairs, pad, max_tokens_per_row=64, share_prefix=True)
     one_row = pack_pairs(pairs, pad, share_prefix=True)  # the default, "all": no padding at all
@@ -272,8 +268,8 @@ def test_bert_falls_back_to_the_padded_forward_once():
 
 def test_self_check_rejects_a_packed_forward_that_disagrees(monkeypatch):
     model, pad, eos = build("gpt2")
-    real = packed_forward._packed_forward
-    monkeypatch.setattr(packed_forward, "_packed_forward", lambda m, b: tuple(r + 1e-2 for r in real(m, b)))
+    real = packed_forward._segment_rewards
+    monkeypatch.setattr(packed_forward, "_segment_rewards", lambda m, b: real(m, b) + 1e-2)
     with pytest.warns(PackingFallbackWarning, match="self-check"):
         assert not supports_packing(model)
     pairs, _ = random_pairs(3, eos, pad)
@@ -305,3 +301,10 @@ def test_sliding_window_qwen2_falls_back():
     )
     with pytest.warns(PackingFallbackWarning, match="sliding window"):
         assert not supports_packing(Qwen2ForSequenceClassification(config))
+
+
+def test_packed_pairs_carry_their_margins():
+    """The margin column reaches a packed micro-batch as it reaches the padded one (reward/collate.py `margins`)."""
+    pairs = [{"chosen_ids": [5, 6], "rejected_ids": [5, 7], "margin": 1.5}, {"chosen_ids": [3], "rejected_ids": [4]}]
+    for budget, share in (("all", True), (8, False), (None, True)):
+        assert pack_pairs(pairs, 0, budget, share).margin.tolist() == [1.5, 0.0]

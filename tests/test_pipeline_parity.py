@@ -4,6 +4,7 @@ the same formatted string, loaded in a fresh process with no code of ours (≤ 1
 import json
 import subprocess
 import sys
+from functools import partial
 
 import pytest
 import torch
@@ -12,13 +13,14 @@ from datasets import Dataset
 
 from reward.collate import PairwiseCollator
 from reward.config import TrainConfig
+from reward.eval.model_card import render_model_card
 from reward.export import save_reward_model
 from reward.formatting import format_text, tokenize_pairs
-from reward.loop import train
 from reward.metrics import MetricsWriter
-from reward.model import compute_rewards, load_model, resolve_precision
+from reward.model import compute_rewards, resolve_precision
 from reward.presets.synthetic import generate_pairs
-from reward.presets.tiny import build_tiny_tokenizer
+from reward.presets.tiny import build_tiny_tokenizer, tiny_model
+from reward.run.parts import train_with
 
 PIPELINE_SCRIPT = """
 import json, sys
@@ -31,7 +33,7 @@ print(json.dumps([rm(t)[0]["score"] for t in texts]))
 
 def llama_with_pad():
     tokenizer = build_tiny_tokenizer()
-    return tokenizer, load_model("tiny", tokenizer, seed=1)
+    return tokenizer, tiny_model(tokenizer, seed=1)
 
 
 def gpt2_pad_is_eos():
@@ -58,19 +60,20 @@ def test_training_rewards_equal_pipeline_scores(build, tmp_path):
         eval_strategy="no",
         logging_steps=1,
     )
-    train(cfg, model, ds, collate=collate, precision=precision, writer=MetricsWriter(tmp_path / "m.jsonl"))
+    train_with(cfg, model, ds, collate=collate, precision=precision, writer=MetricsWriter(tmp_path / "m.jsonl"))
 
     # training-time rewards: the collated, right-padded (2B, T) batch through the training forward
     batch = collate([ds[i] for i in range(len(ds))])
     with torch.no_grad():
-        rewards = compute_rewards(model, batch["input_ids"], batch["attention_mask"]).tolist()  # (2B,)
+        rewards = compute_rewards(model, batch.input_ids, batch.attention_mask).tolist()  # (2B,)
     n = len(rows)
     texts = [format_text(r["prompt"] + r["chosen"], tokenizer) for r in rows]
     texts += [format_text(r["prompt"] + r["rejected"], tokenizer) for r in rows]
     assert len(set(rewards)) > n  # distinct rewards: the comparison below is not trivial
 
     out = tmp_path / "rm"
-    save_reward_model(model, tokenizer, out, cfg.to_dict(), card={"format": "explicit prompt"})
+    card = partial(render_model_card, cfg=cfg.to_dict(), card={"format": "explicit prompt"})
+    save_reward_model(model, tokenizer, out, cfg.to_dict(), card=card)
     config = json.loads((out / "config.json").read_text())
     assert config["problem_type"] == "regression"
     assert config["id2label"] == {"0": "reward"}
@@ -103,7 +106,7 @@ def test_pad_equal_eos_reads_the_token_before_eos():
 
 
 def test_dedicated_pad_reads_the_eos_token(tiny_tokenizer):
-    model = load_model("tiny", tiny_tokenizer, seed=0).eval()
+    model = tiny_model(tiny_tokenizer, seed=0).eval()
     with_eos = tiny_tokenizer(["Name a fruit. mango" + tiny_tokenizer.eos_token], return_tensors="pt")
     without = tiny_tokenizer(["Name a fruit. mango"], return_tensors="pt")
     with torch.no_grad():

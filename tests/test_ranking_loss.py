@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from reward.loss import bradley_terry_loss
+from reward.metrics import loss_metrics
 from reward.ranked.loss import all_comparisons, all_pairs_loss, plackett_luce_loss
 
 
@@ -27,7 +28,7 @@ def test_all_pairs_by_hand_both_normalisations():
     assert all_pairs_loss(r, c).loss.item() == pytest.approx((p0 + p1) / 4, abs=1e-6)  # 0.861650
     assert all_pairs_loss(r, c, normalization="prompt").loss.item() == pytest.approx((p0 / 3 + p1) / 2, abs=1e-6)
     out = all_pairs_loss(r, c)
-    assert (out.num_pairs, out.accuracy) == (4, 0.5)  # Δ = 1, 0, 1, −2: a tie in reward counts as wrong
+    assert (out.num_pairs, loss_metrics(out)["accuracy"]) == (4, 0.5)  # Δ = 1, 0, 1, −2: a tie in reward is wrong
 
 
 def test_ties_are_skipped_and_counted_or_trained_toward_a_half():
@@ -43,7 +44,8 @@ def test_ties_are_skipped_and_counted_or_trained_toward_a_half():
     zero = torch.zeros(2, requires_grad=True)
     all_pairs_loss(zero, half).loss.backward()
     assert zero.grad.tolist() == [0.0, 0.0]  # minimised at r_i = r_j: a tie pulls the rewards together
-    assert out.accuracy == 0.0 and out.num_pairs == 1  # no decided comparison; the tie is trained
+    assert out.delta.numel() == 0 and out.num_pairs == 1  # no decided comparison; the tie is trained
+    assert loss_metrics(out)["accuracy"] == 0.0
     with pytest.raises(ValueError, match="ties must be one of"):
         all_comparisons([[1.0, 0.0]], ties="win")
 
@@ -56,7 +58,7 @@ def test_plackett_luce_by_hand():
     assert out.loss.item() == pytest.approx(expected / 2, abs=1e-6)  # "comparison": / (K − 1) choices
     per_prompt = plackett_luce_loss(r, [torch.tensor([0, 1, 2])], normalization="prompt")
     assert per_prompt.loss.item() == pytest.approx(expected / 2, abs=1e-6)  # one prompt: the same
-    assert out.accuracy == 1.0
+    assert loss_metrics(out)["accuracy"] == 1.0
 
 
 # --- K = 2 is the pair loss ---------------------------------------------------------------------------------
@@ -73,7 +75,8 @@ def test_pairs_as_rankings_give_the_pair_loss_and_its_gradients(normalization, o
     ranked.loss.backward()
     grads = flat.grad.reshape(6, 2)
     assert torch.allclose(grads[:, 0], r_c.grad, atol=1e-7) and torch.allclose(grads[:, 1], r_r.grad, atol=1e-7)
-    assert (ranked.accuracy, ranked.margin) == pytest.approx((reference.accuracy, reference.margin))
+    got, want = loss_metrics(ranked), loss_metrics(reference)
+    assert (got["accuracy"], got["margin"]) == pytest.approx((want["accuracy"], want["margin"]))
 
 
 def test_plackett_luce_with_k_2_is_the_pair_loss():

@@ -10,11 +10,11 @@ import torch
 from datasets import Dataset
 
 import train
-from reward.data import CONVERSATIONAL, EXPLICIT, load_preferences
+from reward.data import CONVERSATIONAL, EXPLICIT, RANKED, PreferenceData, load_preferences
 from reward.errors import UserError
 from reward.loss import bradley_terry_loss
 from reward.ranked.loss import all_comparisons, all_pairs_loss
-from reward.ranked.rows import expand_rankings, ranked_scores
+from reward.ranked.rows import expand_preferences, expand_rankings, ranked_scores
 
 
 def ranked_rows(n: int, k: int = 4) -> list[dict]:
@@ -27,6 +27,13 @@ def ranked_rows(n: int, k: int = 4) -> list[dict]:
         }
         for i in range(n)
     ]
+
+
+def load_as_pairs(rows: Dataset, **options) -> PreferenceData:
+    """Ranked rows as train.py reads them: loaded and validated (reward/data.py), then expanded into pairs."""
+    data = load_preferences(rows, **options)
+    assert data.format == RANKED
+    return expand_preferences(data)
 
 
 def test_a_ranking_is_its_comparisons_best_as_chosen_ties_skipped():
@@ -48,13 +55,13 @@ def test_a_ranking_column_means_the_same_order_as_scores():
 def test_k_2_rankings_are_the_pair_rows():
     pairs = [{"prompt": f"Q{i}:", "chosen": f" good {i}", "rejected": f" bad {i}"} for i in range(6)]
     ranked = [{"prompt": p["prompt"], "completions": [p["rejected"], p["chosen"]], "scores": [0, 1]} for p in pairs]
-    got = load_preferences(Dataset.from_list(ranked), eval_split_size=0)
+    got = load_as_pairs(Dataset.from_list(ranked), eval_split_size=0)
     assert got.format == EXPLICIT
     assert [{k: r[k] for k in ("prompt", "chosen", "rejected")} for r in got.train] == pairs
 
 
 def test_held_out_split_takes_whole_prompts():
-    data = load_preferences(Dataset.from_list(ranked_rows(40)), eval_split_size=0.25, seed=3)
+    data = load_as_pairs(Dataset.from_list(ranked_rows(40)), eval_split_size=0.25, seed=3)
     train_prompts, test_prompts = set(data.train["prompt"]), set(data.test["prompt"])
     assert len(test_prompts) == 10 and not train_prompts & test_prompts
     assert len(data.test) == 10 * 6  # every comparison of a held-out prompt is held out with it
@@ -64,7 +71,7 @@ def test_held_out_split_takes_whole_prompts():
 def test_conversational_rankings_become_conversational_pairs():
     user = [{"role": "user", "content": "Hi?"}]
     row = {"prompt": user, "completions": [[{"role": "assistant", "content": c}] for c in "ab"], "ranking": [1, 0]}
-    data = load_preferences(Dataset.from_list([row, row]), eval_split_size=0)
+    data = load_as_pairs(Dataset.from_list([row, row]), eval_split_size=0)
     assert data.format == CONVERSATIONAL and data.train[0]["chosen"][0]["content"] == "b"
 
 
@@ -109,7 +116,7 @@ def test_ranked_rows_need_scores_or_a_ranking():
     with pytest.raises(UserError, match="need a scores or a ranking column"):
         load_preferences(Dataset.from_list([{"prompt": "Q:", "completions": [" a", " b"], "best": 0}]))
     with pytest.raises(UserError, match="no comparison that is not a tie"):
-        load_preferences(Dataset.from_list([{"completions": [" a", " b"], "scores": [1, 1]}]), eval_split_size=0)
+        load_as_pairs(Dataset.from_list([{"completions": [" a", " b"], "scores": [1, 1]}]), eval_split_size=0)
 
 
 def test_a_ranked_file_trains_and_says_what_it_expanded(tmp_path, capsys):

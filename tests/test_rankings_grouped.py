@@ -9,22 +9,26 @@ import torch
 from datasets import Dataset
 from test_packing import build
 
-from reward.batching import build_collator, optimizer_steps, pair_lengths
+from reward.batching import BatchPlan, Shuffled, optimizer_steps
 from reward.collate import PairwiseCollator, pad_right
-from reward.config import TrainConfig
+from reward.config import TrainConfig, pick
 from reward.errors import UserError
 from reward.fast.packed_forward import forward_counts, forward_segments
 from reward.formatting import tokenize_pairs
-from reward.loop import accumulate_gradients, batch_rewards, train
+from reward.loop import accumulate_gradients
+from reward.loss import PairObjective
 from reward.metrics import MetricsWriter
-from reward.model import compute_rewards, load_model, resolve_precision
+from reward.model import compute_rewards, resolve_precision
 from reward.presets.synthetic import generate_rankings
-from reward.ranked.collate import RankedCollator, group_for_training, ranked_batch
-from reward.ranked.loss import RankingObjective, plackett_luce_loss
-from reward.ranked.rows import expand_rankings, group_rankings
+from reward.presets.tiny import tiny_model
+from reward.ranked.collate import RankedCollator, group_for_training, prompt_lengths, ranked_batch
+from reward.ranked.loss import ALL_PAIRS, RankingObjective, plackett_luce_loss
+from reward.ranked.rows import RANKING_COLUMNS, expand_rankings, group_rankings
+from reward.run.parts import train_with, training_collator
 
 FP32 = resolve_precision(False, False, torch.device("cpu"))
 VOCAB = 96
+KEEP = (*RANKING_COLUMNS, "tied")  # what tokenizing keeps of pairs made of rankings (reward/ranked/rows.py)
 
 
 def random_rankings(n: int, eos: int, pad: int, seed: int) -> list[dict]:
@@ -104,7 +108,7 @@ def test_a_segments_tokens_are_its_responses_with_the_prompt_once():
 
 def ranked_pairs(tokenizer, n: int, seed: int = 0, ties: str = "skip") -> Dataset:
     pairs, _ = expand_rankings(Dataset.from_list(generate_rankings(n, seed=seed)), ["prompt"], ties)
-    tokenized, _ = tokenize_pairs(pairs, tokenizer, "explicit prompt", 1024)
+    tokenized, _ = tokenize_pairs(pairs, tokenizer, "explicit prompt", 1024, keep=KEEP)
     return tokenized
 
 
@@ -113,13 +117,15 @@ def test_grouped_comparison_loss_is_the_pair_loss_over_the_expansion(tiny_tokeni
     pairs: loss, metrics and gradient agree (the tiny Llama, fp32)."""
     pairs = ranked_pairs(tiny_tokenizer, 5)
     grouped = group_rankings(pairs)
-    model = load_model("tiny", tiny_tokenizer, seed=0)
+    model = tiny_model(tiny_tokenizer, seed=0)
     model.train()
     pad = tiny_tokenizer.pad_token_id
-    ours = accumulate_gradients(model, [RankedCollator(pad)(list(grouped))], FP32, 0.01, 0.1)
+    ranking = RankingObjective(center_rewards_coefficient=0.01, label_smoothing=0.1)
+    ours = accumulate_gradients(model, [RankedCollator(pad)(list(grouped))], ranking, FP32)
     g_ours = [p.grad.clone() for p in model.parameters()]
     model.zero_grad(set_to_none=True)
-    theirs = accumulate_gradients(model, [PairwiseCollator(pad)(list(pairs))], FP32, 0.01, 0.1)
+    pair = PairObjective(center_rewards_coefficient=0.01, label_smoothing=0.1)
+    theirs = accumulate_gradients(model, [PairwiseCollator(pad)(list(pairs))], pair, FP32)
     g_theirs = [p.grad.clone() for p in model.parameters()]
     assert ours.pairs == theirs.pairs == 30
     assert forward_counts(model) == {"packed": 1, "padded": 0}  # the grouped side really ran packed
@@ -145,13 +151,13 @@ def test_uneven_micro_batches_of_prompts_give_the_big_batch_gradient(tiny_tokeni
     assert sorted({len(r["completion_ids"]) for r in rows}) == [2, 3, 4]
     objective = RankingObjective(loss, normalization)
     collate = RankedCollator(tiny_tokenizer.pad_token_id)
-    model = load_model("tiny", tiny_tokenizer, seed=0)
+    model = tiny_model(tiny_tokenizer, seed=0)
     model.train()
-    big = accumulate_gradients(model, [collate(rows)], FP32, objective=objective)
+    big = accumulate_gradients(model, [collate(rows)], objective, FP32)
     g_big = [p.grad.clone() for p in model.parameters()]
     model.zero_grad(set_to_none=True)
     parts = [collate(rows[:3]), collate(rows[3:6]), collate(rows[6:])]
-    small = accumulate_gradients(model, parts, FP32, objective=objective)
+    small = accumulate_gradients(model, parts, objective, FP32)
     g_small = [p.grad.clone() for p in model.parameters()]
     assert big.summary()["loss"] == pytest.approx(small.summary()["loss"], abs=1e-6)
     for a, b in zip(g_big, g_small):
@@ -159,7 +165,7 @@ def test_uneven_micro_batches_of_prompts_give_the_big_batch_gradient(tiny_tokeni
     # the guard: dividing each micro-batch by its own units (then by k) gives another gradient
     model.zero_grad(set_to_none=True)
     for part in parts:
-        accumulate_gradients(model, [part], FP32, objective=objective)
+        accumulate_gradients(model, [part], objective, FP32)
         for p in model.parameters():
             p.grad /= len(parts)
     assert max((a - p.grad).abs().max().item() for a, p in zip(g_big, model.parameters())) > 1e-4
@@ -167,18 +173,19 @@ def test_uneven_micro_batches_of_prompts_give_the_big_batch_gradient(tiny_tokeni
 
 def test_plackett_luce_in_the_loop_is_the_listwise_loss_of_each_order(tiny_tokenizer):
     rows = list(group_rankings(ranked_pairs(tiny_tokenizer, 3)))
-    model = load_model("tiny", tiny_tokenizer, seed=0)
+    model = tiny_model(tiny_tokenizer, seed=0)
     batch = RankedCollator(tiny_tokenizer.pad_token_id)(rows)
-    out = accumulate_gradients(model, [batch], FP32, objective=RankingObjective("plackett_luce"))
+    out = accumulate_gradients(model, [batch], RankingObjective("plackett_luce"), FP32)
     with torch.no_grad():
-        rewards = batch_rewards(model, batch, FP32)  # (S,)
+        rewards = batch.rewards(model)  # (S,)
     by_hand = 0.0
     for order in batch.orders:  # best first: −Σ_t [r_π(t) − log Σ_{u ≥ t} exp r_π(u)]
         r = rewards[order].double()
         by_hand += -sum(r[t] - torch.logsumexp(r[t:], 0) for t in range(len(r) - 1)).item()
-    assert out.loss_sum == pytest.approx(by_hand, rel=1e-5)
+    loss_sum = out.summary()["loss"] * out.pairs
+    assert loss_sum == pytest.approx(by_hand, rel=1e-5)
     assert out.pairs == 3 * 3  # K − 1 choices per prompt
-    assert out.loss_sum == pytest.approx(plackett_luce_loss(rewards, batch.orders).loss_sum, rel=1e-6)
+    assert loss_sum == pytest.approx(plackett_luce_loss(rewards, batch.orders).loss_sum.item(), rel=1e-6)
 
 
 def test_ties_are_skipped_or_trained_toward_a_half(tiny_tokenizer):
@@ -186,17 +193,17 @@ def test_ties_are_skipped_or_trained_toward_a_half(tiny_tokenizer):
     skipped, _ = expand_rankings(Dataset.from_list(rows), ["prompt"])
     half, stats = expand_rankings(Dataset.from_list(rows), ["prompt"], ties="half")
     assert (len(skipped), len(half), stats["ties"], sum(half["tied"])) == (2, 3, 1, 1)
-    tokenized, _ = tokenize_pairs(half, tiny_tokenizer, "explicit prompt", 1024)
+    tokenized, _ = tokenize_pairs(half, tiny_tokenizer, "explicit prompt", 1024, keep=KEEP)
     grouped = group_rankings(tokenized)
     assert grouped[0]["tied"] == [True, False, False] and grouped[0]["better"] == [0, 0, 1]
-    model = load_model("tiny", tiny_tokenizer, seed=0)
+    model = tiny_model(tiny_tokenizer, seed=0)
     batch = RankedCollator(tiny_tokenizer.pad_token_id)(list(grouped))
-    out = accumulate_gradients(model, [batch], FP32)
+    out = accumulate_gradients(model, [batch], ALL_PAIRS, FP32)
     with torch.no_grad():
-        r = batch_rewards(model, batch, FP32).double()  # (3,)
+        r = batch.rewards(model).double()  # (3,)
     f = torch.nn.functional.logsigmoid
     by_hand = -(0.5 * f(r[0] - r[1]) + 0.5 * f(r[1] - r[0])) - f(r[0] - r[2]) - f(r[1] - r[2])
-    assert out.loss_sum == pytest.approx(by_hand.item(), rel=1e-5)
+    assert out.summary()["loss"] * out.pairs == pytest.approx(by_hand.item(), rel=1e-5)
     decided = [(r[0] > r[2]).item(), (r[1] > r[2]).item()]  # accuracy counts the 2 decided comparisons only
     assert out.pairs == 3 and out.summary()["accuracy"] == sum(decided) / 2
 
@@ -204,9 +211,9 @@ def test_ties_are_skipped_or_trained_toward_a_half(tiny_tokenizer):
 def test_plackett_luce_refuses_tied_scores_and_options_refuse_what_pairs_cannot_do(tiny_tokenizer):
     rows = [{"prompt": "Q:", "completions": [" a", " b", " c"], "scores": [1.0, 1.0, 0.0]}] * 2
     pairs, _ = expand_rankings(Dataset.from_list(rows), ["prompt"])
-    tokenized, _ = tokenize_pairs(pairs, tiny_tokenizer, "explicit prompt", 1024)
+    tokenized, _ = tokenize_pairs(pairs, tiny_tokenizer, "explicit prompt", 1024, keep=KEEP)
     with pytest.raises(UserError, match="2 of 2 prompts have tied scores"):
-        group_for_training(tokenized, "plackett_luce", "comparison")
+        group_for_training(tokenized, RankingObjective("plackett_luce"))
     for options, message in [
         ({"rankings": "pairs", "tie_handling": "half"}, "needs --rankings grouped"),
         ({"rankings": "pairs", "ranking_loss": "plackett_luce"}, "needs --rankings grouped"),
@@ -217,13 +224,15 @@ def test_plackett_luce_refuses_tied_scores_and_options_refuse_what_pairs_cannot_
             TrainConfig(**options)
 
 
-def test_grouped_lengths_and_step_units(tiny_tokenizer):
+def test_grouped_lengths_and_row_units(tiny_tokenizer):
     rows = group_rankings(ranked_pairs(tiny_tokenizer, 5))
-    assert pair_lengths(rows) == [sum(map(len, r["completion_ids"])) for r in rows]
-    assert pair_lengths(rows.select([3, 1])) == [sum(map(len, rows[i]["completion_ids"])) for i in (3, 1)]
+    assert prompt_lengths(rows) == [sum(map(len, r["completion_ids"])) for r in rows]
+    assert prompt_lengths(rows.select([3, 1])) == [sum(map(len, rows[i]["completion_ids"])) for i in (3, 1)]
     cfg = TrainConfig(per_device_train_batch_size=2, gradient_accumulation_steps=2, group_by_length=False)
-    units = [6] * 5  # comparisons per prompt (K = 4)
-    steps = optimizer_steps(rows, RankedCollator(tiny_tokenizer.pad_token_id), cfg, units=units)
+    units = ALL_PAIRS.row_units(rows)
+    assert units == [6] * 5  # comparisons per prompt (K = 4)
+    collate, plan = RankedCollator(tiny_tokenizer.pad_token_id), pick(BatchPlan, cfg)
+    steps = optimizer_steps(rows, collate, Shuffled(len(rows), cfg.seed), plan, units=units)
     assert [next(steps)[2] for _ in range(2)] == [24, 6]  # 4 prompts, then the epoch's last one
 
 
@@ -234,7 +243,7 @@ def test_training_grouped_equals_training_on_the_expanded_pairs_in_one_full_step
     """One optimizer step over every comparison (the order cannot matter then): grouped by prompt and
     packed, in 1 or 2 micro-batches, vs the expanded pairs through the padded path. Same weights after."""
     pairs = ranked_pairs(tiny_tokenizer, 6)
-    grouped = group_rankings(pairs)
+    grouped, _ = group_for_training(pairs, ALL_PAIRS)
     pad = tiny_tokenizer.pad_token_id
     results = []
     for ds, collate, batch in (
@@ -254,17 +263,16 @@ def test_training_grouped_equals_training_on_the_expanded_pairs_in_one_full_step
             eval_strategy="no",
             disable_tqdm=True,
         )
-        model = load_model("tiny", tiny_tokenizer, seed=0)
-        out = train(
-            cfg, model, ds, collate=collate, precision=FP32, writer=MetricsWriter(tmp_path / f"m{len(results)}.jsonl")
-        )
+        model = tiny_model(tiny_tokenizer, seed=0)
+        writer = MetricsWriter(tmp_path / f"m{len(results)}.jsonl")
+        out = train_with(cfg, model, ds, collate=collate, precision=FP32, writer=writer)
         results.append((model, out))
     (ours, a), (theirs, b) = results
     assert a.train["pairs"] == b.train["pairs"] == 36
     assert a.train["loss"] == pytest.approx(b.train["loss"], rel=1e-6)
     moved = max(
         (p - q).abs().max().item()
-        for p, q in zip(ours.parameters(), load_model("tiny", tiny_tokenizer, seed=0).parameters())
+        for p, q in zip(ours.parameters(), tiny_model(tiny_tokenizer, seed=0).parameters())
     )
     assert moved > 1e-4  # the step did something
     for p, q in zip(ours.parameters(), theirs.parameters()):
@@ -280,7 +288,7 @@ def test_an_encoder_trains_grouped_rankings_through_the_padded_forward(tmp_path)
     folder = save_encoder(tmp_path / "bert", "bert")
     tokenizer, model = AutoTokenizer.from_pretrained(folder), AutoModelForSequenceClassification.from_pretrained(folder)
     cfg = TrainConfig()
-    collate = build_collator(cfg, tokenizer.pad_token_id, model, ranked=True)
+    collate = training_collator(cfg, tokenizer.pad_token_id, model, grouped=True)
     assert isinstance(collate, RankedCollator) and not collate.packed
     rows = list(group_rankings(ranked_pairs(tokenizer, 3)))
     batch = collate(rows)
@@ -289,7 +297,7 @@ def test_an_encoder_trains_grouped_rankings_through_the_padded_forward(tmp_path)
     with torch.no_grad():
         ids, mask = pad_right(batch.sequences, tokenizer.pad_token_id)
         torch.testing.assert_close(
-            batch_rewards(model, batch, FP32), model(input_ids=ids, attention_mask=mask).logits[:, 0]
+            batch.rewards(model), model(input_ids=ids, attention_mask=mask).logits[:, 0]
         )
     import train as train_script
 

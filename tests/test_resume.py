@@ -23,12 +23,13 @@ import torch
 from conftest import all_finite, checkpoint_steps, latest, read_metrics, small_run, weights, without_timing
 from transformers import AutoModelForSequenceClassification
 
-import reward.evaluate
-import reward.run.checkpoints
 import train
-from reward.batching import step_plan
-from reward.config import parse_config
+from reward.batching import BatchPlan, step_plan
+from reward.collate import PairBatch
+from reward.config import parse_config, pick
 from reward.data import load_preferences
+from reward.fast.packing import PackedBatch
+from reward.presets.synthetic import synthetic_dataset
 from reward.run.checkpoints import STATE_FILE
 
 pytestmark = pytest.mark.usefixtures("quiet_datasets", "one_torch_thread")
@@ -66,17 +67,17 @@ def resume_command(stdout: str) -> str:
 
 def interrupt_on_call(monkeypatch, call: int) -> None:
     """Send this process a real SIGINT (as Ctrl-C does) during the `call`-th reward forward pass
-    (of either path: plain padded `compute_rewards` or packed `packed_rewards`)."""
+    (of either layout: a plain padded `PairBatch` or a packed `PackedBatch`)."""
     calls = itertools.count(1)
-    for name in ("compute_rewards", "packed_rewards"):
-        real = getattr(reward.evaluate, name)
+    for layout in (PairBatch, PackedBatch):
+        real = layout.rewards
 
-        def forward(*args, _real=real):
+        def forward(batch, model, _real=real):
             if next(calls) == call:
                 os.kill(os.getpid(), signal.SIGINT)
-            return _real(*args)
+            return _real(batch, model)
 
-        monkeypatch.setattr(reward.evaluate, name, forward)
+        monkeypatch.setattr(layout, "rewards", forward)
 
 
 # --- 1. bit-for-bit resume -----------------------------------------------------------------------
@@ -107,8 +108,9 @@ def test_stopped_and_resumed_run_equals_the_uninterrupted_run(tmp_path):
     assert not (cfg.bf16 or cfg.fp16)
 
     # the stop lands mid-epoch, the run crosses an epoch boundary, and epochs end on a short micro-batch
-    num_train = len(load_preferences("synthetic", synthetic_num_pairs=50, eval_split_size=cfg.eval_split_size).train)
-    per_epoch, total = step_plan(num_train, cfg)
+    rows = synthetic_dataset("synthetic", 50)
+    num_train = len(load_preferences(rows, eval_split_size=cfg.eval_split_size).train)
+    per_epoch, total = step_plan(num_train, pick(BatchPlan, cfg))
     assert (per_epoch, total) == (4, 2 * k)
     assert k % per_epoch != 0 and k < per_epoch < 2 * k
     assert num_train % cfg.per_device_train_batch_size != 0

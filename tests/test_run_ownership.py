@@ -18,8 +18,7 @@ from test_bad_input import assert_clean_error, invoke
 
 import train
 from reward.export import save_reward_model
-from reward.model import load_model
-from reward.presets.tiny import build_tiny_tokenizer
+from reward.presets.tiny import build_tiny_tokenizer, tiny_model
 from reward.run.checkpoints import LATEST_FILE, STATE_FILE, list_checkpoints, save_training_checkpoint
 from reward.run.output_dir import LOCK_FILE
 from reward.run.train_cli import parse_train
@@ -83,7 +82,7 @@ def test_a_save_removes_only_temp_folders_of_processes_that_are_gone(tmp_path, l
     for folder in (mine_dead, theirs):
         folder.mkdir()
     tokenizer = build_tiny_tokenizer()
-    model = load_model("tiny", tokenizer)
+    model = tiny_model(tokenizer)
     save = lambda path: save_reward_model(model, tokenizer, path, {})  # noqa: E731
     save_training_checkpoint(tmp_path, 4, save, {"step": 4})
     assert not mine_dead.exists() and theirs.exists()
@@ -183,7 +182,7 @@ def test_a_collapsed_model_is_saved_with_a_loud_warning_and_exit_code_4(tmp_path
     """A model that gives every sequence the same reward (here: a zero score head that lr 0 never moves;
     a far too high learning rate saturates into the same) ranks nothing and must not pass as a success."""
     tokenizer = build_tiny_tokenizer()
-    model = load_model("tiny", tokenizer, seed=0)
+    model = tiny_model(tokenizer, seed=0)
     with torch.no_grad():
         model.score.weight.zero_()
     base = tmp_path / "dead"

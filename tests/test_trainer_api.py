@@ -34,12 +34,11 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def base_model_dir(tmp_path_factory) -> Path:
     """A random tiny Llama reward model + tokenizer saved with plain save_pretrained: a 'hub model'."""
-    from reward.model import load_model
-    from reward.presets.tiny import build_tiny_tokenizer
+    from reward.presets.tiny import build_tiny_tokenizer, tiny_model
 
     out = tmp_path_factory.mktemp("base")
     tokenizer = build_tiny_tokenizer()
-    load_model("tiny", tokenizer, seed=0).save_pretrained(out)
+    tiny_model(tokenizer, seed=0).save_pretrained(out)
     tokenizer.save_pretrained(out)
     return out
 

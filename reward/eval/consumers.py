@@ -24,8 +24,9 @@ from transformers import pipeline
 
 from reward.eval.reward_function import RewardFunction
 from reward.eval.scoring import RewardScorer
-from reward.fast.packed_forward import packed_rewards, supports_packing
-from reward.fast.packing import common_prefix_length, pack_pairs
+from reward.fast.layout import common_prefix_length
+from reward.fast.packed_forward import supports_packing
+from reward.fast.packing import pack_pairs, packed_rewards
 from reward.formatting import as_messages, encode_messages, encode_text, format_text
 from reward.model import is_encoder
 

@@ -35,7 +35,7 @@ from reward.export import STATS_KEY
 from reward.fast.packed_scoring import group_rewards
 from reward.formatting import chat_template_hash, encode_messages, encode_pair, encode_sequence, read_format
 from reward.loss import bradley_terry_loss
-from reward.metrics import DEFAULT_BINS, Diagnostics, diagnose
+from reward.metrics import DEFAULT_BINS, Diagnostics, diagnose, loss_metrics
 from reward.model import first_line, pick_device
 from reward.ranked.rows import ranked_scores, ranking_summary
 from reward.tokenizer import LOAD_ERRORS, check_model_source, ensure_pad_token, folder_problem
@@ -210,16 +210,9 @@ class RewardScorer:
             [row.get(column) for row in rows] if column else None,
             num_bins,
         )
-        metrics = {
-            "pairs": n,
-            "accuracy": out.accuracy,
-            "margin": out.margin,
-            "loss": out.loss.item(),
-            "reward_mean": out.reward_mean,
-            "reward_min": out.reward_min,
-            "reward_max": out.reward_max,
-            **diagnostics.metrics(),
-        }
+        summary = loss_metrics(out)  # as training's evaluation reduces them (reward/metrics.py)
+        names = ("accuracy", "margin", "loss", "reward_mean", "reward_min", "reward_max")
+        metrics = {"pairs": n, **{name: summary[name] for name in names}, **diagnostics.metrics()}
         scored = [{**row, "r_chosen": c, "r_rejected": r} for row, c, r in zip(rows, r_c.tolist(), r_r.tolist())]
         has_margin = any(row.get("margin") is not None for row in rows)
         return PairReport(scored, metrics, r_c, r_r, margin if has_margin else None, diagnostics)

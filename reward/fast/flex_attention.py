@@ -29,7 +29,7 @@ import torch
 from torch import nn
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-from reward.fast.packing import Segment
+from reward.fast.layout import Segment
 from reward.fast.segment_attention import layout_list
 
 

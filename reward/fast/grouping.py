@@ -28,15 +28,15 @@ grows with the sum).
 API:
     grouped_batches(lengths, batch_size, seed, epoch, mega_batch_mult=None) -> list[list[int]]
         micro-batches of pair indices; a permutation of range(len(lengths)) cut in pieces.
+    LengthGrouped(lengths, seed): the same as a reward/batching.py `Order`, which the recipe hands the
+        loop in place of `Shuffled` (lengths: reward.batching.pair_lengths, or a prompt's responses summed).
     padded_tokens(chosen_lengths, rejected_lengths, batches) -> int
         the padding the plain collator would add for that batch order (what grouping saves).
-
-Integration: `lengths = [len(c) + len(r) for c, r in zip(ds["chosen_ids"], ds["rejected_ids"])]`
-once, then in `reward.loop.optimizer_steps` replace `epoch_order` + the chunking with
-`grouped_batches(lengths, b, cfg.seed, epoch)`.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 
@@ -81,6 +81,22 @@ def grouped_batches(
         longest = max(range(len(shuffled)), key=lambda b: max(lengths[i] for i in shuffled[b]))
         shuffled.insert(0, shuffled.pop(longest))
     return shuffled + tail
+
+
+@dataclass
+class LengthGrouped:
+    """`grouped_batches` as the loop's batch order (reward/batching.py `Order`): a fresh grouping each epoch.
+
+    >>> LengthGrouped([5, 1, 9, 3, 7, 2], seed=0)(epoch=0, batch_size=2)
+    [[2, 5], [4, 1], [0, 3]]
+    """
+
+    lengths: list[int]  # per row: what it costs in a padded micro-batch
+    seed: int
+    name = "length-grouped"
+
+    def __call__(self, epoch: int, batch_size: int) -> list[list[int]]:
+        return grouped_batches(self.lengths, batch_size, self.seed, epoch)
 
 
 def padded_tokens(chosen_lengths: list[int], rejected_lengths: list[int], batches: list[list[int]]) -> int:

@@ -1,10 +1,11 @@
-"""The packed forward: rewards from `PackedBatch` rows, and when a model can take them.
+"""The packed forward: rewards from rows of segments (reward/fast/layout.py), and when a model can take them.
 
-`packed_rewards(model, batch)` runs `model.base_model` on the packed rows with their position ids
+`forward_segments(model, rows)` runs `model.base_model` on the packed rows with their position ids
 and segment layout (attention per segment: reward/fast/segment_attention.py) and applies `model.score`
 at each sequence's reward token only; `supports_packing` decides once per model (architecture
 allow-list + a numerical self-check against the padded forward) whether that is exact, and
-otherwise the batch goes through the plain padded forward. Layout: reward/fast/packing.py.
+otherwise the sequences go through the plain padded forward (`padded_forward`). Pairs:
+reward/fast/packing.py; rankings: reward/ranked/collate.py; scoring: reward/fast/packed_scoring.py.
 `forward_counts(model)` says which of the two paths the model's micro-batches took.
 """
 
@@ -17,32 +18,13 @@ import torch
 from torch import nn
 from transformers import PreTrainedModel
 
-from reward.collate import PairwiseCollator
-from reward.fast.packing import (
-    SUPPORTED_ATTENTION,
-    SUPPORTED_MODEL_TYPES,
-    PackedBatch,
-    PackingCollator,
-    Rows,
-    pack_pairs,
-    warn_once,
-)
+from reward.collate import pad_right
+from reward.fast.layout import Rows, lay_out, shared_segment, unshared_segment, warn_once
 from reward.fast.segment_attention import layout_tensor, use_segment_attention
-from reward.model import compute_rewards, is_encoder, unwrap
+from reward.model import compute_rewards, is_encoder, model_device, unwrap
 
-
-def packed_rewards(model: PreTrainedModel, batch: PackedBatch) -> tuple[torch.Tensor, torch.Tensor]:
-    """(r_chosen (B,), r_rejected (B,)) float32: the rewards of the padded forward, from the packed rows.
-
-    Falls back to `compute_rewards` on the `PairwiseCollator` batch when `supports_packing` says
-    no. Call it inside the same autocast context as `compute_rewards`. A PEFT-wrapped model is
-    run through its adapted inner model (`get_base_model()`: same modules, LoRA layers in place).
-    """
-    if not supports_packing(model):
-        _count(model, "padded")
-        return _padded_rewards(model, batch)
-    _count(model, "packed")
-    return _packed_forward(unwrap(model), batch)
+SUPPORTED_MODEL_TYPES = ("llama", "qwen2", "gpt2")  # each one checked in tests/test_packing.py
+SUPPORTED_ATTENTION = ("sdpa", "eager", "reward_segments")  # switched to reward_segments on first use
 
 
 # --- which path ran ---------------------------------------------------------------------------------
@@ -51,8 +33,8 @@ _FORWARDS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # unwrapped 
 
 def forward_counts(model: nn.Module) -> dict[str, int]:
     """{"packed": n, "padded": m}: how many micro-batches of `model` (or of its PEFT-unwrapped model)
-    `packed_rewards` / `forward_segments` ran packed, and how many `packed_rewards` sent to the padded
-    forward because packing is off for the model. The one-time self-check is not counted."""
+    `forward_segments` ran packed, and how many `padded_forward` ran padded because packing is off for
+    the model. The one-time self-check is not counted."""
     counts = _FORWARDS.get(unwrap(model), {})
     return {"packed": counts.get("packed", 0), "padded": counts.get("padded", 0)}
 
@@ -61,23 +43,25 @@ def _count(model: nn.Module, path: str) -> None:
     _FORWARDS.setdefault(unwrap(model), collections.Counter())[path] += 1
 
 
-def _packed_forward(model: PreTrainedModel, batch: PackedBatch) -> tuple[torch.Tensor, torch.Tensor]:
-    if batch.pad_token_id != (pad := model.config.get_text_config().pad_token_id):
-        raise ValueError(f"batch packed with pad_token_id={batch.pad_token_id}, the model reads rewards with {pad}")
-    rewards = _segment_rewards(model, batch)  # (2B,)
-    b = batch.margin.numel()
-    return rewards[:b], rewards[b:]
-
-
-def forward_segments(model: PreTrainedModel, batch: PackedBatch | Rows) -> torch.Tensor:
-    """(S,) float32: the reward of every sequence laid out in `batch`'s rows (pairs or rankings), read at
-    `batch.reward_index`. `model` is the unwrapped model, already known to support packing, and the
-    rows were laid out with its pad_token_id. Counted in `forward_counts`."""
+def forward_segments(model: PreTrainedModel, batch: Rows) -> torch.Tensor:
+    """(S,) float32: the reward of every sequence laid out in `batch`'s rows (`Rows`, or a pairs' `PackedBatch`:
+    input_ids, position_ids, segments, reward_index), read at `batch.reward_index`. `model` is the unwrapped
+    model, already known to support packing, and the rows were laid out with its pad_token_id. Counted
+    in `forward_counts`."""
     _count(model, "packed")
     return _segment_rewards(model, batch)
 
 
-def _segment_rewards(model: PreTrainedModel, batch: PackedBatch | Rows) -> torch.Tensor:
+def padded_forward(model: PreTrainedModel, sequences: list[list[int]], pad_token_id: int) -> torch.Tensor:
+    """(S,) float32: the sequences right-padded through the model's own forward, for a model packing does not
+    apply to (`supports_packing` said no). Counted in `forward_counts` as "padded"."""
+    _count(model, "padded")
+    input_ids, attention_mask = pad_right(sequences, pad_token_id)  # (S, T)
+    device = model_device(model)
+    return compute_rewards(model, input_ids.to(device), attention_mask.to(device))  # (S,)
+
+
+def _segment_rewards(model: PreTrainedModel, batch: Rows) -> torch.Tensor:
     use_segment_attention(model)  # for good: gradient checkpointing re-runs this forward in backward
     device = model.get_input_embeddings().weight.device
     input_ids = batch.input_ids.to(device)  # (R, T)
@@ -94,34 +78,6 @@ def _segment_rewards(model: PreTrainedModel, batch: PackedBatch | Rows) -> torch
     ).last_hidden_state  # (R, T, H)
     where = batch.reward_index.to(device)  # (S, 2)
     return model.score(hidden[where[:, 0], where[:, 1]]).squeeze(-1).float()  # (S,)
-
-
-def _padded_rewards(model: PreTrainedModel, batch: PackedBatch) -> tuple[torch.Tensor, torch.Tensor]:
-    pairs = [{"chosen_ids": c, "rejected_ids": r} for c, r in zip(batch.chosen_ids, batch.rejected_ids)]
-    plain = PairwiseCollator(batch.pad_token_id)(pairs)
-    device = model.get_input_embeddings().weight.device
-    rewards = compute_rewards(model, plain["input_ids"].to(device), plain["attention_mask"].to(device))  # (2B,)
-    return rewards[: len(pairs)], rewards[len(pairs) :]
-
-
-def describe_forward(cfg, model: PreTrainedModel, collate) -> str:
-    """The path training runs, for the start-up summary: packed rows with per-segment attention, or
-    plain padded batches with the model's own attention (after the one-time support check)."""
-    attention = unwrap(model).config._attn_implementation
-    order = "length-grouped" if cfg.group_by_length else "shuffled (TRL's order)"
-    if hasattr(collate, "describe"):  # grouped rankings (reward/ranked/collate.py)
-        return collate.describe(model, order)
-    if isinstance(collate, PackingCollator) and supports_packing(model):
-        layout = "one padding-free row" if cfg.padding_free else "one row per pair"
-        prefix = ", the shared prompt computed once" if cfg.share_prefix else ""
-        attention = "per-segment attention (reward/fast/segment_attention.py)"
-        return f"{order} micro-batches packed into {layout}{prefix}; {attention}"
-    why = ""
-    if is_encoder(unwrap(model)):
-        why = " (an encoder's tokens attend to the whole sequence: nothing can be packed or shared)"
-    elif cfg.padding_free or cfg.share_prefix:
-        why = " (packing does not apply to this model: see the warning above)"
-    return f"{order} micro-batches as plain padded (2B, T) batches{why}; {attention} attention (reward/collate.py)"
 
 
 # --- support detection ----------------------------------------------------------------------------
@@ -166,19 +122,24 @@ def _self_check(model: PreTrainedModel) -> bool:
     vocab = [i for i in range(model.get_input_embeddings().weight.shape[0]) if i != pad]
     vocab = (vocab * 40)[:40]  # non-pad ids, repeated if the vocabulary is tiny
     prompt = vocab[1:6]
-    pairs = [
-        {"chosen_ids": prompt + vocab[6:9], "rejected_ids": prompt + vocab[9:11] + [pad]},
-        {"chosen_ids": prompt[:2] + vocab[11:13], "rejected_ids": prompt[:2] + vocab[13:18]},
-        {"chosen_ids": vocab[18:21], "rejected_ids": vocab[18:20]},
+    pairs = [  # (chosen, rejected): a shared prompt with a pad id inside, a shorter shared one, none
+        (prompt + vocab[6:9], prompt + vocab[9:11] + [pad]),
+        (prompt[:2] + vocab[11:13], prompt[:2] + vocab[13:18]),
+        (vocab[18:21], vocab[18:20]),
     ]
+    sequences = [side for pair in pairs for side in pair]  # sequence 2i is chosen i, 2i + 1 rejected i
+    shared = [shared_segment([(2 * i, c), (2 * i + 1, r)], pad) for i, (c, r) in enumerate(pairs)]
+    unshared = [unshared_segment(n, ids, pad) for n, ids in enumerate(sequences)]
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad(), torch.autocast(model.device.type, enabled=False):
-            want = torch.cat(_padded_rewards(model, pack_pairs(pairs, pad, share_prefix=False)))  # (2B,)
+            device = model_device(model)
+            input_ids, attention_mask = pad_right(sequences, pad)  # (S, T)
+            want = compute_rewards(model, input_ids.to(device), attention_mask.to(device))  # (S,)
             got = [
-                torch.cat(_packed_forward(model, pack_pairs(pairs, pad, budget, share)))  # (2B,)
-                for budget, share in (("all", True), (8, False))
+                _segment_rewards(model, lay_out(segments, len(sequences), pad, budget))  # (S,)
+                for segments, budget in ((shared, "all"), (unshared, 8))
             ]
     finally:
         model.train(was_training)

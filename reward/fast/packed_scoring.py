@@ -2,7 +2,7 @@
 
 Scoring runs the forward only, over sequences that come in groups: the two sides of a pair, the K
 completions of a ranked row, GRPO's generations of one prompt. A group of two or more is laid out
-as one segment [P | S1' | ... | SK'] (reward/fast/packing.py `shared_segment`, P the group's
+as one segment [P | S1' | ... | SK'] (reward/fast/layout.py `shared_segment`, P the group's
 longest common token prefix; each Sk' sees P and itself, never another suffix), a lone sequence as
 an unshared one, and all segments of a batch go side by side in one padding-free row. The rewards
 are the padded forward's (the same rule training's packed path is tested on: tests/test_packing.py;
@@ -18,8 +18,8 @@ import torch
 from transformers import PreTrainedModel
 
 from reward.collate import pad_right
+from reward.fast.layout import lay_out, shared_segment, unshared_segment
 from reward.fast.packed_forward import forward_segments, supports_packing
-from reward.fast.packing import lay_out, shared_segment, unshared_segment
 from reward.fast.segment_attention import switch_changes_nothing_else
 from reward.model import compute_rewards, unwrap
 

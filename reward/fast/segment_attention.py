@@ -44,7 +44,7 @@ from transformers import AttentionInterface, PreTrainedModel
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
-from reward.fast.packing import Segment
+from reward.fast.layout import Segment
 
 NAME = "reward_segments"
 

@@ -22,6 +22,7 @@ peft is an optional extra (`pip install -e ".[peft]"`), imported only here and o
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -29,9 +30,8 @@ from typing import Any
 from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from reward.config import TrainConfig
 from reward.errors import UserError, first_line
-from reward.export import save_reward_model
+from reward.export import CardWriter, FolderWriter, save_reward_model
 from reward.model import unwrap
 
 ADAPTER_DIR = "adapter"  # inside OUTPUT_DIR and each checkpoint-STEP folder
@@ -48,22 +48,32 @@ def require_peft() -> ModuleType:
     return peft
 
 
-def add_lora(model: PreTrainedModel, cfg: TrainConfig, adapter_dir: Path | None = None) -> nn.Module:
-    """Wrap `model` in a peft LoRA model: new adapters from `cfg`, or the saved ones in `adapter_dir`.
+@dataclass(frozen=True)
+class LoraOptions:
+    """The adapters' options (TrainConfig's names; `pick(LoraOptions, cfg)`)."""
+
+    lora_r: int
+    lora_alpha: int
+    lora_dropout: float
+    lora_target_modules: list[str]  # ["all-linear"], ["default"] or module names
+
+
+def add_lora(model: PreTrainedModel, options: LoraOptions, adapter_dir: Path | None = None) -> nn.Module:
+    """Wrap `model` in a peft LoRA model: new adapters from `options`, or the saved ones in `adapter_dir`.
 
     Call it after gradient checkpointing is set up (ours uses use_reentrant=False, so the frozen
     embeddings need no `enable_input_require_grads`). Loading `adapter_dir` onto the same base model
-    rebuilds the saved training state exactly (the resume path); its LoRA options win over `cfg`'s.
+    rebuilds the saved training state exactly (the resume path); its LoRA options win over `options`.
     """
     peft = require_peft()
     if adapter_dir is not None:
         return peft.PeftModel.from_pretrained(model, str(adapter_dir), is_trainable=True)
-    targets = cfg.lora_target_modules
+    targets = options.lora_target_modules
     config = peft.LoraConfig(
         task_type=peft.TaskType.SEQ_CLS,  # also puts the `score` head in modules_to_save: trained in full
-        r=cfg.lora_r,
-        lora_alpha=cfg.lora_alpha,
-        lora_dropout=cfg.lora_dropout,
+        r=options.lora_r,
+        lora_alpha=options.lora_alpha,
+        lora_dropout=options.lora_dropout,
         target_modules={ALL_LINEAR: ALL_LINEAR, DEFAULT_TARGETS: None}.get(targets[0], targets),  # bare string / None
     )
     try:
@@ -133,7 +143,7 @@ def save_lora_model(
     tokenizer: PreTrainedTokenizerBase,
     out_dir: str | Path,
     training_config: dict[str, Any],
-    card: dict[str, Any] | None = None,
+    card: CardWriter | None = None,
 ) -> Path:
     """The pipeline-ready folder with merged weights (`save_reward_model`), plus `adapter/` beside it."""
     out = save_reward_model(merged_copy(model), tokenizer, out_dir, training_config, card)
@@ -152,3 +162,13 @@ def adapter_to_resume(checkpoint: Path | None, use_peft: bool) -> Path | None:
     if not use_peft and adapter.is_dir():
         raise UserError(f"{checkpoint} was saved by a --use_peft run: resume it with the same --use_peft options")
     return adapter if use_peft else None
+
+
+def folder_writer(
+    model: nn.Module, tokenizer: PreTrainedTokenizerBase, training_config: dict[str, Any], card: CardWriter | None
+) -> FolderWriter:
+    """How `model`'s folder is written (the final export and every checkpoint): merged, plus `adapter/`, when it
+    has LoRA adapters; as it is otherwise (reward/export.py `save_reward_model`, with its full weights under FSDP)."""
+    if unwrap(model) is not model:  # a peft model
+        return lambda target, weights=None: save_lora_model(model, tokenizer, target, training_config, card)
+    return lambda target, weights=None: save_reward_model(model, tokenizer, target, training_config, card, weights)

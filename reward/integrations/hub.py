@@ -96,7 +96,8 @@ class PushEverySave:
     def __init__(self, save: Any, target: HubTarget, out_dir: Path, is_main: bool) -> None:
         self.save, self.target, self.out_dir, self.is_main = save, target, out_dir, is_main
 
-    def __call__(self, step: int, state: dict) -> None:
-        self.save(step, state)
+    def __call__(self, progress: Any) -> None:  # the loop's Progress (reward/loop.py)
+        self.save(progress)
         if self.is_main:
+            step = progress.step
             push(self.target, self.out_dir / f"checkpoint-{step}", f"Training in progress, step {step}")

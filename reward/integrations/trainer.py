@@ -8,7 +8,7 @@
                             processing_class=AutoTokenizer.from_pretrained(name), train_dataset=dataset)
     trainer.train()
 
-A thin face, not a second trainer: `train()` is `reward.run.recipe.main` (what `python train.py` runs)
+A thin face, not a second trainer: `train()` is `reward.recipe.main` (what `python train.py` runs)
 with the objects handed over, so the loop, the collator, the checkpoints and the saved folder are
 the same. TRL is never imported. `RewardConfig` is our `TrainConfig` with TRL's defaults where we
 share an option, and it takes every TRL field name (reward/integrations/trl_options.py says, field
@@ -77,7 +77,7 @@ class RewardTrainer:
         peft_config: Any = None,
     ) -> None:
         from reward.model import trainable_problem
-        from reward.tokenizer import load_tokenizer
+        from reward.presets.tiny import tokenizer_for
 
         given = {"data_collator": data_collator, "compute_metrics": compute_metrics, "callbacks": callbacks}
         given |= {"optimizer_cls_and_kwargs": optimizer_cls_and_kwargs, "optimizers": optimizers != (None, None)}
@@ -103,7 +103,7 @@ class RewardTrainer:
         self.args = replace(args, **changes) if changes else args
         self.model = model if isinstance(model, PreTrainedModel) else None
         if processing_class is None and self.model is not None:
-            processing_class = load_tokenizer(self.model.name_or_path, self.args.trust_remote_code)
+            processing_class = tokenizer_for(self.model.name_or_path, self.args.trust_remote_code)
         self.processing_class = processing_class
         if train_dataset is None and eval_dataset is not None:
             raise UserError("RewardTrainer: an eval_dataset needs a train_dataset (or evaluate() it after training)")
@@ -116,22 +116,22 @@ class RewardTrainer:
         folder, True or 'latest' (the newest in output_dir); None keeps `args.resume_from_checkpoint`
         (unlike HF's Trainer, which reads only this argument). A resumed run takes its weights and
         tokenizer from the checkpoint, so `trainer.model` is then the checkpoint's model, trained."""
-        from reward.run.recipe import main
+        from reward.recipe import main
 
         cfg = self.args
         if resume_from_checkpoint is not None:
             resume = "latest" if resume_from_checkpoint is True else resume_from_checkpoint or None
             cfg = replace(cfg, resume_from_checkpoint=resume)
         named = self.eval_dataset if isinstance(self.eval_dataset, dict) else None
-        result = main(cfg, self.training_data(), model=self.model, tokenizer=self.processing_class, eval_sets=named)
-        self.model, self.processing_class, self.card = result.model, result.tokenizer, result.card
-        self.state.global_step = result.steps
+        run = main(cfg, self.training_data(), model=self.model, tokenizer=self.processing_class, eval_sets=named)
+        self.model, self.processing_class, self.card = run.model, run.tokenizer, run.card
+        self.state.global_step = run.steps
         self.state.log_history = read_records(Path(cfg.output_dir) / "metrics.jsonl")
         train_records = [r for r in self.state.log_history if "loss" in r and "pairs" in r]
         pairs = sum(r["pairs"] for r in train_records)
         loss = sum(r["loss"] * r["pairs"] for r in train_records) / pairs if pairs else float("nan")
-        metrics = {"train_loss": loss, **{f"eval_{k}": v for k, v in (result.eval or {}).items()}}
-        return TrainOutput(result.steps, loss, metrics)
+        metrics = {"train_loss": loss, **{f"eval_{k}": v for k, v in (run.eval or {}).items()}}
+        return TrainOutput(run.steps, loss, metrics)
 
     def training_data(self) -> Dataset | DatasetDict | None:
         """The rows main() reads: train_dataset, with a single eval_dataset as its test split (a dict of
@@ -145,11 +145,9 @@ class RewardTrainer:
     def evaluate(
         self, eval_dataset: Dataset | dict[str, Dataset] | None = None, metric_key_prefix: str = "eval"
     ) -> dict[str, float]:
-        """Loss, accuracy, margin and reward spread over every pair (reward/loop.py `evaluate`), as
+        """Loss, accuracy, margin and reward spread over every pair (reward/evaluate.py `evaluate`), as
         `eval_loss`, ... (a dict of datasets: `eval_<name>_loss`, ...). Returned and appended to
         `state.log_history` (not to metrics.jsonl or the trackers, which hold the run's own records)."""
-        from reward.eval.held_out import evaluate_rows
-
         sets = eval_dataset if eval_dataset is not None else self.eval_dataset
         if sets is None:
             raise UserError("evaluate(): no eval_dataset (pass one here or to RewardTrainer)")
@@ -162,18 +160,18 @@ class RewardTrainer:
         return metrics
 
     def save_model(self, output_dir: str | None = None) -> Path:
-        """The pipeline-ready folder (reward/export.py `export_model`: merged LoRA, reward_format,
-        reward_stats, the model card after training) in `output_dir` (default: args.output_dir).
+        """The pipeline-ready folder (reward/export.py: merged LoRA, reward_format, reward_stats, the model
+        card after training) in `output_dir` (default: args.output_dir), written as train() writes it.
         One process writes it; an FSDP run's folder is the one train() already wrote."""
-        from reward.export import export_model
         from reward.parallel.distributed import init_world
+        from reward.run.parts import model_writer
 
         if self.args.fsdp:
             raise UserError("save_model() under --fsdp: train() already wrote the gathered model to output_dir")
         model, tokenizer = self.ready_model()
         target = Path(output_dir or self.args.output_dir)
         if init_world().is_main:
-            export_model(target, model, tokenizer, self.args.to_dict(), self.card)
+            model_writer(self.args, model, tokenizer, self.card)(target, None)
         return target
 
     def push_to_hub(self, commit_message: str = "End of training") -> None:
@@ -186,21 +184,51 @@ class RewardTrainer:
     def ready_model(self) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
         """The model and tokenizer as training would start from them (loaded from the name if need be),
         on the device training would use, for evaluate() / save_model() before train()."""
-        from reward.model import load_model, loading_options, match_vocabulary, pick_device, ready_for_reward
-        from reward.tokenizer import load_tokenizer, prepare_tokenizer
+        from reward.config import pick
+        from reward.model import load_model, match_vocabulary, pick_device, ready_for_reward
+        from reward.presets.tiny import model_config_for, tokenizer_for
+        from reward.run.parts import loading_options
+        from reward.tokenizer import TokenizerOptions, prepare_tokenizer
 
         cfg = self.args
         if self.processing_class is None:
-            self.processing_class = load_tokenizer(cfg.model_name_or_path, cfg.trust_remote_code, cfg.model_revision)
-        for note in prepare_tokenizer(self.processing_class, cfg, from_checkpoint=self.card is not None):
+            self.processing_class = tokenizer_for(cfg.model_name_or_path, cfg.trust_remote_code, cfg.model_revision)
+        for note in prepare_tokenizer(self.processing_class, pick(TokenizerOptions, cfg), self.card is not None):
             print(note)
         if self.model is None:
-            name, revision = cfg.model_name_or_path, cfg.model_revision
-            self.model = load_model(name, self.processing_class, revision=revision, **loading_options(cfg))
+            name, tokenizer = cfg.model_name_or_path, self.processing_class
+            options = {"config": model_config_for(name, tokenizer), "revision": cfg.model_revision}
+            self.model = load_model(name, tokenizer, **options, **loading_options(cfg))
             self.model.to(pick_device(cfg.use_cpu))
         ready_for_reward(self.model, self.processing_class, cfg.disable_dropout)
         match_vocabulary(self.model, self.processing_class)
         return self.model, self.processing_class
+
+
+def evaluate_rows(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, rows: Dataset | DatasetDict, cfg: TrainConfig
+) -> dict:
+    """A dataset of pairs (or rankings) evaluated exactly as training's held-out split is: loaded and validated
+    (reward/data.py), formatted as the model records it was trained (`reward_format`; before training, as
+    the options say), tokenized, then the run's evaluation (reward/run/parts.py `evaluation`)."""
+    from reward.data import RANKED, load_preferences
+    from reward.formatting import SequenceFormat, choose_format, read_format, tokenize_pairs
+    from reward.model import model_device, resolve_precision
+    from reward.ranked.rows import expand_preferences
+    from reward.run.parts import evaluation
+
+    split, skip = cfg.dataset_train_split, cfg.skip_bad_rows
+    data = load_preferences(rows, train_split=split, eval_split_size=0, skip_bad_rows=skip)
+    data = expand_preferences(data) if data.format == RANKED else data
+    recorded, record = read_format(model.config)
+    requested = SequenceFormat(cfg.append_eos, cfg.add_special_tokens, cfg.text_as_chat)
+    text_format = recorded if record is not None else choose_format(requested, tokenizer, data.format, None)
+    options = (cfg.max_length, cfg.dataset_num_proc, "eval", text_format, data.carried)
+    pairs, stats = tokenize_pairs(data.train, tokenizer, data.format, *options)
+    if stats.kept == 0:
+        raise UserError(f"evaluate(): no pair left ({stats.describe(cfg.max_length)})")
+    precision = resolve_precision(cfg.bf16, cfg.fp16, model_device(model))
+    return evaluation(cfg, precision, model, tokenizer.pad_token_id)(model, pairs)
 
 
 def read_records(path: Path) -> list[dict[str, Any]]:

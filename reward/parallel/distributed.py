@@ -78,21 +78,20 @@ def sum_gradients(model: torch.nn.Module, world: World) -> None:
 
 
 def reduce_totals(totals: MetricTotals, world: World, device: torch.device) -> MetricTotals:
-    """The step's metrics over all ranks' pairs (sums, then global min/max)."""
+    """The step's metrics over all ranks' pairs (sums, then global min/max); a rank without pairs adds zeros."""
     if world.size == 1:
         return totals
-    sums = torch.tensor(
-        [totals.pairs, totals.rewards, totals.loss_sum, totals.correct, totals.margin_sum, totals.reward_sum],
-        dtype=torch.float64,
-        device=device,
-    )
-    extremes = torch.tensor([-totals.reward_min, totals.reward_max], dtype=torch.float64, device=device)
-    dist.all_reduce(sums, op=dist.ReduceOp.SUM)
+    counts = [totals.pairs, totals.decided, totals.rewards]
+    sums = totals.sums if totals.sums is not None else torch.zeros(4, dtype=torch.float64, device=device)
+    everything = torch.cat([torch.tensor(counts, dtype=torch.float64, device=device), sums.to(device)])  # (7,)
+    inf = torch.tensor([-torch.inf, -torch.inf], dtype=torch.float64, device=device)
+    extremes = totals.extremes.to(device) if totals.extremes is not None else inf  # (2,): −min, max
+    dist.all_reduce(everything, op=dist.ReduceOp.SUM)
     dist.all_reduce(extremes, op=dist.ReduceOp.MAX)
     out = MetricTotals()
-    out.pairs, out.rewards, out.loss_sum, out.correct, out.margin_sum, out.reward_sum = sums.tolist()
-    out.pairs, out.rewards = int(out.pairs), int(out.rewards)
-    out.reward_min, out.reward_max = -extremes[0].item(), extremes[1].item()
+    pairs, decided, rewards = everything[:3].tolist()
+    if pairs:
+        out.merge_sums(int(pairs), int(decided), int(rewards), everything[3:], extremes)
     return out
 
 

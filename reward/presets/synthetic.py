@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import random
 
+from datasets import Dataset
+
 CATEGORIES: dict[str, list[str]] = {
     "fruit": ["apple", "banana", "cherry", "grape", "lemon", "mango", "peach", "pear", "plum", "kiwi"],
     "animal": ["tiger", "horse", "rabbit", "eagle", "dolphin", "wolf", "otter", "camel", "lion", "fox"],
@@ -189,3 +191,20 @@ def ranked_length_correlation(rows: list[dict]) -> float:
     cov = sum((x - mx) * (y - my) for x, y in pairs)
     vx, vy = sum((x - mx) ** 2 for x, _ in pairs), sum((y - my) ** 2 for _, y in pairs)
     return cov / (vx * vy) ** 0.5
+
+
+# the generated tasks by name (--dataset_name), each a function of the number of rows
+GENERATED = {
+    "synthetic": generate_pairs,  # the category task (the default run's)
+    "synthetic-long": generate_long_prompt_pairs,  # the same behind a shared multi-turn history (benchmarks)
+    "synthetic-ranked": generate_rankings,  # four totally ordered responses per prompt (reward/ranked)
+    "synthetic-ranked-long": generate_long_rankings,  # the same behind long histories (the ranked benchmark)
+}
+
+
+def synthetic_dataset(name: str, num_rows: int) -> Dataset | None:
+    """The generated task `name` as a Dataset of `num_rows` rows (pairs, or ranked prompts), or None when
+    `name` is not one: then it is a file, a folder or a Hub id (reward/data.py)."""
+    if name not in GENERATED:
+        return None
+    return Dataset.from_list(GENERATED[name](num_rows))

@@ -4,14 +4,21 @@ Nothing here touches the network: the tokenizer is a byte-level BPE trained in a
 the `tokenizers` library on the generated task's text (byte-level, so any other text still
 tokenizes), and the model is `LlamaForSequenceClassification` built from a config. It is what
 `python train.py` uses by default and what the tests train.
+
+The core loads models and tokenizers by name and knows no preset: the recipe (and the Python API)
+resolve the name `tiny` here, with `tokenizer_for` and `model_config_for`.
 """
 
 from __future__ import annotations
 
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-from transformers import LlamaConfig, PreTrainedTokenizerFast
+from typing import Any
 
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+from transformers import LlamaConfig, PreTrainedModel, PreTrainedTokenizerBase, PreTrainedTokenizerFast
+
+from reward.model import load_model
 from reward.presets.synthetic import generate_pairs
+from reward.tokenizer import load_tokenizer
 
 TINY = "tiny"
 
@@ -76,3 +83,22 @@ def tiny_config(tokenizer: PreTrainedTokenizerFast) -> LlamaConfig:
         tie_word_embeddings=False,
         num_labels=1,
     )
+
+
+def tokenizer_for(name: str, trust_remote_code: bool = False, revision: str | None = None) -> PreTrainedTokenizerBase:
+    """The tokenizer of a model name: built for `tiny`, else loaded (reward/tokenizer.py)."""
+    return build_tiny_tokenizer() if name == TINY else load_tokenizer(name, trust_remote_code, revision)
+
+
+def model_config_for(name: str, tokenizer: PreTrainedTokenizerBase) -> LlamaConfig | None:
+    """The config `tiny` is built from (reward/model.py `load_model(config=...)`); None for a name to load."""
+    return tiny_config(tokenizer) if name == TINY else None
+
+
+def tiny_model(tokenizer: PreTrainedTokenizerBase, **options: Any) -> PreTrainedModel:
+    """The `tiny` reward model, fresh from its config: `load_model`'s options (seed, dtype, ...) apply.
+
+    >>> tiny_model(build_tiny_tokenizer(), seed=0).num_parameters() > 1_000_000
+    True
+    """
+    return load_model(TINY, tokenizer, config=tiny_config(tokenizer), **options)

@@ -17,17 +17,19 @@ from __future__ import annotations
 
 import torch
 
-from reward.batching import optimizer_steps
-from reward.collate import PairwiseCollator
-from reward.config import TrainConfig
+from reward.batching import BatchPlan, optimizer_steps, pair_lengths
+from reward.collate import PairBatch, PairwiseCollator
+from reward.config import TrainConfig, pick
 from reward.data import load_preferences
-from reward.fast.packed_forward import packed_rewards
-from reward.fast.packing import pack_pairs
+from reward.fast.grouping import LengthGrouped
+from reward.fast.packing import pack_pairs, packed_rewards
 from reward.formatting import TRL_FORMAT, encode_pair, format_text, tokenize_pairs
-from reward.loop import accumulate_gradients, apply_update, build_optimizer, build_scheduler
-from reward.loss import bradley_terry_loss
-from reward.model import compute_rewards, load_model, resolve_precision
-from reward.tokenizer import load_tokenizer
+from reward.loop import OptimizerOptions, accumulate_gradients, apply_update, build_optimizer, build_scheduler
+from reward.loss import PairObjective, bradley_terry_loss
+from reward.metrics import loss_metrics
+from reward.model import compute_rewards, resolve_precision
+from reward.presets.synthetic import synthetic_dataset
+from reward.presets.tiny import tiny_model, tokenizer_for
 
 SHOWN = 2  # pairs printed in full
 
@@ -39,11 +41,13 @@ def fmt(values: torch.Tensor) -> str:
 def main() -> None:
     cfg = TrainConfig()  # the defaults of `python train.py`
     torch.manual_seed(cfg.seed)
-    data = load_preferences(cfg.dataset_name, synthetic_num_pairs=cfg.synthetic_num_pairs, seed=cfg.seed)
-    tokenizer = load_tokenizer(cfg.model_name_or_path)
-    model = load_model(cfg.model_name_or_path, tokenizer, seed=cfg.seed)
+    rows = synthetic_dataset(cfg.dataset_name, cfg.synthetic_num_pairs)  # what reward/recipe.py reads for it
+    data = load_preferences(rows, seed=cfg.seed, source=cfg.dataset_name)
+    tokenizer = tokenizer_for(cfg.model_name_or_path)
+    model = tiny_model(tokenizer, seed=cfg.seed)
     train_ds, _ = tokenize_pairs(data.train, tokenizer, data.format, cfg.max_length)
     collate = PairwiseCollator(tokenizer.pad_token_id)
+    order, batches = LengthGrouped(pair_lengths(train_ds), cfg.seed), pick(BatchPlan, cfg)  # the default order
 
     row = data.train[0]
     print("1. a preference row (reward/presets/synthetic.py, read by reward/data.py):")
@@ -56,15 +60,16 @@ def main() -> None:
     for side in ("chosen", "rejected"):
         print(f"   {side:<8} {len(ids[f'{side}_ids'])} tokens {ids[f'{side}_ids']}")
 
-    _, micro_batches, pairs = next(optimizer_steps(train_ds, collate, cfg))  # step 1 of the default order
+    _, micro_batches, pairs = next(optimizer_steps(train_ds, collate, order, batches))  # step 1 of the default order
     batch = micro_batches[0]
-    b = batch["margin"].numel()
-    real = int(batch["attention_mask"].sum())
-    print(f"4. step 1's micro-batch: {pairs} pairs, length-grouped (reward/batching.py), collated (reward/collate.py):")
-    print(f"   input_ids {tuple(batch['input_ids'].shape)} = [all chosen; all rejected], right-padded with <pad> = 0")
-    pad = batch["input_ids"].numel() - real
-    shape = tuple(batch["attention_mask"].shape)
-    print(f"   attention_mask {shape}: {real} real tokens, {pad} padding | margin {tuple(batch['margin'].shape)}: 0s")
+    b = batch.margin.numel()
+    real = batch.sequence_tokens
+    where = "length-grouped (reward/fast/grouping.py), collated (reward/collate.py)"
+    print(f"4. step 1's micro-batch: {pairs} pairs, {where}:")
+    print(f"   input_ids {tuple(batch.input_ids.shape)} = [all chosen; all rejected], right-padded with <pad> = 0")
+    pad = batch.input_ids.numel() - real
+    shape = tuple(batch.attention_mask.shape)
+    print(f"   attention_mask {shape}: {real} real tokens, {pad} padding | margin {tuple(batch.margin.shape)}: 0s")
     packed = pack_pairs([{"chosen_ids": c, "rejected_ids": r} for c, r in zip(*train_rows(train_ds, batch, b))], 0)
     print(
         f"   packed instead (reward/fast/packing.py, the default): input_ids {tuple(packed.input_ids.shape)}, "
@@ -72,10 +77,10 @@ def main() -> None:
     )
 
     with torch.no_grad():
-        rewards = compute_rewards(model, batch["input_ids"], batch["attention_mask"])  # (2B,)
+        rewards = compute_rewards(model, batch.input_ids, batch.attention_mask)  # (2B,)
         r_c, r_r = rewards[:b], rewards[b:]  # (B,), (B,)
         p_c, p_r = packed_rewards(model, packed)  # (B,), (B,)
-    out = bradley_terry_loss(r_c, r_r, batch["margin"])
+    out = bradley_terry_loss(r_c, r_r, batch.margin)
     print("5. rewards: the `score` head at each row's last non-pad token (reward/model.py), first pairs:")
     print(f"   r_chosen {fmt(r_c[:SHOWN])} r_rejected {fmt(r_r[:SHOWN])}")
     gap = torch.cat([p_c - r_c, p_r - r_r]).abs().max().item()
@@ -86,21 +91,22 @@ def main() -> None:
     print(f"   Δ {fmt(delta[:SHOWN])} ℓ {fmt(-torch.nn.functional.logsigmoid(delta[:SHOWN]))}")
     print(
         f"   L = mean ℓ over {b} pairs = {out.loss.item():.4f} (log 2 = 0.6931: a random head is at chance) | "
-        f"accuracy {out.accuracy:.4f}"
+        f"accuracy {loss_metrics(out)['accuracy']:.4f}"
     )
     print(
         f"7. ∂L/∂r_chosen = (σ(Δ) − 1) / N = {fmt((torch.sigmoid(delta[:SHOWN]) - 1) / b)}, ∂L/∂r_rejected the opposite"
     )
 
     precision = resolve_precision(False, False, torch.device("cpu"))
-    optimizer = build_optimizer(model, cfg)
-    scheduler = build_scheduler(optimizer, cfg, total_steps=676)  # the default run's 676 steps
-    steps = optimizer_steps(train_ds, collate, cfg)
+    options = pick(OptimizerOptions, cfg)
+    optimizer = build_optimizer(model, options)
+    scheduler = build_scheduler(optimizer, options, total_steps=676)  # the default run's 676 steps
+    steps = optimizer_steps(train_ds, collate, order, batches)
     model.train()
     for step in (1, 2):
         _, micro_batches, pairs = next(steps)
         before = [p.detach().clone() for p in model.parameters()]
-        accumulate_gradients(model, micro_batches, precision, num_pairs_in_step=pairs)  # Σ ℓ_i / N, backward
+        accumulate_gradients(model, micro_batches, PairObjective(), precision, pairs)  # Σ ℓ_i / N, backward
         head = model.score.weight.grad.norm().item()
         lr = scheduler.get_last_lr()[0]
         grad_norm = apply_update(model, optimizer, scheduler, precision, cfg.max_grad_norm)  # clip, AdamW, schedule
@@ -118,10 +124,10 @@ def main() -> None:
             print(f"   gradient norm {grad_norm:.4f}, {change}: about lr (AdamW: m / √v ≈ ±1)")
 
 
-def train_rows(train_ds, batch: dict, b: int) -> tuple[list[list[int]], list[list[int]]]:
+def train_rows(train_ds, batch: PairBatch, b: int) -> tuple[list[list[int]], list[list[int]]]:
     """The (chosen, rejected) token ids of the collated batch, without its padding."""
-    mask = batch["attention_mask"].bool()  # (2B, T)
-    rows = [batch["input_ids"][i][mask[i]].tolist() for i in range(2 * b)]
+    mask = batch.attention_mask.bool()  # (2B, T)
+    rows = [batch.input_ids[i][mask[i]].tolist() for i in range(2 * b)]
     return rows[:b], rows[b:]
 
 

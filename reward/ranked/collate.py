@@ -6,7 +6,7 @@ responses share one segment
 
     [P | R1' | R2' | ... | RK']      P: the longest token prefix common to all K sequences
 
-laid out with the pair path's machinery (reward/fast/packing.py `shared_segment`, `lay_out`): every
+laid out with the pair path's machinery (reward/fast/layout.py `shared_segment`, `lay_out`): every
 Rk' attends to P and to itself, never to another response, and its positions go on from len(P), so
 each response's reward is the one its own padded row gives (tests/test_rankings_grouped.py checks
 rewards and gradients against K separate padded forwards). The prompt is computed once per prompt and
@@ -17,23 +17,29 @@ A prompt's responses never split across micro-batches: the loss of a prompt (all
 Plackett–Luce, reward/ranked/loss.py) needs all of its rewards in one graph.
 
     RankedCollator(pad_token_id, max_tokens_per_row="all", share_prefix=True)(rows) -> RankedBatch
-    ranked_rewards(model, batch) -> (S,) float32, the rewards of every response, prompt by prompt
+    batch.rewards(model) -> (S,) float32, the rewards of every response, prompt by prompt
+    group_for_training(pairs, objective) -> one row per prompt
+
+A `RankedBatch` is a micro-batch like any other to the loop (reward/collate.py `MicroBatch`), and
+reward/ranked/loss.py `RankingObjective` is its objective (reward/loss.py `Objective`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import pyarrow.compute as pc  # datasets' own storage layer
 import torch
 from datasets import Dataset
+from torch import nn
 from transformers import PreTrainedModel
 
 from reward.collate import pad_right
 from reward.errors import UserError
+from reward.fast.layout import Rows, lay_out, shared_segment, unshared_segment
 from reward.fast.packed_forward import forward_segments, supports_packing
-from reward.fast.packing import Rows, lay_out, shared_segment, unshared_segment
-from reward.model import compute_rewards, unwrap
+from reward.model import compute_rewards, is_encoder, model_device, unwrap
 from reward.ranked.loss import Comparisons, RankingObjective
 from reward.ranked.rows import group_rankings
 
@@ -61,6 +67,17 @@ class RankedBatch:
     def num_tokens(self) -> int:
         """Tokens the packed forward computes: the prompt once per prompt, each response once."""
         return self.rows.num_tokens if self.rows is not None else self.sequence_tokens
+
+    def rewards(self, model: nn.Module) -> torch.Tensor:
+        """(S,) float32: every response's reward, packed where the model supports it, else padded.
+        Call it inside the same autocast context as `compute_rewards`."""
+        if self.rows is not None and supports_packing(model):
+            if self.pad_token_id != (pad := unwrap(model).config.get_text_config().pad_token_id):
+                raise ValueError(f"batch packed with pad_token_id={self.pad_token_id}, the model reads them with {pad}")
+            return forward_segments(unwrap(model), self.rows)  # (S,)
+        device = model_device(model)
+        input_ids, attention_mask = pad_right(self.sequences, self.pad_token_id)  # (S, T)
+        return compute_rewards(model, input_ids.to(device), attention_mask.to(device))  # (S,)
 
 
 def ranked_batch(
@@ -139,7 +156,7 @@ class RankedCollator:
         return ranked_batch(rows, self.pad_token_id, self.max_tokens_per_row, self.share_prefix, self.packed)
 
     def describe(self, model: PreTrainedModel, order: str) -> str:
-        """The start-up `forward:` line (reward/fast/packed_forward.py `describe_forward` asks for it)."""
+        """The start-up `forward:` line (reward/fast/packing.py `describe_forward` asks for it)."""
         if self.packed and supports_packing(model):
             layout = "one padding-free row" if self.max_tokens_per_row == "all" else "one row per prompt"
             segment = "[P | R1' | ... | RK'], the prompt computed once" if self.share_prefix else "unshared sequences"
@@ -149,29 +166,33 @@ class RankedCollator:
         )
 
 
-def ranked_rewards(model: PreTrainedModel, batch: RankedBatch) -> torch.Tensor:
-    """(S,) float32: every response's reward, packed where the model supports it, else padded.
-
-    Call it inside the same autocast context as `compute_rewards`."""
-    if batch.rows is not None and supports_packing(model):
-        if batch.pad_token_id != (pad := unwrap(model).config.get_text_config().pad_token_id):
-            raise ValueError(f"batch packed with pad_token_id={batch.pad_token_id}, the model reads rewards with {pad}")
-        return forward_segments(unwrap(model), batch.rows)  # (S,)
-    device = model.get_input_embeddings().weight.device
-    input_ids, attention_mask = pad_right(batch.sequences, batch.pad_token_id)  # (S, T)
-    return compute_rewards(model, input_ids.to(device), attention_mask.to(device))  # (S,)
+def ranked_collator(
+    pad_token_id: int, padding_free: bool, share_prefix: bool, model: nn.Module | None = None
+) -> RankedCollator:
+    """Training's collator for grouped prompts, laid out as the pair options say (reward/fast/packing.py
+    `pair_collator`): packed unless both are off or the model is an encoder (then one padded (S, T) batch)."""
+    packed = (padding_free or share_prefix) and not (model is not None and is_encoder(unwrap(model)))
+    return RankedCollator(pad_token_id, "all" if padding_free else None, share_prefix, packed=packed)
 
 
-def prompt_units(ds: Dataset, objective: RankingObjective) -> list[int]:
-    """What each grouped prompt of `ds` counts for in an optimizer step's divisor (from Arrow list lengths)."""
-    table = ds.select_columns(["better", "scores"]).with_format("arrow")[:]
-    comparisons = pc.list_value_length(table["better"]).to_pylist()
-    return objective.units(comparisons, pc.list_value_length(table["scores"]).to_pylist())
+def prompt_lengths(ds: Dataset) -> list[int]:
+    """Per grouped prompt, its responses' lengths summed (what it costs padded: the length-grouped order's key).
+
+    >>> rows = [{"completion_ids": [[5, 6], [5], [5, 7, 8]]}, {"completion_ids": [[1], [2]]}]
+    >>> prompt_lengths(Dataset.from_list(rows))
+    [6, 2]
+    """
+    lists = ds.select_columns(["completion_ids"]).with_format("arrow")[:]["completion_ids"].combine_chunks()
+    inner = pc.list_value_length(lists.flatten()).to_numpy()  # (S,) every response's length
+    ends = np.concatenate([[0], np.cumsum(inner)])  # (S + 1,)
+    offsets = lists.offsets.to_numpy() - lists.offsets[0].as_py()  # (P + 1,) responses per prompt
+    return (ends[offsets[1:]] - ends[offsets[:-1]]).tolist()
 
 
-def group_for_training(pairs: Dataset, loss: str, normalization: str) -> tuple[Dataset, str]:
-    """The tokenized comparisons (after every drop) as one row per prompt, and the start-up line about it."""
-    rows, objective = group_rankings(pairs), RankingObjective(loss, normalization)
+def group_for_training(pairs: Dataset, objective: RankingObjective) -> tuple[Dataset, str]:
+    """The tokenized comparisons (after every drop) as one row per prompt, and the start-up line about it
+    (with the divisor of an epoch: what `objective.row_units` counts)."""
+    rows = group_rankings(pairs)
     if objective.loss == "plackett_luce":
         tied = sum(len(set(scores)) < len(scores) for scores in rows["scores"])
         if tied:
@@ -179,8 +200,8 @@ def group_for_training(pairs: Dataset, loss: str, normalization: str) -> tuple[D
                 f"--ranking_loss plackett_luce needs a strict order, and {tied} of {len(rows)} prompts have tied "
                 "scores; use --ranking_loss bradley_terry (ties skipped or, with --tie_handling half, trained toward ½)"
             )
-    units = prompt_units(rows, objective)
-    name = "all-pairs Bradley–Terry" if loss == "bradley_terry" else "Plackett–Luce"
-    weight = "every comparison alike" if normalization == "comparison" else "every prompt alike"
+    units = objective.row_units(rows)
+    name = "all-pairs Bradley–Terry" if objective.loss == "bradley_terry" else "Plackett–Luce"
+    weight = "every comparison alike" if objective.normalization == "comparison" else "every prompt alike"
     line = f"rankings: grouped, {len(rows)} prompts ({len(pairs)} comparisons) | {name}, {weight}"
     return rows, line + f" | divisor {sum(units)} per epoch"

@@ -38,12 +38,18 @@ the responses left at stage t. Both are checked against autograd in tests/test_r
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
+import pyarrow.compute as pc  # datasets' own storage layer
 import torch
 import torch.nn.functional as F
+from datasets import Dataset
 
 from reward.loss import LossOutput
 from reward.ranked.rows import ranked_comparisons
+
+if TYPE_CHECKING:  # for the annotations only
+    from reward.ranked.collate import RankedBatch
 
 NORMALIZATIONS = ("comparison", "prompt")
 RANKING_LOSSES = ("bradley_terry", "plackett_luce")
@@ -136,7 +142,8 @@ def all_pairs_loss(
         loss = total / max(n, 1)
     # the reported loss is Σ ℓ_ij over comparisons whatever the weighting: a mean per comparison, like the
     # held-out loss of the same comparisons evaluated as pairs
-    return summarize(loss, per_comparison.sum(), r, z.detach(), tied, comparisons.ties_skipped)
+    decided = (~comparisons.tied).nonzero().squeeze(1)  # (M',) on the host, where the collator built it
+    return summarize(loss, per_comparison.sum(), r, z, decided)
 
 
 def plackett_luce_loss(
@@ -171,56 +178,59 @@ def plackett_luce_loss(
             total, n = (raw / torch.tensor([len(o) - 1 for o in orders], device=r.device)).sum(), len(orders)
         loss = total / max(units_in_step if units_in_step is not None else n, 1)
     z = torch.cat(deltas).detach()  # (Σ K − 1,)
-    return summarize(loss, raw.sum(), r, z, torch.zeros_like(z, dtype=torch.bool), 0)
+    return summarize(loss, raw.sum(), r, z)  # a strict order: every choice is decided
 
 
 def summarize(
-    loss: torch.Tensor, reported: torch.Tensor, r: torch.Tensor, z: torch.Tensor, tied: torch.Tensor, skipped: int
+    loss: torch.Tensor, reported: torch.Tensor, r: torch.Tensor, z: torch.Tensor, decided: torch.Tensor | None = None
 ) -> LossOutput:
-    """The loss with the pair metrics, counted over the decided (untied) comparisons; `num_pairs` is
-    every comparison trained, ties included; `reported` the unweighted sum of their losses."""
-    with torch.no_grad():
-        decided = z[~tied]  # (M',)
-        return LossOutput(
-            loss=loss,
-            loss_sum=reported.item(),
-            num_rewards=r.numel(),
-            num_pairs=z.numel(),
-            accuracy=int((decided > 0).sum()) / max(decided.numel(), 1),
-            margin=decided.mean().item() if decided.numel() else 0.0,
-            reward_mean=r.mean().item(),
-            reward_min=r.min().item(),
-            reward_max=r.max().item(),
-        )
+    """The loss with what the pair metrics are computed from (reward/metrics.py): `num_pairs` is every
+    comparison trained, ties included, `reported` the unweighted sum of their losses; accuracy and the mean
+    margin are over the `decided` (untied) comparisons' Δ, picked by an index built on the host: a boolean
+    mask on the GPU would wait for it to count the True entries."""
+    delta = z.detach() if decided is None else z.detach().index_select(0, decided.to(z.device))  # (M',)
+    return LossOutput(loss=loss, loss_sum=reported.detach(), num_pairs=z.numel(), delta=delta, rewards=r.detach())
 
 
 @dataclass(frozen=True)
 class RankingObjective:
-    """Which ranking loss a run trains and how it is normalised (--ranking_loss, --ranking_normalization)."""
+    """The loss of a micro-batch of ranked prompts (reward/loss.py `Objective`): which ranking loss
+    (--ranking_loss), how it is normalised (--ranking_normalization), and the pair options the all-pairs
+    loss shares with reward/loss.py (centring, label smoothing)."""
 
     loss: str = "bradley_terry"  # all-pairs Bradley–Terry, or "plackett_luce"
     normalization: str = "comparison"
+    center_rewards_coefficient: float | None = None
+    label_smoothing: float = 0.0
 
-    def units(self, num_comparisons: list[int], num_responses: list[int]) -> list[int]:
+    def units_per_prompt(self, num_comparisons: list[int], num_responses: list[int]) -> list[int]:
         """What each prompt adds to the optimizer step's divisor: its comparisons (Plackett–Luce: its K − 1
         choices), or 1 for "prompt"; summed over the step's prompts on every rank, that is N or P above."""
         if self.normalization == "prompt":
             return [1] * len(num_responses)
         return num_comparisons if self.loss == "bradley_terry" else [k - 1 for k in num_responses]
 
-    def __call__(
-        self,
-        rewards: torch.Tensor,
-        comparisons: Comparisons,
-        orders: list[torch.Tensor],
-        center_rewards_coefficient: float | None = None,
-        label_smoothing: float = 0.0,
-        units_in_step: int | None = None,
-    ) -> LossOutput:
+    def row_units(self, rows: Dataset) -> list[int]:
+        """Per grouped prompt (reward/ranked/rows.py `group_rankings`), from its Arrow list lengths."""
+        table = rows.select_columns(["better", "scores"]).with_format("arrow")[:]
+        comparisons = pc.list_value_length(table["better"]).to_pylist()
+        return self.units_per_prompt(comparisons, pc.list_value_length(table["scores"]).to_pylist())
+
+    def units(self, batch: RankedBatch) -> int:
+        per_prompt = batch.comparisons.per_prompt.tolist()
+        return sum(self.units_per_prompt(per_prompt, [len(o) for o in batch.orders]))
+
+    def __call__(self, rewards: torch.Tensor, batch: RankedBatch, units_in_step: int | None = None) -> LossOutput:
+        """rewards: (S,), every response of the batch's prompts, prompt by prompt (`RankedBatch.rewards`)."""
         if self.loss == "plackett_luce":
-            return plackett_luce_loss(rewards, orders, self.normalization, units_in_step)
+            return plackett_luce_loss(rewards, batch.orders, self.normalization, units_in_step)
         return all_pairs_loss(
-            rewards, comparisons, self.normalization, center_rewards_coefficient, label_smoothing, units_in_step
+            rewards,
+            batch.comparisons,
+            self.normalization,
+            self.center_rewards_coefficient,
+            self.label_smoothing,
+            units_in_step,
         )
 
 

@@ -10,14 +10,17 @@ into pairs (so formatting, tokenization and every drop are the pair path's), and
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import torch
 from datasets import Dataset
 
+from reward.data import PreferenceData, detect_format, subset_column
 from reward.errors import UserError
 
 # what each expanded pair carries about its ranking, so evaluation can put the ranking back together
 RANKING_COLUMNS = ("ranking_id", "chosen_index", "rejected_index", "chosen_score", "rejected_score")
+GROUPED = "completion_ids"  # the column of a prompt grouped with its responses (`group_rankings`)
 
 
 def ranked_scores(row: dict) -> list[float]:
@@ -72,6 +75,35 @@ def expand_rankings(
         raise UserError(f"the {len(ds)} ranked row(s) have no comparison that is not a tie")
     stats = {"prompts": len(ds), "k": {k: ks.count(k) for k in sorted(set(ks))}, "pairs": len(pairs)}
     return Dataset.from_list(pairs), stats | {"ties": tie_count, "ties_trained": ties == "half"}
+
+
+def expand_preferences(data: PreferenceData, ties: str = "skip") -> PreferenceData:
+    """Ranked rows (reward/data.py's RANKED format) as the pairs the pair path trains: every comparison,
+    ties skipped and counted (ties="half": the training split keeps them; the held-out one never does).
+    The pairs carry their RANKING_COLUMNS and `tied` through tokenizing, for grouping and evaluation."""
+    train = data.train
+    carried = [c for c in ("prompt", subset_column(train.column_names)) if c in train.column_names]
+    (pairs, stats), (test, test_stats) = expand_rankings(train, carried, ties), expand_rankings(data.test, carried)
+    return replace(
+        data,
+        train=pairs,
+        test=test,
+        format=detect_format(pairs.column_names, pairs[0], data.source),
+        has_margin=False,  # a ranking has no margin per comparison
+        rankings={"train": stats, "test": test_stats},
+        carried=(*RANKING_COLUMNS, "tied"),
+    )
+
+
+def describe_rankings(rankings: dict) -> str:
+    """The start-up line under the data line: the prompts, their K, and the comparisons made of them."""
+    r = rankings["train"]
+    ks = ", ".join(f"K={k}: {n}" for k, n in r["k"].items())
+    ties = f"{r['ties']} ties {'trained toward 1/2' if r['ties_trained'] else 'skipped'}"
+    line = f"rankings: {r['prompts']} prompts ({ks}) -> {r['pairs']} comparisons, {ties}"
+    if t := rankings.get("test"):  # held out: ties are never evaluated, only counted
+        line += f" | held-out {t['prompts']} prompts -> {t['pairs']} comparisons, {t['ties']} ties skipped"
+    return line
 
 
 def group_rankings(pairs: Dataset) -> Dataset:
@@ -131,6 +163,14 @@ def ranking_metrics(r_chosen: torch.Tensor, r_rejected: torch.Tensor, pairs: lis
         "best_of_k_accuracy": best / max(len(completions), 1),
         "kendall_tau": round(sum(taus) / len(taus), 6) if taus else None,
     }
+
+
+def held_out_ranking_metrics(r_chosen: torch.Tensor, r_rejected: torch.Tensor, pairs: Dataset) -> dict[str, float]:
+    """`ranking_metrics` as evaluation's extra metrics (reward/evaluate.py `ExtraMetrics`): {} for pairs
+    that did not come from rankings."""
+    if "ranking_id" not in pairs.column_names:
+        return {}
+    return ranking_metrics(r_chosen, r_rejected, list(zip(*(pairs[c] for c in RANKING_COLUMNS))))
 
 
 def kendall_tau_b(x: tuple[float, ...], y: tuple[float, ...]) -> float | None:

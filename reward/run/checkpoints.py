@@ -21,15 +21,16 @@ import os
 import re
 import shutil
 from collections.abc import Iterable
-from functools import partial
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from reward.errors import UserError, first_line
-from reward.export import export_model
+from reward.export import FolderWriter
+from reward.loop import Progress
 from reward.parallel.plan import Plan
+from reward.run.state import training_state
 
 STATE_FILE = "training_state.pt"
 LATEST_FILE = "latest"
@@ -57,27 +58,20 @@ def write_atomically(path: str | Path, text: str | Iterable[str]) -> None:
 
 
 class CheckpointWriter:
-    """The training loop's `save(step, state)`: checkpoint-STEP folders, written atomically. Every rank
-    that takes part calls it (under FSDP the full weights are gathered from all ranks); rank 0 writes."""
+    """The training loop's `save(progress)`: checkpoint-STEP folders, written atomically. Every rank that
+    takes part calls it (under FSDP the optimizer state and the full weights are gathered from all ranks);
+    rank 0 writes, with `write_folder` (the recipe's: plain, or LoRA merged)."""
 
-    def __init__(
-        self, out_dir: Path, model, tokenizer, training_config: dict, card: dict, plan: Plan, limit: int | None
-    ):
-        self.out_dir, self.model, self.tokenizer, self.plan, self.limit = Path(out_dir), model, tokenizer, plan, limit
-        self.training_config, self.card = training_config, card
+    def __init__(self, out_dir: Path, model, write_folder: FolderWriter, plan: Plan, limit: int | None):
+        self.out_dir, self.model, self.write_folder = Path(out_dir), model, write_folder
+        self.plan, self.limit = plan, limit
 
-    def __call__(self, step: int, state: dict[str, Any]) -> None:
+    def __call__(self, progress: Progress) -> None:
+        state = training_state(progress, self.model, self.plan)
         weights = self.plan.full_weights(self.model)  # None unless sharded
         if self.plan.is_main:
-            write = partial(
-                export_model,
-                model=self.model,
-                tokenizer=self.tokenizer,
-                training_config=self.training_config,
-                card=self.card,
-                weights=weights,
-            )
-            save_training_checkpoint(self.out_dir, step, write, state, self.limit)
+            write = lambda path: self.write_folder(path, weights)  # noqa: E731 - the folder, then the state
+            save_training_checkpoint(self.out_dir, progress.step, write, state, self.limit)
 
 
 def save_training_checkpoint(

@@ -4,9 +4,10 @@
     the count of skipped non-finite steps, the number of processes, and every RNG (Python, torch,
     CUDA, numpy)
 
-`training_state` builds it at a save, `restore_training_state` puts it back in one call at the start
-of `reward.loop.train`. Tensors and plain values only: reward/run/checkpoints.py writes it as
-training_state.pt and reads it with `torch.load(weights_only=True)`.
+`training_state` builds it from the loop's `Progress` (reward/loop.py) at a save, and
+`restore_training_state` puts it back into a new run's `Progress` before its first step: the recipe
+hands the loop both as its `save` and `restore`. Tensors and plain values only:
+reward/run/checkpoints.py writes it as training_state.pt and reads it with `torch.load(weights_only=True)`.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 
 import torch
 
-from reward.model import Precision
+from reward.loop import Progress
 from reward.parallel.plan import Plan
 
 
@@ -47,38 +48,25 @@ def set_rng_state(state: dict[str, Any]) -> None:
         np.random.set_state((kind, keys.numpy(), pos, has_gauss, gauss))
 
 
-def training_state(
-    step: int,
-    optimizer: torch.optim.Optimizer,
-    scheduler,
-    precision: Precision,
-    nonfinite_steps: int,
-    model,
-    plan: Plan,
-) -> dict[str, Any]:
+def training_state(progress: Progress, model, plan: Plan) -> dict[str, Any]:
     """Everything besides the weights that a resumed run needs to continue bit for bit. Under FSDP the
     optimizer state is gathered unsharded (a collective: every rank calls this)."""
     return {
-        "step": step,
+        "step": progress.step,
         "world_size": plan.world.size,  # a resume checks it: positions in the data count global steps
-        "nonfinite_steps": nonfinite_steps,
-        "optimizer": plan.optimizer_state(model, optimizer),
-        "scheduler": scheduler.state_dict(),
-        "scaler": precision.scaler.state_dict() if precision.scaler else None,
+        "nonfinite_steps": progress.nonfinite_steps,
+        "optimizer": plan.optimizer_state(model, progress.optimizer),
+        "scheduler": progress.scheduler.state_dict(),
+        "scaler": progress.scaler.state_dict() if progress.scaler else None,
         "rng": rng_state(),
     }
 
 
-def restore_training_state(
-    state: dict[str, Any] | None, model, optimizer: torch.optim.Optimizer, scheduler, precision: Precision, plan: Plan
-) -> tuple[int, int]:
-    """Put a checkpoint's state back (the weights are already in `model`); returns (step done, non-finite
-    steps so far), (0, 0) for a fresh run."""
-    if state is None:
-        return 0, 0
-    plan.load_optimizer_state(model, optimizer, state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
-    if precision.scaler and state["scaler"]:
-        precision.scaler.load_state_dict(state["scaler"])
+def restore_training_state(state: dict[str, Any], progress: Progress, model, plan: Plan) -> None:
+    """Put a checkpoint's state back into a fresh run's `progress` (the weights are already in `model`)."""
+    plan.load_optimizer_state(model, progress.optimizer, state["optimizer"])
+    progress.scheduler.load_state_dict(state["scheduler"])
+    if progress.scaler and state["scaler"]:
+        progress.scaler.load_state_dict(state["scaler"])
     set_rng_state(state["rng"])
-    return state["step"], state.get("nonfinite_steps", 0)
+    progress.step, progress.nonfinite_steps = state["step"], state.get("nonfinite_steps", 0)

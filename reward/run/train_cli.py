@@ -1,18 +1,19 @@
 """The train command (`python train.py` = `reward-train`): the options (a resume reuses the saved ones),
-the run under signal handlers, the exit codes. The run itself is reward/run/recipe.py `main`."""
+the run under signal handlers, the exit codes. The run itself is reward/recipe.py `main`."""
 
 from __future__ import annotations
 
+import json
 import shlex
 import sys
 from pathlib import Path
 
-from reward.config import TrainConfig, parse_config, resumed_config
+from reward.config import TrainConfig, parse_config
 from reward.errors import run_cli
 from reward.loop import NonFiniteError
 from reward.parallel.distributed import shutdown
+from reward.recipe import main
 from reward.run.checkpoints import resolve_checkpoint
-from reward.run.recipe import main
 from reward.run.signals import StopOnSignal
 
 
@@ -42,3 +43,27 @@ def parse_train(argv: list[str]) -> TrainConfig:
     if not cfg.resume_from_checkpoint:
         return cfg
     return resumed_config(argv, resolve_checkpoint(cfg.resume_from_checkpoint, Path(cfg.output_dir)))
+
+
+# options that belong to one invocation, not to the run: a resume never takes them from the checkpoint
+PER_INVOCATION = ("output_dir", "resume_from_checkpoint", "overwrite_output_dir", "debug", "hub_token")
+
+
+def resumed_config(argv: list[str], checkpoint: Path) -> TrainConfig:
+    """A resumed run's options: the checkpoint's (its training_config.json) with what `argv` gives again
+    on top, so `--output_dir DIR --resume_from_checkpoint latest` is a whole command. A flag given again
+    with another value is reported; those that would change the data order are refused later
+    (reward/run/checkpoints.py `check_resume_options`)."""
+    path = Path(checkpoint) / "training_config.json"
+    try:
+        saved = json.loads(path.read_text())
+    except (OSError, ValueError):  # missing or damaged: resume with what was given (and be told about it later)
+        return parse_config(argv)
+    fields = TrainConfig.__dataclass_fields__
+    saved = {k: v for k, v in saved.items() if k in fields and k not in PER_INVOCATION}
+    cfg = parse_config(argv, saved)
+    given = {token[2:].split("=", 1)[0] for token in argv if token.startswith("--")}
+    for name in sorted(given & saved.keys()):
+        if getattr(cfg, name) != saved[name]:
+            print(f"--{name}: {saved[name]!r} in the checkpoint, {getattr(cfg, name)!r} given: using the given value")
+    return cfg

@@ -1,15 +1,17 @@
-"""Text to token ids (reward/formatting.py `tokenize_pairs`): EOS once, chat templates, and the pairs
-dropped (over max_length, or chosen == rejected), each counted once. Ids against TRL's own:
+"""reward/formatting.py: text to token ids (`tokenize_pairs`: EOS once, chat templates, the margin and subset
+columns kept, the pairs dropped (over max_length or a model's positions, or chosen == rejected), each counted
+once), and the text format chosen from the options (`choose_format`). Ids against TRL's own:
 tests/test_tokens_match_trl.py."""
 
 from __future__ import annotations
 
 import pytest
 from datasets import Dataset
-from test_data import conversational_rows
+from test_data import conversational_rows, explicit_rows
 
-from reward.data import CONVERSATIONAL, EXPLICIT
+from reward.data import CONVERSATIONAL, EXPLICIT, load_preferences
 from reward.formatting import tokenize_pairs
+from reward.presets.synthetic import generate_pairs
 
 
 def test_text_already_ending_in_eos_gets_no_second_eos(tiny_tokenizer):
@@ -111,3 +113,30 @@ def test_each_dropped_pair_is_counted_once_and_the_kept_ones_keep_their_order(ti
     kept = [r for r in data if r["prompt"] in ("B.", "E.")]  # in the shuffled order
     assert out["chosen_ids"] == [tok(r["prompt"] + r["chosen"] + tok.eos_token)["input_ids"] for r in kept]
     assert out["rejected_ids"] == [tok(r["prompt"] + r["rejected"] + tok.eos_token)["input_ids"] for r in kept]
+
+
+def test_tokenize_keeps_the_subset_column(tiny_tokenizer):
+    rows = [{**row, "category": "x", "note": "dropped"} for row in generate_pairs(4, seed=2)]
+    out, _ = tokenize_pairs(Dataset.from_list(rows), tiny_tokenizer, "explicit prompt", max_length=None)
+    assert set(out.column_names) == {"chosen_ids", "rejected_ids", "margin", "category"}
+    assert out["category"] == ["x"] * 4
+
+
+def test_margin_survives_tokenization(tiny_tokenizer):
+    margins = [0.5, 1.0, 2.25, 0.0, 3.0]
+    rows = [{**r, "margin": m} for r, m in zip(explicit_rows(5), margins)]
+    data = load_preferences(Dataset.from_list(rows), eval_split_size=0)
+    assert data.has_margin
+
+    out, stats = tokenize_pairs(data.train, tiny_tokenizer, data.format, max_length=None)
+
+    assert out["margin"] == pytest.approx(margins)
+    assert stats.kept == 5 and stats.dropped_too_long == 0
+
+
+def test_missing_margin_column_tokenizes_as_zero(tiny_tokenizer):
+    data = load_preferences(Dataset.from_list(explicit_rows(4)), eval_split_size=0)
+    assert not data.has_margin
+    out, _ = tokenize_pairs(data.train, tiny_tokenizer, data.format, max_length=None)
+    assert out["margin"] == [0.0] * 4
+    assert set(out.column_names) == {"chosen_ids", "rejected_ids", "margin"}

@@ -1,0 +1,327 @@
+"""One training run, as named stages: what `python train.py` (reward/run/train_cli.py) and the Python API
+(`reward.RewardTrainer`) run. It reads top to bottom, one stage per function:
+
+    preflight        every check that can fail before anything loads (reward/run/preflight.py)
+    read_rows        rows -> validated preference data (a generated task, a file, the Hub, a Dataset)
+    ready_tokenizer  the tokenizer, and how text becomes tokens, checked against the data and a checkpoint
+    build_model      the one-label model, its recorded format, and what changes how it runs
+    tokenize         rows -> token ids, dropping what the model cannot take
+    fit              the loop (reward/loop.py) with what plugs into it: collator, order, objective, evaluation
+    export, report   the rewards' statistics and the pipeline-ready folder; what to run next
+
+It is the one module that wires the optional parts into the core (the diagram: reward/__init__.py), with
+what the loop plugs in chosen in reward/run/parts.py: the exact speed-ups (reward/fast), rankings
+(reward/ranked), torchrun and FSDP (reward/parallel), LoRA (reward/finetune), checkpoints and resume
+(reward/run), the presets, the model card, trackers and the Hub.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+from datasets import Dataset, DatasetDict
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from reward.batching import BatchPlan, step_plan
+from reward.config import TrainConfig, pick
+from reward.data import RANKED, PreferenceData, load_preferences
+from reward.errors import UserError
+from reward.eval.model_card import card_facts
+from reward.evaluate import collapse_problem, reward_statistics
+from reward.export import record_format, record_statistics
+from reward.fast.compiled import compile_layers
+from reward.fast.packing import describe_forward
+from reward.finetune.lora import LoraOptions, add_lora, describe_lora
+from reward.formatting import SequenceFormat, choose_format, describe_format, read_format, tokenize_pairs
+from reward.integrations.hub import PushEverySave, push
+from reward.loop import TrainResult
+from reward.metrics import MetricsWriter
+from reward.model import (
+    count_parameters,
+    load_model,
+    match_vocabulary,
+    position_limit,
+    ready_for_reward,
+    trainable_problem,
+    unwrap,
+)
+from reward.parallel.distributed import barrier
+from reward.parallel.sharding import shard_model
+from reward.presets.synthetic import synthetic_dataset
+from reward.presets.tiny import model_config_for, tokenizer_for
+from reward.ranked.collate import group_for_training
+from reward.ranked.rows import describe_rankings, expand_preferences
+from reward.run.checkpoints import CheckpointWriter, load_from_checkpoint, trim_metrics
+from reward.run.output_dir import check_free_space, release
+from reward.run.parts import (
+    LOADING,
+    batch_order,
+    evaluation,
+    loading_options,
+    model_writer,
+    train_with,
+    training_collator,
+    training_objective,
+)
+from reward.run.preflight import Setup, preflight
+from reward.run.report import report, start_summary
+from reward.run.state import restore_training_state
+from reward.tokenizer import TokenizerOptions, prepare_tokenizer
+
+
+@dataclass
+class Tokens:
+    """The tokenize stage's output."""
+
+    train: Dataset  # what the loop reads: pairs, or one row per prompt (grouped rankings)
+    pairs: Dataset  # the training pairs (the same rows before any grouping)
+    held_out: Dataset | None  # the held-out pairs: the first named set, else the split held out
+    eval_sets: dict[str, Dataset]  # what the loop evaluates: {"": held-out split} or the named sets
+    grouped: bool  # rankings trained grouped by prompt (reward/ranked)
+
+
+@dataclass
+class RunResult(TrainResult):
+    """What a run made: the loop's result (steps, last metrics, stopped, ...), the trained model, and (unless
+    stopped) its folder. The recipe builds it from the loop's `TrainResult`, which it leaves as it was."""
+
+    model: PreTrainedModel | None = None
+    tokenizer: PreTrainedTokenizerBase | None = None
+    folder: Path | None = None  # the exported folder (rank 0; None when stopped early)
+    stats: dict | None = None  # the rewards' mean / std, saved as config.json reward_stats
+    collapsed: str | None = None  # every reward the same: what was seen (saved all the same, with a warning)
+    card: dict | None = None  # the model card's facts (reward/eval/model_card.py)
+
+
+def main(
+    cfg: TrainConfig,
+    dataset: Dataset | DatasetDict | None = None,
+    should_stop: Callable[[int], bool] | None = None,
+    model: PreTrainedModel | None = None,
+    tokenizer: PreTrainedTokenizerBase | None = None,
+    eval_sets: dict[str, Dataset] | None = None,
+) -> RunResult:
+    """Run one training job. The Python API may hand over what the options would load: `dataset` replaces
+    `cfg.dataset_name`, `model` and `tokenizer` the loading of `cfg.model_name_or_path` (a resumed run still
+    takes its weights from the checkpoint); `eval_sets` (named rows) are each evaluated on the eval schedule,
+    logged as `eval_<name>_loss`, ... (TRL's names), the first being the held-out set. `should_stop(step)` is
+    asked after every optimizer step: yes saves a checkpoint and returns (`result.stopped`; the CLI
+    wires SIGINT/SIGTERM to it). The output dir is locked for the run (reward/run/output_dir.py)."""
+    setup = None
+    try:
+        setup = preflight(cfg)
+        data, named = read_rows(cfg, dataset, eval_sets)
+        tokenizer, text_format = ready_tokenizer(cfg, setup, data, tokenizer)
+        model = build_model(cfg, setup, tokenizer, text_format, data.format, model)
+        tokens = tokenize(cfg, data, named, tokenizer, text_format, position_limit(unwrap(model)))
+        training = fit(cfg, setup, data, tokens, model, tokenizer, should_stop)
+        if training.stopped:  # a checkpoint holds it all
+            run = RunResult(**vars(training), model=model, tokenizer=tokenizer)
+        else:
+            run = export(cfg, setup, data, tokens, model, tokenizer, training)
+        if setup.plan.is_main:
+            report(cfg.dataset_name, setup.out_dir, data, run, run.folder)
+        barrier(setup.plan.world)  # leave together: the others wait for rank 0's export
+        if run.folder and setup.hub:  # rank 0's; after the barrier, so no other process waits on the upload
+            push(setup.hub, run.folder, "End of training")
+        return run
+    finally:
+        if setup is not None and setup.trackers:
+            setup.trackers.close()
+        release(Path(cfg.output_dir))  # a no-op in processes that do not own it (torchrun ranks > 0)
+
+
+# --- rows, tokenizer, model, tokens ------------------------------------------------------------------------
+def read_rows(
+    cfg: TrainConfig, dataset: Dataset | DatasetDict | None, eval_sets: dict[str, Dataset] | None
+) -> tuple[PreferenceData, dict[str, PreferenceData]]:
+    """The training rows and any named evaluation sets (RewardTrainer's dict eval_dataset), validated."""
+    data = read_preferences(cfg, dataset if dataset is not None else cfg.dataset_name)
+    print(data.describe() + (f"\n{describe_rankings(data.rankings)}" if data.rankings else ""))
+    named = {name: load_preferences(rows, eval_split_size=0, skip_bad_rows=cfg.skip_bad_rows) for name, rows in
+             (eval_sets or {}).items()}  # fmt: skip
+    named = {name: expand_preferences(d) if d.format == RANKED else d for name, d in named.items()}
+    if wrong := next((d.format for d in named.values() if d.format != data.format), None):
+        raise UserError(f"an evaluation set is in the {wrong} format, the training data in {data.format}")
+    return data, named
+
+
+def read_preferences(cfg: TrainConfig, source: str | Dataset | DatasetDict) -> PreferenceData:
+    """The rows of `source` (a Dataset, or a name: a generated task (reward/presets/synthetic.py), a file, a
+    folder, a Hub id) loaded with the run's options; ranked rows as the pairs they hold (reward/ranked)."""
+    generated = synthetic_dataset(source, cfg.synthetic_num_pairs) if isinstance(source, str) else None
+    splits = dict(train_split=cfg.dataset_train_split, test_split=cfg.dataset_test_split, seed=cfg.seed)
+    rows, name = (source, None) if generated is None else (generated, source)
+    data = load_preferences(rows, config=cfg.dataset_config, eval_split_size=cfg.eval_split_size, source=name,
+                            skip_bad_rows=cfg.skip_bad_rows, **splits)  # fmt: skip
+    return expand_preferences(data, cfg.tie_handling) if data.format == RANKED else data
+
+
+def ready_tokenizer(
+    cfg: TrainConfig, setup: Setup, data: PreferenceData, tokenizer: PreTrainedTokenizerBase | None
+) -> tuple[PreTrainedTokenizerBase, SequenceFormat]:
+    """The tokenizer (given, loaded, or the checkpoint's, with its chat template and added tokens) with its
+    options applied, and how text becomes tokens (reward/formatting.py `choose_format`)."""
+    if tokenizer is None or setup.checkpoint:
+        source = str(setup.checkpoint) if setup.checkpoint else cfg.model_name_or_path
+        revision = None if setup.checkpoint else cfg.model_revision
+        tokenizer = load_from_checkpoint(setup.checkpoint, tokenizer_for, source, cfg.trust_remote_code, revision)
+    for note in prepare_tokenizer(tokenizer, pick(TokenizerOptions, cfg), from_checkpoint=setup.checkpoint is not None):
+        print(note)
+    requested = SequenceFormat(cfg.append_eos, cfg.add_special_tokens, cfg.text_as_chat)
+    return tokenizer, choose_format(requested, tokenizer, data.format, setup.checkpoint)
+
+
+def build_model(
+    cfg: TrainConfig,
+    setup: Setup,
+    tokenizer: PreTrainedTokenizerBase,
+    text_format: SequenceFormat,
+    data_format: str,
+    model: PreTrainedModel | None,
+) -> PreTrainedModel:
+    """The one-label model (given, or loaded; from the checkpoint when resuming; LoRA: the base, then the
+    saved adapter), its recorded format, and the options that change how it runs, in the order they apply."""
+    if model is not None and (cfg.use_peft or not setup.checkpoint):  # handed over (Python API): as it is
+        if ignored := [f"--{name}" for name in LOADING if getattr(cfg, name) != TrainConfig.default(name)]:
+            print(f"{', '.join(ignored)}: not applied, the model is already loaded")
+        ready_for_reward(model, tokenizer, cfg.disable_dropout)
+    else:
+        checkpoint = setup.checkpoint if not cfg.use_peft else None  # LoRA: the base model, then its adapter
+        name = str(checkpoint) if checkpoint else cfg.model_name_or_path
+        config = None if checkpoint else model_config_for(name, tokenizer)  # `tiny` is built from one, not loaded
+        options = {"config": config, "revision": None if checkpoint else cfg.model_revision, **loading_options(cfg)}
+        model = load_from_checkpoint(checkpoint, load_model, name, tokenizer, **options)
+    if problem := trainable_problem(model):
+        raise UserError(problem)
+    match_vocabulary(model, tokenizer)  # --chat_template_path may have added tokens
+    record_format(model, tokenizer, text_format, data_format)  # saved with it
+    print(f"formatting: {describe_format(*read_format(model.config))}")
+    if cfg.gradient_checkpointing:
+        model.config.use_cache = False
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if cfg.use_peft:  # after checkpointing: use_reentrant=False needs no enable_input_require_grads
+        model = add_lora(model, pick(LoraOptions, cfg), setup.adapter)
+        print(describe_lora(model))
+    if cfg.torch_compile:  # in place: parameter names (and so checkpoints) are unchanged
+        print(compile_layers(model))
+    if cfg.fsdp:  # on the CPU copy: fully_shard moves only this process's shard to the device
+        shard_model(model, setup.plan.world, setup.precision.device)
+    else:
+        model.to(setup.precision.device)
+    if setup.plan.is_main:
+        check_free_space(setup.out_dir, count_parameters(model), cfg.save_total_limit)
+    return model
+
+
+def tokenize(
+    cfg: TrainConfig,
+    data: PreferenceData,
+    named: dict[str, PreferenceData],
+    tokenizer: PreTrainedTokenizerBase,
+    text_format: SequenceFormat,
+    limit: int | None,
+) -> Tokens:
+    """Every split's pairs as token ids, identical and over-long pairs dropped and counted (over --max_length,
+    or over the `limit` of a model with learned positions: BERT 512, GPT-2 1024); grouped rankings regrouped."""
+    held = data.test if data.test is not None and len(data.test) else None
+    sources = {"train": (data.train, data.carried), **({"eval": (held, data.carried)} if held is not None else {})}
+    sources |= {f"eval[{name}]": (d.train, d.carried) for name, d in named.items()}
+    options = (cfg.max_length, cfg.dataset_num_proc)
+    done = {split: tokenize_pairs(rows, tokenizer, data.format, *options, split, text_format, keep, limit)
+            for split, (rows, keep) in sources.items()}  # fmt: skip
+    print(f"pairs kept: {' | '.join(f'{split} {s.describe(cfg.max_length)}' for split, (_, s) in done.items())}")
+    for split, (_, s) in done.items():
+        if dropped := s.dropped_past_positions:
+            print(f"{split}: dropped {dropped} more pairs longer than the {limit} positions the model has")
+    pairs, kept = done["train"]
+    kept.require_pairs(cfg.max_length, limit)
+    sets = {name: done[f"eval[{name}]"][0] for name in named} or ({"": done["eval"][0]} if held is not None else {})
+    grouped, rows = data.rankings is not None and cfg.rankings == "grouped", pairs
+    if grouped:  # one row per prompt, its K responses in one segment (reward/ranked/collate.py)
+        rows, line = group_for_training(pairs, training_objective(cfg, grouped))
+        print(line)
+    return Tokens(rows, pairs, next(iter(sets.values()), None), sets, grouped)
+
+
+# --- train ----------------------------------------------------------------------------------------------
+def fit(
+    cfg: TrainConfig,
+    setup: Setup,
+    data: PreferenceData,
+    tokens: Tokens,
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    should_stop: Callable[[int], bool] | None,
+) -> TrainResult:
+    """The loop, and what plugs into it, each chosen from the options."""
+    plan = setup.plan
+    collate = training_collator(cfg, tokenizer.pad_token_id, model, tokens.grouped)
+    order = batch_order(cfg, tokens.train, tokens.grouped)
+    if setup.checkpoint:
+        print(f"resuming from {setup.checkpoint} at optimizer step {setup.resume_state['step']}")
+    _, total_steps = step_plan(len(tokens.train), pick(BatchPlan, cfg), plan.size)
+    forward = describe_forward(model, collate, order.name)
+    print(start_summary(cfg, model, setup.precision, total_steps, plan.size, tokens.grouped, forward))
+    metrics = setup.out_dir / "metrics.jsonl"
+    if plan.is_main and setup.resume_state:
+        trim_metrics(metrics, setup.resume_state["step"])  # records after the checkpoint are redone
+    elif plan.is_main:
+        metrics.unlink(missing_ok=True)  # one run per metrics file
+    write = model_writer(cfg, model, tokenizer, card_facts(data, len(tokens.pairs)))  # every checkpoint's card says it
+    save = CheckpointWriter(setup.out_dir, model, write, plan, cfg.save_total_limit)
+    if setup.hub and setup.hub.strategy == "every_save":
+        save = PushEverySave(save, setup.hub, setup.out_dir, plan.is_main)
+    resume, sinks = setup.resume_state, [setup.trackers.log] if setup.trackers else []
+    return train_with(
+        cfg,
+        model,
+        tokens.train,
+        collate=collate,
+        precision=setup.precision,
+        writer=MetricsWriter(metrics, sinks=sinks),
+        eval_sets=tokens.eval_sets,
+        order=order,
+        processes=plan,
+        restore=partial(restore_training_state, resume, model=model, plan=plan) if resume else None,
+        save=save,
+        should_stop=should_stop,
+    )
+
+
+# --- export and report ----------------------------------------------------------------------------------
+def export(
+    cfg: TrainConfig,
+    setup: Setup,
+    data: PreferenceData,
+    tokens: Tokens,
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    training: TrainResult,
+) -> RunResult:
+    """The trained rewards' statistics (for normalising consumers: RewardFunction(normalize=True)), then the
+    final folder: every rank that takes part evaluates and gathers (FSDP), rank 0 writes; the curves if asked."""
+    run = RunResult(**vars(training), model=model, tokenizer=tokenizer)
+    if setup.plan.takes_part:
+        check = evaluation(cfg, setup.precision, model, tokenizer.pad_token_id)
+        run.stats = reward_statistics(model, training.eval, tokens.held_out, tokens.pairs, check)
+        record_statistics(unwrap(model), run.stats)
+        run.collapsed = collapse_problem(run.stats, cfg.learning_rate)
+    weights = setup.plan.full_weights(model)  # None unless sharded
+    if not setup.plan.is_main:
+        return run
+    if run.collapsed:  # saved all the same (it is what the run produced), but never silently
+        print(f"WARNING: {run.collapsed}", file=sys.stderr)
+    metrics = {f"eval_{k}": v for k, v in (training.eval or {}).items()}
+    run.card = card_facts(data, len(tokens.pairs), metrics, warning=run.collapsed)
+    run.folder = model_writer(cfg, model, tokenizer, run.card)(setup.out_dir, weights)
+    if cfg.plot_curves:
+        from reward.eval.plotting import plot_training_curves  # matplotlib is an optional extra
+
+        plot_training_curves(setup.out_dir / "metrics.jsonl", cfg.plot_curves)
+        print(f"loss/accuracy curves: {cfg.plot_curves}")
+    return run
