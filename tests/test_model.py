@@ -1,6 +1,5 @@
 """Model loading (seeded head, dropout off, pad policy), optimizer groups, schedule, clipping, model card."""
 
-
 import pytest
 import torch
 from conftest import build_gpt2_style_tokenizer
@@ -45,5 +44,3 @@ def test_missing_model_folder_and_tokenizer_without_pad_or_eos(tiny_tokenizer):
     tokenizer.eos_token = None
     with pytest.raises(UserError, match="neither a pad nor an eos token"):
         ensure_pad_token(tokenizer)
-
-

@@ -271,8 +271,7 @@ def test_training_grouped_equals_training_on_the_expanded_pairs_in_one_full_step
     assert a.train["pairs"] == b.train["pairs"] == 36
     assert a.train["loss"] == pytest.approx(b.train["loss"], rel=1e-6)
     moved = max(
-        (p - q).abs().max().item()
-        for p, q in zip(ours.parameters(), tiny_model(tiny_tokenizer, seed=0).parameters())
+        (p - q).abs().max().item() for p, q in zip(ours.parameters(), tiny_model(tiny_tokenizer, seed=0).parameters())
     )
     assert moved > 1e-4  # the step did something
     for p, q in zip(ours.parameters(), theirs.parameters()):
@@ -296,9 +295,7 @@ def test_an_encoder_trains_grouped_rankings_through_the_padded_forward(tmp_path)
     model.eval()
     with torch.no_grad():
         ids, mask = pad_right(batch.sequences, tokenizer.pad_token_id)
-        torch.testing.assert_close(
-            batch.rewards(model), model(input_ids=ids, attention_mask=mask).logits[:, 0]
-        )
+        torch.testing.assert_close(batch.rewards(model), model(input_ids=ids, attention_mask=mask).logits[:, 0])
     import train as train_script
 
     out = train_script.main(

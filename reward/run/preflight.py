@@ -45,7 +45,6 @@ class Setup:
     trackers: Trackers | None = None  # --report_to: rank 0's, open for the run
 
 
-
 def preflight(cfg: TrainConfig) -> Setup:
     random.seed(cfg.seed)
     torch.manual_seed(cfg.seed)
