@@ -26,7 +26,7 @@ from reward.loss import Objective
 from reward.metrics import MetricTotals, diagnose
 from reward.model import Precision
 
-# more metrics from a set's rewards: (r_chosen (N,), r_rejected (N,), the N pairs in the same order) -> {name: value}
+# more metrics from a set's rewards: (r_chosen (N,), r_rejected (N,), the N pairs, in ds's order) -> {name: value}
 # (pairs made from rankings add best-of-K accuracy and Kendall's τ: reward/ranked/rows.py)
 ExtraMetrics = Callable[[torch.Tensor, torch.Tensor, Dataset], dict]
 
@@ -60,18 +60,18 @@ def evaluate(
         with precision.autocast():
             rewards = batch.rewards(model)  # (2B,)
         totals.add(objective(rewards, batch))
-        r_chosen, r_rejected = rewards.chunk(2)  # (B,), (B,)
-        chosen.append(r_chosen.cpu())
-        rejected.append(r_rejected.cpu())
+        r_chosen, r_rejected = rewards.chunk(2)  # (B,), (B,): kept where they are, read once below
+        chosen.append(r_chosen)
+        rejected.append(r_rejected)
         lengths += [(len(row["chosen_ids"]), len(row["rejected_ids"])) for row in rows]
         subsets += [row[column] for row in rows] if column else []
     model.train(was_training)
-    r_chosen, r_rejected = torch.cat(chosen), torch.cat(rejected)  # (N,), (N,) in length order
+    r_chosen, r_rejected = torch.cat(chosen).cpu(), torch.cat(rejected).cpu()  # (N,), (N,) in length order
     tokens = torch.tensor(lengths)  # (N, 2)
     extra = diagnose(r_chosen, r_rejected, tokens[:, 0], tokens[:, 1], subsets if column else None)
     spread = torch.cat([r_chosen, r_rejected]).double().std(correction=0).item()  # over all 2N rewards
-    in_order = ds.select(by_length) if extras else None  # the pairs, in the order of the rewards
-    more = {k: v for metric in extras for k, v in metric(r_chosen, r_rejected, in_order).items()}
+    where = torch.tensor(by_length, dtype=torch.long).argsort()  # (N,): pair i's place in the length order
+    more = {k: v for metric in extras for k, v in metric(r_chosen[where], r_rejected[where], ds).items()}
     return {**totals.summary(), "reward_std": spread, **extra.metrics(), **more}
 
 

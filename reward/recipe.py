@@ -39,7 +39,7 @@ from reward.finetune.lora import LoraOptions, add_lora, describe_lora
 from reward.formatting import SequenceFormat, choose_format, describe_format, read_format, tokenize_pairs
 from reward.integrations.hub import PushEverySave, push
 from reward.loop import TrainResult
-from reward.metrics import MetricsWriter
+from reward.metrics import MetricsWriter, eval_record
 from reward.model import (
     count_parameters,
     load_model,
@@ -54,7 +54,7 @@ from reward.parallel.sharding import shard_model
 from reward.presets.synthetic import synthetic_dataset
 from reward.presets.tiny import model_config_for, tokenizer_for
 from reward.ranked.collate import group_for_training
-from reward.ranked.rows import describe_rankings, expand_preferences
+from reward.ranked.rows import GROUPED, describe_rankings, expand_preferences
 from reward.run.checkpoints import CheckpointWriter, load_from_checkpoint, trim_metrics
 from reward.run.output_dir import check_free_space, release
 from reward.run.parts import (
@@ -79,9 +79,17 @@ class Tokens:
 
     train: Dataset  # what the loop reads: pairs, or one row per prompt (grouped rankings)
     pairs: Dataset  # the training pairs (the same rows before any grouping)
-    held_out: Dataset | None  # the held-out pairs: the first named set, else the split held out
     eval_sets: dict[str, Dataset]  # what the loop evaluates: {"": held-out split} or the named sets
-    grouped: bool  # rankings trained grouped by prompt (reward/ranked)
+
+    @property
+    def held_out(self) -> Dataset | None:
+        """The held-out pairs: the first named set, else the split held out."""
+        return next(iter(self.eval_sets.values()), None)
+
+    @property
+    def grouped(self) -> bool:
+        """Rankings trained grouped by prompt: the loop reads one row per prompt (reward/ranked/rows.py)."""
+        return GROUPED in self.train.column_names
 
 
 @dataclass
@@ -142,9 +150,7 @@ def read_rows(
     """The training rows and any named evaluation sets (RewardTrainer's dict eval_dataset), validated."""
     data = read_preferences(cfg, dataset if dataset is not None else cfg.dataset_name)
     print(data.describe() + (f"\n{describe_rankings(data.rankings)}" if data.rankings else ""))
-    named = {name: load_preferences(rows, eval_split_size=0, skip_bad_rows=cfg.skip_bad_rows) for name, rows in
-             (eval_sets or {}).items()}  # fmt: skip
-    named = {name: expand_preferences(d) if d.format == RANKED else d for name, d in named.items()}
+    named = {name: read_eval_set(cfg, rows) for name, rows in (eval_sets or {}).items()}
     if wrong := next((d.format for d in named.values() if d.format != data.format), None):
         raise UserError(f"an evaluation set is in the {wrong} format, the training data in {data.format}")
     return data, named
@@ -161,6 +167,19 @@ def read_preferences(cfg: TrainConfig, source: str | Dataset | DatasetDict) -> P
     return expand_preferences(data, cfg.tie_handling) if data.format == RANKED else data
 
 
+def read_eval_set(cfg: TrainConfig, rows: Dataset | DatasetDict) -> PreferenceData:
+    """An evaluation set handed over as rows (RewardTrainer's eval_dataset, or its `evaluate()`'s), validated
+    like the training rows and evaluated whole; rankings as the pairs they hold."""
+    split = cfg.dataset_train_split if isinstance(rows, DatasetDict) else "train"  # a Dataset is its own "train"
+    data = load_preferences(rows, train_split=split, eval_split_size=0, skip_bad_rows=cfg.skip_bad_rows)
+    return expand_preferences(data) if data.format == RANKED else data
+
+
+def requested_format(cfg: TrainConfig) -> SequenceFormat:
+    """How the options ask text to become tokens (reward/formatting.py `choose_format` settles it)."""
+    return SequenceFormat(cfg.append_eos, cfg.add_special_tokens, cfg.text_as_chat)
+
+
 def ready_tokenizer(
     cfg: TrainConfig, setup: Setup, data: PreferenceData, tokenizer: PreTrainedTokenizerBase | None
 ) -> tuple[PreTrainedTokenizerBase, SequenceFormat]:
@@ -172,8 +191,7 @@ def ready_tokenizer(
         tokenizer = load_from_checkpoint(setup.checkpoint, tokenizer_for, source, cfg.trust_remote_code, revision)
     for note in prepare_tokenizer(tokenizer, pick(TokenizerOptions, cfg), from_checkpoint=setup.checkpoint is not None):
         print(note)
-    requested = SequenceFormat(cfg.append_eos, cfg.add_special_tokens, cfg.text_as_chat)
-    return tokenizer, choose_format(requested, tokenizer, data.format, setup.checkpoint)
+    return tokenizer, choose_format(requested_format(cfg), tokenizer, data.format, setup.checkpoint)
 
 
 def build_model(
@@ -228,7 +246,7 @@ def tokenize(
 ) -> Tokens:
     """Every split's pairs as token ids, identical and over-long pairs dropped and counted (over --max_length,
     or over the `limit` of a model with learned positions: BERT 512, GPT-2 1024); grouped rankings regrouped."""
-    held = data.test if data.test is not None and len(data.test) else None
+    held = data.test if data.test is not None and len(data.test) and not named else None  # named sets replace it
     sources = {"train": (data.train, data.carried), **({"eval": (held, data.carried)} if held is not None else {})}
     sources |= {f"eval[{name}]": (d.train, d.carried) for name, d in named.items()}
     options = (cfg.max_length, cfg.dataset_num_proc)
@@ -241,11 +259,11 @@ def tokenize(
     pairs, kept = done["train"]
     kept.require_pairs(cfg.max_length, limit)
     sets = {name: done[f"eval[{name}]"][0] for name in named} or ({"": done["eval"][0]} if held is not None else {})
-    grouped, rows = data.rankings is not None and cfg.rankings == "grouped", pairs
-    if grouped:  # one row per prompt, its K responses in one segment (reward/ranked/collate.py)
-        rows, line = group_for_training(pairs, training_objective(cfg, grouped))
+    rows = pairs
+    if data.rankings is not None and cfg.rankings == "grouped":  # one row per prompt (reward/ranked/collate.py)
+        rows, line = group_for_training(pairs, training_objective(cfg, grouped=True))
         print(line)
-    return Tokens(rows, pairs, next(iter(sets.values()), None), sets, grouped)
+    return Tokens(rows, pairs, sets)
 
 
 # --- train ----------------------------------------------------------------------------------------------
@@ -316,7 +334,7 @@ def export(
         return run
     if run.collapsed:  # saved all the same (it is what the run produced), but never silently
         print(f"WARNING: {run.collapsed}", file=sys.stderr)
-    metrics = {f"eval_{k}": v for k, v in (training.eval or {}).items()}
+    metrics = eval_record({"": training.eval or {}})  # eval_loss, ...
     run.card = card_facts(data, len(tokens.pairs), metrics, warning=run.collapsed)
     run.folder = model_writer(cfg, model, tokenizer, run.card)(setup.out_dir, weights)
     if cfg.plot_curves:

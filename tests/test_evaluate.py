@@ -158,6 +158,22 @@ def test_extra_metrics_see_each_pair_with_its_own_rewards(tiny_tokenizer):
     assert got["pairs_seen"] == 9 and got["largest_gap"] < 1e-5
 
 
+def test_evaluation_reads_the_rewards_off_the_device_once_whatever_the_number_of_batches(tiny_tokenizer, monkeypatch):
+    """Each read of a GPU tensor into host memory waits for the GPU: the rewards stay where they are until the
+    last batch, then come over once (`.cpu()` here is a no-op that is counted all the same)."""
+    ds, _ = tokenize_pairs(Dataset.from_list(eval_rows(12)), tiny_tokenizer, "explicit prompt", max_length=None)
+    model = tiny_model(tiny_tokenizer, seed=0)
+    precision = resolve_precision(False, False, torch.device("cpu"))
+    collate = PairwiseCollator(tiny_tokenizer.pad_token_id)
+    reads, cpu = [], torch.Tensor.cpu
+    monkeypatch.setattr(torch.Tensor, "cpu", lambda t, *a, **k: reads.append(t.shape) or cpu(t, *a, **k))
+    one = evaluate(model, ds, collate, PairObjective(), 12, precision)
+    in_one = len(reads)
+    six = evaluate(model, ds, collate, PairObjective(), 2, precision)
+    assert in_one > 0 and len(reads) - in_one == in_one  # 6 batches read as often as 1
+    assert one == pytest.approx(six, abs=1e-6)
+
+
 def test_held_out_sets_are_evaluated_by_name(tiny_tokenizer):
     ds, _ = tokenize_pairs(Dataset.from_list(eval_rows(6)), tiny_tokenizer, "explicit prompt", max_length=None)
     model = tiny_model(tiny_tokenizer, seed=0)

@@ -3,6 +3,7 @@ and gradients of K separate padded forwards, and training on them is exactly all
 over the expanded pairs (or Plackett–Luce), with exact accumulation."""
 
 import random
+import warnings
 
 import pytest
 import torch
@@ -80,7 +81,7 @@ def test_one_segment_per_prompt_gives_the_rewards_and_gradients_of_separate_padd
     batch = ranked_batch(rows, pad, *layout)
     if layout[1]:
         assert batch.num_tokens < batch.sequence_tokens  # the prompt really is computed once per prompt
-    packed = forward_segments(model, batch.rows)  # (S,)
+    packed = forward_segments(model, batch.rows, pad)  # (S,)
     ids, mask = pad_right(batch.sequences, pad)  # (S, T)
     padded = compute_rewards(reference, ids, mask)  # (S,)
     assert reference.config._attn_implementation != "reward_segments"
@@ -276,6 +277,27 @@ def test_training_grouped_equals_training_on_the_expanded_pairs_in_one_full_step
     assert moved > 1e-4  # the step did something
     for p, q in zip(ours.parameters(), theirs.parameters()):
         torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
+
+
+def test_prompts_laid_out_packed_for_a_model_that_cannot_pack_run_padded_and_are_counted():
+    """The batch was laid out packed, the model refuses packing (an encoder): its own padded forward runs,
+    counted as such in `forward_counts`; a batch laid out with another pad id than the model's is refused."""
+    from transformers import BertConfig, BertForSequenceClassification
+
+    config = BertConfig(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, num_labels=1, pad_token_id=0)  # fmt: skip
+    encoder = BertForSequenceClassification(config).eval()
+    batch = ranked_batch(random_rankings(3, eos=2, pad=0, seed=4), 0)
+    assert batch.rows is not None
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the fallback's warning, said once per process (tests/test_packing.py)
+        got = batch.rewards(encoder)  # (S,)
+        ids, mask = pad_right(batch.sequences, 0)
+        torch.testing.assert_close(got, compute_rewards(encoder, ids, mask))
+    assert forward_counts(encoder) == {"packed": 0, "padded": 1}
+    model, pad, eos = build("llama")
+    with pytest.raises(ValueError, match="pad_token_id=7"):
+        ranked_batch(random_rankings(2, eos, pad, seed=4), pad_token_id=7).rewards(model)
 
 
 def test_an_encoder_trains_grouped_rankings_through_the_padded_forward(tmp_path):

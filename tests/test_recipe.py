@@ -82,6 +82,14 @@ def test_tokenize_drops_what_the_model_cannot_take_and_counts_it():
         printed(tokenize, cfg, data, {}, tokenizer, SequenceFormat(), 3)
 
 
+def test_named_evaluation_sets_replace_the_held_out_split_which_is_not_tokenized():
+    cfg = TrainConfig(dataset_name="synthetic", synthetic_num_pairs=20, eval_split_size=0.25)
+    (data, named), _ = printed(read_rows, cfg, None, {"b": Dataset.from_list(generate_pairs(3, seed=4))})
+    tokens, out = printed(tokenize, cfg, data, named, build_tiny_tokenizer(), SequenceFormat(), None)
+    assert list(tokens.eval_sets) == ["b"] and tokens.held_out is tokens.eval_sets["b"] and len(tokens.held_out) == 3
+    assert "train 15" in out and "eval[b] 3" in out and "| eval " not in out  # the 5 held-out pairs: never read
+
+
 def test_tokenize_groups_rankings_by_prompt_when_asked():
     for rankings, grouped in (("grouped", True), ("pairs", False)):
         options = dict(dataset_name="synthetic-ranked", synthetic_num_pairs=6, eval_split_size=0.0)

@@ -255,6 +255,10 @@ def test_evaluate_before_and_after_training_with_one_or_many_eval_sets(tmp_path)
     assert output.metrics["eval_loss"] == pytest.approx(after["eval_a_loss"], abs=1e-6)  # the first set's
     single = RewardTrainer(model=trainer.model, args=args, processing_class=trainer.processing_class)
     assert single.evaluate(other)["eval_loss"] == pytest.approx(after["eval_b_loss"], abs=1e-6)
+    # a Dataset is its own split, whatever --dataset_train_split names in the training data
+    args = RewardConfig(output_dir=str(tmp_path / "other"), dataset_train_split="mine", disable_tqdm=True)
+    renamed = RewardTrainer(model=trainer.model, args=args, processing_class=trainer.processing_class)
+    assert renamed.evaluate(other)["eval_loss"] == pytest.approx(after["eval_b_loss"], abs=1e-6)
 
 
 def test_save_model_writes_a_folder_the_pipeline_scores_like_the_run_folder(tmp_path):

@@ -28,8 +28,9 @@ grows with the sum).
 API:
     grouped_batches(lengths, batch_size, seed, epoch, mega_batch_mult=None) -> list[list[int]]
         micro-batches of pair indices; a permutation of range(len(lengths)) cut in pieces.
-    LengthGrouped(lengths, seed): the same as a reward/batching.py `Order`, which the recipe hands the
-        loop in place of `Shuffled` (lengths: reward.batching.pair_lengths, or a prompt's responses summed).
+    LengthGrouped(lengths, seed): the same as a reward/batching.py `Order`, which reward/run/parts.py
+        `batch_order` hands the loop in place of `Shuffled` (lengths: reward/batching.py `pair_lengths`, or
+        for grouped rankings reward/ranked/collate.py `prompt_lengths`, a prompt's responses summed).
     padded_tokens(chosen_lengths, rejected_lengths, batches) -> int
         the padding the plain collator would add for that batch order (what grouping saves).
 """

@@ -1,6 +1,6 @@
 """The packed forward: rewards from rows of segments (reward/fast/layout.py), and when a model can take them.
 
-`forward_segments(model, rows)` runs `model.base_model` on the packed rows with their position ids
+`forward_segments(model, rows, pad_token_id)` runs `model.base_model` on the packed rows with their position ids
 and segment layout (attention per segment: reward/fast/segment_attention.py) and applies `model.score`
 at each sequence's reward token only; `supports_packing` decides once per model (architecture
 allow-list + a numerical self-check against the padded forward) whether that is exact, and
@@ -43,13 +43,17 @@ def _count(model: nn.Module, path: str) -> None:
     _FORWARDS.setdefault(unwrap(model), collections.Counter())[path] += 1
 
 
-def forward_segments(model: PreTrainedModel, batch: Rows) -> torch.Tensor:
+def forward_segments(model: nn.Module, batch: Rows, pad_token_id: int) -> torch.Tensor:
     """(S,) float32: the reward of every sequence laid out in `batch`'s rows (`Rows`, or a pairs' `PackedBatch`:
-    input_ids, position_ids, segments, reward_index), read at `batch.reward_index`. `model` is the unwrapped
-    model, already known to support packing, and the rows were laid out with its pad_token_id. Counted
-    in `forward_counts`."""
-    _count(model, "packed")
-    return _segment_rewards(model, batch)
+    input_ids, position_ids, segments, reward_index), read at `batch.reward_index`. `model` (PEFT-wrapped or
+    not) is already known to support packing; the rows were laid out with `pad_token_id`, which must be the
+    model's (the head reads the reward before its first pad: a mismatch would move it). Counted in
+    `forward_counts`."""
+    inner = unwrap(model)
+    if pad_token_id != (pad := inner.config.get_text_config().pad_token_id):
+        raise ValueError(f"rows laid out with pad_token_id={pad_token_id}, the model reads rewards with {pad}")
+    _count(inner, "packed")
+    return _segment_rewards(inner, batch)
 
 
 def padded_forward(model: PreTrainedModel, sequences: list[list[int]], pad_token_id: int) -> torch.Tensor:
@@ -63,7 +67,7 @@ def padded_forward(model: PreTrainedModel, sequences: list[list[int]], pad_token
 
 def _segment_rewards(model: PreTrainedModel, batch: Rows) -> torch.Tensor:
     use_segment_attention(model)  # for good: gradient checkpointing re-runs this forward in backward
-    device = model.get_input_embeddings().weight.device
+    device = model_device(model)
     input_ids = batch.input_ids.to(device)  # (R, T)
     # A 4-D attention_mask is passed through untouched (transformers masking_utils.py:832-834), so
     # this (R, 1, 1, 1) placeholder stops the model from building an (R, 1, T, T) mask that the
@@ -85,7 +89,8 @@ _CHECKED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> bo
 
 
 def supports_packing(model: PreTrainedModel) -> bool:
-    """True if `packed_rewards` can run this model packed; decided (and any reason warned) once per model."""
+    """True if `forward_segments` can run this model packed (else the callers take `padded_forward`); decided,
+    and any reason warned, once per model."""
     if model in _CHECKED:
         return _CHECKED[model]
     outer, model = model, unwrap(model)

@@ -17,11 +17,10 @@ from __future__ import annotations
 import torch
 from transformers import PreTrainedModel
 
-from reward.collate import pad_right
 from reward.fast.layout import lay_out, shared_segment, unshared_segment
-from reward.fast.packed_forward import forward_segments, supports_packing
+from reward.fast.packed_forward import forward_segments, padded_forward, supports_packing
 from reward.fast.segment_attention import switch_changes_nothing_else
-from reward.model import compute_rewards, unwrap
+from reward.model import unwrap
 
 
 def group_rewards(
@@ -43,7 +42,5 @@ def group_rewards(
             )
             number += len(group)
         rows = lay_out(segments, len(sequences), pad_token_id, "all")  # one row, no padding
-        return forward_segments(unwrap(model), rows)  # (S,)
-    ids, mask = pad_right(sequences, pad_token_id)  # (S, T)
-    device = model.get_input_embeddings().weight.device
-    return compute_rewards(model, ids.to(device), mask.to(device))  # (S,)
+        return forward_segments(model, rows, pad_token_id)  # (S,)
+    return padded_forward(model, sequences, pad_token_id)  # (S,)

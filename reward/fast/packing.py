@@ -97,10 +97,7 @@ class PackedBatch:
         context as `compute_rewards`. A PEFT-wrapped model runs through its adapted inner model."""
         if not supports_packing(model):
             return padded_forward(model, self.chosen_ids + self.rejected_ids, self.pad_token_id)  # (2B,)
-        inner = unwrap(model)
-        if self.pad_token_id != (pad := inner.config.get_text_config().pad_token_id):
-            raise ValueError(f"batch packed with pad_token_id={self.pad_token_id}, the model reads rewards with {pad}")
-        return forward_segments(inner, self)  # (2B,)
+        return forward_segments(model, self, self.pad_token_id)  # (2B,)
 
 
 def pack_pairs(
@@ -185,10 +182,16 @@ def pair_collator(
     model: nn.Module | None = None,
 ) -> PackingCollator | PairwiseCollator:
     """Training's collator for pairs: packed (--padding_free: one row; --share_prefix: the prompt once), or the
-    plain padded one when both are off or for an encoder (every token attends to the whole sequence)."""
-    if (padding_free or share_prefix) and not (model is not None and is_encoder(unwrap(model))):
+    plain padded one (`packs` says when)."""
+    if packs(padding_free, share_prefix, model):
         return PackingCollator(pad_token_id, "all" if padding_free else None, share_prefix)
     return PairwiseCollator(pad_token_id, pad_to_multiple_of)
+
+
+def packs(padding_free: bool, share_prefix: bool, model: nn.Module | None = None) -> bool:
+    """Whether training lays its micro-batches out packed (pairs, and grouped rankings alike): one of the two
+    options on, and the model not an encoder (every token attends to the whole sequence: nothing to pack)."""
+    return (padding_free or share_prefix) and not (model is not None and is_encoder(unwrap(model)))
 
 
 def evaluation_collator(

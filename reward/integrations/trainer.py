@@ -116,6 +116,7 @@ class RewardTrainer:
         folder, True or 'latest' (the newest in output_dir); None keeps `args.resume_from_checkpoint`
         (unlike HF's Trainer, which reads only this argument). A resumed run takes its weights and
         tokenizer from the checkpoint, so `trainer.model` is then the checkpoint's model, trained."""
+        from reward.metrics import eval_record
         from reward.recipe import main
 
         cfg = self.args
@@ -130,7 +131,7 @@ class RewardTrainer:
         train_records = [r for r in self.state.log_history if "loss" in r and "pairs" in r]
         pairs = sum(r["pairs"] for r in train_records)
         loss = sum(r["loss"] * r["pairs"] for r in train_records) / pairs if pairs else float("nan")
-        metrics = {"train_loss": loss, **{f"eval_{k}": v for k, v in (run.eval or {}).items()}}
+        metrics = {"train_loss": loss, **eval_record({"": run.eval or {}})}
         return TrainOutput(run.steps, loss, metrics)
 
     def training_data(self) -> Dataset | DatasetDict | None:
@@ -211,18 +212,14 @@ def evaluate_rows(
     """A dataset of pairs (or rankings) evaluated exactly as training's held-out split is: loaded and validated
     (reward/data.py), formatted as the model records it was trained (`reward_format`; before training, as
     the options say), tokenized, then the run's evaluation (reward/run/parts.py `evaluation`)."""
-    from reward.data import RANKED, load_preferences
-    from reward.formatting import SequenceFormat, choose_format, read_format, tokenize_pairs
+    from reward.formatting import choose_format, read_format, tokenize_pairs
     from reward.model import model_device, resolve_precision
-    from reward.ranked.rows import expand_preferences
+    from reward.recipe import read_eval_set, requested_format
     from reward.run.parts import evaluation
 
-    split, skip = cfg.dataset_train_split, cfg.skip_bad_rows
-    data = load_preferences(rows, train_split=split, eval_split_size=0, skip_bad_rows=skip)
-    data = expand_preferences(data) if data.format == RANKED else data
+    data = read_eval_set(cfg, rows)
     recorded, record = read_format(model.config)
-    requested = SequenceFormat(cfg.append_eos, cfg.add_special_tokens, cfg.text_as_chat)
-    text_format = recorded if record is not None else choose_format(requested, tokenizer, data.format, None)
+    text_format = recorded if record is not None else choose_format(requested_format(cfg), tokenizer, data.format, None)
     options = (cfg.max_length, cfg.dataset_num_proc, "eval", text_format, data.carried)
     pairs, stats = tokenize_pairs(data.train, tokenizer, data.format, *options)
     if stats.kept == 0:

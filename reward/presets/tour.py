@@ -70,7 +70,7 @@ def main() -> None:
     pad = batch.input_ids.numel() - real
     shape = tuple(batch.attention_mask.shape)
     print(f"   attention_mask {shape}: {real} real tokens, {pad} padding | margin {tuple(batch.margin.shape)}: 0s")
-    packed = pack_pairs([{"chosen_ids": c, "rejected_ids": r} for c, r in zip(*train_rows(train_ds, batch, b))], 0)
+    packed = pack_pairs([{"chosen_ids": c, "rejected_ids": r} for c, r in zip(*train_rows(batch, b))], 0)
     print(
         f"   packed instead (reward/fast/packing.py, the default): input_ids {tuple(packed.input_ids.shape)}, "
         f"{packed.num_tokens} tokens, the prompt of each pair once"
@@ -124,7 +124,7 @@ def main() -> None:
             print(f"   gradient norm {grad_norm:.4f}, {change}: about lr (AdamW: m / √v ≈ ±1)")
 
 
-def train_rows(train_ds, batch: PairBatch, b: int) -> tuple[list[list[int]], list[list[int]]]:
+def train_rows(batch: PairBatch, b: int) -> tuple[list[list[int]], list[list[int]]]:
     """The (chosen, rejected) token ids of the collated batch, without its padding."""
     mask = batch.attention_mask.bool()  # (2B, T)
     rows = [batch.input_ids[i][mask[i]].tolist() for i in range(2 * b)]

@@ -35,11 +35,10 @@ from datasets import Dataset
 from torch import nn
 from transformers import PreTrainedModel
 
-from reward.collate import pad_right
 from reward.errors import UserError
 from reward.fast.layout import Rows, lay_out, shared_segment, unshared_segment
-from reward.fast.packed_forward import forward_segments, supports_packing
-from reward.model import compute_rewards, is_encoder, model_device, unwrap
+from reward.fast.packed_forward import forward_segments, padded_forward, supports_packing
+from reward.fast.packing import packs
 from reward.ranked.loss import Comparisons, RankingObjective
 from reward.ranked.rows import group_rankings
 
@@ -72,12 +71,8 @@ class RankedBatch:
         """(S,) float32: every response's reward, packed where the model supports it, else padded.
         Call it inside the same autocast context as `compute_rewards`."""
         if self.rows is not None and supports_packing(model):
-            if self.pad_token_id != (pad := unwrap(model).config.get_text_config().pad_token_id):
-                raise ValueError(f"batch packed with pad_token_id={self.pad_token_id}, the model reads them with {pad}")
-            return forward_segments(unwrap(model), self.rows)  # (S,)
-        device = model_device(model)
-        input_ids, attention_mask = pad_right(self.sequences, self.pad_token_id)  # (S, T)
-        return compute_rewards(model, input_ids.to(device), attention_mask.to(device))  # (S,)
+            return forward_segments(model, self.rows, self.pad_token_id)  # (S,)
+        return padded_forward(model, self.sequences, self.pad_token_id)  # (S,)
 
 
 def ranked_batch(
@@ -171,7 +166,7 @@ def ranked_collator(
 ) -> RankedCollator:
     """Training's collator for grouped prompts, laid out as the pair options say (reward/fast/packing.py
     `pair_collator`): packed unless both are off or the model is an encoder (then one padded (S, T) batch)."""
-    packed = (padding_free or share_prefix) and not (model is not None and is_encoder(unwrap(model)))
+    packed = packs(padding_free, share_prefix, model)
     return RankedCollator(pad_token_id, "all" if padding_free else None, share_prefix, packed=packed)
 
 

@@ -135,7 +135,7 @@ def all_pairs_loss(
             counts = comparisons.per_prompt.to(device)  # (P,)
             weight = 1.0 / counts[comparisons.prompt.to(device)].to(r.dtype)  # (M,): 1 / C_p
             total = (per_comparison * weight).sum()
-            n = units_in_step if units_in_step is not None else int((counts > 0).sum())
+            n = units_in_step if units_in_step is not None else int((comparisons.per_prompt > 0).sum())  # host
         else:
             total = per_comparison.sum()
             n = units_in_step if units_in_step is not None else z.numel()
