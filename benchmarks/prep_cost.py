@@ -170,13 +170,15 @@ def run_ours(cfg, rows, tokenizer, model) -> dict:
     from benchmarks.trl_parity import FP32
     from reward.batching import pair_lengths
     from reward.fast.grouping import grouped_batches
+    from reward.formatting import choose_format
     from reward.metrics import MetricsWriter
-    from reward.recipe import read_rows, ready_tokenizer, tokenize
+    from reward.recipe import read_rows, ready_tokenizer, requested_format, tokenize
     from reward.run.parts import train_with, training_collator
 
     with Phase() as prep:  # the recipe's data stages, then what the loop computes before its first batch
+        tokenizer = ready_tokenizer(cfg, SimpleNamespace(checkpoint=None), tokenizer)
         data, _ = read_rows(cfg, rows, None)
-        tokenizer, text_format = ready_tokenizer(cfg, SimpleNamespace(checkpoint=None), data, tokenizer)
+        text_format = choose_format(requested_format(cfg), tokenizer, data.format, None)
         tokens = tokenize(cfg, data, {}, tokenizer, text_format, None)
         grouped_batches(pair_lengths(tokens.train), cfg.per_device_train_batch_size, cfg.seed, 0)
     collate = training_collator(cfg, tokenizer.pad_token_id, model)

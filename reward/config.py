@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 from transformers import HfArgumentParser
 
 from reward.errors import UserError, first_line
-from reward.options import json_mapping, tracker_problems, train_problems, type_problems
+from reward.options import CHOICES, either, json_mapping, tracker_problems, train_problems, type_problems
 
 Group = TypeVar("Group")
 
@@ -44,15 +44,18 @@ class TrainConfig:
     model_revision: str | None = option(None, "Hub branch, tag or commit of the model (default: its main branch).")
     dtype: str = option(
         "float32",
-        "Weights' dtype: float32 (TRL's default for a model given by name), bfloat16, float16, or auto (the "
-        "checkpoint's own). bfloat16/float16 weights are trained as they are, with AdamW state in that dtype; the "
-        "loss stays float32 (docs/training.md).",
+        f"Weights' dtype: {either(CHOICES['dtype'])} (float32: TRL's default for a model given by name; auto: the "
+        "checkpoint's own). bfloat16 weights are trained as they are, AdamW state in bfloat16 too; the loss stays "
+        "float32 (docs/training.md). Not float16: AdamW's moments underflow (--fp16 computes in float16 on float32 "
+        "weights).",
     )
     attn_implementation: str | None = option(
         None, "transformers attention: sdpa, eager, flash_attention_2, ... (default: transformers' choice)."
     )
     model_init_kwargs: dict[str, Any] | str | None = option(
-        None, "More from_pretrained keyword arguments, as JSON (e.g. '{\"low_cpu_mem_usage\": true}')."
+        None,
+        'More from_pretrained keyword arguments, as JSON: its own (e.g. \'{"subfolder": "rm"}\') or the model '
+        "config's (e.g. '{\"rms_norm_eps\": 1e-5}'); a key neither takes is refused before anything loads.",
     )
     trust_remote_code: bool = option(False, "Allow the model's own code from the Hub to run (off: safer).")
     eos_token: str | None = option(None, "Make this token (already in the vocabulary) the tokenizer's EOS (TRL).")
@@ -176,7 +179,7 @@ class TrainConfig:
     max_grad_norm: float = option(1.0, "Clip the global gradient norm to this; 0 disables clipping.")
     num_train_epochs: float = option(2.0, "Passes over the training pairs (ignored when max_steps > 0).")
     max_steps: int = option(-1, "Total optimizer steps; overrides num_train_epochs when > 0.")
-    lr_scheduler_type: str = option("linear", "Schedule after warmup: linear, cosine, constant, ...")
+    lr_scheduler_type: str = option("linear", f"Schedule after warmup: {either(CHOICES['lr_scheduler_type'])}.")
     warmup_ratio: float = option(0.1, "Warmup length as a fraction of total steps (HF/TRL default 0).")
     warmup_steps: int = option(0, "Warmup length in steps; wins over warmup_ratio when > 0.")
     bf16: bool = option(False, "bfloat16 autocast (CPU and GPU); the loss stays fp32.")
@@ -203,7 +206,7 @@ class TrainConfig:
     )
     report_to: list[str] | str = field(
         default_factory=lambda: ["none"],
-        metadata={"help": "Trackers that get the metrics.jsonl records: none, tensorboard, trackio, wandb or all."},
+        metadata={"help": f"Trackers that get the metrics.jsonl records: {either(CHOICES['report_to'])} (a list)."},
     )
     run_name: str | None = option(None, "The run's name in the trackers (default: the output dir's name).")
     project: str = option("huggingface", "trackio / W&B project the run is logged under (HF's default).")
@@ -290,7 +293,7 @@ def parse_config(argv: list[str] | None = None, saved: dict[str, Any] | None = N
     parser = make_parser(TrainConfig, "Train a Bradley-Terry reward model.")
     parser.add_argument("--config", default=None, help="YAML or JSON file of options; flags override it.")
     pre, _ = parser.parse_known_args(argv)
-    parser.set_defaults(**(saved or {}), **(load_config_file(pre.config) if pre.config else {}))
+    parser.set_defaults(**{**(saved or {}), **(load_config_file(pre.config) if pre.config else {})})  # file wins
     return parse_into(parser, argv)
 
 

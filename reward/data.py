@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from datasets import Dataset, DatasetDict, Features, Value, load_dataset
+from pyarrow import ArrowException, parquet  # pyarrow: what `datasets` stores rows in
 
 from reward.errors import UserError, first_line
 
@@ -35,6 +36,10 @@ EXPLICIT, IMPLICIT, CONVERSATIONAL, RANKED = "explicit prompt", "implicit prompt
 ROLES = {"system", "user", "assistant", "tool", "developer"}
 SHOWN_BAD_ROWS = 5  # how many bad rows an error message lists
 SUBSET_COLUMNS = ("subset", "category")  # the column naming each pair's subset, looked up in this order
+# A ranking of K responses trains as its C(K, 2) comparisons, each a pair of texts (reward/ranked/rows.py):
+# the work and memory per row grow as K², so training takes at most this many (8,128 comparisons a row).
+# Scoring has no such bound: it scores the K responses and counts comparisons without listing them.
+MAX_RANKED_COMPLETIONS = 128
 
 
 @dataclass
@@ -63,41 +68,67 @@ def load_raw(
         return DatasetDict({"train": name}), source or "<Dataset>"
     if isinstance(name, DatasetDict):
         return name, source or "<DatasetDict>"
+    files = data_files(name)
+    if files is None:
+        return _load(name, config), name  # a Hub dataset id
     path = Path(name)
     if path.is_file():
-        builder = FILE_BUILDERS.get(path.suffix.lower())
-        if builder is None:
-            raise UserError(f"{path}: unsupported file type (use {', '.join(FILE_BUILDERS)})")
-        check_text_file(path)
+        builder = FILE_BUILDERS[path.suffix.lower()]
         return _load(builder, data_files={"train": str(path)}, **(csv_as_text(path) if builder == "csv" else {})), str(
             path
         )
-    if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.suffix.lower() in FILE_BUILDERS)
+    all_csv = all(p.suffix.lower() == ".csv" for p in files)
+    return _load(str(path), **(csv_as_text(files[0]) if all_csv else {})), str(path)
+
+
+def data_files(name: str) -> list[Path] | None:
+    """The local files `name` names (a file, or a folder's), each checked: readable, and holding a row; None
+    for a Hub id. Reads no more than a file's first rows (a parquet file's footer): preflight runs it."""
+    path = Path(name)
+    if path.is_file():
+        if path.suffix.lower() not in FILE_BUILDERS:
+            raise UserError(f"{path}: unsupported file type (use {', '.join(FILE_BUILDERS)})")
+        files = [path]
+    elif path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.suffix.lower() in FILE_BUILDERS and p.is_file())
         if not files:
             raise UserError(f"{path}: folder has no {'/'.join(FILE_BUILDERS)} files")
-        all_csv = all(p.suffix.lower() == ".csv" for p in files)
-        return _load(str(path), **(csv_as_text(files[0]) if all_csv else {})), str(path)
-    if path.suffix.lower() in FILE_BUILDERS or name.startswith((".", "/")):
+    elif path.suffix.lower() in FILE_BUILDERS or name.startswith((".", "/", "~")):
         raise UserError(f"{name}: no such file or folder")
-    return _load(name, config), name  # a Hub dataset id
+    else:
+        return None
+    for file in files:  # in a folder too: one empty file fails `datasets` ("corresponds to no data!")
+        check_data_file(file)
+    return files
 
 
-def check_text_file(path: Path) -> None:
-    """JSON/CSV files must be UTF-8 and hold at least one row: say so plainly, before `datasets` tries."""
-    if path.suffix.lower() not in (".jsonl", ".json", ".csv"):
-        return
+def check_data_file(path: Path) -> None:
+    """A data file must be readable, UTF-8 if it is text, and hold at least one row: say so plainly, naming
+    it, before `datasets` tries (its errors name neither the file nor the problem)."""
     try:
-        with open(path, encoding="utf-8", newline="") as f:
-            if path.suffix.lower() == ".csv":
-                rows = csv.reader(f)
-                has_rows = next(rows, None) is not None and next(rows, None) is not None  # header + 1 row
-            else:
-                has_rows = any(line.strip() not in ("", "[]") for line in f)
+        if path.suffix.lower() == ".parquet":
+            has_rows = parquet_rows(path) > 0
+        else:
+            with open(path, encoding="utf-8", newline="") as f:
+                if path.suffix.lower() == ".csv":
+                    rows = csv.reader(f)
+                    has_rows = next(rows, None) is not None and next(rows, None) is not None  # header + 1 row
+                else:
+                    has_rows = any(line.strip() not in ("", "[]") for line in f)
     except UnicodeDecodeError as exc:
         raise UserError(f"{path}: not UTF-8 text (byte {exc.start}: {exc.reason}); re-save it as UTF-8") from exc
+    except OSError as exc:
+        raise UserError(f"{path}: could not read it ({first_line(exc)})") from exc
     if not has_rows:
         raise UserError(f"{path}: the file is empty (no preference rows)")
+
+
+def parquet_rows(path: Path) -> int:
+    """How many rows a parquet file's footer says it holds (nothing else is read)."""
+    try:
+        return parquet.read_metadata(path).num_rows
+    except ArrowException as exc:  # not parquet: no magic bytes, a damaged footer
+        raise UserError(f"{path}: not a parquet file ({first_line(exc)})") from exc
 
 
 def csv_as_text(path: Path) -> dict:
@@ -199,6 +230,12 @@ def ranking_problem(row: dict, fmt: str | None = None) -> str | None:
         return "field 'completions' must be a non-empty list"
     if fmt == RANKED and len(completions) < 2:
         return "field 'completions' must hold 2 or more responses to train on"
+    if fmt == RANKED and len(completions) > MAX_RANKED_COMPLETIONS:
+        return (
+            f"field 'completions' holds {len(completions)} responses; training takes at most "
+            f"{MAX_RANKED_COMPLETIONS} per prompt (their C(K, 2) comparisons are trained as pairs): keep the "
+            f"{MAX_RANKED_COMPLETIONS} you need, or split the row"
+        )
     chat = isinstance(completions[0], list)
     problem = text_problem("prompt", row.get("prompt") or ([] if chat else ""), chat, may_be_empty=True)
     for c in completions:

@@ -41,9 +41,10 @@ STATS_KEY = "reward_stats"  # config.json field: mean / std of the rewards on he
 
 # the model card's text for a folder: (the folder, the model written there) -> README.md (reward/eval/model_card.py)
 CardWriter = Callable[[Path, PreTrainedModel], str]
-# writes a model's whole folder into a path: (path, an FSDP model's gathered full weights or None) -> path
+# writes a model's whole folder into a path: (path, an FSDP model's gathered full weights or None, where the
+# folder will live once renamed into place, for its card: None for `path` itself) -> path
 # (the recipe's: `save_reward_model`, or reward/finetune/lora.py's merged LoRA model)
-FolderWriter = Callable[[Path, "dict | None"], Path]
+FolderWriter = Callable[[Path, "dict | None", "Path | None"], Path]
 
 
 def save_reward_model(
@@ -53,17 +54,21 @@ def save_reward_model(
     training_config: dict[str, Any],
     card: CardWriter | None = None,
     state_dict: dict[str, Any] | None = None,
+    final: str | Path | None = None,
 ) -> Path:
     """Save weights (safetensors), tokenizer, training config and model card into `out_dir`.
 
-    `state_dict` replaces the model's own weights (--fsdp: the full weights gathered from the shards)."""
+    `state_dict` replaces the model's own weights (--fsdp: the full weights gathered from the shards).
+    `final` is where the folder will be once renamed into place (reward/run writes into a temporary folder
+    first): the card's title and snippets name it, not the temporary one."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out, safe_serialization=True, state_dict=state_dict)
     tokenizer.save_pretrained(out)
-    (out / "training_config.json").write_text(json.dumps(training_config, indent=2, default=str) + "\n")
+    config = json.dumps(training_config, indent=2, default=str) + "\n"
+    (out / "training_config.json").write_text(config, encoding="utf-8")
     if card is not None:
-        (out / "README.md").write_text(card(out, model))
+        (out / "README.md").write_text(card(Path(final or out), model), encoding="utf-8")
     return out
 
 

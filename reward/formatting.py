@@ -32,6 +32,7 @@ from transformers import PretrainedConfig, PreTrainedTokenizerBase
 
 from reward.data import CONVERSATIONAL, IMPLICIT, margin_value, subset_column
 from reward.errors import UserError
+from reward.tokenizer import beyond_reach, check_chat_template, pair_chars
 
 FORMAT_KEY = "reward_format"  # config.json field: how training turned text into tokens
 FORMAT_VERSION = 1
@@ -163,10 +164,16 @@ def encode_and_judge(
     sequence_format: SequenceFormat,
     max_length: int | None,
     position_limit: int | None = None,
+    max_chars: tuple[int, int] | None = None,
 ) -> dict:
     """`encode_pair`, plus why the pair will be dropped, decided while its ids are still Python lists: a
     `filter` reading them back out of Arrow is a pass over every token (two such passes, identical then
-    over-long, were 15 % of tokenizing 10k long-prompt pairs)."""
+    over-long, were 15 % of tokenizing 10k long-prompt pairs). Past `max_chars` (characters, drop reason) a
+    side cannot fit and is dropped untokenized (reward/tokenizer.py `beyond_reach`)."""
+    if max_chars is not None and pair_chars(row) > max_chars[0]:
+        margin = margin_value(row["margin"]) if row.get("margin") is not None else 0.0
+        reason = 1 if row["chosen"] == row["rejected"] else max_chars[1]  # the same text: the same ids, identical
+        return {"chosen_ids": [0], "rejected_ids": [0], "margin": margin, DROP_REASON: reason}
     out = encode_pair(row, tokenizer, sequence_format)
     chosen, rejected = out["chosen_ids"], out["rejected_ids"]
     if chosen == rejected:  # identical first
@@ -201,6 +208,8 @@ def tokenize_pairs(
         require_chat_template(tokenizer)  # fail before the first row, not inside datasets.map
     kept_columns = [c for c in (subset_column(ds.column_names), *keep) if c in ds.column_names]
     judge = {"tokenizer": tokenizer, "sequence_format": sequence_format, "max_length": max_length}
+    limit, reason = (max_length, 2) if max_length else (position_limit, 3)  # the first rule that would drop it
+    judge |= {"max_chars": (beyond_reach(tokenizer, limit), reason) if limit else None}
     out = ds.map(
         encode_and_judge,
         fn_kwargs={**judge, "position_limit": position_limit},
@@ -235,8 +244,9 @@ def choose_format(
         raise UserError("--text_as_chat needs a prompt column (it renders the prompt as the user turn)")
     if requested.text_as_chat and not tokenizer.chat_template:
         raise UserError("--text_as_chat needs a tokenizer with a chat template")
-    if data_format == CONVERSATIONAL:
+    if data_format == CONVERSATIONAL or requested.text_as_chat:  # the model folder's own template: checked once
         require_chat_template(tokenizer)
+        check_chat_template(tokenizer, tokenizer.name_or_path or "the tokenizer")
     chosen = effective_format(requested, tokenizer)
     if requested.append_eos and not chosen.append_eos and data_format != CONVERSATIONAL and not requested.text_as_chat:
         why = "has no EOS token" if tokenizer.eos_token is None else f"appends its own EOS {tokenizer.eos_token!r}"

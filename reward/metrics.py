@@ -46,6 +46,7 @@ from typing import Any
 
 import torch
 
+from reward.errors import UserError, first_line
 from reward.loss import LossOutput
 
 
@@ -152,8 +153,14 @@ class MetricsWriter:
         self.sinks = list(sinks)
 
     def write(self, record: dict[str, Any]) -> None:
-        with self.path.open("a") as f:
-            f.write(json.dumps(record) + "\n")
+        try:  # one line per record, appended: a crash can cut only the last one (a resume drops it)
+            with self.path.open("a", encoding="utf-8") as f:
+                f.write(json.dumps(record) + "\n")
+        except OSError as exc:  # a full disk mid-run: one line; the checkpoints written so far are whole
+            raise UserError(
+                f"could not append to {self.path} ({type(exc).__name__}: {first_line(exc)}); the checkpoints "
+                "saved so far are complete: free some space and resume with --resume_from_checkpoint latest"
+            ) from exc
         for sink in self.sinks:
             sink(record)
 

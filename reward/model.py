@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 from dataclasses import dataclass
 
 import torch
@@ -59,9 +60,31 @@ def match_vocabulary(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase)
 
 
 def trainable_problem(model: nn.Module) -> str | None:
-    """Why a model (loaded, or handed over by the Python API) cannot be trained here, or None."""
+    """Why a model (loaded, or handed over by the Python API) cannot be trained here, or None.
+
+    A causal LM (one logit per vocabulary entry and token) or a base model (no logits) would fail in the loss
+    after training started; a class named *ForSequenceClassification (every transformers one, a remote-code
+    model's, a subclass of either) reads one score per sequence.
+
+    >>> from transformers import GPT2Config, GPT2LMHeadModel
+    >>> print(trainable_problem(GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=8, n_head=2))))  # doctest: +ELLIPSIS
+    GPT2LMHeadModel is not a sequence-classification model ...: load it with AutoModelForSequenceClassification...
+    """
+    from transformers.models.auto.modeling_auto import MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES as HEADS
+
     if hasattr(model, "peft_config"):
         return "a peft model: pass the base model with peft_config= (RewardTrainer) or --use_peft"
+    if not any(kind.__name__.endswith("ForSequenceClassification") for kind in type(model).__mro__):
+        name, model_type = type(model).__name__, getattr(getattr(model, "config", None), "model_type", None)
+        if model_type not in HEADS:
+            return (
+                f"{name} is not a sequence-classification model, and transformers has none for model_type "
+                f"{model_type!r}: a reward model reads one score per sequence (a *ForSequenceClassification class)"
+            )
+        return (
+            f"{name} is not a sequence-classification model (a reward model reads one score per sequence): "
+            "load it with AutoModelForSequenceClassification.from_pretrained(name, num_labels=1)"
+        )
     if getattr(model.config, "num_labels", 1) != 1:
         labels = model.config.num_labels
         return f"the model has num_labels={labels}: a reward model has one output (load it with num_labels=1)"
@@ -96,13 +119,14 @@ def load_model(
     """
     torch.manual_seed(seed)
     loading = {"attn_implementation": attn_implementation} if attn_implementation else {}
-    if config is not None:
-        if init_kwargs:
-            raise UserError(f"--model_init_kwargs go to from_pretrained; {name} is built from a config, not loaded")
-        model = AutoModelForSequenceClassification.from_config(config, **loading)
-    else:
+    if config is not None and init_kwargs:
+        raise UserError(f"--model_init_kwargs go to from_pretrained; {name} is built from a config, not loaded")
+    if config is None:
         check_model_source(name)
-        try:
+    try:
+        if config is not None:
+            model = AutoModelForSequenceClassification.from_config(config, **loading)
+        else:
             model = AutoModelForSequenceClassification.from_pretrained(
                 name,
                 num_labels=1,
@@ -113,18 +137,25 @@ def load_model(
                 **loading,
                 **(init_kwargs or {}),
             )
-        except RuntimeError as exc:
-            if "mismatch" not in str(exc).lower():
-                raise
-            raise UserError(
-                f"{name}: its classification head does not have exactly 1 label; a reward model needs one "
-                "output (start from the base model, or from a reward model with num_labels=1)"
-            ) from exc
-        except LOAD_ERRORS as exc:
-            problem = (
-                folder_problem(name) or f"{name}: could not load a sequence-classification model ({first_line(exc)})"
-            )
-            raise UserError(problem) from exc
+    except RuntimeError as exc:
+        if "mismatch" not in str(exc).lower():
+            raise
+        raise UserError(
+            f"{name}: its classification head does not have exactly 1 label; a reward model needs one "
+            "output (start from the base model, or from a reward model with num_labels=1)"
+        ) from exc
+    # the backstops of what preflight checks (reward/run/loading.py): a key, an attention it could not vouch for
+    except TypeError as exc:  # the model's __init__ got a key of --model_init_kwargs it does not take
+        key = re.search(r"keyword argument '(\w+)'", str(exc))
+        if not key or key[1] not in (init_kwargs or {}):
+            raise
+        raise UserError(f"--model_init_kwargs: {name} does not take {key[1]!r} ({first_line(exc)})") from exc
+    except (*LOAD_ERRORS, ImportError) as exc:  # ImportError: e.g. flash_attention_2 without its package
+        text, attention = str(exc).lower(), (attn_implementation or "").lower()
+        if attention and any(word in text for word in (attention, "attention impl", "flashattention")):
+            raise UserError(f"--attn_implementation {attn_implementation}: {first_line(exc)}") from exc
+        problem = folder_problem(name) or f"{name}: could not load a sequence-classification model ({first_line(exc)})"
+        raise UserError(problem) from exc
     ready_for_reward(model, tokenizer, disable_dropout)
     if config is not None and dtype != "auto":  # built in float32; from_pretrained loaded the others in `dtype`
         model.to(getattr(torch, dtype))

@@ -30,9 +30,40 @@ SCHEDULERS = (
 EVAL_STRATEGIES = ("steps", "epoch", "no")
 OPTIMIZERS = ("adamw_torch_fused", "adamw_torch")  # HF's names for torch.optim.AdamW, fused or not
 DTYPES = ("float32", "bfloat16", "auto")  # not float16: AdamW's moments underflow (use --fp16 for fp16 compute)
+FLOAT16_REFUSED = (
+    "float16 weights make AdamW's moments underflow; use --fp16 (float16 compute, float32 weights) or --dtype bfloat16"
+)
 TRACKERS = ("tensorboard", "trackio", "wandb")  # report_to also takes "none" and "all"
 HUB_STRATEGIES = ("every_save", "end")
+RANKINGS = ("grouped", "pairs")
+RANKING_LOSSES = ("bradley_terry", "plackett_luce")
+RANKING_NORMALIZATIONS = ("comparison", "prompt")
+TIE_HANDLINGS = ("skip", "half")
+# every option whose accepted values are a fixed list: its --help (reward/config.py) and its refusal
+# list exactly these (tests/test_options.py holds them to it)
+CHOICES = {
+    "dtype": DTYPES,
+    "optim": OPTIMIZERS,
+    "lr_scheduler_type": SCHEDULERS,
+    "eval_strategy": EVAL_STRATEGIES,
+    "hub_strategy": HUB_STRATEGIES,
+    "rankings": RANKINGS,
+    "ranking_loss": RANKING_LOSSES,
+    "ranking_normalization": RANKING_NORMALIZATIONS,
+    "tie_handling": TIE_HANDLINGS,
+    "report_to": ("none", *TRACKERS, "all"),
+}
 MAX_SEED = 2**32 - 1  # numpy's RNG, seeded alongside torch's, takes 0 .. 2**32 - 1
+
+
+def either(values: tuple[str, ...]) -> str:
+    """An option's accepted values as its help text and its refusal list them.
+
+    >>> either(("steps", "epoch", "no"))
+    "'steps', 'epoch' or 'no'"
+    """
+    quoted = [f"'{v}'" for v in values]
+    return quoted[0] if len(quoted) == 1 else f"{', '.join(quoted[:-1])} or {quoted[-1]}"
 
 
 def type_problem(name: str, value: Any, annotation: Any) -> str | None:
@@ -128,31 +159,36 @@ def train_problems(cfg: Any) -> list[str]:
             "--center_rewards_coefficient must be a finite number >= 0",
         ),
         (0.0 <= cfg.eval_split_size < 1.0, "--eval_split_size must be in [0, 1)"),
-        (cfg.eval_strategy in EVAL_STRATEGIES, "--eval_strategy must be 'steps', 'epoch' or 'no'"),
+        (cfg.eval_strategy in EVAL_STRATEGIES, f"--eval_strategy must be {either(EVAL_STRATEGIES)}"),
         (bool(cfg.model_name_or_path.strip()), "--model_name_or_path must not be empty"),
         (bool(cfg.dataset_name.strip()), "--dataset_name must not be empty"),
         (bool(cfg.output_dir.strip()), "--output_dir must not be empty"),
         (cfg.lora_r >= 1, "--lora_r must be >= 1"),
         (finite(cfg.lora_alpha) and cfg.lora_alpha > 0, "--lora_alpha must be > 0"),
         (0.0 <= cfg.lora_dropout < 1.0, "--lora_dropout must be in [0, 1)"),
-        (cfg.dtype in DTYPES, f"--dtype must be one of {', '.join(DTYPES)}"),
-        (cfg.hub_strategy in HUB_STRATEGIES, "--hub_strategy must be 'every_save' or 'end'"),
+        (cfg.dtype != "float16", f"--dtype float16: {FLOAT16_REFUSED}"),
+        (cfg.dtype in (*DTYPES, "float16"), f"--dtype must be one of {', '.join(DTYPES)}, got {cfg.dtype!r}"),
+        (cfg.hub_strategy in HUB_STRATEGIES, f"--hub_strategy must be {either(HUB_STRATEGIES)}"),
         (not (cfg.fp16 and cfg.dtype == "bfloat16"), "--fp16 with --dtype bfloat16: pick one half precision"),
         (not (cfg.bf16 and cfg.fp16), "--bf16 and --fp16 are mutually exclusive"),
         (not (cfg.fsdp and cfg.torch_compile), "--fsdp with --torch_compile is not supported yet"),
         (not (cfg.fsdp and cfg.use_peft), "--fsdp with --use_peft is not supported yet"),
     ]
-    return [message for ok, message in rules if not ok] + ranking_problems(cfg)
+    problems = [message for ok, message in rules if not ok] + ranking_problems(cfg)
+    return problems + ([problem] if (problem := attention_problem(cfg.attn_implementation)) else [])
 
 
 def ranking_problems(cfg: Any) -> list[str]:
     """The ranking options (reward/ranked): choices, and what only grouped training can do."""
     grouped, plackett_luce = cfg.rankings == "grouped", cfg.ranking_loss == "plackett_luce"
     rules = [
-        (cfg.rankings in ("grouped", "pairs"), "--rankings must be 'grouped' or 'pairs'"),
-        (cfg.ranking_loss in ("bradley_terry", "plackett_luce"), "--ranking_loss: 'bradley_terry' or 'plackett_luce'"),
-        (cfg.ranking_normalization in ("comparison", "prompt"), "--ranking_normalization: 'comparison' or 'prompt'"),
-        (cfg.tie_handling in ("skip", "half"), "--tie_handling must be 'skip' or 'half'"),
+        (cfg.rankings in RANKINGS, f"--rankings must be {either(RANKINGS)}"),
+        (cfg.ranking_loss in RANKING_LOSSES, f"--ranking_loss: {either(RANKING_LOSSES)}"),
+        (
+            cfg.ranking_normalization in RANKING_NORMALIZATIONS,
+            f"--ranking_normalization: {either(RANKING_NORMALIZATIONS)}",
+        ),
+        (cfg.tie_handling in TIE_HANDLINGS, f"--tie_handling must be {either(TIE_HANDLINGS)}"),
         (grouped or cfg.tie_handling == "skip", "--tie_handling half needs --rankings grouped (a pair has no tie)"),
         (grouped or not plackett_luce, "--ranking_loss plackett_luce needs --rankings grouped (the whole order)"),
         (
@@ -167,6 +203,22 @@ def ranking_problems(cfg: Any) -> list[str]:
         (not plackett_luce or cfg.tie_handling == "skip", "--ranking_loss plackett_luce needs a strict order: no ties"),
     ]
     return [message for ok, message in rules if not ok]
+
+
+def attention_problem(name: str | None) -> str | None:
+    """--attn_implementation: "eager", an attention function registered with transformers (sdpa, flex, flash,
+    ... and any a program registered) or a Hub kernel 'org/repo' (transformers' kernels pattern). Whether a
+    flash-attention package is installed stays transformers' check, at load time (reward/model.py)."""
+    if name is None:
+        return None
+    # imported here: transformers' modeling code takes seconds to import, and only this option needs it
+    from transformers import AttentionInterface
+    from transformers.integrations.hub_kernels import is_kernel
+
+    known = ["eager", *AttentionInterface().valid_keys()]
+    if name.removeprefix("paged|") in known or is_kernel(name):  # transformers still strips a "paged|" prefix
+        return None
+    return f"--attn_implementation {name}: not one of {', '.join(known)}, or a Hub kernel 'org/repo'"
 
 
 def tracker_problems(names: list[str]) -> list[str]:
@@ -198,6 +250,7 @@ def score_problems(cfg: Any) -> list[str]:
         (cfg.batch_size >= 1, "--batch_size must be >= 1"),
         (cfg.explain_rows >= 0, "--explain_rows must be >= 0"),
         (cfg.calibration_bins >= 1, "--calibration_bins must be >= 1"),
+        (cfg.max_length is None or cfg.max_length >= 2, "--max_length must be >= 2 (or unset: the model's positions)"),
         (cfg.label_smoothing is None or 0.0 <= cfg.label_smoothing < 0.5, "--label_smoothing must be in [0, 0.5)"),
         (
             cfg.center_rewards_coefficient is None

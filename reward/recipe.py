@@ -1,9 +1,10 @@
 """One training run, as named stages: what `python train.py` (reward/run/train_cli.py) and the Python API
 (`reward.RewardTrainer`) run. It reads top to bottom, one stage per function:
 
-    preflight        every check that can fail before anything loads (reward/run/preflight.py)
-    read_rows        rows -> validated preference data (a generated task, a file, the Hub, a Dataset)
-    ready_tokenizer  the tokenizer, and how text becomes tokens, checked against the data and a checkpoint
+    preflight        every check before anything loads (run/preflight.py), then what loading will read (run/loading.py)
+    ready_tokenizer  the tokenizer with its options applied (a chat template that fails stops here)
+    read_rows        rows -> validated preference data (a generated task, a file, the Hub, a Dataset); then how
+                     text becomes tokens, checked against the data and a checkpoint (choose_format)
     build_model      the one-label model, its recorded format, and what changes how it runs
     tokenize         rows -> token ids, dropping what the model cannot take
     fit              the loop (reward/loop.py) with what plugs into it: collator, order, objective, evaluation
@@ -56,6 +57,7 @@ from reward.presets.tiny import model_config_for, tokenizer_for
 from reward.ranked.collate import group_for_training
 from reward.ranked.rows import GROUPED, describe_rankings, expand_preferences
 from reward.run.checkpoints import CheckpointWriter, load_from_checkpoint, trim_metrics
+from reward.run.loading import check_sources
 from reward.run.output_dir import check_free_space, release
 from reward.run.parts import (
     LOADING,
@@ -68,7 +70,9 @@ from reward.run.parts import (
     training_objective,
 )
 from reward.run.preflight import Setup, preflight
+from reward.run.publish import export_model
 from reward.run.report import report, start_summary
+from reward.run.resume_rules import same_rows
 from reward.run.state import restore_training_state
 from reward.tokenizer import TokenizerOptions, prepare_tokenizer
 
@@ -94,8 +98,7 @@ class Tokens:
 
 @dataclass
 class RunResult(TrainResult):
-    """What a run made: the loop's result (steps, last metrics, stopped, ...), the trained model, and (unless
-    stopped) its folder. The recipe builds it from the loop's `TrainResult`, which it leaves as it was."""
+    """What a run made: the loop's `TrainResult` (left as it was), the trained model and (unless stopped) its folder."""
 
     model: PreTrainedModel | None = None
     tokenizer: PreTrainedTokenizerBase | None = None
@@ -122,8 +125,10 @@ def main(
     setup = None
     try:
         setup = preflight(cfg)
+        check_sources(cfg, setup.checkpoint, rows_given=dataset is not None, model_given=model is not None)
+        tokenizer = ready_tokenizer(cfg, setup, tokenizer)  # its options fail here, before the rows load
         data, named = read_rows(cfg, dataset, eval_sets)
-        tokenizer, text_format = ready_tokenizer(cfg, setup, data, tokenizer)
+        text_format = choose_format(requested_format(cfg), tokenizer, data.format, setup.checkpoint)
         model = build_model(cfg, setup, tokenizer, text_format, data.format, model)
         tokens = tokenize(cfg, data, named, tokenizer, text_format, position_limit(unwrap(model)))
         training = fit(cfg, setup, data, tokens, model, tokenizer, should_stop)
@@ -172,7 +177,7 @@ def read_eval_set(cfg: TrainConfig, rows: Dataset | DatasetDict) -> PreferenceDa
     like the training rows and evaluated whole; rankings as the pairs they hold."""
     split = cfg.dataset_train_split if isinstance(rows, DatasetDict) else "train"  # a Dataset is its own "train"
     data = load_preferences(rows, train_split=split, eval_split_size=0, skip_bad_rows=cfg.skip_bad_rows)
-    return expand_preferences(data) if data.format == RANKED else data
+    return expand_preferences(data, evaluation=True) if data.format == RANKED else data
 
 
 def requested_format(cfg: TrainConfig) -> SequenceFormat:
@@ -181,17 +186,18 @@ def requested_format(cfg: TrainConfig) -> SequenceFormat:
 
 
 def ready_tokenizer(
-    cfg: TrainConfig, setup: Setup, data: PreferenceData, tokenizer: PreTrainedTokenizerBase | None
-) -> tuple[PreTrainedTokenizerBase, SequenceFormat]:
+    cfg: TrainConfig, setup: Setup, tokenizer: PreTrainedTokenizerBase | None
+) -> PreTrainedTokenizerBase:
     """The tokenizer (given, loaded, or the checkpoint's, with its chat template and added tokens) with its
-    options applied, and how text becomes tokens (reward/formatting.py `choose_format`)."""
+    options applied: a token or a chat template it cannot take stops the run before the rows load. How text
+    becomes tokens needs the rows' format too (reward/formatting.py `choose_format`, in `main`)."""
     if tokenizer is None or setup.checkpoint:
         source = str(setup.checkpoint) if setup.checkpoint else cfg.model_name_or_path
         revision = None if setup.checkpoint else cfg.model_revision
         tokenizer = load_from_checkpoint(setup.checkpoint, tokenizer_for, source, cfg.trust_remote_code, revision)
     for note in prepare_tokenizer(tokenizer, pick(TokenizerOptions, cfg), from_checkpoint=setup.checkpoint is not None):
         print(note)
-    return tokenizer, choose_format(requested_format(cfg), tokenizer, data.format, setup.checkpoint)
+    return tokenizer
 
 
 def build_model(
@@ -278,6 +284,7 @@ def fit(
 ) -> TrainResult:
     """The loop, and what plugs into it, each chosen from the options."""
     plan = setup.plan
+    rows = same_rows(tokens.pairs, setup.resume_state, data.source)  # before anything in the output dir changes
     collate = training_collator(cfg, tokenizer.pad_token_id, model, tokens.grouped)
     order = batch_order(cfg, tokens.train, tokens.grouped)
     if setup.checkpoint:
@@ -291,7 +298,7 @@ def fit(
     elif plan.is_main:
         metrics.unlink(missing_ok=True)  # one run per metrics file
     write = model_writer(cfg, model, tokenizer, card_facts(data, len(tokens.pairs)))  # every checkpoint's card says it
-    save = CheckpointWriter(setup.out_dir, model, write, plan, cfg.save_total_limit)
+    save = CheckpointWriter(setup.out_dir, model, write, plan, cfg.save_total_limit, rows)
     if setup.hub and setup.hub.strategy == "every_save":
         save = PushEverySave(save, setup.hub, setup.out_dir, plan.is_main)
     resume, sinks = setup.resume_state, [setup.trackers.log] if setup.trackers else []
@@ -336,7 +343,7 @@ def export(
         print(f"WARNING: {run.collapsed}", file=sys.stderr)
     metrics = eval_record({"": training.eval or {}})  # eval_loss, ...
     run.card = card_facts(data, len(tokens.pairs), metrics, warning=run.collapsed)
-    run.folder = model_writer(cfg, model, tokenizer, run.card)(setup.out_dir, weights)
+    run.folder = export_model(setup.out_dir, model_writer(cfg, model, tokenizer, run.card), weights, model)
     if cfg.plot_curves:
         from reward.eval.plotting import plot_training_curves  # matplotlib is an optional extra
 

@@ -13,6 +13,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import jinja2
 from safetensors import SafetensorError, safe_open
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
@@ -68,25 +69,92 @@ def load_tokenizer(name: str, trust_remote_code: bool = False, revision: str | N
         ) from exc
 
 
+TEMPLATE_SUFFIXES = (".jinja", ".j2")
+# what every chat template must render: a template that fails on it would fail on the first conversation
+TRIAL_CONVERSATION = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]
+
+
 def take_chat_template(tokenizer: PreTrainedTokenizerBase, path: str, trust_remote_code: bool = False) -> int:
     """TRL's `chat_template_path`: a .jinja/.j2 file becomes the chat template; a tokenizer folder or Hub
     id gives its template, its added tokens and its EOS (trl/chat_template_utils.py
     `clone_chat_template`; reward/model.py `match_vocabulary` then grows the embeddings). Returns how
-    many tokens it added."""
-    if os.path.isfile(path) and path.endswith((".jinja", ".j2")):
-        tokenizer.chat_template = Path(path).read_text(encoding="utf-8")
+    many tokens it added. The path is checked, and the template rendered once, before any data loads."""
+    flag, local = f"--chat_template_path {path}", os.path.expanduser(path)
+    if os.path.isfile(local) and local.endswith(TEMPLATE_SUFFIXES):
+        try:
+            tokenizer.chat_template = Path(local).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UserError(f"{flag}: could not read the template ({first_line(exc)})") from exc
+        check_chat_template(tokenizer, flag)
         return 0
-    if os.path.isfile(path):
-        raise UserError(f"--chat_template_path {path}: a template file must end in .jinja or .j2")
-    source = load_tokenizer(path, trust_remote_code)
+    if os.path.isfile(local):
+        raise UserError(f"{flag}: a template file must end in .jinja or .j2")
+    if local.endswith(TEMPLATE_SUFFIXES):
+        raise UserError(f"{flag}: no such file")
+    if not os.path.isdir(local) and (path.startswith((".", "/", "~")) or os.path.exists(local)):
+        raise UserError(f"{flag}: no such file or folder (a .jinja/.j2 file, a tokenizer folder or a Hub id)")
+    try:
+        source = load_tokenizer(local, trust_remote_code)
+    except UserError as exc:  # its message names the source; say which option gave it
+        raise UserError(f"--chat_template_path: {exc}") from exc
     if not source.chat_template:
-        raise UserError(f"--chat_template_path {path}: that tokenizer has no chat template")
+        raise UserError(f"{flag}: that tokenizer has no chat template")
     tokenizer.chat_template = source.get_chat_template()
     new = [t for t in source.added_tokens_decoder.values() if t.content not in tokenizer.get_vocab()]
     tokenizer.add_tokens(new)
     if source.eos_token is not None:
         tokenizer.eos_token = source.eos_token
+    check_chat_template(tokenizer, flag)
     return len(new)
+
+
+def check_chat_template(tokenizer: PreTrainedTokenizerBase, flag: str) -> None:
+    """Render the tokenizer's chat template on a user/assistant exchange, as tokenizing will (transformers
+    compiles it with jinja2 in `apply_chat_template`): a syntax error or a failing template is one line
+    naming `flag` and the template's line, not a jinja2 traceback once the data has loaded."""
+    try:
+        tokenizer.apply_chat_template(TRIAL_CONVERSATION, tokenize=False)
+    except jinja2.TemplateSyntaxError as exc:
+        where = f"line {exc.lineno}: {exc.message or type(exc).__name__}"
+        raise UserError(f"{flag}: the chat template does not compile ({where})") from exc
+    except (jinja2.TemplateError, TypeError) as exc:  # raise_exception(...), an undefined name, a bad operand
+        raise UserError(f"{flag}: the chat template fails on a user/assistant exchange ({first_line(exc)})") from exc
+
+
+# --- how much text a token can stand for: what a text too large to fit is known by, without tokenizing it ---
+# A tokenizer run on a 50 MB row takes minutes and ~9 GB, or aborts the process with no error line
+# (measured: reward/eval/lengths.py). Past this many characters a text that cannot fit is never tokenized.
+HUGE_TEXT_CHARS = 1_000_000
+
+
+def chars_per_token(tokenizer: PreTrainedTokenizerBase) -> int:
+    """The most characters one token stands for: its longest vocabulary entry (a byte-level symbol is one
+    byte, so never less than a character; added tokens included), or WordPiece's per-word limit, whose
+    [UNK] stands for a whole word."""
+    longest = max(map(len, tokenizer.get_vocab()), default=1)
+    backend = getattr(getattr(tokenizer, "backend_tokenizer", None), "model", None)  # fast tokenizers
+    slow = getattr(tokenizer, "wordpiece_tokenizer", None)  # BertTokenizer and its kin
+    per_word = getattr(backend, "max_input_chars_per_word", None) or getattr(slow, "max_input_chars_per_word", 0)
+    return max(longest, per_word or 0, 1)
+
+
+def beyond_reach(tokenizer: PreTrainedTokenizerBase, tokens: int) -> int:
+    """Characters past which a text has more than `tokens` tokens for certain, and is too large to tokenize
+    safely: training drops such a pair untokenized (reward/formatting.py `encode_and_judge`). Never below
+    HUGE_TEXT_CHARS, so every row a tokenizer handles at ease is still tokenized and judged exactly (only
+    text a tokenizer mostly throws away could break the `chars_per_token` bound: reward/eval/lengths.py)."""
+    return max(chars_per_token(tokenizer) * tokens, HUGE_TEXT_CHARS)
+
+
+def text_chars(*texts: str | list | None) -> int:
+    """Characters of the text in a prompt and a response: strings, or the content of message lists."""
+    total = 0
+    for text in texts:
+        if isinstance(text, str):
+            total += len(text)
+        elif isinstance(text, list):
+            total += sum(len(m["content"]) for m in text if isinstance(m, dict) and isinstance(m.get("content"), str))
+    return total
 
 
 def ensure_pad_token(tokenizer: PreTrainedTokenizerBase) -> bool:
@@ -141,3 +209,8 @@ def prepare_tokenizer(
             "the reward is read before a trailing EOS"
         )
     return notes
+
+
+def pair_chars(row: dict) -> int:
+    """Characters of a preference row's longer side, its prompt included."""
+    return max(text_chars(row.get("prompt"), row[side]) for side in ("chosen", "rejected"))

@@ -9,12 +9,12 @@ import importlib.util
 import json
 
 import pytest
-from conftest import train_tiny
+from conftest import save_encoder, train_tiny
 from datasets import Dataset
 
 import score
-from reward.eval.consumer_check import check_consumers, format_report
-from reward.eval.consumers import TOLERANCE, Sequences, trl_grpo_path
+from reward.eval.consumer_check import check_consumers, format_report, rows_within
+from reward.eval.consumers import TOLERANCE, Sequences, Skip, trl_grpo_path, within_positions
 from reward.eval.score_cli import parse_score_config
 from reward.eval.scoring import RewardScorer, load_rows
 from reward.export import save_reward_model
@@ -189,3 +189,29 @@ def test_grpo_sees_a_completion_without_the_eos_its_decoding_drops(trl_model):
     eos = scorer.tokenizer.eos_token
     with_eos = trl_grpo_path(scorer, Sequences(["Name a fruit."], [" mango" + eos]))
     assert with_eos == trl_grpo_path(scorer, Sequences(["Name a fruit."], [" mango"]))
+
+
+def test_rows_past_the_positions_are_left_out_and_said(tmp_path, capsys, quiet_datasets):
+    """A BERT with 16 positions and rows of 20+ tokens (a 595-token row for a 512-position BERT): the check
+    compares the rows that fit, where every consumer's forward would fail in the embedding on the others,
+    and says which rows it left out."""
+    folder = save_encoder(tmp_path / "bert16", "bert", max_positions=16)
+    rows = [{"prompt": "Q: ", "chosen": "yes", "rejected": "no"} for _ in range(4)]
+    rows[1]["chosen"] += " and then it went on and on, saying much more than it needed to"
+    rows[3]["rejected"] += " and then it went on and on, saying much more than it needed to"
+    scorer = RewardScorer(folder, device="cpu", show_progress=False)
+
+    kept, said = rows_within(scorer, rows, "pairs")
+    results = {r.name: r for r in check_consumers(scorer, rows, "pairs")}
+
+    assert kept == [rows[0], rows[2]] and said[0].startswith("left out of the consumer check: skipped 2 of 8")
+    assert "row 2, row 4" in said[0]
+    assert len(find(results, PIPELINE).rewards) == 4 and len(find(results, PADDED).rewards) == 4  # 2 pairs
+    path = tmp_path / "pairs.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert score.cli(["--model", str(folder), "--input", str(path), "--check_consumers"]) == 0
+    printed = capsys.readouterr().out
+    assert "consumer check: 2 rows" in printed and "left out of the consumer check: skipped 2 of 8" in printed
+    within_positions(scorer, [16])  # a consumer whose own format runs past the positions is skipped, with why
+    with pytest.raises(Skip, match="17 tokens, more than the model's 16 positions"):
+        within_positions(scorer, [3, 17])

@@ -140,3 +140,27 @@ def test_missing_margin_column_tokenizes_as_zero(tiny_tokenizer):
     out, _ = tokenize_pairs(data.train, tiny_tokenizer, data.format, max_length=None)
     assert out["margin"] == [0.0] * 4
     assert set(out.column_names) == {"chosen_ids", "rejected_ids", "margin"}
+
+
+def test_a_side_too_large_to_fit_is_dropped_without_tokenizing_it(tiny_tokenizer, monkeypatch):
+    """A 50 MB row costs minutes and ~9 GB of tokenizer work, or aborts the process (reward/eval/lengths.py):
+    a side with more characters than any `max_length` tokens can hold (and over HUGE_TEXT_CHARS) is dropped as
+    over-long, counted as such, and never reaches the tokenizer; every other row is judged as before."""
+    from reward import formatting
+    from reward.tokenizer import HUGE_TEXT_CHARS, beyond_reach
+
+    huge = " word" * (HUGE_TEXT_CHARS // 5 + 1)  # just over 1M characters
+    assert len(huge) > beyond_reach(tiny_tokenizer, 20) == HUGE_TEXT_CHARS
+    rows = [
+        {"prompt": "A.", "chosen": huge, "rejected": " a."},  # too large: dropped untokenized
+        {"prompt": "B.", "chosen": " b.", "rejected": " c."},  # kept
+        {"prompt": "C.", "chosen": huge, "rejected": huge},  # identical: counted as identical, untokenized too
+        {"prompt": "D.", "chosen": " " + "words " * 40, "rejected": " d."},  # over 20 tokens: tokenized, dropped
+    ]
+    seen = []
+    encode = formatting.encode_pair
+    monkeypatch.setattr(formatting, "encode_pair", lambda row, *a: seen.append(row["prompt"]) or encode(row, *a))
+    out, stats = tokenize_pairs(Dataset.from_list(rows), tiny_tokenizer, EXPLICIT, max_length=20)
+    assert (stats.kept, stats.dropped_identical, stats.dropped_too_long) == (1, 1, 2)
+    assert seen == ["B.", "D."]  # the huge pairs never reached the tokenizer
+    assert out["chosen_ids"] == [tiny_tokenizer("B. b." + tiny_tokenizer.eos_token)["input_ids"]]

@@ -125,8 +125,10 @@ def test_files_to_upload_are_the_pipeline_files_and_the_run_records(finished_run
     files = files_to_upload(finished_run)
     assert files == sorted(files) and len(files) == len(set(files))
     assert PIPELINE_CORE | RUN_RECORDS <= set(files)
-    # every file at the top of the folder except the resume pointer, the user's held-out rows and the lock
-    assert set(files) == top_level_files(finished_run) - {"latest", "heldout_pairs.jsonl", ".lock"}
+    # every file at the top of the folder except the resume pointer, the user's held-out rows, the lock and the
+    # export's own file list (reward/run/publish.py)
+    left_out = {"latest", "heldout_pairs.jsonl", ".lock", ".export-files.json"}
+    assert set(files) == top_level_files(finished_run) - left_out
     assert not [f for f in files if "/" in f]  # no checkpoint-*/, runs/, wandb/ or dot folder inside
     assert "training_state.pt" not in files
 

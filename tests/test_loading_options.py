@@ -78,7 +78,7 @@ def test_float32_weights_with_bf16_autocast_stay_float32(tmp_path, capsys):
     "flags, message",
     [
         (["--dtype", "int8"], "--dtype must be one of"),
-        (["--dtype", "float16"], "--dtype must be one of float32, bfloat16, auto"),
+        (["--dtype", "float16"], "--dtype float16: float16 weights make AdamW's moments underflow; use --fp16"),
         (["--fp16", "--dtype", "bfloat16"], "pick one half precision"),
         (["--model_init_kwargs", "{not json"], "--model_init_kwargs: not valid JSON"),
         (["--model_init_kwargs", '["a"]'], "must be a JSON object"),

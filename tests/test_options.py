@@ -4,6 +4,8 @@ naming the option, before any data or model is loaded (reward/options.py)."""
 from __future__ import annotations
 
 import json
+import re
+from dataclasses import fields
 
 import pytest
 from test_bad_input import assert_clean_error, check_score_error, invoke
@@ -11,6 +13,7 @@ from test_bad_input import assert_clean_error, check_score_error, invoke
 import train
 from reward.config import TrainConfig
 from reward.errors import UserError
+from reward.options import CHOICES
 
 pytestmark = pytest.mark.usefixtures("quiet_datasets")
 
@@ -109,3 +112,26 @@ def test_the_python_api_checks_types_too():
     with pytest.raises(UserError, match="--eval_steps must be >= 1"):
         TrainConfig(eval_steps=0)
     assert TrainConfig(max_length=None, num_train_epochs=0, max_steps=5).max_steps == 5  # max_steps wins
+
+
+# --- options with a fixed list of values: --help offers exactly what the checks accept ----------------------
+HELP = {f.name: f.metadata["help"] for f in fields(TrainConfig)}  # what `train.py --help` prints for each
+
+
+@pytest.mark.parametrize("name", sorted(CHOICES))
+def test_an_options_help_offers_exactly_the_values_it_accepts(name):
+    accepted = CHOICES[name]
+    assert set(re.findall(r"'([\w|-]+)'", HELP[name])) == set(accepted), HELP[name]  # offered: the quoted values
+    for value in accepted:
+        TrainConfig(**{name: [value] if name == "report_to" else value})  # each one is accepted
+    with pytest.raises(UserError) as refused:
+        TrainConfig(**{name: ["bogus"] if name == "report_to" else "bogus"})
+    assert f"--{name}" in str(refused.value) and all(value in str(refused.value) for value in accepted)
+
+
+def test_dtype_help_and_refusal_give_the_same_reason_for_float16():
+    with pytest.raises(UserError) as refused:
+        TrainConfig(dtype="float16")
+    assert "float16" not in CHOICES["dtype"]
+    for text in (HELP["dtype"], str(refused.value)):
+        assert "AdamW's moments underflow" in text and "--fp16" in text

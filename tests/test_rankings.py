@@ -98,3 +98,15 @@ def test_bad_ranking_rows_are_one_line_errors(tiny_model_dir, tmp_path, row, mes
     assert score.cli(["--model", str(tiny_model_dir), "--input", str(path)]) == 2
     err = capsys.readouterr().err
     assert f"row 1: {message}" in err, err
+
+
+def test_rankings_whose_scores_all_tie_report_no_comparable_pairs_not_an_accuracy(tiny_model_dir, tmp_path, capsys):
+    rows = [{"prompt": f"Q{i}:", "completions": [" a", " b", " c"], "scores": [2, 2, 2]} for i in range(3)]
+    data = tmp_path / "ties.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "scored.jsonl"
+    assert score.cli(["--model", str(tiny_model_dir), "--input", str(data), "--output", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "no comparable pairs: all 9 comparisons tie in the scores (no accuracy)" in printed
+    assert "accuracy 0.0000" not in printed
+    assert all(len(json.loads(line)["rewards"]) == 3 for line in out.read_text().splitlines())

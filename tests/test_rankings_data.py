@@ -115,7 +115,7 @@ def test_bad_ranked_rows_name_the_row_and_field(row, message):
 def test_ranked_rows_need_scores_or_a_ranking():
     with pytest.raises(UserError, match="need a scores or a ranking column"):
         load_preferences(Dataset.from_list([{"prompt": "Q:", "completions": [" a", " b"], "best": 0}]))
-    with pytest.raises(UserError, match="no comparison that is not a tie"):
+    with pytest.raises(UserError, match=r"<Dataset> \[train\]: every comparison in its 1 ranked row\(s\) is a tie"):
         load_as_pairs(Dataset.from_list([{"completions": [" a", " b"], "scores": [1, 1]}]), eval_split_size=0)
 
 
@@ -194,3 +194,90 @@ def test_synthetic_ranked_trains_from_the_command_line(tmp_path, capsys):
     args = ["--dataset_name", "synthetic-ranked", "--synthetic_num_pairs", "50", "--max_steps", "2"]
     assert train.cli([*args, "--output_dir", str(out), "--disable_tqdm"]) == 0
     assert "rankings: 45 prompts (K=4: 45) -> 270 comparisons, 0 ties skipped" in capsys.readouterr().out
+
+
+# --- hostile rankings (docs/reliability.md): bounded work per row, ties that decide nothing -------------
+def run_cli(argv: list[str], capsys) -> tuple[int, str, str]:
+    code = train.cli(argv)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_a_row_of_10000_completions_is_one_error_line_naming_row_field_and_the_bound(tmp_path, capsys, quiet_datasets):
+    """The expansion is C(K, 2) pairs of texts (~50M dicts for K = 10,000: a MemoryError after ~30 s):
+    the row is refused while validating, before the model loads; --skip_bad_rows drops it instead."""
+    from reward.data import MAX_RANKED_COMPLETIONS
+
+    huge = {"prompt": "Q:", "completions": [f" answer {j}" for j in range(10_000)], "scores": list(range(10_000))}
+    data = tmp_path / "ranked.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in [*ranked_rows(20), huge]))
+    base = ["--dataset_name", str(data), "--max_steps", "1", "--disable_tqdm", "--eval_strategy", "no"]
+    code, _, err = run_cli([*base, "--output_dir", str(tmp_path / "a")], capsys)
+    last = err.strip().splitlines()[-1]
+    assert code == 2 and "Traceback" not in err
+    assert last.startswith("error: ") and "row 21" in last and "'completions' holds 10000 responses" in last
+    assert f"at most {MAX_RANKED_COMPLETIONS} per prompt" in last
+    assert not (tmp_path / "a" / "metrics.jsonl").exists()  # stopped before training
+    code, out, _ = run_cli([*base, "--output_dir", str(tmp_path / "b"), "--skip_bad_rows"], capsys)
+    assert code == 0 and "rankings: 18 prompts (K=4: 18)" in out  # the 20 good rows, 2 held out
+    assert f"(at most K={MAX_RANKED_COMPLETIONS} per prompt)" in out  # said at start-up
+
+
+def all_tied(n: int) -> list[dict]:
+    return [{"prompt": f"Q{i}:", "completions": [f" a{i}", f" b{i}", f" c{i}"], "scores": [1, 1, 1]} for i in range(n)]
+
+
+def test_a_held_out_split_of_ties_only_trains_without_evaluation_and_says_which_split_and_file(
+    tmp_path, capsys, quiet_datasets
+):
+    folder = tmp_path / "data"
+    folder.mkdir()
+    (folder / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in ranked_rows(12)))
+    (folder / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in all_tied(2)))
+    out = tmp_path / "run"
+    code, printed, err = run_cli(["--dataset_name", str(folder), "--output_dir", str(out), "--max_steps", "2",
+                                  "--eval_steps", "1", "--disable_tqdm"], capsys)  # fmt: skip
+    assert code == 0, err[-2000:]
+    assert f"WARNING: {folder} [the test split]: every comparison in its 2 ranked row(s) is a tie" in err
+    assert "training without evaluation" in err
+    assert "held-out 2 prompts -> 0 comparisons, 6 ties skipped (all ties: not evaluated)" in printed
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert records and not any(k.startswith("eval_") for r in records for k in r)
+
+
+def test_training_rows_of_ties_only_are_refused_naming_the_file_and_split(tmp_path, capsys, quiet_datasets):
+    data = tmp_path / "ties.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in all_tied(6)))
+    code, _, err = run_cli(["--dataset_name", str(data), "--output_dir", str(tmp_path / "run"),
+                            "--eval_split_size", "0"], capsys)  # fmt: skip
+    last = err.strip().splitlines()[-1]
+    assert code == 2 and "Traceback" not in err
+    assert last == (f"error: {data} [train]: every comparison in its 6 ranked row(s) is a tie (equal scores within "
+                    "each row): nothing to train on")  # fmt: skip
+
+
+def test_an_evaluation_set_of_ties_only_is_refused_as_an_evaluation_set():
+    from reward.config import TrainConfig
+    from reward.recipe import read_eval_set
+
+    with pytest.raises(UserError, match=r"\[the evaluation set\]: every comparison .* nothing to evaluate on"):
+        read_eval_set(TrainConfig(), Dataset.from_list(all_tied(2)))
+
+
+def test_pair_counts_match_the_pairs_listed_one_by_one():
+    """The chunked count (memory O(chunk·K)) against every comparison listed, ties in both on purpose."""
+    from reward.ranked.rows import pair_counts
+
+    gen = torch.Generator().manual_seed(0)
+    for k in (2, 3, 7, 40):
+        x = torch.randint(0, 4, (k,), generator=gen).double().tolist()
+        y = torch.randint(0, 4, (k,), generator=gen).double().tolist()
+        pairs = [(x[i] - x[j], y[i] - y[j]) for i in range(k) for j in range(i + 1, k)]
+        expected = (
+            len(pairs),
+            sum(a * b > 0 for a, b in pairs),
+            sum(a * b < 0 for a, b in pairs),
+            sum(a == 0 for a, _ in pairs),
+            sum(b == 0 for _, b in pairs),
+        )
+        assert pair_counts(x, y, chunk=3) == pair_counts(x, y) == expected

@@ -228,6 +228,9 @@ def test_resuming_with_other_formatting_options_is_refused(tmp_path, capsys, qui
 
     out = tmp_path / "rm"
     train_tiny(out, max_steps=4, save_steps=2)
+    # without its options record (train.py would refuse the flag itself: tests/test_resume_refusals.py), the
+    # checkpoint's config.json reward_format still refuses it
+    (out / "checkpoint-4" / "training_config.json").unlink()
     argv = [
         "--output_dir",
         str(out),

@@ -274,3 +274,17 @@ def test_save_model_writes_a_folder_the_pipeline_scores_like_the_run_folder(tmp_
     assert copy_score == pytest.approx(run_score, abs=1e-6)
     saved = json.loads((copy / "config.json").read_text())
     assert "reward_format" in saved and "reward_stats" in saved and (copy / "README.md").exists()
+
+
+def test_evaluate_drops_pairs_past_the_models_positions_as_training_does(tmp_path, capsys):
+    """evaluate() is a scoring path too: a pair longer than a BERT's positions is dropped and counted (training's
+    rule), not an embedding crash ("expanded size ... must match")."""
+    from conftest import save_encoder
+
+    folder = save_encoder(tmp_path / "bert", "bert", max_positions=16)
+    short = [{"prompt": f"Q{i}:", "chosen": " yes", "rejected": " no"} for i in range(4)]
+    long = [{"prompt": "Q: " + "word " * 30, "chosen": " yes", "rejected": " no"}]
+    trainer = RewardTrainer(model=str(folder), args=RewardConfig(output_dir=str(tmp_path / "run"), use_cpu=True))
+    metrics = trainer.evaluate(Dataset.from_list(short + long))
+    assert metrics["eval_pairs"] == 4
+    assert "evaluate(): dropped 1 pairs longer than the 16 positions the model has" in capsys.readouterr().out

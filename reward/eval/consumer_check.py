@@ -5,9 +5,16 @@
 prints, per consumer, max |reward - training reward| and pairwise accuracy, then one line per
 consumer that differs by more than TOLERANCE saying what to change (a training option, or how to
 call the consumer). The fixes are chosen from the model's recorded `reward_format`.
+
+Rows longer than the scorer's length limit (reward/eval/lengths.py) are left out of the check, and
+said so: each consumer would cut or refuse them its own way, which is not the formatting the check
+compares (`truncation="error"` stops instead). A consumer whose own format still runs past the
+model's positions is skipped with that reason.
 """
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 from transformers import PreTrainedTokenizerBase
 
@@ -28,7 +35,9 @@ from reward.eval.consumers import (
     training_padded,
     trl_grpo_path,
 )
-from reward.eval.scoring import PAIRS, RESPONSES, RewardScorer
+from reward.eval.inputs import PAIRS, RESPONSES
+from reward.eval.lengths import fit_groups
+from reward.eval.scoring import RewardScorer
 from reward.formatting import SequenceFormat, describe_format
 from reward.model import is_encoder
 
@@ -54,8 +63,24 @@ def sequences_of(rows: list[dict], kind: str) -> Sequences:
     raise UserError(f"--check_consumers needs pairs (chosen/rejected) or prompt/response rows, not {kind}")
 
 
+def rows_within(scorer: RewardScorer, rows: list[dict], kind: str) -> tuple[list[dict], list[str]]:
+    """The rows whose sequences all fit the scorer's length limit, and a line per kind of row left out."""
+    sequences_of(rows, kind)  # the kinds the check takes, before any tokenizing
+    sides = ("chosen", "rejected") if kind == PAIRS else ("response",)
+    groups = [[scorer.encode_within(row.get("prompt"), row[side]) for side in sides] for row in rows]
+    rule = scorer.rule if scorer.rule.policy == "error" else replace(scorer.rule, policy="skip")
+    fitted, fitting = fit_groups(rule, groups, whole=True)
+    kept = [row for row, group in zip(rows, fitted) if None not in group]
+    said = [f"left out of the consumer check: {line}" for line in fitting.lines("sequences")]
+    if not kept:
+        raise UserError(f"--check_consumers: no row fits the model: {'; '.join(fitting.lines('sequences'))}")
+    return kept, said
+
+
 def check_consumers(scorer: RewardScorer, rows: list[dict], kind: str) -> list[ConsumerResult]:
-    """Every consumer's rewards for `rows`, compared with the training-time reward (the first entry)."""
+    """Every consumer's rewards for `rows` (those within the length limit: `rows_within`), compared with the
+    training-time reward (the first entry)."""
+    rows, _ = rows_within(scorer, rows, kind)
     seqs = sequences_of(rows, kind)
     results = []
     reference = None
@@ -179,11 +204,12 @@ def grpo_fix(scorer: RewardScorer, seqs: Sequences, adds_tokens: bool) -> str:
     )
 
 
-def format_report(scorer: RewardScorer, results: list[ConsumerResult], rows: int) -> str:
-    """The printed table (and the fixes below it)."""
+def format_report(scorer: RewardScorer, results: list[ConsumerResult], rows: int, left_out: list[str] = ()) -> str:
+    """The printed table (and the fixes below it); `left_out`: `rows_within`'s lines."""
     width = max(len(r.name) for r in results)
     lines = [
         f"consumer check: {rows} rows, {scorer.source}",
+        *left_out,
         f"trained format: {describe_format(scorer.format, scorer.format_record)}",
         f"RewardBench reproduced from {REWARDBENCH}; a consumer matches training when max |Δr| <= {TOLERANCE:g}",
         f"{'consumer':<{width}}  {'max |Δr|':>9}  {'accuracy':>8}  verdict",

@@ -28,7 +28,7 @@ from reward.fast.layout import common_prefix_length
 from reward.fast.packed_forward import supports_packing
 from reward.fast.packing import pack_pairs, packed_rewards
 from reward.formatting import as_messages, encode_messages, encode_text, format_text
-from reward.model import is_encoder
+from reward.model import is_encoder, position_limit, unwrap
 
 TOLERANCE = 1e-4  # max |Δr| below which a consumer "sees the trained reward"
 REWARDBENCH = "allenai/reward-bench 05a9005"  # the source the RewardBench consumers follow
@@ -73,6 +73,15 @@ class Skip(Exception):
     """A consumer that cannot run here (library missing, model or rows it cannot take): the reason."""
 
 
+def within_positions(scorer: RewardScorer, lengths: list[int]) -> None:
+    """Skip a consumer whose own token ids run past the model's learned positions (its forward would fail in
+    the embedding): the check leaves out rows over the limit in training's format, but a consumer's format
+    may add tokens (a chat template's headers) that training's does not."""
+    limit, longest = position_limit(unwrap(scorer.model)), max(lengths, default=0)
+    if limit is not None and longest > limit:
+        raise Skip(f"in its format a sequence has {longest} tokens, more than the model's {limit} positions")
+
+
 # --- the consumers ----------------------------------------------------------------------------------
 def training_padded(scorer: RewardScorer, seqs: Sequences) -> list[float]:
     """The reference: the model's own forward on the ids training built (right-padded batches)."""
@@ -113,13 +122,24 @@ def model_card_pipeline(scorer: RewardScorer, seqs: Sequences) -> list[float]:
     rm = pipeline("text-classification", model=scorer.model, tokenizer=scorer.tokenizer, device=scorer.device)
     inputs = [card_input(scorer, p, r) for p, r in zip(seqs.prompts, seqs.responses)]
     special = inputs[0][1]  # one format for every row: the same tokenizer call for all
+    within_positions(
+        scorer, [len(ids) for ids in scorer.tokenizer([t for t, _ in inputs], add_special_tokens=special)["input_ids"]]
+    )
     results = rm([text for text, _ in inputs], batch_size=scorer.batch_size, add_special_tokens=special)
     return [r["score"] for r in results]
 
 
 def our_reward_function(scorer: RewardScorer, seqs: Sequences) -> list[float]:
     """`reward.RewardFunction`, called as GRPO calls a `reward_funcs` callable."""
-    fn = RewardFunction(scorer.model, scorer.tokenizer, batch_size=scorer.batch_size, device=scorer.device)
+    rule = scorer.rule  # the scorer's length rule: the same limit and policy
+    fn = RewardFunction(
+        scorer.model,
+        scorer.tokenizer,
+        batch_size=scorer.batch_size,
+        device=scorer.device,
+        max_length=rule.tokens,
+        truncation=rule.policy,
+    )
     return fn(prompts=seqs.prompts, completions=seqs.responses)
 
 
@@ -157,6 +177,7 @@ def trl_grpo_path(scorer: RewardScorer, seqs: Sequences) -> list[float]:
                 padding_side="right",
                 add_special_tokens=False,
             ).to(scorer.device)
+            within_positions(scorer, inputs["attention_mask"].sum(1).tolist())
             out += scorer.model(**inputs).logits[:, 0].float().tolist()  # (N, 1) -> N rewards
     return out
 
@@ -207,6 +228,7 @@ def rewardbench_default(scorer: RewardScorer, seqs: Sequences) -> list[float]:
                     padding=True,
                     return_tensors="pt",
                 ).to(scorer.device)
+                within_positions(scorer, inputs["attention_mask"].sum(1).tolist())
                 if tok.bos_token_id is not None:
                     ids, mask = inputs["input_ids"], inputs["attention_mask"]  # (N, T)
                     first = mask.argmax(dim=1)  # (N,) first real token
@@ -227,6 +249,8 @@ def rewardbench_hf_pipeline(scorer: RewardScorer, seqs: Sequences) -> list[float
     tok = scorer.tokenizer
     side, tok.truncation_side = tok.truncation_side, "left"
     try:
+        kept = tok(texts, truncation=True, max_length=REWARDBENCH_MAX_LENGTH)["input_ids"]  # as the pipeline will
+        within_positions(scorer, [len(ids) for ids in kept])
         rm = pipeline("text-classification", model=scorer.model, tokenizer=tok, device=scorer.device)
         results = rm(
             texts,
@@ -255,6 +279,7 @@ def ppo_get_reward(scorer: RewardScorer, seqs: Sequences, with_eos: bool) -> lis
     backbone = getattr(model, model.base_model_prefix)
     ids = [scorer.encode(p, r) for p, r in zip(seqs.prompts, seqs.responses)]
     split = [query_length(scorer, p, full) for p, full in zip(seqs.prompts, ids)]
+    within_positions(scorer, [len(rollout(full[n:], eos, with_eos)) + n for full, n in zip(ids, split)])
     out = []
     with torch.no_grad():
         for start in range(0, len(ids), scorer.batch_size):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -18,6 +19,7 @@ import torch
 
 from reward.errors import UserError
 from reward.metrics import Calibration
+from reward.run.writes import writing
 
 INSTALL_HINT = 'pip install -e ".[plot]"'
 HIST_BINS = 30
@@ -111,9 +113,14 @@ def plot_training_curves(metrics_path: str | Path, out_path: str | Path):
 
 
 def save(fig, out_path: str | Path) -> None:
+    """The image written beside `out_path` (its suffix kept: matplotlib picks the format from it) and renamed over
+    it, so a failed or interrupted save leaves the previous image and no half-written one."""
     out = Path(out_path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120)
+    temp = out.with_name(f".{out.stem}.tmp-{os.getpid()}{out.suffix}")
+    with writing(out, temp, kind="the image "):
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(temp, dpi=120)
+        os.replace(temp, out)
 
 
 def main(argv: list[str] | None = None) -> int:

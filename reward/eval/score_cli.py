@@ -8,6 +8,9 @@ get a `reward` each; rows of a prompt and a list of `completions` get `rewards` 
 (and best-of-n accuracy with a `scores`, `ranking` or `best` column). Text is formatted as the
 model's config.json records training did (`reward_format`). `--check_consumers` scores the rows the
 way GRPO, RewardBench, a PPO loop and the pipeline do (`reward/eval/consumer_check.py`).
+`--input -` reads JSON Lines (or a JSON array) from standard input. Every sequence is held to the
+model's positions and `--max_length`; `--truncation` says what happens to a longer one
+(reward/eval/lengths.py), and the rows it happened to are listed.
 """
 
 from __future__ import annotations
@@ -19,8 +22,12 @@ from pathlib import Path
 
 from reward.config import make_parser, option, parse_into
 from reward.errors import UserError, run_cli
+from reward.eval.arguments import device_problem
 from reward.eval.explain import explain_pairs, format_explanation
-from reward.eval.scoring import PAIRS, RANKINGS, RewardScorer, load_rows, training_loss_options
+from reward.eval.inputs import PAIRS, RANKINGS, load_rows
+from reward.eval.lengths import POLICIES, policy_problem
+from reward.eval.loss_options import training_loss_options
+from reward.eval.scoring import RewardScorer
 from reward.formatting import describe_format
 from reward.options import score_problems, type_problems
 from reward.run.checkpoints import write_atomically
@@ -30,7 +37,9 @@ from reward.run.checkpoints import write_atomically
 class ScoreConfig:
     model: str = option(None, "Saved reward model folder (or Hub id).")
     input: str = option(
-        None, "Rows to score: .jsonl/.json/.csv/.parquet with chosen/rejected, text, prompt/response or messages."
+        None,
+        "Rows to score: .jsonl/.json/.csv/.parquet with chosen/rejected, text, prompt/response or messages; "
+        "'-' reads JSON Lines (or a JSON array) from standard input.",
     )
     output: str | None = option(None, "Write every input row plus its reward(s) to this .jsonl file.")
     batch_size: int = option(16, "Sequences per forward pass.")
@@ -38,6 +47,17 @@ class ScoreConfig:
         True, "Pack each batch into one row, a pair's or row's prompt computed once (the padded rewards to 1e-5)."
     )
     device: str | None = option(None, "cpu, cuda, cuda:1, ... (default: cuda if available).")
+    max_length: int | None = option(
+        None,
+        "Hold every sequence to this many tokens (default: none beyond the model's positions, e.g. BERT 512, "
+        "GPT-2 1024; training's --max_length is a choice of pairs to train on, not a limit of the model).",
+    )
+    truncation: str = option(
+        "left",
+        f"A sequence over the limit ({'/'.join(POLICIES)}): left keeps its last tokens, where the reward is read "
+        "(the start of the prompt cut; a leading BOS/[CLS] kept), skip leaves it without a reward (null, counted "
+        "and listed; a pair skipped whole, as training drops it), error stops. Either way the rows are listed.",
+    )
     normalize: bool = option(
         False,
         "Write (reward - mean) / std with the held-out reward statistics saved in the model's config.json "
@@ -72,6 +92,9 @@ class ScoreConfig:
             raise UserError("--model and --input are required")
         if problems := type_problems(self) or score_problems(self):
             raise UserError("; ".join(problems))
+        problems = [device_problem("--device", self.device), policy_problem("--truncation", self.truncation)]
+        if problems := [p for p in problems if p]:
+            raise UserError("; ".join(problems))
 
 
 def parse_score_config(argv: list[str] | None = None) -> ScoreConfig:
@@ -99,9 +122,16 @@ def main(cfg: ScoreConfig) -> dict:
     if cfg.output:
         check_output_path(cfg.output)  # before the work, not after it
     scorer = RewardScorer(
-        cfg.model, batch_size=cfg.batch_size, device=cfg.device, normalize=cfg.normalize, padding_free=cfg.padding_free
+        cfg.model,
+        batch_size=cfg.batch_size,
+        device=cfg.device,
+        normalize=cfg.normalize,
+        padding_free=cfg.padding_free,
+        max_length=cfg.max_length,
+        truncation=cfg.truncation,
     )
     print(f"scoring {len(rows)} {kind} from {cfg.input} with {cfg.model} on {scorer.device}")
+    print(scorer.rule.describe())
     if not cfg.check_consumers:  # the check's report names it itself
         print(f"formatting: {describe_format(scorer.format, scorer.format_record)}")
     if scorer.normalize:
@@ -109,10 +139,11 @@ def main(cfg: ScoreConfig) -> dict:
             f"normalized: (reward - {scorer.stats['mean']:.4f}) / {scorer.stats['std']:.4f} ({scorer.stats['source']})"
         )
     if cfg.check_consumers:
-        from reward.eval.consumer_check import check_consumers, format_report
+        from reward.eval.consumer_check import check_consumers, format_report, rows_within
 
+        rows, left_out = rows_within(scorer, rows, kind)
         results = check_consumers(scorer, rows, kind)
-        print(format_report(scorer, results, len(rows)))
+        print(format_report(scorer, results, len(rows), left_out))
         scored, summary = [r.to_dict() for r in results], {"consumers": [r.to_dict() for r in results]}
     elif kind == PAIRS:
         scored, summary = report_pairs(cfg, scorer, rows)
@@ -120,22 +151,35 @@ def main(cfg: ScoreConfig) -> dict:
         scored, summary = scorer.score_rankings(rows)
         print(format_ranking_summary(summary))
     else:
-        scored = scorer.score_rows(rows, kind)
-        rewards = [r["reward"] for r in scored]
-        summary = {
-            "rows": len(rewards),
-            "reward_mean": sum(rewards) / len(rewards),
-            "reward_min": min(rewards),
-            "reward_max": max(rewards),
-        }
-        print(
-            f"rows {summary['rows']} | reward mean {summary['reward_mean']:.4f} "
-            f"min {summary['reward_min']:.4f} max {summary['reward_max']:.4f}"
-        )
+        scored, summary = report_rows(scorer, rows, kind)
+    fitting = scorer.last_fitting
+    if not cfg.check_consumers and fitting.changed:  # the consumer check says what it left out itself
+        print("\n".join(fitting.lines("sequences")))
+        summary["lengths"] = fitting.to_dict()
     if cfg.output:
         write_atomically(cfg.output, (json.dumps(row, ensure_ascii=False, default=str) + "\n" for row in scored))
         print(f"wrote {len(scored)} rows to {cfg.output}")
     return summary
+
+
+def report_rows(scorer: RewardScorer, rows: list[dict], kind: str) -> tuple[list[dict], dict]:
+    """Score texts/responses/chats; print the reward stats over the rows scored."""
+    scored = scorer.score_rows(rows, kind)
+    rewards = [r["reward"] for r in scored if r["reward"] is not None]
+    if not rewards:
+        raise UserError(f"no row left to score: {'; '.join(scorer.last_fitting.lines('sequences'))}")
+    summary = {
+        "rows": len(rewards),
+        "reward_mean": sum(rewards) / len(rewards),
+        "reward_min": min(rewards),
+        "reward_max": max(rewards),
+    }
+    skipped = f" ({len(rows) - len(rewards)} skipped, reward null)" if len(rewards) < len(rows) else ""
+    print(
+        f"rows {summary['rows']}{skipped} | reward mean {summary['reward_mean']:.4f} "
+        f"min {summary['reward_min']:.4f} max {summary['reward_max']:.4f}"
+    )
+    return scored, summary
 
 
 def report_pairs(cfg: ScoreConfig, scorer: RewardScorer, rows: list[dict]) -> tuple[list[dict], dict]:
@@ -148,9 +192,10 @@ def report_pairs(cfg: ScoreConfig, scorer: RewardScorer, rows: list[dict]) -> tu
         )
     report = scorer.score_pairs(rows, opts, cfg.calibration_bins)
     m = report.metrics
+    skipped = f" ({m['pairs_skipped']} skipped, rewards null)" if m.get("pairs_skipped") else ""
     print(
-        f"pairs {m['pairs']} | accuracy {m['accuracy']:.4f} | margin {m['margin']:.4f} | loss {m['loss']:.4f} | "
-        f"reward mean {m['reward_mean']:.4f} min {m['reward_min']:.4f} max {m['reward_max']:.4f}"
+        f"pairs {m['pairs']}{skipped} | accuracy {m['accuracy']:.4f} | margin {m['margin']:.4f} | "
+        f"loss {m['loss']:.4f} | reward mean {m['reward_mean']:.4f} min {m['reward_min']:.4f} max {m['reward_max']:.4f}"
     )
     print(report.diagnostics.format())
     scored = report.rows
@@ -159,8 +204,10 @@ def report_pairs(cfg: ScoreConfig, scorer: RewardScorer, rows: list[dict]) -> tu
             report.r_chosen, report.r_rejected, report.margin, opts.center_rewards_coefficient, opts.label_smoothing
         )
         print(format_explanation(explanation, cfg.explain_rows))
-        # r_chosen / r_rejected come back unchanged (float32 values widened to float64 exactly)
-        scored = [{**row, **ex} for row, ex in zip(scored, explanation.rows())]
+        # r_chosen / r_rejected come back unchanged (float32 values widened to float64 exactly); a skipped
+        # pair has no rewards, so no terms
+        terms = dict(zip(report.scored, explanation.rows()))
+        scored = [{**row, **terms.get(i, {})} for i, row in enumerate(scored)]
     if cfg.reliability_out:
         write_atomically(cfg.reliability_out, [json.dumps(report.diagnostics.calibration.to_dict(), indent=2) + "\n"])
         print(f"wrote the reliability table to {cfg.reliability_out}")
@@ -179,7 +226,9 @@ def format_ranking_summary(summary: dict) -> str:
             f" | best-of-n accuracy {summary['best_of_n_accuracy']:.4f} "
             f"(picking at random: {summary['best_of_n_chance']:.4f})"
         )
-    if "comparison_accuracy" in summary:
+    if "comparison_accuracy" in summary and summary["comparison_accuracy"] is None:  # every score ties
+        line += f"\nno comparable pairs: all {summary['ties']} comparisons tie in the scores (no accuracy)"
+    elif "comparison_accuracy" in summary:
         tau = summary["kendall_tau"]
         line += (
             f"\ncomparisons {summary['comparisons']} | accuracy {summary['comparison_accuracy']:.4f} | "

@@ -15,12 +15,17 @@ gets the rewards the training loop computed for it. The pair loss uses the model
 options (centring, label smoothing; `training_loss_options`), so it is the loss the training
 evaluation reports; pairs also get the diagnostics of `reward.metrics`. `normalize=True` maps
 each reward to (r - mean) / std with the statistics train.py saved (config.json `reward_stats`).
+
+Every sequence is held to one length rule (reward/eval/lengths.py: the model's positions and
+`max_length`; past them cut on the left, skipped as None, or refused), and every argument is
+checked before any work (reward/eval/arguments.py). Rows are read by reward/eval/inputs.py.
 """
 
 from __future__ import annotations
 
 import json
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,67 +33,52 @@ import torch
 from tqdm.auto import tqdm
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from reward.collate import margins
-from reward.data import detect_format, load_raw, ranking_problem, subset_column, text_problem, validate
+from reward.data import margin_value, ranking_problem, subset_column
 from reward.errors import UserError
+from reward.eval.arguments import (
+    check_groups,
+    check_rows,
+    check_scorer_arguments,
+    check_sequences,
+    missing_fields,
+    pair_problem,
+)
+from reward.eval.inputs import CHATS, PAIRS, RANKINGS, RESPONSES, TEXTS, detect_kind, load_rows, scoring_row_problem
+from reward.eval.lengths import Fitting, LengthRule, fit_groups
+from reward.eval.loss_options import LossOptions
 from reward.export import STATS_KEY
 from reward.fast.packed_scoring import group_rewards
-from reward.formatting import chat_template_hash, encode_messages, encode_pair, encode_sequence, read_format
+from reward.formatting import chat_template_hash, encode_sequence, read_format
 from reward.loss import bradley_terry_loss
 from reward.metrics import DEFAULT_BINS, Diagnostics, diagnose, loss_metrics
 from reward.model import first_line, pick_device
 from reward.ranked.rows import ranked_scores, ranking_summary
-from reward.tokenizer import LOAD_ERRORS, check_model_source, ensure_pad_token, folder_problem
+from reward.tokenizer import LOAD_ERRORS, check_model_source, ensure_pad_token, folder_problem, text_chars
 
-PAIRS, RANKINGS, TEXTS, RESPONSES, CHATS = "pairs", "rankings", "texts", "responses", "chats"
+# what this module offers; the rows' kinds and load_rows live in reward/eval/inputs.py, imported from here as before
+__all__ = ["CHATS", "PAIRS", "RANKINGS", "RESPONSES", "TEXTS", "PairReport", "RewardScorer", "best_of_n_metrics"]
+__all__ += ["best_indices", "detect_kind", "load_reward_model", "load_rows", "reward_stats", "scoring_row_problem"]
 
 
 @dataclass
 class PairReport:
-    rows: list[dict]  # input fields + r_chosen, r_rejected
-    metrics: dict[str, float | None]  # accuracy, margin, loss, reward stats, diagnostics, over all pairs
-    r_chosen: torch.Tensor  # (B,)
+    rows: list[dict]  # input fields + r_chosen, r_rejected (None for a pair over the length limit, 'skip')
+    metrics: dict[str, float | None]  # accuracy, margin, loss, reward stats, diagnostics, over the scored pairs
+    r_chosen: torch.Tensor  # (B,) the B scored pairs
     r_rejected: torch.Tensor  # (B,)
     margin: torch.Tensor | None  # (B,); None when no row has a margin
     diagnostics: Diagnostics
-
-
-@dataclass
-class LossOptions:
-    """The loss options scoring uses, so that its loss is the training loss of the model."""
-
-    center_rewards_coefficient: float | None = None
-    label_smoothing: float = 0.0
-    source: str = "defaults"  # where they came from, for the printed line
-
-
-def training_loss_options(
-    model_dir: str, center_rewards_coefficient: float | None = None, label_smoothing: float | None = None
-) -> LossOptions:
-    """Options given here win; the rest come from MODEL_DIR/training_config.json (written by train.py)
-    when the folder has one, else the defaults (no centring, no smoothing)."""
-    path = Path(model_dir) / "training_config.json"
-    saved: dict = {}
-    if path.is_file():
-        try:
-            saved = json.loads(path.read_text())
-        except json.JSONDecodeError as exc:
-            raise UserError(f"{path}: not valid JSON ({exc})") from exc
-    sources = []
-    if center_rewards_coefficient is None and saved.get("center_rewards_coefficient") is not None:
-        center_rewards_coefficient = float(saved["center_rewards_coefficient"])
-        sources.append("center_rewards_coefficient")
-    if label_smoothing is None and saved.get("label_smoothing") is not None:
-        label_smoothing = float(saved["label_smoothing"])
-        sources.append("label_smoothing")
-    source = f"{', '.join(sources)} from {path}" if sources else "command line / defaults"
-    return LossOptions(center_rewards_coefficient, label_smoothing or 0.0, source)
+    scored: list[int]  # (B,) the rows the tensors are of, in order (every row unless some were skipped)
+    fitting: Fitting  # what the length rule did
 
 
 class RewardScorer:
     """A reward model plus its tokenizer and recorded format, scoring in length-sorted batches.
 
-    `model` is a saved folder (or Hub id), or a loaded model together with its `tokenizer`.
+    `model` is a saved folder (or Hub id), or a loaded model together with its `tokenizer`. Sequences
+    longer than the model's positions (or `max_length`) are handled by `truncation`: 'left' (cut to their
+    last tokens), 'skip' (reward None) or 'error' (reward/eval/lengths.py); `last_fitting` says what the
+    last call did.
     """
 
     show_progress_default = True  # a progress bar per scoring call (RewardFunction: off, it runs every RL step)
@@ -102,13 +92,15 @@ class RewardScorer:
         show_progress: bool | None = None,
         normalize: bool = False,
         padding_free: bool = True,
+        max_length: int | None = None,
+        truncation: str = "left",
     ):
+        flags = {"show_progress": show_progress, "normalize": normalize, "padding_free": padding_free}
+        check_scorer_arguments(model, tokenizer, batch_size, device, flags, max_length, truncation)
         if isinstance(model, (str, Path)):
             self.source = str(model)
             self.tokenizer, self.model = load_reward_model(self.source)
         else:
-            if tokenizer is None:
-                raise ValueError("a loaded model needs its tokenizer")
             self.source = model.config.name_or_path or type(model).__name__
             self.model, self.tokenizer = model, tokenizer
         if self.model.config.num_labels != 1:
@@ -132,40 +124,69 @@ class RewardScorer:
         self.batch_size = batch_size
         self.padding_free = padding_free  # packed, a group's prompt once (reward/fast/packed_scoring.py)
         self.show_progress = self.show_progress_default if show_progress is None else show_progress
+        self.rule = LengthRule.of(self.model, self.tokenizer, max_length, truncation)
+        self.last_fitting: Fitting | None = None
 
     def encode(self, prompt: str | list | None, response: str | list) -> list[int]:
         """Token ids of prompt + response, formatted as training formatted them."""
         return encode_sequence(prompt, response, self.tokenizer, self.format)
 
-    def rewards(self, prompts: list, responses: list) -> list[float]:
-        """One reward per (prompt, response), normalized when the scorer was built with normalize=True.
-        Responses to the same prompt (GRPO's generations, a ranked row) are scored as one group."""
+    def encode_within(self, prompt: str | list | None, response: str | list) -> list[int] | None:
+        """`encode`, or None for a text too large to tokenize: more characters than the length limit can
+        hold (reward/eval/lengths.py), so the tokenizer never sees it."""
+        if text_chars(prompt, response) > self.rule.chars:
+            return None
+        return self.encode(prompt, response)
+
+    def rewards(
+        self, prompts: list, responses: list, names: tuple[str, str] = ("prompts", "responses")
+    ) -> list[float | None]:
+        """One reward per (prompt, response), normalized when the scorer was built with normalize=True; None
+        for a sequence the length rule skipped. Responses to the same prompt (GRPO's generations, a ranked
+        row) are scored as one group. `names`: the arguments, as messages name them."""
+        check_sequences(prompts, responses, names)
         groups: dict[str, list[int]] = {}  # prompt -> positions of its responses
         for i, prompt in enumerate(prompts):
             groups.setdefault(json.dumps(prompt, sort_keys=True, default=str), []).append(i)
-        encoded = [[self.encode(prompts[i], responses[i]) for i in where] for where in groups.values()]
-        rewards = [0.0] * len(prompts)
-        for where, values in zip(groups.values(), self.score_groups(encoded)):
-            for i, value in zip(where, values):
+        where = list(groups.values())
+        encoded = [[self.encode_within(prompts[i], responses[i]) for i in group] for group in where]
+        rewards: list[float | None] = [None] * len(prompts)
+        for group, values in zip(where, self.score_groups(encoded, name=lambda g, k: f"{names[1]}[{where[g][k]}]")):
+            for i, value in zip(group, values):
                 rewards[i] = value
         return self.normalized(rewards)
 
-    def normalized(self, rewards: list[float]) -> list[float]:
+    def normalized(self, rewards: list[float | None]) -> list[float | None]:
         if not self.normalize:
             return rewards
         mean, std = self.stats["mean"], self.stats["std"]
-        return [(r - mean) / std for r in rewards]
+        return [None if r is None else (r - mean) / std for r in rewards]
 
-    def score_ids(self, sequences: list[list[int]]) -> list[float]:
-        """Rewards for token-id lists, in input order."""
+    def score_ids(self, sequences: list[list[int]]) -> list[float | None]:
+        """Rewards for token-id lists, in input order (None: over the length limit, truncation 'skip')."""
         return [r for (r,) in self.score_groups([[seq] for seq in sequences])]
 
-    @torch.no_grad()
-    def score_groups(self, groups: list[list[list[int]]]) -> list[list[float]]:
+    def score_groups(
+        self, groups: list[list[list[int] | None]], whole: bool = False, name: Callable[[int, int], str] | None = None
+    ) -> list[list[float | None]]:
         """Rewards for groups of token-id lists that may share a prompt (a pair's sides, a prompt's
-        completions), in input order. Groups go in length-sorted batches of about `batch_size`
-        sequences; packed (the default), each group is one segment with its common prefix computed
-        once and a batch is one padding-free row; `padding_free=False` pads each batch (the reference)."""
+        completions), in input order, each sequence held to the length rule first (None in, or a sequence
+        it skips: None out; `whole`: a group with one is skipped whole; `name` names a sequence in its
+        messages). `last_fitting` records what it did."""
+        check_groups(groups)
+        fitted, self.last_fitting = fit_groups(self.rule, groups, whole, name)
+        kept = self.forward_groups([[ids for ids in group if ids is not None] for group in fitted])
+        out = []
+        for group, values in zip(fitted, kept):
+            rest = iter(values)
+            out.append([None if ids is None else next(rest) for ids in group])
+        return out
+
+    @torch.no_grad()
+    def forward_groups(self, groups: list[list[list[int]]]) -> list[list[float]]:
+        """The model's rewards for groups of sequences within the limit. Groups go in length-sorted batches of
+        about `batch_size` sequences; packed (the default), each group is one segment with its common prefix
+        computed once and a batch is one padding-free row; `padding_free=False` pads each batch (the reference)."""
         size = self.batch_size  # a group larger than a batch is scored in pieces of this many sequences
         pieces = [group[k : k + size] for group in groups for k in range(0, len(group), size)]
         order = sorted(range(len(pieces)), key=lambda i: sum(map(len, pieces[i])))
@@ -193,54 +214,76 @@ class RewardScorer:
     def score_pairs(
         self, rows: list[dict], loss_options: LossOptions | None = None, num_bins: int = DEFAULT_BINS
     ) -> PairReport:
-        """Rewards of both sides of every pair, the loss (with the training loss options) and diagnostics."""
+        """Rewards of both sides of every pair, the loss (with the training loss options) and diagnostics, over
+        the pairs scored (a pair with a side the length rule skips is skipped whole, as training drops it)."""
+        check_rows("rows", rows, pair_problem)
+        if not rows:
+            raise UserError("rows: no pairs to score")
         opts = loss_options or LossOptions()
-        encoded = [encode_pair(row, self.tokenizer, self.format) for row in rows]
-        n = len(encoded)
-        rewards = self.score_groups([[e["chosen_ids"], e["rejected_ids"]] for e in encoded])  # [[r_c, r_r]] * B
-        r_c, r_r = torch.tensor(rewards).reshape(n, 2).T  # (B,), (B,)
-        margin = margins(encoded)  # (B,) 0 where a row has none
+        sides = [[self.encode_within(row.get("prompt"), row[side]) for side in ("chosen", "rejected")] for row in rows]
+        rewards = self.score_groups(sides, whole=True)  # [[r_c, r_r]] per row, None when skipped
+        fitting, scored = self.last_fitting, [i for i, (c, _) in enumerate(rewards) if c is not None]
+        if not scored:
+            raise UserError(f"no pair left to score: {'; '.join(fitting.lines())}")
+        kept = [rows[i] for i in scored]
+        r_c, r_r = torch.tensor([rewards[i] for i in scored]).T  # (B,), (B,)
+        margin = torch.tensor([margin_value(row.get("margin")) or 0.0 for row in kept])  # (B,) 0 where none
         out = bradley_terry_loss(r_c, r_r, margin, opts.center_rewards_coefficient, opts.label_smoothing)
         column = subset_column(rows[0].keys())
+        lengths = [[self.rule.seen_length(sides[i][side]) for i in scored] for side in (0, 1)]
         diagnostics = diagnose(
             r_c,
             r_r,
-            torch.tensor([len(e["chosen_ids"]) for e in encoded]),  # (B,) tokens, as the model saw them
-            torch.tensor([len(e["rejected_ids"]) for e in encoded]),  # (B,)
-            [row.get(column) for row in rows] if column else None,
+            torch.tensor(lengths[0]),  # (B,) tokens, as the model saw them
+            torch.tensor(lengths[1]),  # (B,)
+            [row.get(column) for row in kept] if column else None,
             num_bins,
         )
         summary = loss_metrics(out)  # as training's evaluation reduces them (reward/metrics.py)
         names = ("accuracy", "margin", "loss", "reward_mean", "reward_min", "reward_max")
-        metrics = {"pairs": n, **{name: summary[name] for name in names}, **diagnostics.metrics()}
-        scored = [{**row, "r_chosen": c, "r_rejected": r} for row, c, r in zip(rows, r_c.tolist(), r_r.tolist())]
+        metrics = {"pairs": len(scored), **{name: summary[name] for name in names}, **diagnostics.metrics()}
+        if len(scored) < len(rows):
+            metrics["pairs_skipped"] = len(rows) - len(scored)
+        out_rows = [{**row, "r_chosen": c, "r_rejected": r} for row, (c, r) in zip(rows, rewards)]
         has_margin = any(row.get("margin") is not None for row in rows)
-        return PairReport(scored, metrics, r_c, r_r, margin if has_margin else None, diagnostics)
+        return PairReport(out_rows, metrics, r_c, r_r, margin if has_margin else None, diagnostics, scored, fitting)
 
     def score_rows(self, rows: list[dict], kind: str) -> list[dict]:
-        """Rows of kind texts/responses/chats -> the same rows with a `reward` field."""
-        encode = {
-            TEXTS: lambda row: self.encode(None, row["text"]),
-            RESPONSES: lambda row: self.encode(row["prompt"], row["response"]),
-            CHATS: lambda row: encode_messages(row["messages"], self.tokenizer),
-        }[kind]
-        rewards = self.normalized(self.score_ids([encode(row) for row in rows]))
+        """Rows of kind texts/responses/chats -> the same rows with a `reward` field (None: skipped)."""
+        fields = {TEXTS: ("text",), RESPONSES: ("prompt", "response"), CHATS: ("messages",)}
+        if kind not in fields:
+            raise UserError(f"kind must be {TEXTS!r}, {RESPONSES!r} or {CHATS!r}, got {kind!r}")
+        check_rows("rows", rows, lambda row: missing_fields(row, *fields[kind]) or scoring_row_problem(row, kind))
+        prompt_key, text_key = ("prompt", "response") if kind == RESPONSES else (None, fields[kind][0])
+        encoded = [[self.encode_within(row[prompt_key] if prompt_key else None, row[text_key])] for row in rows]
+        rewards = self.normalized([r for (r,) in self.score_groups(encoded)])
         return [{**row, "reward": r} for row, r in zip(rows, rewards)]
 
     def score_rankings(self, rows: list[dict]) -> tuple[list[dict], dict]:
-        """Rows of a prompt and K completions -> each row plus `rewards` (K floats) and `ranking` (indices,
-        highest reward first), and best-of-n metrics when rows say which completion is best."""
-        encoded = [[self.encode(row.get("prompt"), c) for c in row["completions"]] for row in rows]
+        """Rows of a prompt and K completions -> each row plus `rewards` (K floats; None for a completion the
+        length rule skipped) and `ranking` (indices of the scored ones, highest reward first), and best-of-n
+        metrics over the rows wholly scored when rows say which completion is best."""
+        check_rows("rows", rows, lambda row: missing_fields(row, "completions") or ranking_problem(row))
+        encoded = [[self.encode_within(row.get("prompt"), c) for c in row["completions"]] for row in rows]
         per_row = [self.normalized(r) for r in self.score_groups(encoded)]  # a row's completions: one group
-        scored = [
-            {**row, "rewards": r, "ranking": sorted(range(len(r)), key=lambda k, r=r: -r[k])}
-            for row, r in zip(rows, per_row)
-        ]
-        summary = best_of_n_metrics(rows, per_row)
-        ordered = [(ranked_scores(row), r) for row, r in zip(rows, per_row) if row.get("scores") or row.get("ranking")]
+        scored = [{**row, "rewards": r, "ranking": ranking_of(r)} for row, r in zip(rows, per_row)]
+        whole = [(row, r) for row, r in zip(rows, per_row) if None not in r]
+        summary = best_of_n_metrics([row for row, _ in whole], [r for _, r in whole])
+        if len(whole) < len(rows):
+            summary["prompts_skipped"] = len(rows) - len(whole)
+        ordered = [(ranked_scores(row), r) for row, r in whole if row.get("scores") or row.get("ranking")]
         if ordered:  # the held-out metrics of training on rankings (reward/ranked/rows.py)
             summary |= ranking_summary(*map(list, zip(*ordered)))
         return scored, summary
+
+
+def ranking_of(rewards: list[float | None]) -> list[int]:
+    """Indices of the scored completions, highest reward first.
+
+    >>> ranking_of([0.1, None, 0.7])
+    [2, 0]
+    """
+    return sorted((k for k, r in enumerate(rewards) if r is not None), key=lambda k: -rewards[k])
 
 
 def load_reward_model(source: str) -> tuple[PreTrainedTokenizerBase, PreTrainedModel]:
@@ -291,48 +334,3 @@ def best_of_n_metrics(rows: list[dict], rewards: list[list[float]]) -> dict:
         out["best_of_n_accuracy"] = sum(len(t) == 1 and t[0] in best for (best, _), t in zip(marked, top)) / len(marked)
         out["best_of_n_chance"] = sum(len(best) / len(r) for best, r in marked) / len(marked)
     return out
-
-
-def detect_kind(columns: list[str], source: str = "input") -> str:
-    if "chosen" in columns or "rejected" in columns:
-        return PAIRS
-    if "completions" in columns:
-        return RANKINGS
-    if "text" in columns:
-        return TEXTS
-    if "prompt" in columns and "response" in columns:
-        return RESPONSES
-    if "messages" in columns:
-        return CHATS
-    raise UserError(
-        f"{source}: cannot tell what to score from columns {', '.join(columns)}: expected chosen/rejected "
-        "(pairs), prompt/completions (rankings), text, prompt/response, or messages"
-    )
-
-
-def load_rows(path: str) -> tuple[list[dict], str]:
-    """All rows of a file (first split) and their kind; pair files are validated like training data."""
-    splits, source = load_raw(path)
-    ds = next(iter(splits.values()))
-    if len(ds) == 0:
-        raise UserError(f"{source}: no rows to score")
-    kind = detect_kind(ds.column_names, source)
-    if kind == PAIRS:
-        validate(ds, detect_format(ds.column_names, ds[0], source), source, "input")
-    else:
-        validate(ds, kind, source, "input", problem=scoring_row_problem)
-    return ds.to_list(), kind
-
-
-def scoring_row_problem(row: dict, kind: str) -> str | None:
-    """Why a texts/responses/chats row cannot be scored, or None."""
-    if kind == TEXTS:
-        return text_problem("text", row["text"], conversational=False)
-    if kind == CHATS:
-        return text_problem("messages", row["messages"], conversational=True)
-    if kind == RANKINGS:
-        return ranking_problem(row)
-    chat = isinstance(row["response"], list)
-    return text_problem("prompt", row["prompt"], chat, may_be_empty=True) or text_problem(
-        "response", row["response"], chat
-    )

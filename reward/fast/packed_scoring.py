@@ -17,10 +17,11 @@ from __future__ import annotations
 import torch
 from transformers import PreTrainedModel
 
+from reward.errors import UserError
 from reward.fast.layout import lay_out, shared_segment, unshared_segment
 from reward.fast.packed_forward import forward_segments, padded_forward, supports_packing
 from reward.fast.segment_attention import switch_changes_nothing_else
-from reward.model import unwrap
+from reward.model import position_limit, unwrap
 
 
 def group_rewards(
@@ -30,8 +31,16 @@ def group_rewards(
 
     `packed=False`, a model that cannot be packed, or one on eager attention (packing would switch its
     other calls to sdpa) runs the plain right-padded (S, T) batch, the reference. Call under
-    `torch.no_grad()` (and the autocast of the precision in use)."""
+    `torch.no_grad()` (and the autocast of the precision in use). A sequence longer than the model's
+    learned positions is refused here, the last line before the embedding fails on it: scorers hold
+    every sequence to reward/eval/lengths.py's rule first."""
     sequences = [seq for group in groups for seq in group]
+    limit, longest = position_limit(unwrap(model)), max(map(len, sequences), default=0)
+    if limit is not None and longest > limit:
+        raise UserError(
+            f"a sequence of {longest} tokens is longer than the model's {limit} positions: cut or skip it first "
+            "(RewardScorer's truncation, score.py --truncation)"
+        )
     if packed and switch_changes_nothing_else(unwrap(model)) and supports_packing(model):
         segments, number = [], 0
         for group in groups:

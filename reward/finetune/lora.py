@@ -144,9 +144,11 @@ def save_lora_model(
     out_dir: str | Path,
     training_config: dict[str, Any],
     card: CardWriter | None = None,
+    final: str | Path | None = None,
 ) -> Path:
-    """The pipeline-ready folder with merged weights (`save_reward_model`), plus `adapter/` beside it."""
-    out = save_reward_model(merged_copy(model), tokenizer, out_dir, training_config, card)
+    """The pipeline-ready folder with merged weights (`save_reward_model`), plus `adapter/` beside it; `final`:
+    where it will be once renamed into place (the card names it)."""
+    out = save_reward_model(merged_copy(model), tokenizer, out_dir, training_config, card, final=final)
     model.save_pretrained(out / ADAPTER_DIR, safe_serialization=True)  # adapters + score head only
     return out
 
@@ -169,6 +171,11 @@ def folder_writer(
 ) -> FolderWriter:
     """How `model`'s folder is written (the final export and every checkpoint): merged, plus `adapter/`, when it
     has LoRA adapters; as it is otherwise (reward/export.py `save_reward_model`, with its full weights under FSDP)."""
-    if unwrap(model) is not model:  # a peft model
-        return lambda target, weights=None: save_lora_model(model, tokenizer, target, training_config, card)
-    return lambda target, weights=None: save_reward_model(model, tokenizer, target, training_config, card, weights)
+    lora = unwrap(model) is not model  # a peft model
+
+    def write(target: Path, weights: dict | None = None, final: Path | None = None) -> Path:
+        if lora:
+            return save_lora_model(model, tokenizer, target, training_config, card, final)
+        return save_reward_model(model, tokenizer, target, training_config, card, weights, final)
+
+    return write

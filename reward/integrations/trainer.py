@@ -18,18 +18,29 @@ by field, what each does here; docs/trl.md is that table).
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import torch
 from datasets import Dataset, DatasetDict
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from transformers.trainer_utils import TrainOutput
 
 from reward.config import TrainConfig
 from reward.errors import UserError
-from reward.integrations.trl_options import RewardConfig
+from reward.integrations.api_checks import (
+    check_args,
+    check_commit_message,
+    check_eval_dataset,
+    check_model,
+    check_output_dir,
+    check_prefix,
+    check_resume,
+    check_tokenizer,
+    check_train_dataset,
+    check_unsupported,
+)
 
 
 class TrainerState:
@@ -40,30 +51,23 @@ class TrainerState:
         self.log_history: list[dict[str, Any]] = []
 
 
-UNSUPPORTED = {
-    "data_collator": "the pairwise collator is ours (reward/collate.py)",
-    "compute_metrics": "evaluation reports loss, accuracy, margin, reward spread, ECE and length bias",
-    "callbacks": "use report_to (TensorBoard, trackio, W&B) or read trainer.state.log_history / metrics.jsonl",
-    "optimizers": "AdamW with the HF schedule is the loop (reward/loop.py)",
-    "optimizer_cls_and_kwargs": "AdamW with the HF schedule is the loop (reward/loop.py)",
-    "preprocess_logits_for_metrics": "rewards are read by the model's own head",
-}
-
-
 class RewardTrainer:
     """TRL's `RewardTrainer(model, args, processing_class, train_dataset, eval_dataset, peft_config)`.
 
-    `model`: a loaded sequence-classification model (num_labels=1; not a peft model: pass the base and
-    `peft_config`) or a name/folder for `args.model_name_or_path`. `processing_class`: its tokenizer
-    (default: loaded from the model's name). `train_dataset`: a `datasets.Dataset` (or DatasetDict with
-    a train split) of any format train.py reads; None trains on `args.dataset_name`. `eval_dataset`: a
-    Dataset, or a dict of them (each evaluated during training and by `evaluate()`, logged under
-    `eval_<name>_`, as TRL). `peft_config`: a `peft.LoraConfig`, run as our `--use_peft`.
+    `model`: a loaded sequence-classification model (num_labels=1; not a causal LM or a base model; not a
+    peft model: pass the base and `peft_config`) or a name/folder (str or Path) for `args.model_name_or_path`.
+    `args`: a `reward.RewardConfig` (not trl's). `processing_class`: its tokenizer (default: loaded from the
+    model's name). `train_dataset`: a `datasets.Dataset` (or DatasetDict with the `args.dataset_train_split`
+    split) of any format train.py reads; None trains on `args.dataset_name`. `eval_dataset`: a Dataset, or a
+    dict of name -> Dataset (each evaluated during training and by `evaluate()`, logged under `eval_<name>_`,
+    as TRL). `peft_config`: a `peft.LoraConfig`, run as our `--use_peft`. Every argument, here and in each
+    method, is checked before anything loads (reward/integrations/api_checks.py): a list of rows, a streaming
+    dataset or an empty one is a one-line error naming the argument, never silently ignored.
     """
 
     def __init__(
         self,
-        model: PreTrainedModel | str | None = None,
+        model: PreTrainedModel | str | os.PathLike | None = None,
         args: TrainConfig | None = None,
         data_collator: Any = None,
         train_dataset: Dataset | DatasetDict | None = None,
@@ -76,21 +80,19 @@ class RewardTrainer:
         preprocess_logits_for_metrics: Any = None,
         peft_config: Any = None,
     ) -> None:
-        from reward.model import trainable_problem
         from reward.presets.tiny import tokenizer_for
 
-        given = {"data_collator": data_collator, "compute_metrics": compute_metrics, "callbacks": callbacks}
-        given |= {"optimizer_cls_and_kwargs": optimizer_cls_and_kwargs, "optimizers": optimizers != (None, None)}
-        given |= {"preprocess_logits_for_metrics": preprocess_logits_for_metrics}
-        if refused := [f"{name}: {UNSUPPORTED[name]}" for name, value in given.items() if value]:
-            raise UserError("RewardTrainer does not take " + "; ".join(refused))
-        if model is not None and not isinstance(model, str):
-            problem = trainable_problem(model) if isinstance(model, torch.nn.Module) else None
-            if problem is None and not isinstance(model, PreTrainedModel):
-                problem = f"a PreTrainedModel or a name, got {type(model).__name__}"
-            if problem:
-                raise UserError(f"RewardTrainer(model=...): {problem}")
-        args = args if args is not None else RewardConfig()
+        # every argument checked before anything loads (reward/integrations/api_checks.py)
+        check_unsupported({"data_collator": data_collator, "compute_metrics": compute_metrics, "callbacks": callbacks,
+                           "optimizers": optimizers, "optimizer_cls_and_kwargs": optimizer_cls_and_kwargs,
+                           "preprocess_logits_for_metrics": preprocess_logits_for_metrics})  # fmt: skip
+        model = check_model(model)
+        args = check_args(args)
+        processing_class = check_tokenizer(processing_class, model)
+        train_dataset = check_train_dataset(train_dataset, args.dataset_train_split)
+        eval_dataset = check_eval_dataset(eval_dataset, "RewardTrainer(eval_dataset=...)")
+        if train_dataset is None and eval_dataset is not None:
+            raise UserError("RewardTrainer: an eval_dataset needs a train_dataset (or evaluate() it after training)")
         changes: dict[str, Any] = {}
         if isinstance(model, str):
             changes["model_name_or_path"] = model
@@ -105,13 +107,11 @@ class RewardTrainer:
         if processing_class is None and self.model is not None:
             processing_class = tokenizer_for(self.model.name_or_path, self.args.trust_remote_code)
         self.processing_class = processing_class
-        if train_dataset is None and eval_dataset is not None:
-            raise UserError("RewardTrainer: an eval_dataset needs a train_dataset (or evaluate() it after training)")
         self.train_dataset, self.eval_dataset = train_dataset, eval_dataset
         self.state = TrainerState()
         self.card: dict | None = None  # the model card's facts, once trained
 
-    def train(self, resume_from_checkpoint: str | bool | None = None) -> TrainOutput:
+    def train(self, resume_from_checkpoint: str | os.PathLike | bool | None = None) -> TrainOutput:
         """Train as `python train.py` would with these options. `resume_from_checkpoint`: a checkpoint
         folder, True or 'latest' (the newest in output_dir); None keeps `args.resume_from_checkpoint`
         (unlike HF's Trainer, which reads only this argument). A resumed run takes its weights and
@@ -119,11 +119,15 @@ class RewardTrainer:
         from reward.metrics import eval_record
         from reward.recipe import main
 
+        resume_from_checkpoint = check_resume(resume_from_checkpoint)
         cfg = self.args
         if resume_from_checkpoint is not None:
             resume = "latest" if resume_from_checkpoint is True else resume_from_checkpoint or None
             cfg = replace(cfg, resume_from_checkpoint=resume)
         named = self.eval_dataset if isinstance(self.eval_dataset, dict) else None
+        if self.eval_dataset is not None and cfg.eval_strategy == "no":  # TRL's default: said, not silently skipped
+            print("eval_dataset: not evaluated during training (eval_strategy 'no', TRL's default); set "
+                  "eval_strategy='steps' or 'epoch', or call trainer.evaluate()")  # fmt: skip
         run = main(cfg, self.training_data(), model=self.model, tokenizer=self.processing_class, eval_sets=named)
         self.model, self.processing_class, self.card = run.model, run.tokenizer, run.card
         self.state.global_step = run.steps
@@ -149,7 +153,9 @@ class RewardTrainer:
         """Loss, accuracy, margin and reward spread over every pair (reward/evaluate.py `evaluate`), as
         `eval_loss`, ... (a dict of datasets: `eval_<name>_loss`, ...). Returned and appended to
         `state.log_history` (not to metrics.jsonl or the trackers, which hold the run's own records)."""
-        sets = eval_dataset if eval_dataset is not None else self.eval_dataset
+        sets = check_eval_dataset(eval_dataset, "evaluate(eval_dataset=...)")
+        metric_key_prefix = check_prefix(metric_key_prefix)
+        sets = sets if sets is not None else self.eval_dataset
         if sets is None:
             raise UserError("evaluate(): no eval_dataset (pass one here or to RewardTrainer)")
         model, tokenizer = self.ready_model()
@@ -160,25 +166,28 @@ class RewardTrainer:
         self.state.log_history.append({**metrics, "step": self.state.global_step})
         return metrics
 
-    def save_model(self, output_dir: str | None = None) -> Path:
+    def save_model(self, output_dir: str | os.PathLike | None = None) -> Path:
         """The pipeline-ready folder (reward/export.py: merged LoRA, reward_format, reward_stats, the model
         card after training) in `output_dir` (default: args.output_dir), written as train() writes it.
         One process writes it; an FSDP run's folder is the one train() already wrote."""
         from reward.parallel.distributed import init_world
         from reward.run.parts import model_writer
+        from reward.run.publish import export_model
 
+        output_dir = check_output_dir(output_dir)
         if self.args.fsdp:
             raise UserError("save_model() under --fsdp: train() already wrote the gathered model to output_dir")
         model, tokenizer = self.ready_model()
         target = Path(output_dir or self.args.output_dir)
         if init_world().is_main:
-            model_writer(self.args, model, tokenizer, self.card)(target, None)
+            export_model(target, model_writer(self.args, model, tokenizer, self.card), None, model)
         return target
 
     def push_to_hub(self, commit_message: str = "End of training") -> None:
         """Upload the saved folder (args.output_dir) to args.hub_model_id, as `--push_to_hub` does at the end."""
         from reward.integrations.hub import check_hub, push
 
+        commit_message = check_commit_message(commit_message)
         target = check_hub(replace(self.args, push_to_hub=True))
         push(target, Path(self.args.output_dir), commit_message)
 
@@ -213,17 +222,20 @@ def evaluate_rows(
     (reward/data.py), formatted as the model records it was trained (`reward_format`; before training, as
     the options say), tokenized, then the run's evaluation (reward/run/parts.py `evaluation`)."""
     from reward.formatting import choose_format, read_format, tokenize_pairs
-    from reward.model import model_device, resolve_precision
+    from reward.model import model_device, position_limit, resolve_precision, unwrap
     from reward.recipe import read_eval_set, requested_format
     from reward.run.parts import evaluation
 
     data = read_eval_set(cfg, rows)
     recorded, record = read_format(model.config)
     text_format = recorded if record is not None else choose_format(requested_format(cfg), tokenizer, data.format, None)
+    limit = position_limit(unwrap(model))  # as training: a pair past a BERT's 512 positions is dropped, counted
     options = (cfg.max_length, cfg.dataset_num_proc, "eval", text_format, data.carried)
-    pairs, stats = tokenize_pairs(data.train, tokenizer, data.format, *options)
+    pairs, stats = tokenize_pairs(data.train, tokenizer, data.format, *options, position_limit=limit)
     if stats.kept == 0:
         raise UserError(f"evaluate(): no pair left ({stats.describe(cfg.max_length)})")
+    if dropped := stats.dropped_past_positions:
+        print(f"evaluate(): dropped {dropped} pairs longer than the {limit} positions the model has")
     precision = resolve_precision(cfg.bf16, cfg.fp16, model_device(model))
     return evaluation(cfg, precision, model, tokenizer.pad_token_id)(model, pairs)
 

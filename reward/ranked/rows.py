@@ -10,12 +10,14 @@ into pairs (so formatting, tokenization and every drop are the pair path's), and
 from __future__ import annotations
 
 import math
+import sys
+from collections.abc import Sequence
 from dataclasses import replace
 
 import torch
 from datasets import Dataset
 
-from reward.data import PreferenceData, detect_format, subset_column
+from reward.data import MAX_RANKED_COMPLETIONS, PreferenceData, detect_format, subset_column
 from reward.errors import UserError
 
 # what each expanded pair carries about its ranking, so evaluation can put the ranking back together
@@ -55,7 +57,7 @@ def expand_rankings(
     counted, or (ties="half") kept with `tied` True, the lower index as `chosen`; `carried` columns (the
     prompt, a subset) are copied onto each pair. Trained with every comparison weighted alike, this is
     exactly all-pairs Bradley–Terry (reward/ranked/loss.py `all_pairs_loss`, "comparison";
-    tests/test_rankings_data.py checks it)."""
+    tests/test_rankings_data.py checks it). No pairs (None) when every comparison is a tie."""
     if ds is None:
         return None, None
     pairs, ks, tie_count = [], [], 0
@@ -71,19 +73,37 @@ def expand_rankings(
                 pair |= {"chosen_index": better, "rejected_index": worse}
                 pair |= {"chosen_score": scores[better], "rejected_score": scores[worse], "tied": is_tie}
                 pairs.append({**{c: row[c] for c in carried}, **pair})
-    if not any(not p["tied"] for p in pairs):
-        raise UserError(f"the {len(ds)} ranked row(s) have no comparison that is not a tie")
     stats = {"prompts": len(ds), "k": {k: ks.count(k) for k in sorted(set(ks))}, "pairs": len(pairs)}
-    return Dataset.from_list(pairs), stats | {"ties": tie_count, "ties_trained": ties == "half"}
+    stats |= {"ties": tie_count, "ties_trained": ties == "half"}
+    if not any(not p["tied"] for p in pairs):  # every comparison a tie: nothing decided (the caller says what now)
+        return None, stats
+    return Dataset.from_list(pairs), stats
 
 
-def expand_preferences(data: PreferenceData, ties: str = "skip") -> PreferenceData:
+def expand_preferences(data: PreferenceData, ties: str = "skip", evaluation: bool = False) -> PreferenceData:
     """Ranked rows (reward/data.py's RANKED format) as the pairs the pair path trains: every comparison,
     ties skipped and counted (ties="half": the training split keeps them; the held-out one never does).
-    The pairs carry their RANKING_COLUMNS and `tied` through tokenizing, for grouping and evaluation."""
+    The pairs carry their RANKING_COLUMNS and `tied` through tokenizing, for grouping and evaluation.
+
+    Rows whose scores tie within every row decide nothing: training rows (or, with `evaluation`, an
+    evaluation set handed over as rows) are refused, naming the file and split; a held-out split of them
+    is dropped with a warning, and the run trains without evaluation."""
     train = data.train
     carried = [c for c in ("prompt", subset_column(train.column_names)) if c in train.column_names]
     (pairs, stats), (test, test_stats) = expand_rankings(train, carried, ties), expand_rankings(data.test, carried)
+    split = "the evaluation set" if evaluation else "train"
+    if pairs is None:
+        raise UserError(
+            f"{data.source} [{split}]: every comparison in its {len(train)} ranked row(s) is a tie (equal scores "
+            f"within each row): nothing to {'evaluate' if evaluation else 'train'} on"
+        )
+    if data.test is not None and len(data.test) and test is None:
+        held = "held out (--eval_split_size)" if data.held_out else "the test split"
+        print(
+            f"WARNING: {data.source} [{held}]: every comparison in its {len(data.test)} ranked row(s) is a tie, "
+            "so there is nothing to evaluate: training without evaluation",
+            file=sys.stderr,
+        )
     return replace(
         data,
         train=pairs,
@@ -103,7 +123,8 @@ def describe_rankings(rankings: dict) -> str:
     line = f"rankings: {r['prompts']} prompts ({ks}) -> {r['pairs']} comparisons, {ties}"
     if t := rankings.get("test"):  # held out: ties are never evaluated, only counted
         line += f" | held-out {t['prompts']} prompts -> {t['pairs']} comparisons, {t['ties']} ties skipped"
-    return line
+        line += "" if t["pairs"] else " (all ties: not evaluated)"
+    return line + f" (at most K={MAX_RANKED_COMPLETIONS} per prompt)"
 
 
 def group_rankings(pairs: Dataset) -> Dataset:
@@ -173,42 +194,64 @@ def held_out_ranking_metrics(r_chosen: torch.Tensor, r_rejected: torch.Tensor, p
     return ranking_metrics(r_chosen, r_rejected, list(zip(*(pairs[c] for c in RANKING_COLUMNS))))
 
 
-def kendall_tau_b(x: tuple[float, ...], y: tuple[float, ...]) -> float | None:
+def pair_counts(x: Sequence[float], y: Sequence[float], chunk: int = 256) -> tuple[int, int, int, int, int]:
+    """Over the n0 = K(K−1)/2 index pairs i < j: (n0, concordant, discordant, ties in x, ties in y).
+
+    Counted from the signs of the differences, a chunk of rows of the K×K comparison at a time, so the
+    memory is O(chunk·K) however large K is (score.py scores rows of thousands of completions; a list of
+    their comparisons would not fit).
+
+    >>> pair_counts((1.0, 2.0, 3.0, 3.0), (1.0, 1.0, 2.0, 3.0))
+    (6, 4, 0, 1, 1)
+    """
+    xs, ys = torch.tensor(x, dtype=torch.float64), torch.tensor(y, dtype=torch.float64)  # (K,), (K,)
+    k = len(xs)
+    concordant = discordant = ties_x = ties_y = 0
+    for start in range(0, k, chunk):
+        rows = torch.arange(start, min(start + chunk, k))  # (c,)
+        upper = torch.arange(k)[None, :] > rows[:, None]  # (c, K): j > i, each pair once
+        dx, dy = xs[rows, None] - xs[None, :], ys[rows, None] - ys[None, :]  # (c, K), (c, K)
+        agree = torch.sign(dx) * torch.sign(dy)  # (c, K) signs, not products: tiny differences stay non-zero
+        concordant += int(((agree > 0) & upper).sum())
+        discordant += int(((agree < 0) & upper).sum())
+        ties_x += int(((dx == 0) & upper).sum())
+        ties_y += int(((dy == 0) & upper).sum())
+    return k * (k - 1) // 2, concordant, discordant, ties_x, ties_y
+
+
+def kendall_tau_b(x: Sequence[float], y: Sequence[float]) -> float | None:
     """Kendall's τ-b = (concordant − discordant) / √((n0 − ties_x)(n0 − ties_y)); None if x or y is constant.
 
     >>> kendall_tau_b((1.0, 2.0, 3.0), (10.0, 20.0, 30.0)), kendall_tau_b((1.0, 2.0, 3.0), (3.0, 2.0, 1.0))
     (1.0, -1.0)
     """
-    n0 = len(x) * (len(x) - 1) // 2
-    signs = [(x[i] - x[j]) * (y[i] - y[j]) for i in range(len(x)) for j in range(i + 1, len(x))]
-    ties_x = sum(x[i] == x[j] for i in range(len(x)) for j in range(i + 1, len(x)))
-    ties_y = sum(y[i] == y[j] for i in range(len(y)) for j in range(i + 1, len(y)))
+    n0, concordant, discordant, ties_x, ties_y = pair_counts(x, y)
     if n0 == ties_x or n0 == ties_y:
         return None
-    return (sum(s > 0 for s in signs) - sum(s < 0 for s in signs)) / math.sqrt((n0 - ties_x) * (n0 - ties_y))
+    return (concordant - discordant) / math.sqrt((n0 - ties_x) * (n0 - ties_y))
 
 
 def ranking_summary(scores: list[list[float]], rewards: list[list[float]]) -> dict:
     """Scored rankings against a model's rewards: accuracy over every decided comparison (a reward tie is
-    wrong), the tied comparisons apart, and Kendall's τ-b per prompt, averaged where both vary.
+    wrong), the tied comparisons apart, and Kendall's τ-b per prompt, averaged where both vary. With no
+    decided comparison (every score ties) there is no accuracy: None, not 0.
 
     >>> ranking_summary([[3.0, 1.0, 2.0], [1.0, 1.0]], [[0.9, 0.1, 0.2], [0.3, 0.5]])
     {'comparisons': 3, 'comparison_accuracy': 1.0, 'ties': 1, 'kendall_tau': 1.0}
+    >>> ranking_summary([[1.0, 1.0]], [[0.3, 0.5]])["comparison_accuracy"] is None
+    True
     """
     right = decided = ties = 0
     taus = []
     for s, r in zip(scores, rewards):
-        comparisons, tied = ranked_comparisons(s)
-        ties += tied
-        for better, worse, is_tie in comparisons:
-            if not is_tie:
-                decided += 1
-                right += r[better] > r[worse]
-        if (tau := kendall_tau_b(tuple(r), tuple(s))) is not None:
-            taus.append(tau)
+        n0, concordant, discordant, ties_r, ties_s = pair_counts(r, s)
+        decided, ties = decided + n0 - ties_s, ties + ties_s
+        right += concordant  # a decided comparison the rewards order the same way, strictly
+        if n0 != ties_r and n0 != ties_s:  # Kendall's τ-b, from the same counts
+            taus.append((concordant - discordant) / math.sqrt((n0 - ties_r) * (n0 - ties_s)))
     return {
         "comparisons": decided,
-        "comparison_accuracy": right / max(decided, 1),
+        "comparison_accuracy": right / decided if decided else None,
         "ties": ties,
         "kendall_tau": round(sum(taus) / len(taus), 6) if taus else None,
     }

@@ -4,10 +4,12 @@
       checkpoint-STEP/          the HF model folder (pipeline-loadable) + training_state.pt
       latest                    a one-line file naming the newest complete checkpoint
 
-Atomicity: a checkpoint is written into a hidden temporary sibling (`.tmp-checkpoint-STEP-PID`)
-and renamed into place only when complete; `latest` is replaced with `os.replace`, which is atomic
-on POSIX. A process killed mid-save (even by SIGKILL) leaves the previous checkpoint and `latest`
-as they were; the next save removes stale temporaries.
+Atomicity: a checkpoint is written into a hidden temporary sibling (`.tmp-checkpoint-STEP-PID`),
+fsync'ed, and renamed into place only when complete (SIGINT / SIGTERM held for the rename); `latest`
+is replaced with `os.replace`, which is atomic on POSIX. A process killed mid-save (even by SIGKILL)
+leaves the previous checkpoint and `latest` as they were; the next save removes stale temporaries.
+A failed write (a full disk) or Ctrl-C removes the temporary folder; the failure is one line naming
+the checkpoint, the free space and the size needed (reward/run/writes.py).
 
 `training_state.pt` holds only tensors and plain Python values (optimizer, scheduler and gradient
 scaler state, the step, RNG states) and is read with `torch.load(weights_only=True)`, so loading
@@ -20,7 +22,7 @@ import json
 import os
 import re
 import shutil
-from collections.abc import Iterable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,77 +33,102 @@ from reward.export import FolderWriter
 from reward.loop import Progress
 from reward.parallel.plan import Plan
 from reward.run.state import training_state
+from reward.run.writes import (
+    as_write_error,
+    folder_size,
+    remove,
+    remove_stale,
+    removed_on_failure,
+    signals_held,
+    sync_dir,
+    sync_tree,
+    tensor_bytes,
+    write_atomically,
+    writing,
+)
 
 STATE_FILE = "training_state.pt"
 LATEST_FILE = "latest"
 CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 
 
-def process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, owned by another user
-        return True
-    return True
-
-
-def write_atomically(path: str | Path, text: str | Iterable[str]) -> None:
-    """Write via a temporary sibling and rename: a reader (or a crash) never sees half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with tmp.open("w") as f:
-        f.writelines([text] if isinstance(text, str) else text)
-    os.replace(tmp, path)
-
-
 class CheckpointWriter:
     """The training loop's `save(progress)`: checkpoint-STEP folders, written atomically. Every rank that
     takes part calls it (under FSDP the optimizer state and the full weights are gathered from all ranks);
-    rank 0 writes, with `write_folder` (the recipe's: plain, or LoRA merged)."""
+    rank 0 writes, with `write_folder` (the recipe's: plain, or LoRA merged). `rows`: the training pairs'
+    fingerprint, saved in the state for a resume to compare (reward/run/resume_rules.py)."""
 
-    def __init__(self, out_dir: Path, model, write_folder: FolderWriter, plan: Plan, limit: int | None):
+    def __init__(self, out_dir: Path, model, write_folder: FolderWriter, plan: Plan, limit: int | None, rows=None):
         self.out_dir, self.model, self.write_folder = Path(out_dir), model, write_folder
-        self.plan, self.limit = plan, limit
+        self.plan, self.limit, self.rows = plan, limit, rows
 
     def __call__(self, progress: Progress) -> None:
-        state = training_state(progress, self.model, self.plan)
+        state = training_state(progress, self.model, self.plan, self.rows)
         weights = self.plan.full_weights(self.model)  # None unless sharded
         if self.plan.is_main:
-            write = lambda path: self.write_folder(path, weights)  # noqa: E731 - the folder, then the state
-            save_training_checkpoint(self.out_dir, progress.step, write, state, self.limit)
+            final = self.out_dir / f"checkpoint-{progress.step}"  # what its card names
+            write = lambda path: self.write_folder(path, weights, final)  # noqa: E731 - the folder, then the state
+            weight_bytes = lambda: tensor_bytes(weights if weights is not None else self.model.state_dict())  # noqa: E731
+            save_training_checkpoint(self.out_dir, progress.step, write, state, self.limit, weight_bytes)
 
 
 def save_training_checkpoint(
-    out_dir: Path, step: int, write_model_folder, state: dict[str, Any], save_total_limit: int | None = None
+    out_dir: Path,
+    step: int,
+    write_model_folder,
+    state: dict[str, Any],
+    save_total_limit: int | None = None,
+    weight_bytes: Callable[[], int] | None = None,
 ) -> Path:
     """Write checkpoint-STEP atomically, point `latest` at it, prune old ones. Returns its path.
 
-    `write_model_folder(path)` writes the HF model folder (weights, tokenizer, configs) into `path`.
+    `write_model_folder(path)` writes the HF model folder (weights, tokenizer, configs) into `path`. Any
+    failure of the writes (a full disk: OSError, SafetensorError, torch.save's RuntimeError) removes the
+    temporary folder and is one UserError naming the checkpoint, the free space and about the size needed
+    (the previous checkpoint's, else the state's tensors plus `weight_bytes()`); the previous checkpoint and
+    `latest` are untouched. Ctrl-C removes the temporary folder too.
     """
     out_dir = Path(out_dir)
-    for stale in out_dir.glob(".tmp-checkpoint-*"):  # left by a process killed mid-save; never another's
-        owner = stale.name.rsplit("-", 1)[-1]
-        if owner.isdigit() and (int(owner) == os.getpid() or not process_alive(int(owner))):
-            shutil.rmtree(stale, ignore_errors=True)
+    remove_stale(out_dir, ".tmp-checkpoint-")  # left by a process killed mid-save; never another's
     final = out_dir / f"checkpoint-{step}"
     tmp = out_dir / f".tmp-checkpoint-{step}-{os.getpid()}"
-    try:
+    previous = list_checkpoints(out_dir)
+
+    def needed() -> int:
+        if previous:
+            return folder_size(previous[-1])
+        return tensor_bytes(state) + (weight_bytes() if weight_bytes else 0)
+
+    untouched = f"the previous checkpoint and `{LATEST_FILE}` are untouched"
+    with writing(final, tmp, needed, untouched, kind="checkpoint "):
         write_model_folder(tmp)
         torch.save(state, tmp / STATE_FILE)
-        if final.exists():  # same step saved again (e.g. after a resume): replace it
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-    except OSError as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise UserError(f"could not write checkpoint {final} ({exc}); the previous checkpoint is untouched") from exc
-    write_atomically(out_dir / LATEST_FILE, final.name + "\n")
+        sync_tree(tmp)
+    with signals_held(), removed_on_failure(tmp), as_write_error(final, needed, untouched, kind="checkpoint "):
+        replace_folder(tmp, final)
+        sync_dir(out_dir)
+    complete = f"{final} is complete: resume with --resume_from_checkpoint {final}"
+    write_atomically(out_dir / LATEST_FILE, final.name + "\n", after=complete)
     if save_total_limit:
         for old in list_checkpoints(out_dir)[:-save_total_limit]:
             shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def replace_folder(new: Path, final: Path) -> None:
+    """Rename `new` to `final`. An existing `final` (the same step saved again after a resume) is set aside
+    first, and put back if the rename fails."""
+    if not final.exists():
+        os.replace(new, final)
+        return
+    aside = final.with_name(f".tmp-{final.name}-replaced-{os.getpid()}")
+    os.replace(final, aside)
+    try:
+        os.replace(new, final)
+    except BaseException:
+        os.replace(aside, final)
+        raise
+    remove(aside)
 
 
 def list_checkpoints(out_dir: Path) -> list[Path]:
@@ -170,34 +197,19 @@ def checkpoint_step(path: Path) -> int:
     return int(CHECKPOINT_RE.match(Path(path).name).group(1))
 
 
-# options that decide which pairs each optimizer step holds: a resumed run must keep them, since its
-# position in the data is counted in optimizer steps (reward/batching.py `optimizer_steps`)
-DATA_ORDER_OPTIONS = ("per_device_train_batch_size", "gradient_accumulation_steps", "seed", "group_by_length")
-
-
-def check_resume_options(checkpoint: Path, cfg: Any, world_size: int, state: dict[str, Any]) -> None:
-    """Refuse, naming the option, a resume whose batches would not continue the checkpoint's data order."""
-    saved_path = Path(checkpoint) / "training_config.json"
-    try:
-        saved = json.loads(saved_path.read_text()) if saved_path.is_file() else {}
-    except ValueError as exc:
-        raise UserError(f"{saved_path}: not valid JSON ({exc}); {earlier_checkpoint_hint(checkpoint)}") from exc
-    for name in DATA_ORDER_OPTIONS:
-        if name in saved and saved[name] != getattr(cfg, name):
-            raise UserError(
-                f"--{name}: the checkpoint was trained with {saved[name]}, this run asks for {getattr(cfg, name)}; "
-                "the data position is counted in optimizer steps, so resume with the same value (or start a new run)"
-            )
-    saved_world = state.get("world_size")
-    if saved_world is not None and saved_world != world_size:
-        raise UserError(
-            f"the checkpoint was saved by {saved_world} process(es), this run has {world_size}: the data position "
-            "is counted in global steps of processes x batch x accumulation pairs; resume with the same number"
-        )
-
-
 def trim_metrics(path: Path, step: int) -> None:
-    """Drop metric records after `step` (written after the checkpoint we resume from)."""
+    """Drop metric records after `step` (written after the checkpoint we resume from), and a line that is not
+    a whole record (the last one, cut off by a crash or a full disk while it was appended)."""
     if path.exists():
-        kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
+        lines = path.read_text(encoding="utf-8").splitlines()
+        kept = [line for line in lines if (r := record(line)) and r["step"] <= step]
         write_atomically(path, "".join(line + "\n" for line in kept))
+
+
+def record(line: str) -> dict | None:
+    """A metrics.jsonl line as its record, or None when it is not a whole one."""
+    try:
+        value = json.loads(line)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) and isinstance(value.get("step"), int) else None

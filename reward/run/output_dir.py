@@ -26,7 +26,9 @@ import time
 from pathlib import Path
 
 from reward.errors import UserError
-from reward.run.checkpoints import LATEST_FILE, process_alive, resolve_checkpoint
+from reward.run.checkpoints import LATEST_FILE, resolve_checkpoint
+from reward.run.publish import EXPORT_GLOBS, EXPORT_NAMES, EXPORT_TEMP, JOURNAL, MANIFEST, recover
+from reward.run.writes import as_write_error, process_alive
 
 LOCK_FILE = ".lock"
 UNREADABLE_AFTER_S = 5.0
@@ -73,8 +75,12 @@ def acquire(out_dir: Path) -> Path:
                 f"since {owner.get('started')}): wait for it or choose another --output_dir; if that run is gone, "
                 f"delete {lock}"
             ) from None
-        with os.fdopen(fd, "w") as f:
-            json.dump(me, f)
+        try:
+            with as_write_error(lock, after=f"{out_dir} is unchanged"), os.fdopen(fd, "w") as f:
+                json.dump(me, f)
+        except BaseException:
+            lock.unlink(missing_ok=True)  # a half-written lock would hold the next run up
+            raise
         return lock
     raise UserError(f"could not lock output_dir {out_dir}: {lock} keeps reappearing")
 
@@ -98,13 +104,8 @@ def release(out_dir: Path) -> None:
 # preflight, so a run that stopped before training leaves them; they never block the next run
 TRACKER_DIRS = ("runs", "wandb")
 # what a run writes at the top of its output dir (the final model folder and the run's records)
-RUN_FILES = (
-    LATEST_FILE,
-    *"metrics.jsonl heldout_pairs.jsonl training_config.json README.md config.json adapter "
-    "generation_config.json chat_template.jinja special_tokens_map.json".split(),
-    *TRACKER_DIRS,
-)
-RUN_GLOBS = ("checkpoint-*", ".tmp-checkpoint-*", "model*.safetensors", "model.safetensors.index.json", "tokenizer*")
+RUN_FILES = (LATEST_FILE, "metrics.jsonl", "heldout_pairs.jsonl", *EXPORT_NAMES, MANIFEST, JOURNAL, *TRACKER_DIRS)
+RUN_GLOBS = ("checkpoint-*", ".tmp-checkpoint-*", f"{EXPORT_TEMP}*", f"{JOURNAL}.tmp-*", *EXPORT_GLOBS)
 
 
 def prepare_output_dir(out_dir: Path, resume_from: str | None, overwrite: bool) -> Path | None:
@@ -112,7 +113,8 @@ def prepare_output_dir(out_dir: Path, resume_from: str | None, overwrite: bool) 
 
     A non-empty output dir is never overwritten silently: continue it (`resume_from`), replace the
     previous run's files (`overwrite`), or stop with an error. Also fail early if it is unwritable,
-    and take its lock (above): the caller releases it when the run ends.
+    and take its lock (above): the caller releases it when the run ends. An export that a killed run
+    left half moved in is finished first (reward/run/publish.py).
     """
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
@@ -120,6 +122,7 @@ def prepare_output_dir(out_dir: Path, resume_from: str | None, overwrite: bool) 
     check_writable(out_dir)
     acquire(out_dir)  # before anything in it is read or removed: one run per output dir
     try:
+        recover(out_dir)
         return apply_output_dir_policy(out_dir, resume_from, overwrite)
     except UserError:
         release(out_dir)

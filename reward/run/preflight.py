@@ -2,9 +2,10 @@
 
 One line at the start of a run instead of a traceback after the model has loaded: the process group
 (torchrun) and this process's device and precision, the output dir's policy and lock (rank 0), the
-checkpoint a resume reads (damaged, or with a changed batch layout: refused here), the optional extras
-the options need (peft, a C++ compiler for --torch_compile, matplotlib, the trackers), and the Hub repo
-a push will go to. The recipe's first stage (reward/recipe.py).
+checkpoint a resume reads (damaged, or asked to change its data or model: refused here,
+reward/run/resume_rules.py), the optional extras the options need (peft, a C++ compiler for
+--torch_compile, matplotlib, the trackers), and the Hub repo a push will go to. The recipe's first
+stage (reward/recipe.py).
 """
 
 from __future__ import annotations
@@ -27,8 +28,9 @@ from reward.model import Precision, resolve_precision
 from reward.parallel.distributed import barrier, device_for, init_world
 from reward.parallel.plan import Plan
 from reward.parallel.sharding import check_fsdp_world
-from reward.run.checkpoints import check_resume_options, load_training_state, resolve_checkpoint
+from reward.run.checkpoints import load_training_state, resolve_checkpoint
 from reward.run.output_dir import prepare_output_dir
+from reward.run.resume_rules import check_resume_options
 
 
 @dataclass
@@ -71,10 +73,10 @@ def preflight(cfg: TrainConfig) -> Setup:
     require_trackers(cfg.report_to)
     if world.is_main:  # a push or a tracker that cannot work stops the run now, not after training
         setup.hub = check_hub(cfg)
-    # a LoRA checkpoint's weights are merged (W + BA): its exact state is base model + saved adapter
-    setup.adapter = adapter_to_resume(setup.checkpoint, cfg.use_peft)
-    if setup.checkpoint:  # a damaged state or a changed batch layout stops the run here
+    if setup.checkpoint:  # a damaged state, or an option that would change the data or model, stops it here
         setup.resume_state = load_training_state(setup.checkpoint)
         check_resume_options(setup.checkpoint, cfg, world.size, setup.resume_state)
+    # a LoRA checkpoint's weights are merged (W + BA): its exact state is base model + saved adapter
+    setup.adapter = adapter_to_resume(setup.checkpoint, cfg.use_peft)
     setup.trackers = open_trackers(cfg, cfg.to_dict(), world.is_main)  # last: nothing after it can fail
     return setup

@@ -3,6 +3,7 @@ to run next (or, stopped, where its checkpoint is)."""
 
 from __future__ import annotations
 
+import json
 import shlex
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ from torch import nn
 from reward.data import PreferenceData
 from reward.loop import TrainResult
 from reward.model import Precision, count_parameters, weights_dtype
+from reward.run.writes import write_atomically
 
 
 def start_summary(
@@ -42,7 +44,7 @@ def report(dataset_name: str, out_dir: Path, data: PreferenceData, training: Tra
         print(f"held-out: {scores} over {e['pairs']} pairs")
     if data.held_out and data.test is not None:
         score_input = str(out_dir / "heldout_pairs.jsonl")
-        data.test.to_json(score_input, lines=True, force_ascii=False)
+        write_atomically(score_input, (json.dumps(row, ensure_ascii=False) + "\n" for row in data.test))
     else:
         score_input = dataset_name if Path(dataset_name).exists() else "PAIRS.jsonl"
     command = f"python score.py --model {shlex.quote(str(folder))} --input {shlex.quote(score_input)}"

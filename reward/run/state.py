@@ -1,8 +1,9 @@
 """The state of a run besides its weights: what a resumed run needs to continue bit for bit.
 
     optimizer (AdamW moments; unsharded under FSDP), scheduler, gradient scaler, the optimizer step,
-    the count of skipped non-finite steps, the number of processes, and every RNG (Python, torch,
-    CUDA, numpy)
+    the count of skipped non-finite steps, the number of processes, every RNG (Python, torch,
+    CUDA, numpy), and the fingerprint of the training pairs it steps through (`data`: their count
+    and a hash of their token ids, reward/run/resume_rules.py; a resume compares it)
 
 `training_state` builds it from the loop's `Progress` (reward/loop.py) at a save, and
 `restore_training_state` puts it back into a new run's `Progress` before its first step: the recipe
@@ -48,10 +49,11 @@ def set_rng_state(state: dict[str, Any]) -> None:
         np.random.set_state((kind, keys.numpy(), pos, has_gauss, gauss))
 
 
-def training_state(progress: Progress, model, plan: Plan) -> dict[str, Any]:
-    """Everything besides the weights that a resumed run needs to continue bit for bit. Under FSDP the
-    optimizer state is gathered unsharded (a collective: every rank calls this)."""
+def training_state(progress: Progress, model, plan: Plan, rows: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Everything besides the weights that a resumed run needs to continue bit for bit, and (`rows`) what it
+    must continue on. Under FSDP the optimizer state is gathered unsharded (a collective: every rank calls this)."""
     return {
+        "data": rows,  # {"pairs": N, "blake2b": hex}: plain values, read with weights_only=True
         "step": progress.step,
         "world_size": plan.world.size,  # a resume checks it: positions in the data count global steps
         "nonfinite_steps": progress.nonfinite_steps,

@@ -14,6 +14,7 @@ from reward.loop import NonFiniteError
 from reward.parallel.distributed import shutdown
 from reward.recipe import main
 from reward.run.checkpoints import resolve_checkpoint
+from reward.run.resume_rules import PER_INVOCATION, allowed_changes, refuse_changes
 from reward.run.signals import StopOnSignal
 
 
@@ -45,25 +46,22 @@ def parse_train(argv: list[str]) -> TrainConfig:
     return resumed_config(argv, resolve_checkpoint(cfg.resume_from_checkpoint, Path(cfg.output_dir)))
 
 
-# options that belong to one invocation, not to the run: a resume never takes them from the checkpoint
-PER_INVOCATION = ("output_dir", "resume_from_checkpoint", "overwrite_output_dir", "debug", "hub_token")
-
-
 def resumed_config(argv: list[str], checkpoint: Path) -> TrainConfig:
     """A resumed run's options: the checkpoint's (its training_config.json) with what `argv` gives again
-    on top, so `--output_dir DIR --resume_from_checkpoint latest` is a whole command. A flag given again
-    with another value is reported; those that would change the data order are refused later
-    (reward/run/checkpoints.py `check_resume_options`)."""
+    on top, so `--output_dir DIR --resume_from_checkpoint latest` is a whole command. A change that would
+    continue the run on other data or another model is refused here, before anything loads; an allowed
+    one is reported (reward/run/resume_rules.py classifies every option)."""
     path = Path(checkpoint) / "training_config.json"
     try:
         saved = json.loads(path.read_text())
-    except (OSError, ValueError):  # missing or damaged: resume with what was given (and be told about it later)
+    except (OSError, ValueError):
+        saved = None
+    if not isinstance(saved, dict):  # missing or damaged: resume with what was given (preflight names the file)
         return parse_config(argv)
     fields = TrainConfig.__dataclass_fields__
     saved = {k: v for k, v in saved.items() if k in fields and k not in PER_INVOCATION}
-    cfg = parse_config(argv, saved)
-    given = {token[2:].split("=", 1)[0] for token in argv if token.startswith("--")}
-    for name in sorted(given & saved.keys()):
-        if getattr(cfg, name) != saved[name]:
-            print(f"--{name}: {saved[name]!r} in the checkpoint, {getattr(cfg, name)!r} given: using the given value")
+    cfg = parse_config(argv, saved)  # the flags and a --config file on top of the saved options
+    refuse_changes(saved, cfg)
+    for line in allowed_changes(saved, cfg):
+        print(line)
     return cfg
