@@ -90,7 +90,7 @@ def data_files(name: str) -> list[Path] | None:
             raise UserError(f"{path}: unsupported file type (use {', '.join(FILE_BUILDERS)})")
         files = [path]
     elif path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.suffix.lower() in FILE_BUILDERS and p.is_file())
+        files = sorted(p for p in path.rglob("*") if p.suffix.lower() in FILE_BUILDERS and seen(p, path))
         if not files:
             raise UserError(f"{path}: folder has no {'/'.join(FILE_BUILDERS)} files")
     elif path.suffix.lower() in FILE_BUILDERS or name.startswith((".", "/", "~")):
@@ -100,6 +100,11 @@ def data_files(name: str) -> list[Path] | None:
     for file in files:  # in a folder too: one empty file fails `datasets` ("corresponds to no data!")
         check_data_file(file)
     return files
+
+
+def seen(file: Path, folder: Path) -> bool:
+    """A file `datasets` reads from a folder: none under a hidden (`.ipynb_checkpoints/`) or `__special__` part."""
+    return file.is_file() and not any(part.startswith((".", "__")) for part in file.relative_to(folder).parts)
 
 
 def check_data_file(path: Path) -> None:

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -157,8 +158,12 @@ class MetricsWriter:
             with self.path.open("a", encoding="utf-8") as f:
                 f.write(json.dumps(record) + "\n")
         except OSError as exc:  # a full disk mid-run: one line; the checkpoints written so far are whole
+            try:
+                room = f"{shutil.disk_usage(self.path.parent).free / 1e6:.1f} MB free on its disk; "
+            except OSError:
+                room = ""
             raise UserError(
-                f"could not append to {self.path} ({type(exc).__name__}: {first_line(exc)}); the checkpoints "
+                f"could not append to {self.path} ({type(exc).__name__}: {first_line(exc)}); {room}the checkpoints "
                 "saved so far are complete: free some space and resume with --resume_from_checkpoint latest"
             ) from exc
         for sink in self.sinks:

@@ -239,3 +239,16 @@ def test_a_data_file_that_would_fail_later_is_not_read_before_a_bad_option(folde
     argv = ["--dataset_name", str(data), "--chat_template_path", str(template), "--output_dir", str(tmp_path / "o")]
     code, _, err = invoke(train.cli, argv, capsys)
     assert_clean_error(code, err, ["--chat_template_path", "does not compile"])
+
+
+def test_hidden_files_in_a_data_folder_are_not_checked_since_datasets_does_not_read_them(tmp_path):
+    from reward.data import data_files, load_preferences
+
+    folder = tmp_path / "data"
+    (folder / ".ipynb_checkpoints").mkdir(parents=True)
+    (folder / "__cache__").mkdir()
+    write_jsonl(folder / "train.jsonl", pairs(8))
+    (folder / ".ipynb_checkpoints" / "train-checkpoint.jsonl").write_text("")  # empty: would be refused
+    (folder / "__cache__" / "old.jsonl").write_text("")
+    assert data_files(str(folder)) == [folder / "train.jsonl"]
+    assert len(load_preferences(str(folder), eval_split_size=0).train) == 8

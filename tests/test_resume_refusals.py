@@ -209,3 +209,23 @@ def test_the_api_refuses_another_dataset_other_options_and_another_model(tmp_pat
     ):
         RewardTrainer(model=loaded, args=args, train_dataset=rows).train(resume_from_checkpoint=True)
     assert snapshot(out) == before
+
+
+def test_the_fingerprint_does_not_depend_on_batches_chunks_or_integer_width(monkeypatch):
+    """Read a batch at a time (memory stays a batch's), yet equal to the whole read: another batch size, other
+    Arrow chunks, or ids stored as int32 instead of int64 (another datasets version) give the same fingerprint."""
+    from datasets import Features, List, Value, concatenate_datasets
+
+    from reward.run import resume_rules
+
+    rows = {"chosen_ids": [list(range(i, i + 1 + i % 3)) for i in range(50)], "margin": [i / 4 for i in range(50)]}
+    wide = Dataset.from_dict(rows)
+    int32 = Features({"chosen_ids": List(Value("int32")), "margin": Value("float32")})
+    narrow = Dataset.from_dict(rows, features=int32)
+    base = rows_fingerprint(wide)
+    assert rows_fingerprint(narrow) == base
+    assert rows_fingerprint(concatenate_datasets([wide.select(range(20)), wide.select(range(20, 50))])) == base
+    monkeypatch.setattr(resume_rules, "FINGERPRINT_BATCH", 7)
+    assert rows_fingerprint(wide) == base
+    changed = Dataset.from_dict({**rows, "margin": [*rows["margin"][:-1], 99.0]})
+    assert rows_fingerprint(changed) != base

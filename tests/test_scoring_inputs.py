@@ -17,6 +17,7 @@ from conftest import build_gpt2_style_tokenizer, build_wordpiece_tokenizer, save
 from test_bad_input import assert_clean_error, assert_debug_shows_traceback, invoke, write_jsonl
 
 import score
+from reward import tokenizer as tokenizer_module
 from reward.errors import UserError
 from reward.eval import lengths
 from reward.eval.reward_function import RewardFunction
@@ -135,6 +136,18 @@ def test_row_methods_refuse_bad_rows(bert_scorer):
         bert_scorer.score_rankings([{"prompt": "a"}])
     with pytest.raises(UserError, match=r"groups\[0\]\[1\] must be a non-empty list of token ids"):
         bert_scorer.score_groups([[[2, 5, 3], []]])
+    with pytest.raises(UserError, match=r"groups\[0\]\[0\] must be a non-empty list of token ids \(ints\)"):
+        bert_scorer.score_groups([[[2, 5.0, 3]]])
+    with pytest.raises(UserError, match="sequences must be a list of token-id lists, got NoneType"):
+        bert_scorer.score_ids(None)
+    for bad in ([2, 5], [[2, 5], [True]], [[2, 5], "25"]):
+        with pytest.raises(UserError, match=r"sequences\[\d\] must be a non-empty list of token ids \(ints\)"):
+            bert_scorer.score_ids(bad)
+    pair = [{"chosen": "a", "rejected": "b"}]
+    with pytest.raises(UserError, match="loss_options must be a LossOptions or None, got dict"):
+        bert_scorer.score_pairs(pair, loss_options={"label_smoothing": 0.1})
+    with pytest.raises(UserError, match="num_bins must be an integer >= 1, got 0"):
+        bert_scorer.score_pairs(pair, num_bins=0)
 
 
 # --- item 8: every scoring path checks lengths ------------------------------------------------------
@@ -294,6 +307,7 @@ def spy_on_tokenizer(monkeypatch, tokenizer) -> list[int]:
 
 
 def test_a_row_too_large_for_the_positions_is_skipped_untokenized(bert16, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(tokenizer_module, "HUGE_TEXT_CHARS", 1_000)  # stands for 1,000,000: the test stays small
     bound = chars_per_token(build_wordpiece_tokenizer()) * POSITIONS  # 100 * 16: WordPiece's [UNK] takes a word
     rows = [{"text": "yes"}, {"text": "word " * (bound // 5 + 1)}, {"text": "no"}]
     path = write_jsonl(tmp_path / "in.jsonl", rows)
@@ -308,6 +322,17 @@ def test_a_row_too_large_for_the_positions_is_skipped_untokenized(bert16, tmp_pa
     assert code == 0 and "not tokenized, no reward: row 2" in stdout and max(seen) < bound
     code, _, err = score_cli(bert16, path, tmp_path / "o.jsonl", "--truncation", "error", capsys=capsys)
     assert_clean_error(code, err, [f"1 of 3 texts have more than {bound:,} characters", "row 2"])
+
+
+def test_a_row_over_the_bound_but_not_huge_is_tokenized_and_cut_so_it_gets_a_reward(bert16):
+    """Skipping untokenized is for text too large to tokenize safely (over 1M characters): a 2,000-character row
+    is past what 16 positions can hold at 100 characters a token, yet it is cut on the left and scored."""
+    text = "word " * 400
+    assert len(text) > chars_per_token(build_wordpiece_tokenizer()) * POSITIONS
+    scorer = RewardScorer(bert16, device="cpu", show_progress=False)
+    got = scorer.score_rows([{"text": text}], "texts")
+    assert isinstance(got[0]["reward"], float)
+    assert scorer.last_fitting.lines()[0].startswith("truncated 1 of 1 sequences")
 
 
 def test_without_a_token_limit_a_row_over_the_cap_is_skipped_untokenized(tiny_model_dir, monkeypatch):

@@ -152,5 +152,17 @@ def check_groups(groups: list) -> None:
         if not isinstance(group, (list, tuple)):
             raise UserError(f"groups[{g}] must be a list of token-id lists, got {type(group).__name__}")
         for k, ids in enumerate(group):
-            if ids is not None and (not isinstance(ids, list) or not ids):
-                raise UserError(f"groups[{g}][{k}] must be a non-empty list of token ids")
+            if ids is not None and not token_ids(ids):
+                raise UserError(f"groups[{g}][{k}] must be a non-empty list of token ids (ints)")
+
+
+def check_token_ids(sequences: object) -> None:
+    """`score_ids`'s argument: a list of non-empty token-id lists."""
+    if not isinstance(sequences, (list, tuple)):
+        raise UserError(f"sequences must be a list of token-id lists, got {type(sequences).__name__}")
+    if (bad := next((i for i, ids in enumerate(sequences) if not token_ids(ids)), None)) is not None:
+        raise UserError(f"sequences[{bad}] must be a non-empty list of token ids (ints), got {sequences[bad]!r:.60}")
+
+
+def token_ids(ids: object) -> bool:
+    return isinstance(ids, list) and bool(ids) and all(type(t) is int for t in ids)  # not bool, not float

@@ -77,10 +77,11 @@ def rows_within(scorer: RewardScorer, rows: list[dict], kind: str) -> tuple[list
     return kept, said
 
 
-def check_consumers(scorer: RewardScorer, rows: list[dict], kind: str) -> list[ConsumerResult]:
-    """Every consumer's rewards for `rows` (those within the length limit: `rows_within`), compared with the
-    training-time reward (the first entry)."""
-    rows, _ = rows_within(scorer, rows, kind)
+def check_consumers(scorer: RewardScorer, rows: list[dict], kind: str, within: bool = False) -> list[ConsumerResult]:
+    """Every consumer's rewards for `rows` (those within the length limit: `rows_within`, unless `within` says
+    the caller kept only those already), compared with the training-time reward (the first entry)."""
+    if not within:
+        rows, _ = rows_within(scorer, rows, kind)
     seqs = sequences_of(rows, kind)
     results = []
     reference = None

@@ -21,6 +21,7 @@ from typing import TextIO
 
 from reward.data import detect_format, load_raw, ranking_problem, text_problem, validate
 from reward.errors import UserError
+from reward.run.writes import as_write_error
 
 PAIRS, RANKINGS, TEXTS, RESPONSES, CHATS = "pairs", "rankings", "texts", "responses", "chats"
 STDIN, STDIN_NAME = "-", "<stdin>"
@@ -76,7 +77,8 @@ def load_stdin_rows(stream: TextIO) -> tuple[list[dict], str]:
     suffix = ".json" if text.lstrip().startswith("[") else ".jsonl"
     with tempfile.TemporaryDirectory(prefix="score-stdin-") as folder:
         path = Path(folder) / f"stdin{suffix}"
-        path.write_text(text, encoding="utf-8")
+        with as_write_error(path, len(text.encode()), kind=f"{STDIN_NAME} to the temporary file "):
+            path.write_text(text, encoding="utf-8")
         try:
             return load_rows(str(path))
         except UserError as exc:  # the file's message, naming standard input instead of the temporary file

@@ -27,10 +27,12 @@ Size before tokenizing. A tokenizer run on a 50 MB row takes minutes and ~9 GB (
 tokens; measured) or aborts the process when memory runs out, with no error line. No token stands
 for more than `chars_per_token` characters (its longest vocabulary entry; a WordPiece [UNK] stands for
 a word of up to `max_input_chars_per_word`), so a text of more than limit x that many characters
-cannot fit and is never tokenized: it is skipped (whatever the policy but 'error', which stops; it
-cannot be cut by tokens without tokenizing it). Only text the tokenizer mostly throws away (runs of
-whitespace, characters its normalizer drops, fused unknown characters, words past WordPiece's
-per-word limit, each one [UNK]) could fit in fewer tokens: not text a reward model is meant to judge.
+cannot fit; past MAX_ROW_CHARS too (reward/tokenizer.py `beyond_reach`, the rule training drops such
+pairs by) it is never tokenized: it is skipped (whatever the policy but 'error', which stops; it
+cannot be cut by tokens without tokenizing it). Every shorter text is tokenized and cut as above. Only
+text the tokenizer mostly throws away (runs of whitespace, characters its normalizer drops, fused
+unknown characters, words past WordPiece's per-word limit, each one [UNK]) could break the bound: not
+text a reward model is meant to judge.
 With no token limit at all (a RoPE model, no max_length) a row of more than MAX_ROW_CHARS characters
 is skipped the same way: about 250k tokens of English, more than reward models read, ~2 s and 200 MB
 of tokenizer work.
@@ -45,7 +47,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from reward.errors import UserError
 from reward.model import position_limit, unwrap
-from reward.tokenizer import HUGE_TEXT_CHARS, chars_per_token
+from reward.tokenizer import HUGE_TEXT_CHARS, beyond_reach
 
 POLICIES = ("left", "skip", "error")
 MAX_ROW_CHARS = HUGE_TEXT_CHARS  # with no token limit: a text longer than this is not tokenized
@@ -78,7 +80,7 @@ class LengthRule:
         limits = [(n, why) for n, why in ((positions, f"the model's {positions} positions"),) if n]
         limits += [(max_length, f"max_length {max_length}")] if max_length else []
         tokens, why = min(limits) if limits else (None, "no token limit")
-        chars = tokens * chars_per_token(tokenizer) if tokens else MAX_ROW_CHARS
+        chars = beyond_reach(tokenizer, tokens) if tokens else MAX_ROW_CHARS  # never below MAX_ROW_CHARS
         return cls(tokens, why, policy, chars, frozenset(tokenizer.all_special_ids))
 
     def cut(self, ids: list[int]) -> list[int]:

@@ -30,7 +30,7 @@ from reward.eval.loss_options import training_loss_options
 from reward.eval.scoring import RewardScorer
 from reward.formatting import describe_format
 from reward.options import score_problems, type_problems
-from reward.run.checkpoints import write_atomically
+from reward.run.writes import write_atomically
 
 
 @dataclass
@@ -142,7 +142,7 @@ def main(cfg: ScoreConfig) -> dict:
         from reward.eval.consumer_check import check_consumers, format_report, rows_within
 
         rows, left_out = rows_within(scorer, rows, kind)
-        results = check_consumers(scorer, rows, kind)
+        results = check_consumers(scorer, rows, kind, within=True)  # the rows within the limit, tokenized once
         print(format_report(scorer, results, len(rows), left_out))
         scored, summary = [r.to_dict() for r in results], {"consumers": [r.to_dict() for r in results]}
     elif kind == PAIRS:

@@ -40,6 +40,7 @@ from reward.eval.arguments import (
     check_rows,
     check_scorer_arguments,
     check_sequences,
+    check_token_ids,
     missing_fields,
     pair_problem,
 )
@@ -164,7 +165,8 @@ class RewardScorer:
 
     def score_ids(self, sequences: list[list[int]]) -> list[float | None]:
         """Rewards for token-id lists, in input order (None: over the length limit, truncation 'skip')."""
-        return [r for (r,) in self.score_groups([[seq] for seq in sequences])]
+        check_token_ids(sequences)
+        return [r for (r,) in self.score_groups([[seq] for seq in sequences], name=lambda g, _: f"sequences[{g}]")]
 
     def score_groups(
         self, groups: list[list[list[int] | None]], whole: bool = False, name: Callable[[int, int], str] | None = None
@@ -219,6 +221,10 @@ class RewardScorer:
         check_rows("rows", rows, pair_problem)
         if not rows:
             raise UserError("rows: no pairs to score")
+        if loss_options is not None and not isinstance(loss_options, LossOptions):
+            raise UserError(f"loss_options must be a LossOptions or None, got {type(loss_options).__name__}")
+        if type(num_bins) is not int or num_bins < 1:
+            raise UserError(f"num_bins must be an integer >= 1, got {num_bins!r}")
         opts = loss_options or LossOptions()
         sides = [[self.encode_within(row.get("prompt"), row[side]) for side in ("chosen", "rejected")] for row in rows]
         rewards = self.score_groups(sides, whole=True)  # [[r_c, r_r]] per row, None when skipped

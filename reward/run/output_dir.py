@@ -28,7 +28,7 @@ from pathlib import Path
 from reward.errors import UserError
 from reward.run.checkpoints import LATEST_FILE, resolve_checkpoint
 from reward.run.publish import EXPORT_GLOBS, EXPORT_NAMES, EXPORT_TEMP, JOURNAL, MANIFEST, recover
-from reward.run.writes import as_write_error, process_alive
+from reward.run.writes import as_write_error, process_alive, remove_stale
 
 LOCK_FILE = ".lock"
 UNREADABLE_AFTER_S = 5.0
@@ -105,7 +105,10 @@ def release(out_dir: Path) -> None:
 TRACKER_DIRS = ("runs", "wandb")
 # what a run writes at the top of its output dir (the final model folder and the run's records)
 RUN_FILES = (LATEST_FILE, "metrics.jsonl", "heldout_pairs.jsonl", *EXPORT_NAMES, MANIFEST, JOURNAL, *TRACKER_DIRS)
+# what write_atomically (reward/run/writes.py) leaves beside a run's files when killed mid-write: `.NAME.tmp-PID`
+FILE_TEMPS = tuple(f".{name}.tmp-" for name in (LATEST_FILE, "metrics.jsonl", "heldout_pairs.jsonl"))
 RUN_GLOBS = ("checkpoint-*", ".tmp-checkpoint-*", f"{EXPORT_TEMP}*", f"{JOURNAL}.tmp-*", *EXPORT_GLOBS)
+RUN_GLOBS += tuple(f"{prefix}*" for prefix in FILE_TEMPS)
 
 
 def prepare_output_dir(out_dir: Path, resume_from: str | None, overwrite: bool) -> Path | None:
@@ -122,7 +125,10 @@ def prepare_output_dir(out_dir: Path, resume_from: str | None, overwrite: bool) 
     check_writable(out_dir)
     acquire(out_dir)  # before anything in it is read or removed: one run per output dir
     try:
-        recover(out_dir)
+        if resume_from or not overwrite:  # an overwrite removes a half-moved export (and a damaged journal) anyway
+            recover(out_dir)
+        for prefix in FILE_TEMPS:
+            remove_stale(out_dir, prefix)
         return apply_output_dir_policy(out_dir, resume_from, overwrite)
     except UserError:
         release(out_dir)

@@ -50,11 +50,12 @@ JOURNAL = ".export-commit.json"
 MANIFEST = ".export-files.json"
 # what a model folder written by save_pretrained (model, tokenizer) and reward/export.py may hold
 EXPORT_NAMES = tuple(
-    "config.json generation_config.json model.safetensors.index.json training_config.json README.md adapter "
-    "special_tokens_map.json added_tokens.json chat_template.jinja chat_template.json additional_chat_templates "
-    "vocab.json merges.txt vocab.txt tokenizer.model spiece.model".split()
+    "config.json generation_config.json model.safetensors model.safetensors.index.json training_config.json "
+    "README.md adapter tokenizer.json tokenizer_config.json special_tokens_map.json added_tokens.json "
+    "chat_template.jinja chat_template.json additional_chat_templates vocab.json merges.txt vocab.txt "
+    "tokenizer.model spiece.model".split()
 )
-EXPORT_GLOBS = ("model*.safetensors", "tokenizer*")
+EXPORT_GLOBS = ("model-[0-9][0-9][0-9][0-9][0-9]-of-[0-9][0-9][0-9][0-9][0-9].safetensors",)  # sharded weights
 NEVER = re.compile(r"^(checkpoint-.*|latest|metrics\.jsonl|heldout_pairs\.jsonl|runs|wandb|\..*)$")
 UNTOUCHED = (
     "the previous model in it (if any) and the checkpoints are untouched: free space, then export again "
@@ -134,15 +135,19 @@ def write_journal(target: Path, plan: dict) -> int:
     journal = target / JOURNAL
     part = journal.with_name(f"{JOURNAL}.tmp-{os.getpid()}")
     fd = os.open(part, os.O_CREAT | os.O_TRUNC | os.O_RDWR, 0o644)
+    placed = False
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         os.write(fd, (json.dumps(plan, indent=1) + "\n").encode())
         os.fsync(fd)
         os.replace(part, journal)
+        placed = True
         sync_dir(target)
     except BaseException:
         os.close(fd)
         part.unlink(missing_ok=True)
+        if placed:  # the commit has not started: no journal may outlive the temp folder it names
+            journal.unlink(missing_ok=True)
         raise
     return fd
 
@@ -155,6 +160,8 @@ def roll_forward(target: Path, plan: dict) -> None:
     for name in plan["new"]:
         source, dest = staging / name, target / name
         if not os.path.lexists(source):
+            if not os.path.lexists(dest):  # in neither place: the journal does not describe this folder
+                raise UserError(f"{target / JOURNAL}: {name} is neither in {staging} nor in {target}; {JOURNAL_HINT}")
             continue  # moved in before the interruption
         if dest.is_dir() and not dest.is_symlink():
             remove(dest)  # a folder (adapter/) cannot be renamed over a non-empty one

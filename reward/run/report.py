@@ -44,7 +44,7 @@ def report(dataset_name: str, out_dir: Path, data: PreferenceData, training: Tra
         print(f"held-out: {scores} over {e['pairs']} pairs")
     if data.held_out and data.test is not None:
         score_input = str(out_dir / "heldout_pairs.jsonl")
-        write_atomically(score_input, (json.dumps(row, ensure_ascii=False) + "\n" for row in data.test))
+        write_atomically(score_input, (json.dumps(row, ensure_ascii=False, default=str) + "\n" for row in data.test))
     else:
         score_input = dataset_name if Path(dataset_name).exists() else "PAIRS.jsonl"
     command = f"python score.py --model {shlex.quote(str(folder))} --input {shlex.quote(score_input)}"

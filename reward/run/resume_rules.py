@@ -181,28 +181,42 @@ def check_resume_options(checkpoint: Path, cfg: Any, world_size: int, state: dic
 
 
 # --- the rows themselves -------------------------------------------------------------------------
+FINGERPRINT_BATCH = 8192  # rows read at a time: memory stays a batch's, whatever the dataset's size
+
+
 def rows_fingerprint(pairs: Dataset) -> dict[str, Any]:
     """{"pairs": N, "blake2b": hex} of the tokenized training pairs: every numeric column (token ids, margin,
     the rankings' bookkeeping), in dataset order. String columns (a subset's name) only label evaluation.
 
-    Read as Arrow: `with_format("arrow")[:]` applies an indices mapping (a filter's, a split's), so the
-    order hashed is the order trained; each list column hashes its lengths, then its values.
+    Read as Arrow a batch at a time, in the order trained (`iter` applies an indices mapping: a filter's, a
+    split's). Each list column hashes its lengths and its values, each in its own stream and at one width
+    (int64 / float64), so neither the batching, Arrow's chunks nor int32-vs-int64 storage changes the result.
 
     >>> a = Dataset.from_dict({"chosen_ids": [[1, 2], [3]], "subset": ["x", "y"]})
     >>> same, reversed_ = a.select([0, 1]), a.select([1, 0])  # indices mappings over the same table
     >>> rows_fingerprint(same) == rows_fingerprint(a), rows_fingerprint(reversed_) == rows_fingerprint(a)
     (True, False)
     """
-    table = pairs.with_format("arrow")[:]
+    streams: dict[str, Any] = {}
+    for batch in pairs.with_format("arrow").iter(batch_size=FINGERPRINT_BATCH):
+        for name in batch.column_names:
+            column = batch.column(name)
+            if not numeric(column.type):
+                continue
+            for chunk in column.chunks:
+                for level, part in enumerate(leaves(chunk)):
+                    stream = streams.setdefault(f"{name}/{level}", hashlib.blake2b(digest_size=16))
+                    stream.update(one_width(part))
     digest = hashlib.blake2b(digest_size=16)
-    for name in sorted(table.column_names):
-        column = table.column(name)
-        if not numeric(column.type):
-            continue
-        digest.update(name.encode())
-        for part in leaves(column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)):
-            digest.update(part.to_numpy(zero_copy_only=False).tobytes())
+    for key in sorted(streams):
+        digest.update(key.encode() + streams[key].digest())
     return {"pairs": len(pairs), "blake2b": digest.hexdigest()}
+
+
+def one_width(values: pa.Array) -> bytes:
+    """The values' bytes as int64 (float64 for floats), however Arrow stored them."""
+    wide = pa.float64() if pa.types.is_floating(values.type) else pa.int64()
+    return values.cast(wide).fill_null(0).to_numpy(zero_copy_only=False).tobytes()
 
 
 def numeric(kind: pa.DataType) -> bool:
