@@ -168,12 +168,10 @@ def encode_and_judge(
 ) -> dict:
     """`encode_pair`, plus why the pair will be dropped, decided while its ids are still Python lists: a
     `filter` reading them back out of Arrow is a pass over every token (two such passes, identical then
-    over-long, were 15 % of tokenizing 10k long-prompt pairs). Past `max_chars` (characters, drop reason) a
-    side cannot fit and is dropped untokenized (reward/tokenizer.py `beyond_reach`)."""
-    if max_chars is not None and pair_chars(row) > max_chars[0]:
-        margin = margin_value(row["margin"]) if row.get("margin") is not None else 0.0
+    over-long, were 15 % of tokenizing 10k long-prompt pairs); past `max_chars` (chars, reason): untokenized."""
+    if max_chars is not None and pair_chars(row) > max_chars[0]:  # dropped: placeholder ids, never trained
         reason = 1 if row["chosen"] == row["rejected"] else max_chars[1]  # the same text: the same ids, identical
-        return {"chosen_ids": [0], "rejected_ids": [0], "margin": margin, DROP_REASON: reason}
+        return {"chosen_ids": [0], "rejected_ids": [0], "margin": 0.0, DROP_REASON: reason}
     out = encode_pair(row, tokenizer, sequence_format)
     chosen, rejected = out["chosen_ids"], out["rejected_ids"]
     if chosen == rejected:  # identical first

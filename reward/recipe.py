@@ -173,8 +173,7 @@ def read_preferences(cfg: TrainConfig, source: str | Dataset | DatasetDict) -> P
 
 
 def read_eval_set(cfg: TrainConfig, rows: Dataset | DatasetDict) -> PreferenceData:
-    """An evaluation set handed over as rows (RewardTrainer's eval_dataset, or its `evaluate()`'s), validated
-    like the training rows and evaluated whole; rankings as the pairs they hold."""
+    """Rows evaluated whole (RewardTrainer's eval_dataset, evaluate()'s), checked as training's; rankings as pairs."""
     split = cfg.dataset_train_split if isinstance(rows, DatasetDict) else "train"  # a Dataset is its own "train"
     data = load_preferences(rows, train_split=split, eval_split_size=0, skip_bad_rows=cfg.skip_bad_rows)
     return expand_preferences(data, evaluation=True) if data.format == RANKED else data
@@ -188,9 +187,8 @@ def requested_format(cfg: TrainConfig) -> SequenceFormat:
 def ready_tokenizer(
     cfg: TrainConfig, setup: Setup, tokenizer: PreTrainedTokenizerBase | None
 ) -> PreTrainedTokenizerBase:
-    """The tokenizer (given, loaded, or the checkpoint's, with its chat template and added tokens) with its
-    options applied: a token or a chat template it cannot take stops the run before the rows load. How text
-    becomes tokens needs the rows' format too (reward/formatting.py `choose_format`, in `main`)."""
+    """The tokenizer (given, loaded, or the checkpoint's) with its options applied: a token or a chat template it
+    cannot take stops the run before the rows load (how text becomes tokens waits for the rows: `choose_format`)."""
     if tokenizer is None or setup.checkpoint:
         source = str(setup.checkpoint) if setup.checkpoint else cfg.model_name_or_path
         revision = None if setup.checkpoint else cfg.model_revision
