@@ -12,9 +12,20 @@ fit -> export -> report); it lives in the package so that an installed `reward` 
 """
 
 import sys
+from typing import Any
 
-from reward.recipe import main  # noqa: F401 - `import train; train.main(cfg)` runs what the CLI runs
 from reward.run.train_cli import cli
+
+
+def __getattr__(name: str) -> Any:
+    """`import train; train.main(cfg)` runs what the CLI runs. reward.recipe (torch, transformers' models:
+    seconds) is imported on that first use, not here, so that `python train.py --help` answers at once."""
+    if name == "main":
+        from reward.recipe import main
+
+        return main
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 if __name__ == "__main__":
     sys.exit(cli())

@@ -4,7 +4,8 @@ The core path, in data-flow order (what TRL's RewardTrainer does), wired togethe
 
     recipe.py      one run as named stages: preflight, rows, tokenizer, model, tokens, fit, export, report
     config.py, options.py, errors.py   the flat options (TRL's names) and their groups, their checks, one-line errors
-    data.py        rows from files / the Hub / a Dataset; format detection; validation
+    sources.py     rows read from files / a folder / the Hub / a Dataset, each file checked first
+    data.py        format detection; validation; the held-out split
     tokenizer.py   the model source's checks; the tokenizer and its options (EOS, pad, chat template)
     formatting.py  the text format; row -> token ids (prompt + response, EOS, chat template, max_length)
     collate.py     the pairwise collator: B pairs -> (2B, T) [chosen; rejected]; what any micro-batch offers

@@ -20,7 +20,18 @@ from typing import Any, TypeVar
 from transformers import HfArgumentParser
 
 from reward.errors import UserError, first_line
-from reward.options import CHOICES, either, json_mapping, tracker_problems, train_problems, type_problems
+from reward.options import (
+    CHOICES,
+    TRAIN_GROUPS,
+    HelpFormatter,
+    arrange,
+    default_output_dir,
+    either,
+    json_mapping,
+    tracker_problems,
+    train_problems,
+    type_problems,
+)
 
 Group = TypeVar("Group")
 
@@ -166,7 +177,9 @@ class TrainConfig:
     )
     tie_handling: str = option("skip", "Equal scores: 'skip' (counted) or 'half' (trained toward P = 1/2; grouped).")
     # --- optimisation --------------------------------------------------------------------------
-    output_dir: str = option("runs/tiny-synthetic", "Where the checkpoint and metrics.jsonl are written.")
+    output_dir: str | None = option(
+        None, "Where the checkpoint and metrics.jsonl go (default: runs/MODEL-DATASET, e.g. runs/tiny-synthetic)."
+    )
     per_device_train_batch_size: int = option(32, "Pairs (grouped rankings: prompts) per micro-batch (TRL: 8).")
     per_device_eval_batch_size: int = option(64, "Pairs per evaluation batch.")
     gradient_accumulation_steps: int = option(1, "Micro-batches per optimizer step.")
@@ -221,11 +234,16 @@ class TrainConfig:
     hub_token: str | None = option(
         None, "Hub token (default: HF_TOKEN or the cached login); never saved, printed or logged.", repr=False
     )
+    card_example_row: bool = option(
+        False, "Quote one held-out row in the model card's snippets (off: a made-up example; no data is published)."
+    )
     debug: bool = option(False, "Show the full traceback for input/option errors.")
 
     def __post_init__(self) -> None:
         """Every option checked here, with its name and what it accepts (reward/options.py): a value from a
         config file or from Python fails exactly as the same flag would."""
+        if not self.output_dir:  # named after what is trained, so a run on other data gets a folder of its own
+            self.output_dir = default_output_dir(self.model_name_or_path, self.dataset_name)
         if problems := type_problems(self):
             raise UserError("; ".join(problems))
         problems: list[str] = []
@@ -290,16 +308,22 @@ def parse_config(argv: list[str] | None = None, saved: dict[str, Any] | None = N
     3e-05
     """
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = make_parser(TrainConfig, "Train a Bradley-Terry reward model.")
-    parser.add_argument("--config", default=None, help="YAML or JSON file of options; flags override it.")
+    usage = "%(prog)s [--config FILE] [--OPTION VALUE ...]"  # not argparse's list of all ~90 flags
+    parser = make_parser(TrainConfig, "Train a Bradley-Terry reward model.", TRAIN_GROUPS, usage)
+    parser.add_argument("--config", metavar="FILE", help="YAML or JSON file of options; flags override it.")
     pre, _ = parser.parse_known_args(argv)
     parser.set_defaults(**{**(saved or {}), **(load_config_file(pre.config) if pre.config else {})})  # file wins
     return parse_into(parser, argv)
 
 
-def make_parser(dataclass_type: type, description: str) -> HfArgumentParser:
-    """An HfArgumentParser whose errors are one-line UserErrors (exit 2, no usage dump)."""
-    parser = HfArgumentParser(dataclass_type, description=description)
+def make_parser(
+    dataclass_type: type, description: str, groups: dict[str, str] | None = None, usage: str | None = None
+) -> HfArgumentParser:
+    """An HfArgumentParser whose errors are one-line UserErrors (exit 2, no usage dump), and whose --help
+    lists the options under `groups`' headings (reward/options.py); `usage` replaces argparse's
+    list of every flag."""
+    parser = HfArgumentParser(dataclass_type, description=description, usage=usage, formatter_class=HelpFormatter)
+    arrange(parser, groups or {})
 
     def error(message: str):
         raise UserError(f"{message} (see --help)")

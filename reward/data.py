@@ -1,9 +1,7 @@
 """Load preference rows, detect their format, validate them, and split off a held-out set.
 
-Sources: a local `.jsonl`/`.json`/`.csv`/`.parquet` file, a folder of such files (split names from
-file names, as `datasets` infers them: `train.jsonl`, `test.jsonl`, ...), a dataset on the Hugging
-Face Hub, or a `datasets.Dataset`/`DatasetDict` passed in from Python (the generated tasks, e.g.
-`synthetic`, are built by reward/presets/synthetic.py and passed in as one, under their name).
+Sources (files, folders, the Hub, a Dataset passed in from Python; each file checked first): reward/sources.py.
+The generated tasks (e.g. `synthetic`) are built by reward/presets/synthetic.py and passed in as a Dataset.
 
 Formats (detected from the columns and the first row):
 
@@ -20,18 +18,16 @@ sides; reward/ranked/rows.py turns them into the comparisons the pair path train
 
 from __future__ import annotations
 
-import csv
-import json
 import math
 from dataclasses import dataclass
-from pathlib import Path
 
-from datasets import Dataset, DatasetDict, Features, Value, load_dataset
-from pyarrow import ArrowException, parquet  # pyarrow: what `datasets` stores rows in
+import pyarrow as pa
+import pyarrow.compute as pc
+from datasets import Dataset, DatasetDict
 
-from reward.errors import UserError, first_line
+from reward.errors import UserError
+from reward.sources import jsonl_line_numbers, load_raw
 
-FILE_BUILDERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
 EXPLICIT, IMPLICIT, CONVERSATIONAL, RANKED = "explicit prompt", "implicit prompt", "conversational", "ranked"
 ROLES = {"system", "user", "assistant", "tool", "developer"}
 SHOWN_BAD_ROWS = 5  # how many bad rows an error message lists
@@ -54,123 +50,29 @@ class PreferenceData:
     carried: tuple[str, ...] = ()  # columns besides the texts that tokenizing keeps (the rankings' bookkeeping)
 
     def describe(self) -> str:
-        """The start-up line: source, format, sizes."""
+        """The start-up line: source, format, sizes, and the pairs with an empty response (trained, as TRL)."""
         held, margin = len(self.test) if self.test is not None else 0, " + margin" if self.has_margin else ""
-        return f"data: {self.source} | format: {self.format}{margin} | train {len(self.train)} pairs | held-out {held}"
-
-
-def load_raw(
-    name: str | Dataset | DatasetDict, config: str | None = None, source: str | None = None
-) -> tuple[DatasetDict, str]:
-    """Return every split of the source as a DatasetDict, plus a name for messages (`source`, for rows
-    passed in as a Dataset; default "<Dataset>")."""
-    if isinstance(name, Dataset):
-        return DatasetDict({"train": name}), source or "<Dataset>"
-    if isinstance(name, DatasetDict):
-        return name, source or "<DatasetDict>"
-    files = data_files(name)
-    if files is None:
-        return _load(name, config), name  # a Hub dataset id
-    path = Path(name)
-    if path.is_file():
-        builder = FILE_BUILDERS[path.suffix.lower()]
-        return _load(builder, data_files={"train": str(path)}, **(csv_as_text(path) if builder == "csv" else {})), str(
-            path
+        empty = self.empty_responses()
+        said = f" ({empty} with an empty response)" if empty else ""
+        return (
+            f"data: {self.source} | format: {self.format}{margin} | train {len(self.train)} pairs{said} | "
+            f"held-out {held}"
         )
-    all_csv = all(p.suffix.lower() == ".csv" for p in files)
-    return _load(str(path), **(csv_as_text(files[0]) if all_csv else {})), str(path)
+
+    def empty_responses(self) -> int:
+        """Training pairs whose chosen or rejected text is empty (plain-text pairs; conversations are lists)."""
+        if not {"chosen", "rejected"} <= set(self.train.column_names) or self.format == CONVERSATIONAL:
+            return 0
+        sides = self.train.select_columns(["chosen", "rejected"]).with_format("arrow")
+        # Arrow, a batch at a time: no Python string per row, memory a batch's (a million pairs at start-up)
+        return sum(pc.sum(pc.or_(blank(b["chosen"]), blank(b["rejected"]))).as_py() or 0 for b in sides.iter(65536))
 
 
-def data_files(name: str) -> list[Path] | None:
-    """The local files `name` names (a file, or a folder's), each checked: readable, and holding a row; None
-    for a Hub id. Reads no more than a file's first rows (a parquet file's footer): preflight runs it."""
-    path = Path(name)
-    if path.is_file():
-        if path.suffix.lower() not in FILE_BUILDERS:
-            raise UserError(f"{path}: unsupported file type (use {', '.join(FILE_BUILDERS)})")
-        files = [path]
-    elif path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.suffix.lower() in FILE_BUILDERS and seen(p, path))
-        if not files:
-            raise UserError(f"{path}: folder has no {'/'.join(FILE_BUILDERS)} files")
-    elif path.suffix.lower() in FILE_BUILDERS or name.startswith((".", "/", "~")):
-        raise UserError(f"{name}: no such file or folder")
-    else:
-        return None
-    for file in files:  # in a folder too: one empty file fails `datasets` ("corresponds to no data!")
-        check_data_file(file)
-    return files
-
-
-def seen(file: Path, folder: Path) -> bool:
-    """A file `datasets` reads from a folder: none under a hidden (`.ipynb_checkpoints/`) or `__special__` part."""
-    return file.is_file() and not any(part.startswith((".", "__")) for part in file.relative_to(folder).parts)
-
-
-def check_data_file(path: Path) -> None:
-    """A data file must be readable, UTF-8 if it is text, and hold at least one row: say so plainly, naming
-    it, before `datasets` tries (its errors name neither the file nor the problem)."""
-    try:
-        if path.suffix.lower() == ".parquet":
-            has_rows = parquet_rows(path) > 0
-        else:
-            with open(path, encoding="utf-8", newline="") as f:
-                if path.suffix.lower() == ".csv":
-                    rows = csv.reader(f)
-                    has_rows = next(rows, None) is not None and next(rows, None) is not None  # header + 1 row
-                else:
-                    has_rows = any(line.strip() not in ("", "[]") for line in f)
-    except UnicodeDecodeError as exc:
-        raise UserError(f"{path}: not UTF-8 text (byte {exc.start}: {exc.reason}); re-save it as UTF-8") from exc
-    except OSError as exc:
-        raise UserError(f"{path}: could not read it ({first_line(exc)})") from exc
-    if not has_rows:
-        raise UserError(f"{path}: the file is empty (no preference rows)")
-
-
-def parquet_rows(path: Path) -> int:
-    """How many rows a parquet file's footer says it holds (nothing else is read)."""
-    try:
-        return parquet.read_metadata(path).num_rows
-    except ArrowException as exc:  # not parquet: no magic bytes, a damaged footer
-        raise UserError(f"{path}: not a parquet file ({first_line(exc)})") from exc
-
-
-def csv_as_text(path: Path) -> dict:
-    """load_dataset options that read every CSV column as the text written in the file.
-
-    pandas would otherwise guess types: a column of " 4", " 5" becomes integers and an empty prompt
-    cell becomes NaN. (`margin` is parsed from its text by `margin_value`.)
-    """
-    with open(path, newline="", encoding="utf-8") as f:
-        header = next(csv.reader(f), [])
-    return {"features": Features({name: Value("string") for name in header}), "keep_default_na": False}
-
-
-def _load(*args, **kwargs) -> DatasetDict:
-    try:
-        return load_dataset(*args, **kwargs)
-    except Exception as exc:  # datasets raises many types (DatasetNotFoundError, ArrowInvalid, ...)
-        where = args[0] if not kwargs.get("data_files") else kwargs["data_files"]["train"]
-        for path in [Path(where)] if Path(where).is_file() else sorted(Path(where).glob("*.jsonl")):
-            first_bad_json_line(path)  # raises a precise error if a JSONL line does not parse
-        raise UserError(f"{where}: could not load the dataset ({type(exc).__name__}: {first_line(exc)})") from exc
-
-
-def first_bad_json_line(path: Path) -> None:
-    """Raise a UserError naming the first line of a JSONL file that is not a JSON object."""
-    if path.suffix.lower() != ".jsonl":
-        return
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                value = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise UserError(f"{path}: line {number}: malformed JSON ({exc.msg} at column {exc.colno})") from exc
-            if not isinstance(value, dict):
-                raise UserError(f"{path}: line {number}: expected a JSON object, got {type(value).__name__}")
+def blank(texts: pa.ChunkedArray) -> pa.Array:
+    """Which texts are empty (or only whitespace); a column of mixed types (rows --skip_bad_rows dropped) one by one."""
+    if pa.types.is_string(texts.type) or pa.types.is_large_string(texts.type):
+        return pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(texts)), 0)
+    return pa.array([isinstance(t, str) and not t.strip() for t in texts.to_pylist()])
 
 
 def detect_format(columns: list[str], first_row: dict, source: str = "data") -> str:
@@ -243,8 +145,9 @@ def ranking_problem(row: dict, fmt: str | None = None) -> str | None:
         )
     chat = isinstance(completions[0], list)
     problem = text_problem("prompt", row.get("prompt") or ([] if chat else ""), chat, may_be_empty=True)
+    answered = bool(row.get("prompt"))  # an empty completion to a prompt is an answer (TRL trains on it)
     for c in completions:
-        problem = problem or text_problem("completions", c, chat)
+        problem = problem or text_problem("completions", c, chat, may_be_empty=answered and not chat)
     k = len(completions)
     if row.get("scores") is not None:
         scores = row["scores"]
@@ -264,21 +167,16 @@ def row_problem(row: dict, fmt: str) -> str | None:
     if fmt == RANKED:
         return ranking_problem(row, fmt)
     conversational = fmt == CONVERSATIONAL
+    # an empty response to a prompt is a legitimate answer (TRL trains on it; PreferenceData.describe counts it);
+    # an empty text with no prompt before it leaves nothing to score. Missing fields and wrong types are refused.
+    prompted = isinstance(row.get("prompt"), str) and bool(row["prompt"].strip())
     for key in ("prompt", "chosen", "rejected"):
-        if key in row and (problem := text_problem(key, row[key], conversational, may_be_empty=key == "prompt")):
+        may_be_empty = key == "prompt" or (prompted and not conversational)
+        if key in row and (problem := text_problem(key, row[key], conversational, may_be_empty)):
             return problem
     if "margin" in row and margin_value(row["margin"]) is None:
         return f"field 'margin' must be a finite number, got {row['margin']!r}"
     return None
-
-
-def jsonl_line_numbers(source: str) -> list[int] | None:
-    """For a .jsonl file, the file line of each row (the loader skips blank lines); else None."""
-    path = Path(source)
-    if path.suffix.lower() != ".jsonl" or not path.is_file():
-        return None
-    with open(path, encoding="utf-8") as f:
-        return [number for number, line in enumerate(f, start=1) if line.strip()]
 
 
 def validate(

@@ -325,15 +325,17 @@ def read_format(config: PretrainedConfig) -> tuple[SequenceFormat, dict[str, Any
 def describe_format(sequence_format: SequenceFormat, record: dict[str, Any] | None) -> str:
     """One line for people: how plain text and conversations become tokens, and where the reward is read.
 
-    >>> describe_format(TRL_FORMAT, None)
-    "TRL's RewardTrainer format assumed (no reward_format in config.json): EOS appended, special tokens added"
+    >>> describe_format(TRL_FORMAT, None).split(": ", 1)[1]
+    'EOS appended (if the tokenizer has one), special tokens added'
     """
     if sequence_format.text_as_chat:
         text = "plain text as user/assistant messages through the chat template"
     else:
-        eos = f"EOS {record['eos_token']!r}" if record and record.get("eos_token") else "EOS"
+        # a record holds the format as it applied (no EOS to append: append_eos false); without one, say the rule
+        eos = f"EOS {record['eos_token']!r} appended" if record and record.get("eos_token") else "EOS appended"
+        eos += "" if record else " (if the tokenizer has one)"
         text = (
-            (f"{eos} appended" if sequence_format.append_eos else "no EOS appended")
+            (eos if sequence_format.append_eos else "no EOS appended")
             + ", "
             + ("special tokens added" if sequence_format.add_special_tokens else "no special tokens added")
         )
@@ -347,4 +349,6 @@ def describe_format(sequence_format: SequenceFormat, record: dict[str, Any] | No
     reads = f"reward read at: {record.get('reward_token', '?')}"
     if record.get("data_format") == CONVERSATIONAL:
         return f"conversations through the chat template, which writes its own BOS/EOS (plain text: {text}); {reads}"
+    if "chat_template_sha256" in record and record["chat_template_sha256"] is None:  # no template: no such path
+        return f"{text}; {reads}"
     return f"{text}; conversations through the chat template; {reads}"

@@ -171,7 +171,11 @@ class MetricsWriter:
 
 
 def format_step_line(record: dict[str, Any]) -> str:
-    """`step 42 | loss 0.6410 | acc 0.62 | margin 0.31 | lr 1.0e-05 | grad 1.23 | 57 pairs/s`."""
+    """`step 42 | loss 0.6410 | acc 0.62 | margin 0.31 | lr 1.0e-05 | grad 1.23 | 57.3 pairs/s`.
+
+    >>> format_step_line({"step": 3, "pairs_per_s": 0.4234})
+    'step 3 | 0.423 pairs/s'
+    """
     parts = [f"step {record['step']}"]
     for key, label, fmt in [
         ("loss", "loss", ".4f"),
@@ -184,8 +188,10 @@ def format_step_line(record: dict[str, Any]) -> str:
     ]:
         if key in record:
             parts.append(f"{label} {record[key]:{fmt}}")
-    if "pairs_per_s" in record:
-        parts.append(f"{record['pairs_per_s']:.0f} pairs/s")
+    if "pairs_per_s" in record:  # 3 significant digits: a CPU run's 0.42 pairs/s must not read as "0"
+        rate = record["pairs_per_s"]
+        digits = 0 if rate >= 100 else 1 if rate >= 10 else 2 if rate >= 1 else 3
+        parts.append(f"{rate:.{digits}f} pairs/s" if rate >= 0.01 or rate == 0 else f"{rate:.2e} pairs/s")
     return " | ".join(parts)
 
 

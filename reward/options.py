@@ -9,8 +9,10 @@ overflow AdamW or delete its own checkpoints is refused here instead of after th
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
+import re
 import types
 import typing
 from dataclasses import fields
@@ -252,6 +254,7 @@ def score_problems(cfg: Any) -> list[str]:
     rules = [
         (cfg.batch_size >= 1, "--batch_size must be >= 1"),
         (cfg.explain_rows >= 0, "--explain_rows must be >= 0"),
+        (cfg.check_rows >= 0, "--check_rows must be >= 0 (0: every row)"),
         (cfg.calibration_bins >= 1, "--calibration_bins must be >= 1"),
         (cfg.max_length is None or cfg.max_length >= 2, "--max_length must be >= 2 (or unset: the model's positions)"),
         (cfg.label_smoothing is None or 0.0 <= cfg.label_smoothing < 0.5, "--label_smoothing must be in [0, 0.5)"),
@@ -262,3 +265,75 @@ def score_problems(cfg: Any) -> list[str]:
         ),
     ]
     return [message for ok, message in rules if not ok]
+
+
+# --- how `--help` lays the options out (train.py, score.py): under headings, each default said once, and a
+# `--no_X` flag as the one-line opposite of `--X` (argparse only: `--help` answers before torch is imported)
+# `train.py --help` shows reward/config.py TrainConfig's options under these headings, each field under
+# exactly one (tests/test_help.py): a new option gets its place here.
+TRAIN_GROUPS = {
+    "model and loading": "model_name_or_path model_revision dtype attn_implementation model_init_kwargs "
+    "trust_remote_code eos_token pad_token disable_dropout",
+    "LoRA adapters": "use_peft lora_r lora_alpha lora_dropout lora_target_modules",
+    "data and formatting": "dataset_name dataset_config dataset_train_split dataset_test_split eval_split_size "
+    "skip_bad_rows synthetic_num_pairs max_length pad_to_multiple_of chat_template_path append_eos "
+    "add_special_tokens text_as_chat dataset_num_proc",
+    "loss and rankings": "center_rewards_coefficient label_smoothing rankings ranking_loss ranking_normalization "
+    "tie_handling",
+    "optimisation": "per_device_train_batch_size gradient_accumulation_steps learning_rate weight_decay adam_beta1 "
+    "adam_beta2 adam_epsilon optim max_grad_norm num_train_epochs max_steps lr_scheduler_type warmup_ratio "
+    "warmup_steps seed max_nonfinite_steps",
+    "speed and memory": "group_by_length padding_free share_prefix eval_padding_free torch_compile "
+    "gradient_checkpointing bf16 fp16",
+    "evaluation": "eval_strategy eval_steps per_device_eval_batch_size",
+    "checkpoints and resume": "output_dir save_steps save_total_limit resume_from_checkpoint overwrite_output_dir",
+    "logging and trackers": "logging_steps disable_tqdm plot_curves report_to run_name project logging_dir debug",
+    "Hub": "push_to_hub hub_model_id hub_private_repo hub_strategy hub_token card_example_row",
+    "devices and distributed": "use_cpu fsdp",
+}
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """argparse's "(default: X)", except where the help text already gives the default in its own words
+    ("default: cuda if available" says more than "default: None"), where there is none (an option left
+    unset is not used), and on a `--no_X` flag (its stored default, False, is not the option's)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if "default:" in (action.help or "") or action.default is None or is_negation(action):
+            return action.help
+        return super()._get_help_string(action)
+
+
+def is_negation(action: argparse.Action) -> bool:
+    """HfArgumentParser's `--no_X` complement of a bool option X that defaults to True."""
+    return action.nargs == 0 and action.const is False and any(s.startswith("--no_") for s in action.option_strings)
+
+
+def arrange(parser: argparse.ArgumentParser, groups: dict[str, str]) -> None:
+    """Move each option under its heading (`groups`: heading -> the field names, space-separated); -h and
+    options no heading names stay under argparse's "options". argparse has no public way to move an
+    option into a group once added, and HfArgumentParser adds them all to one, hence the attributes."""
+    heading_of = {name: title for title, names in groups.items() for name in names.split()}
+    headings = {title: parser.add_argument_group(title) for title in groups}
+    general = parser._optionals
+    for action in list(general._group_actions):
+        if is_negation(action):
+            action.help = f"Turn off --{action.dest}."
+        if action.dest in heading_of:
+            general._group_actions.remove(action)
+            headings[heading_of[action.dest]]._group_actions.append(action)
+
+
+def default_output_dir(model: str, dataset: str) -> str:
+    """`runs/<model>-<dataset>`, each its Hub id's or path's last part (a data file's stem), slugged: a run on
+    other data gets a folder of its own.
+
+    >>> default_output_dir("tiny", "synthetic"), default_output_dir("Qwen/Qwen2.5-0.5B", "data/My Pairs.jsonl")
+    ('runs/tiny-synthetic', 'runs/Qwen2.5-0.5B-My-Pairs')
+    """
+    slugs = []
+    for name in (model, dataset):
+        last = str(name).replace("\\", "/").rstrip("/").rsplit("/", 1)[-1]
+        last = re.sub(r"\.(jsonl|json|csv|parquet)(\.gz)?$", "", last)
+        slugs.append(re.sub(r"[^A-Za-z0-9._]+", "-", last).strip("-.") or "run")
+    return "runs/" + "-".join(slugs)

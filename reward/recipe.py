@@ -10,10 +10,9 @@
     fit              the loop (reward/loop.py) with what plugs into it: collator, order, objective, evaluation
     export, report   the rewards' statistics and the pipeline-ready folder; what to run next
 
-It is the one module that wires the optional parts into the core (the diagram: reward/__init__.py), with
-what the loop plugs in chosen in reward/run/parts.py: the exact speed-ups (reward/fast), rankings
-(reward/ranked), torchrun and FSDP (reward/parallel), LoRA (reward/finetune), checkpoints and resume
-(reward/run), the presets, the model card, trackers and the Hub.
+The one module that wires the optional parts into the core (reward/__init__.py; what the loop plugs in:
+reward/run/parts.py): speed-ups (fast/), rankings (ranked/), torchrun and FSDP (parallel/), LoRA (finetune/),
+checkpoints and resume (run/), the presets, the model card, trackers and the Hub.
 """
 
 from __future__ import annotations
@@ -166,7 +165,8 @@ def read_preferences(cfg: TrainConfig, source: str | Dataset | DatasetDict) -> P
     folder, a Hub id) loaded with the run's options; ranked rows as the pairs they hold (reward/ranked)."""
     generated = synthetic_dataset(source, cfg.synthetic_num_pairs) if isinstance(source, str) else None
     splits = dict(train_split=cfg.dataset_train_split, test_split=cfg.dataset_test_split, seed=cfg.seed)
-    rows, name = (source, None) if generated is None else (generated, source)
+    given = not isinstance(source, str) and cfg.dataset_name != TrainConfig.default("dataset_name")  # RewardTrainer's
+    rows, name = (source, cfg.dataset_name if given else None) if generated is None else (generated, source)
     data = load_preferences(rows, config=cfg.dataset_config, eval_split_size=cfg.eval_split_size, source=name,
                             skip_bad_rows=cfg.skip_bad_rows, **splits)  # fmt: skip
     return expand_preferences(data, cfg.tie_handling) if data.format == RANKED else data
@@ -223,9 +223,9 @@ def build_model(
     match_vocabulary(model, tokenizer)  # --chat_template_path may have added tokens
     record_format(model, tokenizer, text_format, data_format)  # saved with it
     print(f"formatting: {describe_format(*read_format(model.config))}")
-    if cfg.gradient_checkpointing:
+    if cfg.gradient_checkpointing:  # transformers 5.25's new name where it exists (the old one warns), else the old
         model.config.use_cache = False
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        getattr(model, "activation_checkpointing_enable", model.gradient_checkpointing_enable)({"use_reentrant": False})
     if cfg.use_peft:  # after checkpointing: use_reentrant=False needs no enable_input_require_grads
         model = add_lora(model, pick(LoraOptions, cfg), setup.adapter)
         print(describe_lora(model))
@@ -254,6 +254,7 @@ def tokenize(
     sources = {"train": (data.train, data.carried), **({"eval": (held, data.carried)} if held is not None else {})}
     sources |= {f"eval[{name}]": (d.train, d.carried) for name, d in named.items()}
     options = (cfg.max_length, cfg.dataset_num_proc)
+    print(f"tokenizing {sum(len(rows) for rows, _ in sources.values())} pairs ...", flush=True)  # a file has no bar
     done = {split: tokenize_pairs(rows, tokenizer, data.format, *options, split, text_format, keep, limit)
             for split, (rows, keep) in sources.items()}  # fmt: skip
     print(f"pairs kept: {' | '.join(f'{split} {s.describe(cfg.max_length)}' for split, (_, s) in done.items())}")

@@ -155,7 +155,9 @@ def test_an_eval_dataset_not_evaluated_during_training_is_said(tmp_path, capsys)
     args = RewardConfig(output_dir=str(tmp_path / "run"), max_steps=1, disable_tqdm=True)
     assert args.eval_strategy == "no"
     output = RewardTrainer(model="tiny", args=args, train_dataset=rows(40), eval_dataset=rows(8)).train()
-    assert "eval_dataset: not evaluated during training (eval_strategy 'no'" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "eval_dataset: not evaluated during training (eval_strategy 'no'" in printed
+    assert "data: <Dataset: 40 rows, columns prompt, chosen, rejected; fingerprint " in printed  # not "<Dataset>"
     assert "eval_pairs" not in output.metrics
 
 

@@ -140,7 +140,8 @@ def test_killed_at_each_write_the_folder_holds_the_old_model_or_the_new_one(expo
     assert "chat_template.jinja" in old_view and "chat_template.jinja" not in new_view  # the old one's is removed
     assert {"checkpoint-1/training_state.pt", "latest", "metrics.jsonl", "notes.txt"} <= new_view.keys()
     assert old_view["model.safetensors"] != new_view["model.safetensors"]
-    assert EXPORT_TEMP not in (target / "README.md").read_text() and str(target) in (target / "README.md").read_text()
+    card = (target / "README.md").read_text()  # it names the final folder, never the temporary one (nor a local path)
+    assert EXPORT_TEMP not in card and target.name in card and str(target) not in card
     assert json.loads((target / "training_config.json").read_text()) == {"run": "new"}
     seen_commit = seen_write = 0
     unheld, at_kill = signal.getsignal(signal.SIGINT), {}

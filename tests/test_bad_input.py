@@ -182,13 +182,13 @@ def non_string_text(tmp_path):
 
 def empty_text(tmp_path):
     rows = pairs()
-    rows[1]["rejected"] = "   "
+    rows[1] |= {"prompt": "", "rejected": "   "}  # empty, with no prompt: nothing to score
     return write_jsonl(tmp_path / "pairs.jsonl", rows), ["row 2", "field 'rejected' is empty"]
 
 
 def empty_csv_cell(tmp_path):
     path = tmp_path / "pairs.csv"
-    path.write_text("prompt,chosen,rejected\nName a fruit.,mango,violin\nName a color.,,red\n")
+    path.write_text("prompt,chosen,rejected\nName a fruit.,mango,violin\n,,red\n")
     return path, ["row 2", "field 'chosen' is empty"]  # the 2nd data row (line 3 of the file)
 
 
@@ -268,7 +268,7 @@ def test_bad_data_file_is_one_error_line_naming_file_row_and_field(case, tmp_pat
 
 def test_bad_row_after_a_blank_line_names_its_file_line(tmp_path, capsys):
     rows = pairs(4)
-    rows[2]["chosen"] = ""
+    rows[2] |= {"prompt": "", "chosen": ""}
     path = tmp_path / "pairs.jsonl"
     path.write_text(
         json.dumps(rows[0]) + "\n" + json.dumps(rows[1]) + "\n\n" + "".join(json.dumps(r) + "\n" for r in rows[2:])
@@ -385,7 +385,7 @@ def test_unknown_option_or_bad_value_is_one_error_line(argv, tmp_path, capsys):
 # --- train.py: --skip_bad_rows -------------------------------------------------------------------
 def test_skip_bad_rows_drops_and_reports_them(tmp_path, capsys):
     rows = pairs(20)
-    rows[3]["chosen"] = ""  # rows 4, 9 and 17 (1-based) are bad
+    rows[3]["chosen"] = 3  # rows 4, 9 and 17 (1-based) are bad
     rows[8]["rejected"] = None
     rows[16]["prompt"] = 7
     path = write_jsonl(tmp_path / "pairs.jsonl", rows)
@@ -406,7 +406,7 @@ def test_skip_bad_rows_drops_and_reports_them(tmp_path, capsys):
 
 
 def test_skip_bad_rows_with_every_row_bad(tmp_path, capsys):
-    path = write_jsonl(tmp_path / "pairs.jsonl", [{**r, "chosen": ""} for r in pairs(20)])
+    path = write_jsonl(tmp_path / "pairs.jsonl", [{**r, "prompt": "", "chosen": ""} for r in pairs(20)])
     argv = ["--dataset_name", str(path), "--skip_bad_rows"]
     check_train_error(
         argv, [str(path), "20 bad row(s)", "row 1:", "(and 15 more)", "no good rows left"], tmp_path, capsys

@@ -148,6 +148,29 @@ def test_the_cli_prints_the_table_and_the_fixes(trl_model, tmp_path, capsys):
     assert all("rewards" not in w for w in written)
 
 
+def test_the_check_scores_the_first_rows_and_says_each_consumer_as_it_finishes(trl_model, capsys, quiet_datasets):
+    """Nine scoring passes over a whole file looked hung: the check caps its rows by default (--check_rows,
+    said in its first line) and prints a line, with rows and seconds, as each consumer finishes."""
+    heldout = trl_model / "heldout_pairs.jsonl"
+    total = len(heldout.read_text().splitlines())
+    assert parse_score_config(["--model", "m", "--input", "i"]).check_rows == 200
+    argv = ["--model", str(trl_model), "--input", str(heldout), "--check_consumers", "--check_rows", "3"]
+    score.main(parse_score_config(argv))
+    lines = capsys.readouterr().out.splitlines()
+    check = [line for line in lines if line.startswith("consumer check:")]
+    assert check[0] == f"consumer check: first 3 of {total} rows (--check_rows 0 for all)"
+    done = [line for line in lines if line.startswith("consumer ") and "/9 " in line]
+    assert [line.split("/")[0] for line in done] == [f"consumer {k}" for k in range(1, 10)]
+    assert all(line.endswith(": skipped") or ": 3 rows, " in line and line.endswith(" s") for line in done)
+    assert lines.index(done[-1]) < lines.index(check[1])  # before the table, as they finish
+    assert check[1].startswith("consumer check: 3 rows, ")  # the report's: the rows compared
+    argv[-1] = "0"
+    score.main(parse_score_config(argv))
+    assert f"consumer check: all {total} rows" in capsys.readouterr().out
+    assert score.cli([*argv[:-1], "-1"]) == 2
+    assert "--check_rows must be >= 0" in capsys.readouterr().err
+
+
 def test_a_missing_consumer_library_is_skipped_with_one_line(trl_model, monkeypatch):
     real_version = importlib.metadata.version
 

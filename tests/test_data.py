@@ -209,7 +209,7 @@ def bad_row_cases() -> list:
 
     return [
         pytest.param(with_row3(good, chosen=None), "'chosen'", "must be a string", id="non-string-chosen"),
-        pytest.param(with_row3(good, chosen="   "), "'chosen'", "empty", id="empty-chosen"),
+        pytest.param(with_row3(good, prompt="", chosen="   "), "'chosen'", "empty", id="empty-chosen-no-prompt"),
         pytest.param(
             with_row3([{**r, "margin": 1.0} for r in good], margin=float("nan")),
             "'margin'",
@@ -250,7 +250,7 @@ def test_bad_row_in_dataset_names_source_row_and_field():
 def test_bad_rows_in_test_split_name_the_split(tmp_path):
     write_jsonl(tmp_path / "train.jsonl", explicit_rows(4))
     test_rows = explicit_rows(3, seed=5)
-    test_rows[1]["rejected"] = ""
+    test_rows[1] |= {"prompt": "", "rejected": ""}  # an empty response with no prompt: nothing to score
     write_jsonl(tmp_path / "test.jsonl", test_rows)
     with pytest.raises(UserError) as info:
         load_preferences(str(tmp_path))

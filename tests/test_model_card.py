@@ -15,7 +15,8 @@ from conftest import save_tiny_policy, train_tiny
 from datasets import Dataset
 from test_consumers import polite_pairs
 
-from reward.eval.model_card import example_of
+from reward.data import CONVERSATIONAL
+from reward.eval.model_card import example_of, render_model_card
 from reward.eval.scoring import RewardScorer
 
 pytestmark = pytest.mark.slow
@@ -70,9 +71,9 @@ def run_snippets(code: list[str], cwd: Path) -> list[str]:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def trained_reward(folder: Path) -> float:
-    first = json.loads((folder / "heldout_pairs.jsonl").read_text().splitlines()[0])
-    prompt, response = example_of(first)
+def trained_reward(folder: Path, data_format: str | None) -> float:
+    """The reward of the card's made-up example (a card quotes no data row by default)."""
+    prompt, response = example_of(None, data_format)
     return RewardScorer(folder, device="cpu", show_progress=False).rewards([prompt], [response])[0]
 
 
@@ -84,8 +85,8 @@ def test_every_snippet_runs_and_the_pipeline_and_ppo_ones_print_the_trained_rewa
     runnable = [code[0], code[3]]
     if HAS_TRL:  # the GRPO snippets need the bench extra; the policy is a local random one
         runnable += [snippet.replace(POLICY_LINE, f"policy = {str(policy)!r}") for snippet in code[1:3]]
-    printed = run_snippets(runnable, tmp_path)
-    want = trained_reward(folder)
+    printed = run_snippets(runnable, folder.parent)  # the card names the folder relatively: run beside it
+    want = trained_reward(folder, CONVERSATIONAL if name == "conversational" else None)
     for snippet, out in zip(runnable[:2], printed[:2]):
         assert float(out.strip().splitlines()[-1]) == pytest.approx(want, abs=1e-5), snippet
     card = (folder / "README.md").read_text()
@@ -97,3 +98,21 @@ def test_every_snippet_runs_and_the_pipeline_and_ppo_ones_print_the_trained_rewa
         assert "Trained in GRPO's format" in path_note
     else:
         assert "Trained on conversations" in path_note
+
+
+def test_the_card_quotes_no_data_row_or_absolute_path_unless_a_row_is_asked_for(model):
+    from transformers import AutoModelForSequenceClassification
+
+    _, folder = model
+    first = json.loads((folder / "heldout_pairs.jsonl").read_text().splitlines()[0])
+    chat = isinstance(first["chosen"], list)
+    quoted_as = [repr(m["content"] if chat else m) for m in (first["chosen"][-1:] if chat else [first["chosen"]])]
+    card = (folder / "README.md").read_text()
+    assert not [q for q in quoted_as if q in card]  # no response of the data, as the snippets would quote it
+    assert str(folder.parent) not in card and f"({folder.name!r})" in card  # the folder, never its local path
+
+    rm = AutoModelForSequenceClassification.from_pretrained(folder)
+    cfg = json.loads((folder / "training_config.json").read_text())
+    facts = {"format": CONVERSATIONAL if chat else "explicit prompt", "example": first}
+    assert all(q in render_model_card(folder, rm, {**cfg, "card_example_row": True}, facts) for q in quoted_as)
+    assert not [q for q in quoted_as if q in render_model_card(folder, rm, cfg, facts)]  # the row: only when asked

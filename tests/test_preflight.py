@@ -242,7 +242,8 @@ def test_a_data_file_that_would_fail_later_is_not_read_before_a_bad_option(folde
 
 
 def test_hidden_files_in_a_data_folder_are_not_checked_since_datasets_does_not_read_them(tmp_path):
-    from reward.data import data_files, load_preferences
+    from reward.data import load_preferences
+    from reward.sources import data_files
 
     folder = tmp_path / "data"
     (folder / ".ipynb_checkpoints").mkdir(parents=True)

@@ -104,7 +104,7 @@ def test_training_on_the_expansion_is_all_pairs_bradley_terry():
         ({"prompt": "Q:", "completions": [" a", " b"], "scores": [1]}, "'scores' must be a list of 2 finite numbers"),
         ({"prompt": "Q:", "completions": [" a", " b"], "ranking": [0, 0]}, "'ranking' must list the indices 0..1"),
         ({"prompt": "Q:", "completions": [" a"], "scores": [1]}, "must hold 2 or more responses"),
-        ({"prompt": "Q:", "completions": [" a", "  "], "scores": [1, 0]}, "field 'completions' is empty"),
+        ({"prompt": "", "completions": [" a", "  "], "scores": [1, 0]}, "field 'completions' is empty"),
     ],
 )
 def test_bad_ranked_rows_name_the_row_and_field(row, message):

@@ -166,7 +166,7 @@ def test_unrecognised_file_is_a_clean_error(tiny_model_dir, tmp_path, capsys, qu
 
 def test_invalid_pair_file_is_a_clean_error(tiny_model_dir, tmp_path, capsys, quiet_datasets):
     rows = generate_pairs(4, seed=1)
-    rows[1]["chosen"] = ""
+    rows[1]["chosen"] = 42  # a wrong type (an empty response to a prompt is a valid one: it is scored)
     path = write_jsonl(tmp_path / "pairs.jsonl", rows)
 
     code = score.cli(["--model", str(tiny_model_dir), "--input", str(path)])

@@ -120,5 +120,7 @@ def test_overwrite_clears_a_damaged_journal_and_a_run_removes_dead_writers_tempo
     (out / JOURNAL).write_text("{not json")
     (out / ".latest.tmp-999999999").write_text("checkpoint-")  # a writer killed mid-write, long gone
     assert train.cli(small_run(out, *one_step, "--overwrite_output_dir")) == 0, capsys.readouterr().err
+    printed = capsys.readouterr().out  # the export is said as it starts and when it is done (#29: nothing looks hung)
+    assert f"writing the model folder {out} ..." in printed and f"wrote {out} (" in printed
     assert not (out / JOURNAL).exists() and not (out / ".latest.tmp-999999999").exists()
     assert (out / "latest").read_text().strip() == "checkpoint-1"

@@ -1,8 +1,10 @@
 """Run every consumer of `reward/eval/consumers.py` on the same rows and report how far each is from training.
 
-    python score.py --model DIR --input FILE --check_consumers
+    python score.py --model DIR --input FILE --check_consumers [--check_rows N]
 
-prints, per consumer, max |reward - training reward| and pairwise accuracy, then one line per
+scores the first `--check_rows` rows (200 by default, 0 for all: every consumer is a scoring pass of its own,
+nine in all, so a large file would take nine times its scoring), printing a line as each consumer finishes,
+then prints, per consumer, max |reward - training reward| and pairwise accuracy, then one line per
 consumer that differs by more than TOLERANCE saying what to change (a training option, or how to
 call the consumer). The fixes are chosen from the model's recorded `reward_format`.
 
@@ -14,6 +16,8 @@ model's positions is skipped with that reason.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import replace
 
 from transformers import PreTrainedTokenizerBase
@@ -63,6 +67,19 @@ def sequences_of(rows: list[dict], kind: str) -> Sequences:
     raise UserError(f"--check_consumers needs pairs (chosen/rejected) or prompt/response rows, not {kind}")
 
 
+def first_rows(rows: list[dict], cap: int) -> tuple[list[dict], str]:
+    """The rows the check scores (the first `cap`, 0: all) and the line that says so before any is scored.
+
+    >>> first_rows([{}] * 5000, 200)[1]
+    'consumer check: first 200 of 5,000 rows (--check_rows 0 for all)'
+    >>> first_rows([{}] * 150, 200)[1]
+    'consumer check: all 150 rows'
+    """
+    if 0 < cap < len(rows):
+        return rows[:cap], f"consumer check: first {cap:,} of {len(rows):,} rows (--check_rows 0 for all)"
+    return rows, f"consumer check: all {len(rows):,} rows"
+
+
 def rows_within(scorer: RewardScorer, rows: list[dict], kind: str) -> tuple[list[dict], list[str]]:
     """The rows whose sequences all fit the scorer's length limit, and a line per kind of row left out."""
     sequences_of(rows, kind)  # the kinds the check takes, before any tokenizing
@@ -77,21 +94,34 @@ def rows_within(scorer: RewardScorer, rows: list[dict], kind: str) -> tuple[list
     return kept, said
 
 
-def check_consumers(scorer: RewardScorer, rows: list[dict], kind: str, within: bool = False) -> list[ConsumerResult]:
+def check_consumers(
+    scorer: RewardScorer,
+    rows: list[dict],
+    kind: str,
+    within: bool = False,
+    say: Callable[[str], None] | None = None,
+) -> list[ConsumerResult]:
     """Every consumer's rewards for `rows` (those within the length limit: `rows_within`, unless `within` says
-    the caller kept only those already), compared with the training-time reward (the first entry)."""
+    the caller kept only those already), compared with the training-time reward (the first entry). `say` gets
+    a line as each consumer finishes (each is a whole scoring pass: the command prints them)."""
     if not within:
         rows, _ = rows_within(scorer, rows, kind)
     seqs = sequences_of(rows, kind)
     results = []
     reference = None
-    for name, run in CONSUMERS:
+    for number, (name, run) in enumerate(CONSUMERS, 1):
         name = name.format(trl=installed_version("trl") or "not installed")
+        started = time.perf_counter()
         try:
             rewards = run(scorer, seqs)
         except Skip as why:
             results.append(ConsumerResult(name, skipped=str(why)))
+            if say:
+                say(f"consumer {number}/{len(CONSUMERS)} {name}: skipped")
             continue
+        if say:
+            seconds = time.perf_counter() - started
+            say(f"consumer {number}/{len(CONSUMERS)} {name}: {len(rows):,} rows, {seconds:.1f} s")
         if reference is None:
             reference = rewards
         result = ConsumerResult(

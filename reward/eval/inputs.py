@@ -19,9 +19,10 @@ import tempfile
 from pathlib import Path
 from typing import TextIO
 
-from reward.data import detect_format, load_raw, ranking_problem, text_problem, validate
+from reward.data import detect_format, ranking_problem, text_problem, validate
 from reward.errors import UserError
 from reward.run.writes import as_write_error
+from reward.sources import load_raw
 
 PAIRS, RANKINGS, TEXTS, RESPONSES, CHATS = "pairs", "rankings", "texts", "responses", "chats"
 STDIN, STDIN_NAME = "-", "<stdin>"

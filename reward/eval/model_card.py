@@ -11,6 +11,7 @@ from typing import Any
 
 from transformers import PreTrainedModel
 
+from reward.data import CONVERSATIONAL
 from reward.formatting import FORMAT_KEY, as_messages, describe_format, read_format
 
 FRONT_MATTER = """---
@@ -74,9 +75,25 @@ def ranking_sentence(stats: dict | None, cfg: dict) -> str:
     )
 
 
-def example_of(row: dict[str, Any] | None) -> tuple[Any, Any]:
+def public(place: Any) -> str:
+    """A path as a published card may show it: relative to the working folder, else its last part (never
+    an absolute local path); a Hub id or a name is kept."""
+    path = Path(str(place))
+    if not path.is_absolute():
+        return str(place)
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return path.name
+
+
+def example_of(row: dict[str, Any] | None, data_format: str | None = None) -> tuple[Any, Any]:
     """(prompt, response) of one training row, for the snippets: a conversation without a `prompt`
-    column is split before its last message."""
+    column is split before its last message. No row (the default: a card quotes no data): a made-up one."""
+    if not row and data_format == CONVERSATIONAL:
+        return [{"role": "user", "content": "Could you name a fruit for me?"}], [
+            {"role": "assistant", "content": "Happy to help: mango."}
+        ]
     if not row:
         return "Could you name a fruit for me?", " Happy to help: mango."
     chosen = row["chosen"]
@@ -166,8 +183,10 @@ def ppo_snippet(model: PreTrainedModel, path: str, prompt: Any, response: Any) -
 def render_model_card(out: Path, model: PreTrainedModel, cfg: dict[str, Any], card: dict[str, Any]) -> str:
     metrics = card.get("metrics") or {}
     rows = "\n".join(f"| {k} | {v:.4f} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in metrics.items())
-    path = str(out)
-    prompt, response = example_of(card.get("example"))
+    # published as is by --push_to_hub: no data row unless asked (--card_example_row), no absolute local path
+    path = cfg.get("hub_model_id") if cfg.get("push_to_hub") and cfg.get("hub_model_id") else public(out)
+    quoted = card.get("example") if cfg.get("card_example_row") else None
+    prompt, response = example_of(quoted, card.get("format"))
     fmt, record = read_format(model.config)
     stats = getattr(model.config, "reward_stats", None)
     stats_line = (
@@ -199,8 +218,8 @@ def render_model_card(out: Path, model: PreTrainedModel, cfg: dict[str, Any], ca
             f"# Reward model: {out.name}\n",
             f"> **Warning:** {card['warning']}\n" if card.get("warning") else "",
             f"A Bradley–Terry reward model (`{type(model).__name__}`, one output: the reward) trained with `reward` "
-            f"(a from-scratch PyTorch Bradley–Terry trainer) from `{cfg.get('model_name_or_path')}` on "
-            f"`{cfg.get('dataset_name')}` ({card.get('format', '?')} format, "
+            f"(a from-scratch PyTorch Bradley–Terry trainer) from `{public(cfg.get('model_name_or_path'))}` on "
+            f"`{public(cfg.get('dataset_name'))}` ({card.get('format', '?')} format, "
             f"{card.get('train_pairs', '?')} training pairs). {ranking_sentence(card.get('rankings'), cfg)}\n",
             "| metric | value |\n|---|---|\n" + (rows or "| (none) | |") + "\n",
             "## How training formatted the text\n",

@@ -19,27 +19,26 @@ import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from reward.config import make_parser, option, parse_into
 from reward.errors import UserError, run_cli
-from reward.eval.arguments import device_problem
-from reward.eval.explain import explain_pairs, format_explanation
-from reward.eval.inputs import PAIRS, RANKINGS, load_rows
-from reward.eval.lengths import POLICIES, policy_problem
-from reward.eval.loss_options import training_loss_options
-from reward.eval.scoring import RewardScorer
-from reward.formatting import describe_format
 from reward.options import score_problems, type_problems
-from reward.run.writes import write_atomically
+
+if TYPE_CHECKING:
+    from reward.eval.scoring import RewardScorer
+
+# What needs torch is imported inside the functions that score, so that `--help` (and a bad flag) answers
+# before it is: the options are parsed first.
 
 
 @dataclass
 class ScoreConfig:
-    model: str = option(None, "Saved reward model folder (or Hub id).")
+    model: str = option(None, "Saved reward model folder (or Hub id); required.")
     input: str = option(
         None,
         "Rows to score: .jsonl/.json/.csv/.parquet with chosen/rejected, text, prompt/response or messages; "
-        "'-' reads JSON Lines (or a JSON array) from standard input.",
+        "'-' reads JSON Lines (or a JSON array) from standard input; required.",
     )
     output: str | None = option(None, "Write every input row plus its reward(s) to this .jsonl file.")
     batch_size: int = option(16, "Sequences per forward pass.")
@@ -54,7 +53,7 @@ class ScoreConfig:
     )
     truncation: str = option(
         "left",
-        f"A sequence over the limit ({'/'.join(POLICIES)}): left keeps its last tokens, where the reward is read "
+        "A sequence over the limit (left/skip/error): left keeps its last tokens, where the reward is read "
         "(the start of the prompt cut; a leading BOS/[CLS] kept), skip leaves it without a reward (null, counted "
         "and listed; a pair skipped whole, as training drops it), error stops. Either way the rows are listed.",
     )
@@ -67,6 +66,9 @@ class ScoreConfig:
         False,
         "Score the rows the way each consumer does (pipeline, TRL GRPO, RewardBench, PPO-style, RewardFunction) "
         "and print how far each is from the training-time reward, with what to change.",
+    )
+    check_rows: int = option(
+        200, "--check_consumers scores only the first this many rows, nine times over (0: every row)."
     )
     # --- pairs only: the loss explained, and diagnostics ---------------------------------------------
     explain: bool = option(
@@ -88,6 +90,9 @@ class ScoreConfig:
     debug: bool = option(False, "Show the full traceback for input errors.")
 
     def __post_init__(self) -> None:
+        from reward.eval.arguments import device_problem
+        from reward.eval.lengths import policy_problem
+
         if not self.model or not self.input:
             raise UserError("--model and --input are required")
         if problems := type_problems(self) or score_problems(self):
@@ -97,8 +102,19 @@ class ScoreConfig:
             raise UserError("; ".join(problems))
 
 
+# `score.py --help` shows the options under these headings, each field under exactly one (tests/test_help.py)
+SCORE_GROUPS = {
+    "model and input": "model input device batch_size padding_free max_length truncation",
+    "output": "output normalize debug",
+    "consumers": "check_consumers check_rows",
+    "pairs: the loss explained, calibration and plots": "explain explain_rows center_rewards_coefficient "
+    "label_smoothing calibration_bins reliability_out plot",
+}
+
+
 def parse_score_config(argv: list[str] | None = None) -> ScoreConfig:
-    parser = make_parser(ScoreConfig, "Score texts or preference pairs with a reward model.")
+    usage = "%(prog)s --model DIR --input FILE [--OPTION VALUE ...]"  # not argparse's list of every flag
+    parser = make_parser(ScoreConfig, "Score texts or preference pairs with a reward model.", SCORE_GROUPS, usage)
     return parse_into(parser, list(sys.argv[1:] if argv is None else argv))
 
 
@@ -107,6 +123,13 @@ PAIR_ONLY_OPTIONS = ("explain", "plot", "reliability_out")
 
 def main(cfg: ScoreConfig) -> dict:
     """Score `cfg.input`; returns the pair metrics (pairs) or reward stats (texts)."""
+    from reward.eval.inputs import PAIRS, RANKINGS, load_rows
+    from reward.eval.scoring import RewardScorer
+    from reward.formatting import describe_format
+    from reward.run.console import quiet_libraries_unless_tty
+    from reward.run.writes import write_atomically
+
+    live = quiet_libraries_unless_tty()  # output to a file: no progress-bar frames in it
     rows, kind = load_rows(cfg.input)
     used = [f"--{name}" for name in PAIR_ONLY_OPTIONS if getattr(cfg, name)]
     if kind != PAIRS and used:
@@ -129,6 +152,7 @@ def main(cfg: ScoreConfig) -> dict:
         padding_free=cfg.padding_free,
         max_length=cfg.max_length,
         truncation=cfg.truncation,
+        show_progress=live,
     )
     print(f"scoring {len(rows)} {kind} from {cfg.input} with {cfg.model} on {scorer.device}")
     print(scorer.rule.describe())
@@ -139,10 +163,13 @@ def main(cfg: ScoreConfig) -> dict:
             f"normalized: (reward - {scorer.stats['mean']:.4f}) / {scorer.stats['std']:.4f} ({scorer.stats['source']})"
         )
     if cfg.check_consumers:
-        from reward.eval.consumer_check import check_consumers, format_report, rows_within
+        from reward.eval.consumer_check import check_consumers, first_rows, format_report, rows_within
 
+        rows, first_line = first_rows(rows, cfg.check_rows)
+        print(first_line, flush=True)
         rows, left_out = rows_within(scorer, rows, kind)
-        results = check_consumers(scorer, rows, kind, within=True)  # the rows within the limit, tokenized once
+        # the rows within the limit, tokenized once; a line as each consumer (a scoring pass) finishes
+        results = check_consumers(scorer, rows, kind, within=True, say=lambda line: print(line, flush=True))
         print(format_report(scorer, results, len(rows), left_out))
         scored, summary = [r.to_dict() for r in results], {"consumers": [r.to_dict() for r in results]}
     elif kind == PAIRS:
@@ -184,6 +211,10 @@ def report_rows(scorer: RewardScorer, rows: list[dict], kind: str) -> tuple[list
 
 def report_pairs(cfg: ScoreConfig, scorer: RewardScorer, rows: list[dict]) -> tuple[list[dict], dict]:
     """Score pairs with the model's training loss options; print metrics, diagnostics, the explanation."""
+    from reward.eval.explain import explain_pairs, format_explanation
+    from reward.eval.loss_options import training_loss_options
+    from reward.run.writes import write_atomically
+
     opts = training_loss_options(cfg.model, cfg.center_rewards_coefficient, cfg.label_smoothing)
     if opts.center_rewards_coefficient or opts.label_smoothing:
         print(

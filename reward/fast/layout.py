@@ -174,6 +174,8 @@ _WARNED: set[str] = set()
 
 
 def warn_once(message: str) -> None:
+    """One PackingFallbackWarning per reason and process. Raised as if from "reward" line 0, so Python prints
+    the message alone: a caller's stack frame would print one of our own source lines under it."""
     if message not in _WARNED:
         _WARNED.add(message)
-        warnings.warn(message, PackingFallbackWarning, stacklevel=3)
+        warnings.warn_explicit(message, PackingFallbackWarning, "reward", 0, module="reward")

@@ -98,6 +98,8 @@ class RewardTrainer:
             changes["model_name_or_path"] = model
         elif model is not None:
             changes["model_name_or_path"] = model.name_or_path or type(model).__name__
+        if train_dataset is not None and args.dataset_name == TrainConfig.default("dataset_name"):
+            changes["dataset_name"] = dataset_description(train_dataset, args.dataset_train_split)
         if peft_config is not None:
             from reward.finetune.lora import lora_options  # peft is an optional extra
 
@@ -164,6 +166,8 @@ class RewardTrainer:
             prefix = f"{metric_key_prefix}_{name}_" if name else f"{metric_key_prefix}_"
             metrics |= {prefix + k: v for k, v in evaluate_rows(model, tokenizer, rows, self.args).items()}
         self.state.log_history.append({**metrics, "step": self.state.global_step})
+        if self.card is not None:  # save_model() after evaluate(): the card shows this last evaluation
+            self.card = {**self.card, "metrics": metrics}
         return metrics
 
     def save_model(self, output_dir: str | os.PathLike | None = None) -> Path:
@@ -238,6 +242,17 @@ def evaluate_rows(
         print(f"evaluate(): dropped {dropped} pairs longer than the {limit} positions the model has")
     precision = resolve_precision(cfg.bf16, cfg.fp16, model_device(model))
     return evaluation(cfg, precision, model, tokenizer.pad_token_id)(model, pairs)
+
+
+def dataset_description(rows: Dataset | DatasetDict, split: str) -> str:
+    """What training_config.json and the model card name as the data of a run handed a Dataset (unless
+    `args.dataset_name` names it): its size, columns and fingerprint, which a same dataset keeps (a resume).
+
+    >>> dataset_description(Dataset.from_dict({"chosen": ["a"], "rejected": ["b"]}), "train")[:51]
+    '<Dataset: 1 rows, columns chosen, rejected; fingerp'
+    """
+    rows = rows[split] if isinstance(rows, DatasetDict) else rows
+    return f"<Dataset: {len(rows)} rows, columns {', '.join(rows.column_names)}; fingerprint {rows._fingerprint}>"
 
 
 def read_records(path: Path) -> list[dict[str, Any]]:

@@ -25,11 +25,11 @@ from transformers import AutoConfig, AutoModelForSequenceClassification, Pretrai
 from transformers.models.auto.modeling_auto import MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING
 
 from reward.config import TrainConfig
-from reward.data import data_files
 from reward.errors import UserError, first_line
 from reward.presets.synthetic import GENERATED
 from reward.presets.tiny import TINY
 from reward.run.checkpoints import load_from_checkpoint
+from reward.sources import data_files
 from reward.tokenizer import LOAD_ERRORS, check_model_source, folder_problem
 
 # what reward/model.py `load_model` passes to from_pretrained itself (the others move onto options of their own:

@@ -26,6 +26,7 @@ import fcntl
 import json
 import os
 import re
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -37,6 +38,7 @@ from reward.model import unwrap
 from reward.run.writes import (
     Needed,
     as_write_error,
+    human_size,
     remove,
     remove_stale,
     signals_held,
@@ -68,7 +70,12 @@ def export_model(target: str | Path, write: FolderWriter, weights: dict | None, 
     published into `target` as below; `weights` are an FSDP model's gathered ones (None otherwise)."""
     target = Path(target)
     needed = lambda: tensor_bytes(weights if weights is not None else unwrap(model).state_dict())  # noqa: E731
-    return publish(target, lambda staging: write(staging, weights, target), needed)
+    print(f"writing the model folder {target} ...", flush=True)  # seconds to minutes for a large model
+    start = time.perf_counter()
+    publish(target, lambda staging: write(staging, weights, target), needed)
+    size = sum(p.stat().st_size for p in target.glob("*.safetensors"))
+    print(f"wrote {target} ({human_size(size)} of weights, {time.perf_counter() - start:.1f} s)")
+    return target
 
 
 def publish(target: Path, write: Callable[[Path], object], needed: Needed = None) -> Path:

@@ -34,7 +34,8 @@ def start_summary(
 
 def report(dataset_name: str, out_dir: Path, data: PreferenceData, training: TrainResult, folder: Path | None) -> None:
     """Rank 0's last lines. A stopped run names its checkpoint; a finished one its held-out scores and the
-    score.py commands for its folder (writing the held-out pairs it split off, so they run as printed)."""
+    score.py commands for its folder (writing the held-out pairs, split off or the data's test split, so they
+    run as printed on rows the model did not train on)."""
     if training.stopped:
         where = out_dir / f"checkpoint-{training.steps}"
         print(f"stopped after optimizer step {training.steps}; checkpoint saved in {where}")
@@ -42,7 +43,7 @@ def report(dataset_name: str, out_dir: Path, data: PreferenceData, training: Tra
     if e := training.eval:
         scores = f"accuracy {e['accuracy']:.4f} | loss {e['loss']:.4f} | margin {e['margin']:.3f}"
         print(f"held-out: {scores} over {e['pairs']} pairs")
-    if data.held_out and data.test is not None:
+    if data.test is not None and len(data.test):  # split off here or the data's own test split: never the train rows
         score_input = str(out_dir / "heldout_pairs.jsonl")
         write_atomically(score_input, (json.dumps(row, ensure_ascii=False, default=str) + "\n" for row in data.test))
     else:

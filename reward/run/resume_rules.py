@@ -111,13 +111,13 @@ RULES = (
         ALLOWED,
         "what is evaluated, logged, saved and uploaded",
         "per_device_eval_batch_size eval_padding_free eval_strategy eval_steps logging_steps save_steps "
-        "save_total_limit disable_tqdm plot_curves report_to run_name project logging_dir push_to_hub "
-        "hub_model_id hub_private_repo hub_strategy",
+        "save_total_limit plot_curves report_to run_name project logging_dir push_to_hub "
+        "hub_model_id hub_private_repo hub_strategy card_example_row",
     ),
     rule(
         PER_RUN,
-        "one invocation's: where it writes, what it resumes, how errors show, the Hub token",
-        "output_dir resume_from_checkpoint overwrite_output_dir debug hub_token",
+        "one invocation's: where it writes, what it resumes, how errors and progress show, the Hub token",
+        "output_dir resume_from_checkpoint overwrite_output_dir debug disable_tqdm hub_token",
     ),
 )
 RULE_OF = {name: rule for rule in RULES for name in rule.names}

@@ -1,26 +1,32 @@
 """The train command (`python train.py` = `reward-train`): the options (a resume reuses the saved ones),
-the run under signal handlers, the exit codes. The run itself is reward/recipe.py `main`."""
+the run under signal handlers, the exit codes. The run itself is reward/recipe.py `main`.
+
+The options are parsed before the training stack (torch, transformers' models: seconds) is imported, so
+`--help` and a bad flag answer at once: what needs torch is imported inside the functions that run.
+"""
 
 from __future__ import annotations
 
 import json
 import shlex
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from reward.config import TrainConfig, parse_config
 from reward.errors import run_cli
-from reward.loop import NonFiniteError
-from reward.parallel.distributed import shutdown
-from reward.recipe import main
-from reward.run.checkpoints import resolve_checkpoint
-from reward.run.resume_rules import PER_INVOCATION, allowed_changes, refuse_changes
 from reward.run.signals import StopOnSignal
 
 
 def run(cfg: TrainConfig) -> int:
     """Exit codes: 0 done, 2 bad input or options, 3 non-finite training, 4 trained but collapsed (every
     reward the same: saved, with a warning in the log and the model card), 128 + N stopped by signal N."""
+    from reward.parallel.distributed import shutdown
+    from reward.recipe import main
+    from reward.run.console import quiet_libraries_unless_tty
+
+    if not quiet_libraries_unless_tty():  # output to a file: no progress-bar frames in it, the step lines stay
+        cfg = replace(cfg, disable_tqdm=True)
     try:
         with StopOnSignal() as stop:
             result = main(cfg, should_stop=stop)
@@ -35,7 +41,15 @@ def run(cfg: TrainConfig) -> int:
 
 
 def cli(argv: list[str] | None = None) -> int:
-    return run_cli(sys.argv[1:] if argv is None else argv, parse=parse_train, run=run, failures={NonFiniteError: 3})
+    argv = list(sys.argv[1:] if argv is None else argv)
+    return run_cli(argv, parse=parse_train, run=lambda cfg: train(argv, cfg))
+
+
+def train(argv: list[str], cfg: TrainConfig) -> int:
+    """`run`, once the options are parsed; non-finite training exits 3 (its error class is torch-side)."""
+    from reward.loop import NonFiniteError
+
+    return run_cli(argv, parse=lambda _: cfg, run=run, failures={NonFiniteError: 3})
 
 
 def parse_train(argv: list[str]) -> TrainConfig:
@@ -43,6 +57,8 @@ def parse_train(argv: list[str]) -> TrainConfig:
     cfg = parse_config(argv)
     if not cfg.resume_from_checkpoint:
         return cfg
+    from reward.run.checkpoints import resolve_checkpoint
+
     return resumed_config(argv, resolve_checkpoint(cfg.resume_from_checkpoint, Path(cfg.output_dir)))
 
 
@@ -51,6 +67,8 @@ def resumed_config(argv: list[str], checkpoint: Path) -> TrainConfig:
     on top, so `--output_dir DIR --resume_from_checkpoint latest` is a whole command. A change that would
     continue the run on other data or another model is refused here, before anything loads; an allowed
     one is reported (reward/run/resume_rules.py classifies every option)."""
+    from reward.run.resume_rules import PER_INVOCATION, allowed_changes, refuse_changes
+
     path = Path(checkpoint) / "training_config.json"
     try:
         saved = json.loads(path.read_text())
