@@ -26,7 +26,8 @@ def test_model_card_snippet_runs_and_returns_the_raw_reward(tiny_tokenizer, tmp_
     save_reward_model(model, tiny_tokenizer, out, options, card=card)
     card = (out / "README.md").read_text()
     snippet = re.search(r"```python\n(.*?)```", card, re.S).group(1)
-    proc = subprocess.run([sys.executable, "-c", snippet], capture_output=True, text=True, timeout=300)
+    # the card names the folder as published (no absolute local path): run it beside the folder
+    proc = subprocess.run([sys.executable, "-c", snippet], capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     printed = float(proc.stdout.strip().splitlines()[-1])
     prompt, response = example_of(None)  # the card's example when it is given none

@@ -19,7 +19,13 @@ from reward.eval.score_cli import parse_score_config
 from reward.eval.scoring import RewardScorer
 
 trl = pytest.importorskip("trl", reason="needs the bench extra: pip install -e '.[bench]'")
-pytestmark = pytest.mark.slow
+# trl's GRPOTrainer turns gradient checkpointing on and off on the policy with transformers' old names: its
+# deprecation, not ours (pyproject.toml turns ours into errors; here only those two messages are let through)
+THIRD_PARTY = [
+    pytest.mark.filterwarnings("ignore:`gradient_checkpointing_enable` is deprecated:FutureWarning"),
+    pytest.mark.filterwarnings("ignore:`gradient_checkpointing_disable` is deprecated:FutureWarning"),
+]
+pytestmark = [pytest.mark.slow, *THIRD_PARTY]
 
 PROMPTS = ["Could you name a fruit for me?", "Name an animal, please.", "Which sport do you like?", "A tool?"]
 
