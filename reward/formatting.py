@@ -331,7 +331,7 @@ def describe_format(sequence_format: SequenceFormat, record: dict[str, Any] | No
     if sequence_format.text_as_chat:
         text = "plain text as user/assistant messages through the chat template"
     else:
-        # a record holds the format as it applied (no EOS to append: append_eos false); without one, say the rule
+        # a record holds the format as it applied (no EOS to append: append_eos false); without one, the rule
         eos = f"EOS {record['eos_token']!r} appended" if record and record.get("eos_token") else "EOS appended"
         eos += "" if record else " (if the tokenizer has one)"
         text = (
@@ -349,6 +349,5 @@ def describe_format(sequence_format: SequenceFormat, record: dict[str, Any] | No
     reads = f"reward read at: {record.get('reward_token', '?')}"
     if record.get("data_format") == CONVERSATIONAL:
         return f"conversations through the chat template, which writes its own BOS/EOS (plain text: {text}); {reads}"
-    if "chat_template_sha256" in record and record["chat_template_sha256"] is None:  # no template: no such path
-        return f"{text}; {reads}"
-    return f"{text}; conversations through the chat template; {reads}"
+    templated = record.get("chat_template_sha256", "") is not None  # recorded as None: the tokenizer has none
+    return f"{text}; {'conversations through the chat template; ' if templated else ''}{reads}"
