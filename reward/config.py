@@ -49,9 +49,7 @@ def names_in(value: str | list[str]) -> list[str]:
 @dataclass
 class TrainConfig:
     # --- model ---------------------------------------------------------------------------------
-    model_name_or_path: str = option(
-        "tiny", "Model folder or Hugging Face Hub id; 'tiny' builds a small random Llama offline."
-    )
+    model_name_or_path: str = option("tiny", "Model folder or Hub id; 'tiny' builds a small random Llama offline.")
     model_revision: str | None = option(None, "Hub branch, tag or commit of the model (default: its main branch).")
     dtype: str = option(
         "float32",
@@ -72,13 +70,8 @@ class TrainConfig:
     eos_token: str | None = option(None, "Make this token (already in the vocabulary) the tokenizer's EOS (TRL).")
     pad_token: str | None = option(None, "Make this token the tokenizer's pad (TRL; default: its own, else EOS).")
     disable_dropout: bool = option(True, "Set every dropout probability to 0, as TRL does.")
-    gradient_checkpointing: bool = option(
-        False, "Recompute activations in backward to save memory (TRL defaults to on; we default off)."
-    )
-    fsdp: bool = option(
-        False,
-        "Shard weights, gradients and AdamW state across the torchrun processes (FSDP2); needs 2+ processes.",
-    )
+    gradient_checkpointing: bool = option(False, "Recompute activations in backward to save memory (on in TRL).")
+    fsdp: bool = option(False, "Shard weights, grads and AdamW state over torchrun processes (FSDP2; 2+ processes).")
     # --- LoRA (peft extra: pip install -e ".[peft]"; docs/scaling.md) --------------------------------
     use_peft: bool = option(
         False,
@@ -112,14 +105,10 @@ class TrainConfig:
     dataset_config: str | None = option(None, "Hub dataset configuration name.")
     dataset_train_split: str = option("train", "Split to train on.")
     dataset_test_split: str = option("test", "Split to evaluate on, if the dataset has it.")
-    eval_split_size: float = option(
-        0.1, "Fraction of train held out (seeded) when there is no test split; 0 disables eval."
-    )
+    eval_split_size: float = option(0.1, "Fraction of train held out (seeded) if there is no test split; 0: no eval.")
     skip_bad_rows: bool = option(False, "Drop invalid rows (reporting how many and which) instead of stopping.")
     synthetic_num_pairs: int = option(12000, "Number of pairs generated when dataset_name is 'synthetic'.")
-    max_length: int | None = option(
-        1024, "Pairs where either side is longer than this many tokens are dropped (and counted)."
-    )
+    max_length: int | None = option(1024, "Pairs with a side over this many tokens are dropped (and counted).")
     pad_to_multiple_of: int | None = option(None, "Pad the batch length up to a multiple of this (plain path).")
     chat_template_path: str | None = option(
         None,
@@ -208,9 +197,7 @@ class TrainConfig:
     resume_from_checkpoint: str | None = option(
         None, "Continue a run: a checkpoint-STEP folder, or 'latest' (the newest one in output_dir)."
     )
-    overwrite_output_dir: bool = option(
-        False, "Start a new run in a non-empty output_dir, removing the previous run's files."
-    )
+    overwrite_output_dir: bool = option(False, "Start a new run in a non-empty output_dir, removing the old run.")
     max_nonfinite_steps: int = option(3, "Abort after this many optimizer steps in a row with a non-finite loss/grad.")
     dataset_num_proc: int | None = option(None, "Processes for tokenization (datasets.map num_proc).")
     disable_tqdm: bool = option(False, "Hide the progress bar.")
@@ -234,9 +221,7 @@ class TrainConfig:
     hub_token: str | None = option(
         None, "Hub token (default: HF_TOKEN or the cached login); never saved, printed or logged.", repr=False
     )
-    card_example_row: bool = option(
-        False, "Quote one held-out row in the model card's snippets (off: a made-up example; no data is published)."
-    )
+    card_example_row: bool = option(False, "Quote a held-out row in the card's snippets (off: a made-up example).")
     debug: bool = option(False, "Show the full traceback for input/option errors.")
 
     def __post_init__(self) -> None:

@@ -125,8 +125,7 @@ def encode_messages(messages: list[dict], tokenizer: PreTrainedTokenizerBase) ->
 
 
 def as_messages(prompt: str | None, response: str) -> list[dict]:
-    """A plain-text prompt and response as RewardBench renders them: one user turn, one assistant turn
-    (rewardbench/utils.py `prepare_dialogue_from_tokenizer`, single-turn case)."""
+    """Prompt and response as RewardBench renders them (rewardbench/utils.py `prepare_dialogue_from_tokenizer`)."""
     user = [{"role": "user", "content": prompt}] if prompt else []
     return [*user, {"role": "assistant", "content": response}]
 
@@ -298,8 +297,7 @@ def effective_format(sequence_format: SequenceFormat, tokenizer: PreTrainedToken
 def format_record(
     sequence_format: SequenceFormat, tokenizer: PreTrainedTokenizerBase, data_format: str
 ) -> dict[str, Any]:
-    """The `reward_format` entry of config.json: the policy as it applied, and the facts a consumer needs
-    to match it (train.py adds `reward_token`, where the model's head reads the reward)."""
+    """config.json's `reward_format`: the policy as it applied and what a consumer needs to match it."""
     effective = effective_format(sequence_format, tokenizer)
     added = special_tokens_added(tokenizer) if effective.add_special_tokens else {"before": [], "after": []}
     return {
@@ -313,8 +311,7 @@ def format_record(
 
 
 def read_format(config: PretrainedConfig) -> tuple[SequenceFormat, dict[str, Any] | None]:
-    """The SequenceFormat a model was trained with, and its full record (None: not recorded, e.g. a model
-    from elsewhere; TRL's formatting is then assumed)."""
+    """The SequenceFormat a model was trained with and its record (None: from elsewhere; TRL's is assumed)."""
     record = getattr(config, FORMAT_KEY, None)
     if not isinstance(record, dict):
         return TRL_FORMAT, None

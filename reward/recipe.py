@@ -248,8 +248,7 @@ def tokenize(
     text_format: SequenceFormat,
     limit: int | None,
 ) -> Tokens:
-    """Every split's pairs as token ids, identical and over-long pairs dropped and counted (over --max_length,
-    or over the `limit` of a model with learned positions: BERT 512, GPT-2 1024); grouped rankings regrouped."""
+    """Each split's pairs as ids; identical and too-long ones (--max_length, `limit` positions) dropped, counted."""
     held = data.test if data.test is not None and len(data.test) and not named else None  # named sets replace it
     sources = {"train": (data.train, data.carried), **({"eval": (held, data.carried)} if held is not None else {})}
     sources |= {f"eval[{name}]": (d.train, d.carried) for name, d in named.items()}
