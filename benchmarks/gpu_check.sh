@@ -9,6 +9,7 @@
 #   kernel-count  benchmarks/kernel_count.py: attention calls and CUDA kernels per micro-batch,
 #                 packed per-segment loop vs padded (small fp32, smollm2-135m bf16), JSON each
 #   multi-gpu     nccl data parallel and FSDP2 tests with 2 ranks; skipped with fewer than 2 GPUs
+#   serve         benchmarks/serve_bench.py --model small --device cuda: reward-serve vs OpenRLHF's server
 #   bench         benchmarks/vs_trl.py --model smollm2-135m --data synthetic-long --mode all --bf16
 #   flex-grad     the FlexAttention prototype's gradients, which the CPU cannot compute (FLEX_TESTS)
 # Then a summary of what passed, failed or was skipped; exit 1 if any stage failed. Without a CUDA
@@ -129,6 +130,15 @@ if [ "$GPUS" -ge 2 ]; then
 else
     skip multi-gpu "$GPUS GPU: nccl DDP / FSDP tests need 2"
 fi
+
+# --- (d2) reward-serve vs OpenRLHF's reward server (benchmarks/serve_rm_baseline.py) on the GPU ----
+# The small model (~20M), prompts >= 512 tokens, G = 4, 8, 16, 8 clients, 300 groups per G and server:
+# on 2 CPU cores one G = 8 group costs the baseline ~0.85 s; on the GPU a few ms, so the ~1800 requests and
+# the two servers' start-ups (imports, CUDA init) fit the cap. Table in serve.log, JSON beside it. It runs
+# before `bench`, whose 240 s cap the budget may cut: the serving numbers are new, so they come first.
+SERVE=(--model small --device cuda --requests 300 --group_sizes 4,8,16 --clients 8
+    --workdir "$WORK/serve" --out "$OUTDIR/serve_bench-small-cuda.json")
+stage serve 90 "$PYTHON" benchmarks/serve_bench.py "${SERVE[@]}"
 
 # --- (c) TRL vs us on the 135M shape -------------------------------------------------------------
 # Sized for one H100/H200: TRL's padded batches run ~1006 positions per pair (measured on CPU,

@@ -45,18 +45,21 @@ Optional parts, each behind its own folder (a learner may skip them):
     presets/    the offline `tiny` model, the generated tasks, and the tour (python -m reward.presets.tour:
                 one optimizer step of the default run, every stage printed)
     integrations/  TRL's Python API (RewardTrainer; RewardConfig in trl_options.py), --report_to, --push_to_hub
+    serve/      reward-serve: the model over HTTP to RL loops (dynamic batching, a prompt computed once for all
+                its completions, OpenRLHF's protocol), and RemoteRewardFunction, its TRL client
 
 Importing `reward` imports nothing else; `from reward import RewardTrainer` (or RewardConfig,
-RewardFunction) loads it on first use.
+RewardFunction, RemoteRewardFunction) loads it on first use.
 """
 
 __version__ = "0.1.0"
-__all__ = ["RewardConfig", "RewardFunction", "RewardTrainer"]
+__all__ = ["RemoteRewardFunction", "RewardConfig", "RewardFunction", "RewardTrainer"]
 
 LAZY = {
     "RewardConfig": "reward.integrations.trl_options",
     "RewardTrainer": "reward.integrations.trainer",
     "RewardFunction": "reward.eval.reward_function",
+    "RemoteRewardFunction": "reward.serve.client",
 }
 
 

@@ -200,6 +200,13 @@ def all_finite(tensors: dict[str, torch.Tensor]) -> bool:
     return all(torch.isfinite(t).all() for t in tensors.values())
 
 
+@pytest.fixture(scope="session")
+def trained_tiny_dir(tmp_path_factory) -> Path:
+    """`train_tiny` with its defaults, once per session: a folder with reward_format and reward_stats that
+    the serving tests share (read-only: copy it to change it)."""
+    return train_tiny(tmp_path_factory.mktemp("trained_tiny") / "rm")
+
+
 def train_tiny(out: Path, dataset=None, **options) -> Path:
     """A few optimizer steps of `train.main` on the tiny model, saved to `out` (the options under test win)."""
     import train
@@ -282,25 +289,9 @@ def save_encoder(out: Path, kind: str, seed: int = 0, max_positions: int = 256) 
 
 def save_tiny_policy(out: Path) -> Path:
     """A random 2-layer Llama causal LM with the tiny tokenizer (and its chat template): a GRPO policy."""
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from reward.presets.grpo_step import save_tiny_policy as save
 
-    tokenizer = build_tiny_tokenizer()
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
-        pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-    )
-    torch.manual_seed(0)
-    LlamaForCausalLM(config).save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    return out
+    return save(out)
 
 
 def steps_of(ds, collate, cfg):

@@ -10,8 +10,10 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from benchmarks import eval_speed, profile_step
+from benchmarks import eval_speed, profile_step, serve_bench
 
 pytestmark = pytest.mark.slow  # builds and loads models, calibrates the matmul rate
 
@@ -55,3 +57,38 @@ def test_profile_accounts_for_the_whole_step(tmp_path, padded):
     assert json.loads(saved.read_text())["matmul_flops"] == result["matmul_flops"]
     top_names = [name for name, _, _ in result["top"]]
     assert any("scaled_dot_product" in name for name in top_names)
+
+
+def test_serve_bench_quick_measures_both_servers_on_every_group_size(tmp_path):
+    """benchmarks/serve_bench.py --quick: ours and the OpenRLHF baseline (benchmarks/serve_rm_baseline.py) as
+    subprocesses, a row per server and G, every request answered with G rewards; the baseline's rewards are
+    the model's own unpadded forward, ours the baseline's."""
+    out = tmp_path / "serve.json"
+    result = serve_bench.main(["--quick", "--workdir", str(tmp_path / "work"), "--out", str(out)])
+    rows = {(r["server"], r["G"]): r for r in result["rows"]}
+    assert set(rows) == {(server, g) for server in ("baseline", "ours") for g in (4, 8)}  # --quick: G = 4, 8
+    for (server, g), row in rows.items():
+        assert row["completions_per_s"] > 0 and row["p99_ms"] >= row["p50_ms"] > 0
+        assert row["all_got_G_rewards"] and row["completions"] == 8 * g and not row["errors"]  # 8 requests
+        assert row["exit_code"] == 0  # SIGTERM: a clean stop
+        assert row["first_line"].startswith(f"reward-serve{'-baseline' if server == 'baseline' else ''}: listening on")
+    assert json.loads(out.read_text())["rows"] == result["rows"]
+
+    # The baseline runs every row whole, left-padded: more positions than real tokens, the whole prompt each time;
+    # ours computes a group's prompt once: P / G prompt tokens per completion.
+    base, ours = rows["baseline", 4], rows["ours", 4]
+    assert base["tokens_computed_per_completion"] > base["real_tokens_per_completion"]
+    assert base["prompt_tokens_per_completion"] == base["prompt_tokens_mean"] >= 64  # --quick: prompts >= 64 tokens
+    assert ours["prompt_tokens_per_completion"] == pytest.approx(base["prompt_tokens_mean"] / 4, abs=0.01)
+
+    # Left padding with OpenRLHF's position ids gives each query's reward as if it ran alone (checked on the
+    # first request, whose queries differ in length), and ours scores the same token ids.
+    folder = result["folder"]
+    model, tokenizer = AutoModelForSequenceClassification.from_pretrained(folder), AutoTokenizer.from_pretrained(folder)
+    (first,) = serve_bench.workload(tokenizer, 1, serve_bench.parse_args(["--quick"]), 4)
+    texts = serve_bench.queries(first, 4)
+    assert len({len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts}) > 1  # padding happened
+    with torch.no_grad():
+        alone = [model(**tokenizer(t, add_special_tokens=False, return_tensors="pt")).logits.item() for t in texts]
+    assert result["rewards"]["baseline"][4][0] == pytest.approx(alone, abs=1e-5)
+    assert all(c["max_abs_reward_difference"] < 1e-4 for c in result["comparison"])

@@ -77,17 +77,24 @@ def trained_reward(folder: Path, data_format: str | None) -> float:
     return RewardScorer(folder, device="cpu", show_progress=False).rewards([prompt], [response])[0]
 
 
-def test_every_snippet_runs_and_the_pipeline_and_ppo_ones_print_the_trained_reward(model, policy, tmp_path):
+def test_every_snippet_runs_and_the_pipeline_ppo_and_served_ones_print_the_trained_reward(model, policy, tmp_path):
+    from reward.serve.cli import start_in_thread
+
     name, folder = model
     code = snippets(folder)
-    assert len(code) == 4  # pipeline, GRPO + RewardFunction, GRPO + folder, PPO-style
+    assert len(code) == 5  # pipeline, GRPO + RewardFunction, GRPO + folder, PPO-style, served
     assert all(POLICY_LINE in snippet for snippet in code[1:3])
-    runnable = [code[0], code[3]]
+    server = start_in_thread(str(folder))  # the snippet's server, on a free port instead of 8000
+    served = code[4].replace("http://127.0.0.1:8000", server.url)
+    runnable = [code[0], code[3], served]
     if HAS_TRL:  # the GRPO snippets need the bench extra; the policy is a local random one
         runnable += [snippet.replace(POLICY_LINE, f"policy = {str(policy)!r}") for snippet in code[1:3]]
-    printed = run_snippets(runnable, folder.parent)  # the card names the folder relatively: run beside it
+    try:
+        printed = run_snippets(runnable, folder.parent)  # the card names the folder relatively: run beside it
+    finally:
+        server.stop()
     want = trained_reward(folder, CONVERSATIONAL if name == "conversational" else None)
-    for snippet, out in zip(runnable[:2], printed[:2]):
+    for snippet, out in zip(runnable[:3], printed[:3]):
         assert float(out.strip().splitlines()[-1]) == pytest.approx(want, abs=1e-5), snippet
     card = (folder / "README.md").read_text()
     assert "TRL removed `PPOTrainer` after 1.12" in card and "trl<=1.12" in card

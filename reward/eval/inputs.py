@@ -95,6 +95,7 @@ def scoring_row_problem(row: dict, kind: str) -> str | None:
     if kind == RANKINGS:
         return ranking_problem(row)
     chat = isinstance(row["response"], list)
+    # an empty response after a prompt is one (a policy may stop at once), as training trains it (reward/data.py)
     return text_problem("prompt", row["prompt"], chat, may_be_empty=True) or text_problem(
-        "response", row["response"], chat
+        "response", row["response"], chat, may_be_empty=bool(row["prompt"])
     )

@@ -1,7 +1,7 @@
 """The model card (README.md of a saved folder): what was trained, how its text was formatted, and one
 snippet per consumer — pipeline, TRL GRPO (with `reward.RewardFunction` and with the folder path),
-PPO-style scoring of token ids — each written for this model's recorded format. Every snippet is
-executed by tests/test_model_card.py.
+PPO-style scoring of token ids, a served model (`reward.RemoteRewardFunction`) — each written for
+this model's recorded format. Every snippet is executed by tests/test_model_card.py.
 """
 
 from __future__ import annotations
@@ -248,5 +248,20 @@ def render_model_card(out: Path, model: PreTrainedModel, cfg: dict[str, Any], ca
             f"directly; the head reads the reward at {reads}. {ppo_eos}\n",
             ppo_snippet(model, path, prompt, response) + "\n",
             f"Or, with the project installed: `python score.py --model {path} --input FILE.jsonl`.\n",
+            "### Served to RL loops on other machines\n",
+            f"`reward-serve --model {path}` (the `serve` extra) serves it on http://127.0.0.1:8000, formatting text "
+            "as training did; each prompt is computed once for all its completions. OpenRLHF: "
+            "`--remote_rm_url http://HOST:8000/get_reward` (`--reward.remote_url` from 0.10.2). TRL, from the "
+            "trainer's machine (docs/serving.md):\n",
+            serve_snippet(path, prompt, response) + "\n",
         ]
+    )
+
+
+def serve_snippet(path: str, prompt: Any, response: Any) -> str:
+    return (
+        "```python\nfrom reward import RemoteRewardFunction\n\n"
+        f'rm = RemoteRewardFunction("http://127.0.0.1:8000")  # reward-serve --model {path}\n'
+        f"print(rm(prompts=[{prompt!r}], completions=[{response!r}])[0])  # raw reward, as training computed it\n"
+        "# GRPO: GRPOTrainer(model=policy, reward_funcs=rm, ...)\n```"
     )

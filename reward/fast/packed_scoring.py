@@ -18,7 +18,7 @@ import torch
 from transformers import PreTrainedModel
 
 from reward.errors import UserError
-from reward.fast.layout import lay_out, shared_segment, unshared_segment
+from reward.fast.layout import common_prefix_length, lay_out, shared_segment, unshared_segment
 from reward.fast.packed_forward import forward_segments, padded_forward, supports_packing
 from reward.fast.segment_attention import switch_changes_nothing_else
 from reward.model import position_limit, unwrap
@@ -41,7 +41,7 @@ def group_rewards(
             f"a sequence of {longest} tokens is longer than the model's {limit} positions: cut or skip it first "
             "(RewardScorer's truncation, score.py --truncation)"
         )
-    if packed and switch_changes_nothing_else(unwrap(model)) and supports_packing(model):
+    if packs(model, packed):
         segments, number = [], 0
         for group in groups:
             items = list(enumerate(group, start=number))
@@ -53,3 +53,26 @@ def group_rewards(
         rows = lay_out(segments, len(sequences), pad_token_id, "all")  # one row, no padding
         return forward_segments(model, rows, pad_token_id)  # (S,)
     return padded_forward(model, sequences, pad_token_id)  # (S,)
+
+
+def packs(model: PreTrainedModel, packed: bool = True) -> bool:
+    """Whether `group_rewards` lays groups out as packed segments (else: the padded batch)."""
+    return packed and switch_changes_nothing_else(unwrap(model)) and supports_packing(model)
+
+
+def computed_tokens(groups: list[list[list[int]]], packed: bool) -> int:
+    """The tokens `group_rewards` runs through the model for `groups`: packed, each group's common prefix
+    once and then each suffix; padded, every sequence at the longest one's length.
+
+    >>> groups = [[[1, 2, 3], [1, 2, 4, 5]], [[7]]]  # prefix [1, 2] once, then [3] and [4, 5]; then [7]
+    >>> computed_tokens(groups, packed=True), computed_tokens(groups, packed=False)
+    (6, 12)
+    """
+    sequences = [ids for group in groups for ids in group]
+    if not packed:
+        return len(sequences) * max(map(len, sequences), default=0)
+    total = 0
+    for group in groups:
+        prefix = min(common_prefix_length(group[0], ids) for ids in group) if len(group) > 1 else 0
+        total += prefix + sum(len(ids) - prefix for ids in group)
+    return total
