@@ -19,7 +19,8 @@ import score
 from reward.eval.score_cli import parse_score_config
 
 pytest.importorskip("fastapi", reason="needs the serve extra: pip install -e '.[serve]'")
-from reward.serve.cli import start_in_thread  # noqa: E402
+from reward.errors import UserError  # noqa: E402
+from reward.serve.cli import ServeConfig, start_in_thread  # noqa: E402
 
 PROMPTS = ["Name a fruit.", "Which animal says moo?", "Say something kind about the weather today, please."]
 ANSWERS = [" An apple.", " A cow says moo.", " It is a lovely sunny day.", " no", "", " A banana, ripe and sweet."]
@@ -207,14 +208,22 @@ def test_the_key_guards_every_route_but_health(model_dir):
     running = start_in_thread(str(model_dir), api_key="s3cret")
     body = {"prompt": "Q", "completions": ["a"]}
     try:
-        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "s3cret"}):
+        for headers in (
+            {},
+            {"Authorization": "Bearer wrong"},
+            {"Authorization": "s3cret"},
+            {"Authorization": "Bearer "},
+        ):
             status, reply, got = post(running.url + "/score", body, headers)
             assert status == 401 and got.get("www-authenticate") == "Bearer", reply
         assert get(running.url + "/info")[0] == 401 and get(running.url + "/metrics")[0] == 401
         assert get(running.url + "/health")[0] == 200
         assert post(running.url + "/score", body, {"Authorization": "Bearer s3cret"})[0] == 200
+        assert post(running.url + "/score", body, {"Authorization": "bearer s3cret"})[0] == 200  # RFC 7235
     finally:
         running.stop()
+    with pytest.raises(UserError, match="--api_key is empty"):
+        ServeConfig(model=str(model_dir), api_key="")
 
 
 def test_a_full_queue_is_503_with_retry_after(model_dir):
@@ -227,6 +236,8 @@ def test_a_full_queue_is_503_with_retry_after(model_dir):
         first.join()
         assert status == 503 and headers.get("retry-after") == "1" and "--max_queue 4" in reply["error"]
         assert post(running.url + "/score", {"prompt": "Q", "completions": ["b"]})[0] == 200
+        status, reply, _ = post(running.url + "/score", {"prompt": "Q", "completions": ["c"] * 5})
+        assert status == 413 and "queues at most 4 (--max_queue)" in reply["error"]  # never fits: not "busy"
     finally:
         running.stop()
 
@@ -333,3 +344,40 @@ def test_servers_of_the_same_weights_agree_whatever_their_path(server, model_dir
     finally:
         same.stop()
         other.stop()
+
+
+def test_an_empty_text_in_a_format_that_adds_no_token_is_422_and_hurts_no_one_else(model_dir, tmp_path):
+    """In GRPO's format (no EOS, no special tokens) an OpenRLHF query of pads only cleans to "": no token."""
+    bare = tmp_path / "grpo_format"
+    shutil.copytree(model_dir, bare)
+    config = json.loads((bare / "config.json").read_text())
+    config["reward_format"] |= {"append_eos": False, "add_special_tokens": False}
+    (bare / "config.json").write_text(json.dumps(config))
+    running = start_in_thread(str(bare))
+    pad = running.service.engine.scorer.tokenizer.pad_token
+    try:
+        status, reply, _ = post(running.url + "/get_reward", {"query": ["Q: hi A: yo", pad * 2]})
+        assert status == 422 and reply["field"] == "query[1]" and "no token to score" in reply["error"]
+        assert post(running.url + "/get_reward", {"query": ["Q: hi A: yo"]})[0] == 200
+    finally:
+        running.stop()
+
+
+def test_requests_cut_by_the_graceful_timeout_are_counted(model_dir):
+    running = start_in_thread(str(model_dir), max_wait_ms=3000, graceful_timeout=0.2)
+    result = {}
+    body = {"prompt": "Q", "completions": ["slow"]}
+
+    def send() -> None:
+        try:
+            result["reply"] = post(running.url + "/score", body)
+        except (OSError, ValueError) as exc:  # the cut request gets no JSON reply (or none at all)
+            result["error"] = exc
+
+    request = threading.Thread(target=send)
+    request.start()
+    time.sleep(0.5)  # in flight: waiting 3 s for company
+    running.stop()
+    request.join(30)
+    assert running.service.app.state.requests_cut == 1
+    assert "reply" not in result or result["reply"][0] != 200

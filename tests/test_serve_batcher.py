@@ -102,3 +102,30 @@ def test_a_full_queue_and_a_stopped_batcher_refuse(scorer):
     assert first.finished.is_set() and None not in first.rewards[0]
     with pytest.raises(QueueFull, match="shutting down"):
         batcher.submit(ticket(scorer, [" e"]))
+
+
+def test_a_request_that_breaks_the_forward_fails_alone(scorer):
+    """Two requests in one micro-batch, one with input the forward cannot take: each is scored again on
+    its own, so only that one fails."""
+    batcher, _ = batcher_for(scorer, max_wait=0.5)
+    bad, good = ticket(scorer, [" x"]), ticket(scorer, [" fine"], prompt="Another prompt. ")
+    unknown = [5, 6, 10**6]
+    bad.pieces = [Piece(bad, 0, [0], [unknown], None, 0, len(unknown))]
+    batcher.submit(bad)
+    batcher.submit(good)
+    assert bad.finished.wait(30) and good.finished.wait(30)
+    batcher.stop()
+    assert isinstance(bad.error, IndexError) and good.error is None
+    assert good.rewards[0][0] == pytest.approx(scorer.rewards(["Another prompt. "], [" fine"])[0], abs=1e-5)
+
+
+def test_a_wait_whose_requests_all_left_runs_no_forward(scorer):
+    batcher, seen = batcher_for(scorer, max_wait=0.3)
+    gone = ticket(scorer, [" a"])
+    batcher.submit(gone)
+    batcher.cancel(gone)  # during the wait for company: the micro-batch is empty
+    later = ticket(scorer, [" b"])
+    batcher.submit(later)
+    assert later.finished.wait(30)
+    batcher.stop()
+    assert [stats["sequences"] for stats in seen] == [1]

@@ -366,3 +366,11 @@ def test_the_client_imports_without_the_serve_extra_and_without_torch():
     done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+def test_it_pickles_for_ray_and_multiprocessing(servers):
+    import pickle
+
+    score = RemoteRewardFunction(servers().url, name="rm")
+    copy = pickle.loads(pickle.dumps(score))
+    assert copy(["ab"], ["c"]) == [2.01] and copy.__name__ == "rm" and copy.lock is not score.lock

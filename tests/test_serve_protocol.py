@@ -51,6 +51,8 @@ def test_one_group_form_replies_flat_and_messages_are_accepted():
             "groups[0].completions[0]",
         ),
         ({"groups": [{"prompt": "Q", "completion": ["a"]}]}, 422, "groups[0].completion"),
+        ({"groups": [{"completions": [""]}]}, 422, "groups[0].completions[0]"),  # no prompt: no text at all
+        ({"groups": [{"prompt": "", "completions": [""]}]}, 422, "groups[0].completions[0]"),
         ({"group": []}, 422, None),
         ({"groups": [{"prompt": "Q", "completions": ["a"] * 5}]}, 413, "groups[0].completions"),
         ({"groups": [{"completions": ["a"] * 4}, {"completions": ["a"] * 3}]}, 413, None),
@@ -71,6 +73,8 @@ def test_an_empty_completion_is_a_completion():
 def test_bad_json_is_400_and_a_non_object_is_422():
     assert refused(lambda body, _: parse_json(body), b"{bad").status == 400
     assert refused(lambda body, _: parse_json(body), b"\xff\xfe").status == 400
+    deep = b"[" * 100_000 + b"]" * 100_000  # 200 KB that json.loads cannot descend: RecursionError
+    assert refused(lambda body, _: parse_json(body), deep).status == 400
     error = refused(lambda body, _: parse_json(body), b"[1, 2]")
     assert error.status == 422 and "an array" in error.message
 
@@ -110,3 +114,11 @@ def test_a_refusal_body_is_one_line_and_its_field():
     error = RequestError(422, "groups[0].prompt must be a string", "groups[0].prompt")
     assert error.body() == {"error": "groups[0].prompt must be a string", "field": "groups[0].prompt"}
     assert RequestError(400, "the body is not JSON").body() == {"error": "the body is not JSON"}
+
+
+def test_a_refusal_naming_a_field_that_is_not_valid_unicode_can_still_be_sent():
+    """A lone surrogate in a field name would make the JSON encoder fail while building the 422."""
+    error = refused(parse_score, {"groups": [{"completions": ["a"], "\ud800": 1}]})
+    assert error.status == 422
+    sent = json.dumps(error.body(), ensure_ascii=False).encode("utf-8")  # what the reply encodes; no error
+    assert b"\\ud800" in sent

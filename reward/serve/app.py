@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -34,6 +35,7 @@ from reward.serve.engine import Engine, Ticket
 from reward.serve.protocol import RequestError
 from reward.serve.telemetry import Telemetry
 
+logger = logging.getLogger("reward.serve")
 RETRY_AFTER_S = 1  # what a 503 asks the client to wait
 CLIENT_CLOSED = 499  # nginx's status for a client that closed the connection before the reply
 
@@ -53,6 +55,7 @@ def build_app(
         encoder.shutdown(wait=True)
 
     app = FastAPI(title="reward-serve", version=info.get("version", ""), lifespan=lifespan)
+    app.state.requests_cut = 0  # in flight when --graceful_timeout ran out (the closing line says how many)
 
     def refused(error: RequestError, headers: dict | None = None) -> Response:
         return JSONResponse(error.body(), status_code=error.status, headers=headers)
@@ -61,8 +64,9 @@ def build_app(
         if api_key is None:
             return None
         given = request.headers.get("authorization", "")
-        if hmac.compare_digest(given.encode(), f"Bearer {api_key}".encode()):
-            return None
+        scheme, _, token = given.partition(" ")
+        if scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(), api_key.encode()):
+            return None  # the scheme's case does not matter (RFC 7235); the key is compared in constant time
         said = "a wrong key" if given else "no key"
         error = RequestError(401, f"this server needs its key: header 'Authorization: Bearer KEY' ({said} given)")
         return refused(error, {"WWW-Authenticate": "Bearer"})
@@ -77,10 +81,22 @@ def build_app(
             body = await read_body(request, engine.limits.max_body_bytes)
             loop = asyncio.get_running_loop()
             ticket = await loop.run_in_executor(encoder, engine.prepare, protocol, body)
+            if ticket.completions > batcher.max_queue:  # would be refused as "busy" however long it waited
+                raise RequestError(
+                    413,
+                    f"the request holds {ticket.completions} completions to score; this server queues at "
+                    f"most {batcher.max_queue} (--max_queue): send several requests",
+                )
             done = loop.create_future()
             ticket.on_done = lambda: loop.call_soon_threadsafe(settle, done)
             batcher.submit(ticket)
-            if not await finished_or_gone(done, request):
+            try:
+                answered = await finished_or_gone(done, request)
+            except asyncio.CancelledError:  # uvicorn's --graceful_timeout ran out: this request is cut
+                batcher.cancel(ticket)
+                app.state.requests_cut += 1
+                raise
+            if not answered:
                 telemetry.dropped.inc(batcher.cancel(ticket))
                 status = CLIENT_CLOSED
                 return Response(status_code=CLIENT_CLOSED)
@@ -101,6 +117,9 @@ def build_app(
         except ClientDisconnect:
             status = CLIENT_CLOSED
             return Response(status_code=CLIENT_CLOSED)
+        except Exception as exc:  # a bug: the reply keeps its JSON shape, the traceback goes to the log
+            logger.exception("reward-serve: %s failed", endpoint)
+            return JSONResponse({"error": f"internal error: {type(exc).__name__}: {first_line(exc)}"}, status_code=500)
         finally:
             telemetry.requests.labels(endpoint, str(status)).inc()
             telemetry.latency.labels(endpoint).observe(time.perf_counter() - started)

@@ -94,7 +94,8 @@ class Batcher:
     def run(self) -> None:
         with torch.no_grad():  # grad mode is per thread: set here, where the forwards run
             while (batch := self.next_batch()) is not None:
-                self.score(batch)
+                if batch:  # empty when every waiting piece was cancelled during the wait
+                    self.score(batch)
 
     def next_batch(self) -> list[Piece] | None:
         """The next micro-batch (None once stopping with nothing queued): wait for a first piece, then up to
@@ -131,10 +132,14 @@ class Batcher:
         try:
             rewards = group_rewards(self.model, merged, self.pad_token_id, self.padding_free).tolist()  # (S,)
         except Exception as exc:  # noqa: BLE001 - a failed forward fails its requests, not the server
-            for ticket in {id(piece.ticket): piece.ticket for piece in batch}.values():
-                self.cancel(ticket)  # its other pieces, still queued, are not scored either
-                ticket.fail(exc)
-                ticket.on_done and ticket.on_done()
+            tickets = list({id(piece.ticket): piece.ticket for piece in batch}.values())
+            if len(tickets) > 1:  # whose input failed it? each request again on its own: only that one fails
+                for ticket in tickets:
+                    self.score([piece for piece in batch if piece.ticket is ticket])
+                return
+            self.cancel(tickets[0])  # its other pieces, still queued, are not scored either
+            tickets[0].fail(exc)
+            tickets[0].on_done and tickets[0].on_done()
             return
         requested = sum(len(ids) for group in merged for ids in group)
         self.observe(

@@ -84,6 +84,8 @@ class ServeConfig:
             problems.append(f"--max_length must be >= 2, got {self.max_length}")
         if problems := [p for p in problems if p]:
             raise UserError("; ".join(problems))
+        if self.api_key == "":  # e.g. --api_key "$UNSET": a key nobody can send would lock every client out
+            raise UserError(f"--api_key is empty: give the key, or leave the option out (then ${KEY_ENV}, if set)")
         if self.api_key is None:
             self.api_key = os.environ.get(KEY_ENV) or None
 
@@ -266,7 +268,13 @@ def serve(cfg: ServeConfig) -> int:
             signal.signal(sig, handler)
         sock.close()
     said = f" ({signal.Signals(heard[0]).name})" if heard else ""
-    print(f"reward-serve: stopped{said}; the requests in flight were answered", flush=True)
+    cut = service.app.state.requests_cut
+    after = (
+        f"{cut} request(s) in flight cut after --graceful_timeout {cfg.graceful_timeout:g} s"
+        if cut
+        else ("the requests in flight were answered")
+    )
+    print(f"reward-serve: stopped{said}; {after}", flush=True)
     return 0
 
 

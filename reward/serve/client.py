@@ -213,6 +213,12 @@ class RemoteRewardFunction:
                 stacklevel=3,
             )
 
+    def __getstate__(self) -> dict:  # picklable (Ray, multiprocessing): the lock is made again where it lands
+        return {key: value for key, value in self.__dict__.items() if key != "lock"}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state, lock=threading.Lock())
+
     def __repr__(self) -> str:
         urls = self.urls[0] if len(self.urls) == 1 else self.urls
         return f"RemoteRewardFunction({urls!r}, name={self.__name__!r})"

@@ -101,12 +101,15 @@ class Engine:
                     prompt, text = (
                         (group.prompt, completion) if protocol == "score" else (None, self.clean_query(completion))
                     )
-                    encoded[-1].append(encode(prompt, text))
+                    ids = encode(prompt, text)
                 except Exception as exc:  # noqa: BLE001 - e.g. a chat template that refuses these messages
                     where = name(g, k)
                     raise RequestError(
                         422, f"{where}: cannot be formatted ({type(exc).__name__}: {first_line(exc)})", where
                     ) from None
+                if ids == []:  # an empty text in a format that adds no token: nothing to read a reward at
+                    raise RequestError(422, f"{name(g, k)}: no token to score (an empty text)", name(g, k))
+                encoded[-1].append(ids)
         try:
             fitted, fitting = fit_groups(self.scorer.rule, encoded, name=name)
         except UserError as exc:  # --truncation error: the request holds a completion over the limit
@@ -184,7 +187,8 @@ class Engine:
             where = {"query": parsed.flat.index((g, k))}
         elif parsed.flat is not None:
             where = {"completion": k}
-        return {**where, "action": action, "limit": self.scorer.rule.tokens}
+        event = {**where, "action": action, "limit": self.scorer.rule.tokens}
+        return event | ({"max_chars": self.scorer.rule.chars} if action == "too_large" else {})
 
     def reply(self, ticket: Ticket) -> dict:
         """The response body of a scored ticket, rewards normalized when the server was started so."""

@@ -32,7 +32,10 @@ class RequestError(Exception):
         self.status, self.message, self.field = status, message, field
 
     def body(self) -> dict:
-        return {"error": self.message, **({"field": self.field} if self.field else {})}
+        """The JSON reply; text from the request (a field's name) is escaped where it is not valid Unicode (a
+        lone surrogate), which a JSON encoder would refuse."""
+        safe = lambda text: text.encode("utf-8", "backslashreplace").decode("utf-8")  # noqa: E731
+        return {"error": safe(self.message), **({"field": safe(self.field)} if self.field else {})}
 
 
 @dataclass(frozen=True)
@@ -71,7 +74,7 @@ def parse_json(body: bytes) -> dict:
     """The body as a JSON object (400 when it is not JSON, 422 when it is not an object)."""
     try:
         data = json.loads(body)
-    except (UnicodeDecodeError, ValueError) as exc:
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:  # RecursionError: arrays nested 100k deep
         raise RequestError(400, f"the body is not JSON: {exc}") from None
     if not isinstance(data, dict):
         raise RequestError(422, f"the body must be a JSON object, got {json_kind(data)}")
@@ -133,7 +136,8 @@ def score_group(item: object, where: str, limits: Limits) -> Group:
         raise RequestError(422, problem, f"{at}prompt")
     for k, completion in enumerate(completions):
         name = f"{at}completions[{k}]"
-        if problem := sequence_problem(name, completion, may_be_empty=True):
+        # an empty completion after a prompt is one (a policy may stop at once); alone it is no text (score.py's rule)
+        if problem := sequence_problem(name, completion, may_be_empty=bool(prompt)):
             raise RequestError(422, problem, name)
         if prompt and isinstance(prompt, list) != isinstance(completion, list):
             raise RequestError(

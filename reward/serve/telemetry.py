@@ -2,7 +2,7 @@
 servers in one process (the tests) do not share counters.
 
     reward_requests_total{endpoint,status}    requests answered
-    reward_request_latency_seconds{endpoint}  body received -> reply ready
+    reward_request_latency_seconds{endpoint}  request received -> reply ready
     reward_completions_total                  completions scored
     reward_queue_depth                        completions waiting for the model
     reward_batch_sequences / _requests / _tokens / _seconds   per micro-batch: completions, requests merged,
@@ -29,7 +29,7 @@ class Telemetry:
         self.requests = Counter("reward_requests", "Requests answered", ["endpoint", "status"], registry=registry)
         self.latency = Histogram(
             "reward_request_latency_seconds",
-            "Seconds from the body received to the reply ready",
+            "Seconds from the request received to the reply ready",
             ["endpoint"],
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
             registry=registry,
