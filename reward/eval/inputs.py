@@ -1,8 +1,9 @@
 """The rows score.py scores: read from a file, a folder, a Hub dataset or standard input (`--input -`), their
 kind detected from the columns, every row checked as training checks its rows.
 
-    pairs      chosen, rejected (+ prompt, margin)
+    pairs      chosen, rejected (+ prompt, margin, strength: accuracy per strength too)
     rankings   prompt, completions (+ scores | ranking | best)
+    rated      completion, score (+ prompt): rewards against the ratings (reward/labels/metrics.py)
     texts      text
     responses  prompt, response (strings or messages)
     chats      messages
@@ -21,10 +22,12 @@ from typing import TextIO
 
 from reward.data import detect_format, ranking_problem, text_problem, validate
 from reward.errors import UserError
+from reward.labels.rows import RATED as RATED_LABELS
+from reward.labels.rows import STRENGTH, label_row_problem
 from reward.run.writes import as_write_error
 from reward.sources import load_raw
 
-PAIRS, RANKINGS, TEXTS, RESPONSES, CHATS = "pairs", "rankings", "texts", "responses", "chats"
+PAIRS, RANKINGS, TEXTS, RESPONSES, CHATS, RATED = "pairs", "rankings", "texts", "responses", "chats", "rated"
 STDIN, STDIN_NAME = "-", "<stdin>"
 
 
@@ -33,6 +36,8 @@ def detect_kind(columns: list[str], source: str = "input") -> str:
         return PAIRS
     if "completions" in columns:
         return RANKINGS
+    if "completion" in columns and "score" in columns:
+        return RATED
     if "text" in columns:
         return TEXTS
     if "prompt" in columns and "response" in columns:
@@ -41,7 +46,7 @@ def detect_kind(columns: list[str], source: str = "input") -> str:
         return CHATS
     raise UserError(
         f"{source}: cannot tell what to score from columns {', '.join(columns)}: expected chosen/rejected "
-        "(pairs), prompt/completions (rankings), text, prompt/response, or messages"
+        "(pairs), prompt/completions (rankings), completion/score (ratings), text, prompt/response, or messages"
     )
 
 
@@ -59,6 +64,10 @@ def load_rows(path: str, stdin: TextIO | None = None) -> tuple[list[dict], str]:
     kind = detect_kind(ds.column_names, source)
     if kind == PAIRS:
         validate(ds, detect_format(ds.column_names, ds[0], source), source, "input")
+        if "strength" in ds.column_names:
+            validate(ds, STRENGTH, source, "input", problem=label_row_problem)
+    elif kind == RATED:
+        validate(ds, RATED_LABELS, source, "input", problem=label_row_problem)
     else:
         validate(ds, kind, source, "input", problem=scoring_row_problem)
     return ds.to_list(), kind

@@ -123,7 +123,7 @@ PAIR_ONLY_OPTIONS = ("explain", "plot", "reliability_out")
 
 def main(cfg: ScoreConfig) -> dict:
     """Score `cfg.input`; returns the pair metrics (pairs) or reward stats (texts)."""
-    from reward.eval.inputs import PAIRS, RANKINGS, load_rows
+    from reward.eval.inputs import PAIRS, RANKINGS, RATED, load_rows
     from reward.eval.scoring import RewardScorer
     from reward.formatting import describe_format
     from reward.run.console import quiet_libraries_unless_tty
@@ -177,6 +177,8 @@ def main(cfg: ScoreConfig) -> dict:
     elif kind == RANKINGS:
         scored, summary = scorer.score_rankings(rows)
         print(format_ranking_summary(summary))
+    elif kind == RATED:
+        scored, summary = report_ratings(scorer, rows)
     else:
         scored, summary = report_rows(scorer, rows, kind)
     fitting = scorer.last_fitting
@@ -209,6 +211,31 @@ def report_rows(scorer: RewardScorer, rows: list[dict], kind: str) -> tuple[list
     return scored, summary
 
 
+def report_ratings(scorer: RewardScorer, rows: list[dict]) -> tuple[list[dict], dict]:
+    """Rated completions: each one's reward, and how the rewards follow the ratings over the rows scored
+    (reward/labels/metrics.py): Pearson, Spearman, and the accuracy on the pairs the ratings imply per prompt."""
+    from reward.labels.metrics import rating_metrics
+    from reward.labels.rows import describe_scores, group_by_prompt
+
+    prompts = [row.get("prompt") or "" for row in rows]  # no prompt: the completion is the whole text
+    rewards = scorer.rewards(prompts, [row["completion"] for row in rows], names=("prompt", "completion"))
+    scored = [{**row, "reward": r} for row, r in zip(rows, rewards)]
+    kept = [i for group in group_by_prompt(rows) for i in group if rewards[i] is not None]  # prompt by prompt
+    if not kept:
+        raise UserError(f"no row left to score: {'; '.join(scorer.last_fitting.lines('sequences'))}")
+    sizes = [sum(rewards[i] is not None for i in group) for group in group_by_prompt(rows)]
+    scores = [float(rows[i]["score"]) for i in kept]
+    summary = rating_metrics([rewards[i] for i in kept], scores, [k for k in sizes if k])
+    del summary["rmse"]  # against a scale only a model trained on ratings has
+    said = lambda v: "n/a" if v is None else f"{v:.4f}"  # noqa: E731
+    print(f"rated {len(kept)} completions | {describe_scores(scores)}")
+    print(
+        f"reward vs rating: Pearson {said(summary['pearson'])} | Spearman {said(summary['spearman'])} | "
+        f"implied pairs {summary['implied_pairs']}, accuracy {said(summary['implied_pair_accuracy'])}"
+    )
+    return scored, summary
+
+
 def report_pairs(cfg: ScoreConfig, scorer: RewardScorer, rows: list[dict]) -> tuple[list[dict], dict]:
     """Score pairs with the model's training loss options; print metrics, diagnostics, the explanation."""
     from reward.eval.explain import explain_pairs, format_explanation
@@ -229,6 +256,13 @@ def report_pairs(cfg: ScoreConfig, scorer: RewardScorer, rows: list[dict]) -> tu
         f"loss {m['loss']:.4f} | reward mean {m['reward_mean']:.4f} min {m['reward_min']:.4f} max {m['reward_max']:.4f}"
     )
     print(report.diagnostics.format())
+    if "strength" in rows[0]:  # how much better chosen is: accuracy per level (reward/labels/metrics.py)
+        from reward.labels.metrics import accuracy_by_strength
+
+        delta = (report.r_chosen - report.r_rejected).tolist()  # (B,) the scored pairs
+        m["accuracy_by_strength"] = accuracy_by_strength(delta, [float(rows[i]["strength"]) for i in report.scored])
+        levels = m["accuracy_by_strength"].items()
+        print("accuracy by strength: " + " | ".join(f"{k}: {v['accuracy']:.4f} ({v['pairs']})" for k, v in levels))
     scored = report.rows
     if cfg.explain:
         explanation = explain_pairs(
