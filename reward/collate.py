@@ -39,6 +39,7 @@ class PairMicroBatch(MicroBatch, Protocol):
     come [all chosen; all rejected], and it carries each pair's margin column for reward/loss.py `PairObjective`."""
 
     margin: torch.Tensor  # (B,) float32, 0 where a pair has none
+    weight: torch.Tensor | None  # (B,) float32, 1 where a pair has none; None when no pair has one
 
 
 @dataclass
@@ -48,6 +49,7 @@ class PairBatch:
     input_ids: torch.Tensor  # (2B, T) long: [all chosen; all rejected], right-padded with pad_token_id
     attention_mask: torch.Tensor  # (2B, T) long: 1 on real tokens
     margin: torch.Tensor  # (B,) float32, 0 where a pair has none
+    weight: torch.Tensor | None = None  # (B,) float32: each pair's loss weight (`PAIR_WEIGHT` column)
 
     @property
     def sequence_tokens(self) -> int:
@@ -96,7 +98,7 @@ class PairwiseCollator:
             raise ValueError("cannot collate an empty list of pairs")
         sequences = [p["chosen_ids"] for p in pairs] + [p["rejected_ids"] for p in pairs]  # 2B lists
         input_ids, attention_mask = pad_right(sequences, self.pad_token_id, self.pad_to_multiple_of)  # (2B, T)
-        return PairBatch(input_ids, attention_mask, margins(pairs))
+        return PairBatch(input_ids, attention_mask, margins(pairs), weights(pairs))
 
 
 def pad_right(
@@ -123,3 +125,17 @@ def pad_right(
 def margins(pairs: list[dict]) -> torch.Tensor:
     """(B,) float32: each pair's margin, 0 where it has none (shared by the packed collator)."""
     return torch.tensor([float(p.get("margin") or 0.0) for p in pairs], dtype=torch.float32)  # (B,)
+
+
+PAIR_WEIGHT = "pair_weight"  # a pair's loss weight, when the data gives one (reward/labels/strength.py writes it)
+
+
+def weights(pairs: list[dict]) -> torch.Tensor | None:
+    """(B,) float32: each pair's loss weight, 1 where it has none; None when no pair has one (plain pairs).
+
+    >>> weights([{"pair_weight": 3.0}, {}]), weights([{}])
+    (tensor([3., 1.]), None)
+    """
+    if not any(p.get(PAIR_WEIGHT) is not None for p in pairs):
+        return None
+    return torch.tensor([float(p.get(PAIR_WEIGHT) or 1.0) for p in pairs], dtype=torch.float32)  # (B,)

@@ -97,10 +97,8 @@ class TrainConfig:
     # --- data ----------------------------------------------------------------------------------
     dataset_name: str = option(
         "synthetic",
-        "A .jsonl/.json/.csv/.parquet file, a folder of them, a Hub dataset id, 'synthetic' "
-        "(the generated category task, docs/training.md), 'synthetic-long' (the same behind long shared prompts) or "
-        "'synthetic-ranked' (4 totally ordered responses per prompt; synthetic_num_pairs prompts; "
-        "'synthetic-ranked-long' behind long histories).",
+        "A .jsonl/.json/.csv/.parquet file, a folder of them, a Hub dataset id, or a generated task (docs/training.md):"
+        " 'synthetic', 'synthetic-long', 'synthetic-ranked', 'synthetic-ranked-long', 'synthetic-strength'.",
     )
     dataset_config: str | None = option(None, "Hub dataset configuration name.")
     dataset_train_split: str = option("train", "Split to train on.")
@@ -152,6 +150,8 @@ class TrainConfig:
     label_smoothing: float = option(
         0.0, "Conservative Bradley-Terry: treat 'chosen wins' as true with probability 1 - eps (docs/loss.md)."
     )
+    strength_as: str = option("weight", "A pair's strength: 'weight' (loss x --strength_weights), 'margin', 'ignore'.")
+    strength_weights: str = option("1:1,2:2,3:3", "|strength| -> loss weight, for --strength_as weight (loss.md §10).")
     # --- rankings: rows of a prompt and K scored or ordered completions (docs/loss.md §9) --------
     rankings: str = option(
         "grouped",

@@ -62,10 +62,12 @@ def bradley_terry_loss(
     center_rewards_coefficient: float | None = None,
     label_smoothing: float = 0.0,
     num_pairs_in_step: int | None = None,
+    weight: torch.Tensor | None = None,
 ) -> LossOutput:
     """Pairwise loss of B pairs, and the tensors its metrics come from.
 
-    r_chosen, r_rejected, margin: (B,). `num_pairs_in_step` is N above (default: B, i.e. the mean).
+    r_chosen, r_rejected, margin, weight: (B,). `num_pairs_in_step` is N above (default: B, i.e. the mean).
+    `weight` multiplies each pair's ℓ_i (scaled Bradley–Terry on a preference strength, docs/loss.md §10).
 
     Worked example (checked in tests/test_loss.py):
 
@@ -86,6 +88,8 @@ def bradley_terry_loss(
             per_pair = (1 - label_smoothing) * per_pair - label_smoothing * F.logsigmoid(-z)  # (B,)
         if center_rewards_coefficient:
             per_pair = per_pair + center_rewards_coefficient * (r_c + r_r) ** 2  # (B,)
+        if weight is not None:
+            per_pair = weight.to(dtype) * per_pair  # (B,)
         n = num_pairs_in_step if num_pairs_in_step is not None else r_c.numel()
         loss = per_pair.sum() / n
     return LossOutput(
@@ -119,7 +123,8 @@ class Objective(Protocol):
 @dataclass(frozen=True)
 class PairObjective:
     """The Bradley–Terry loss above for a micro-batch of pairs, whose rewards come stacked [all chosen;
-    all rejected] (reward/collate.py) and which carries each pair's `margin` (B,), 0 where absent."""
+    all rejected] (reward/collate.py) and which carries each pair's `margin` (B,), 0 where absent, and
+    `weight` (B,), None when no pair has one."""
 
     center_rewards_coefficient: float | None = None
     label_smoothing: float = 0.0
@@ -133,6 +138,7 @@ class PairObjective:
     def __call__(self, rewards: torch.Tensor, batch: PairMicroBatch, units_in_step: int | None = None) -> LossOutput:
         r_chosen, r_rejected = rewards.chunk(2)  # (B,), (B,)
         margin = batch.margin.to(rewards.device)  # (B,)
+        weight = batch.weight.to(rewards.device) if batch.weight is not None else None  # (B,)
         return bradley_terry_loss(
-            r_chosen, r_rejected, margin, self.center_rewards_coefficient, self.label_smoothing, units_in_step
+            r_chosen, r_rejected, margin, self.center_rewards_coefficient, self.label_smoothing, units_in_step, weight
         )

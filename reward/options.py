@@ -41,6 +41,7 @@ RANKINGS = ("grouped", "pairs")
 RANKING_LOSSES = ("bradley_terry", "plackett_luce")
 RANKING_NORMALIZATIONS = ("comparison", "prompt")
 TIE_HANDLINGS = ("skip", "half")
+STRENGTH_READINGS = ("weight", "margin", "ignore")  # a pair's strength column (reward/labels/strength.py)
 # every option whose accepted values are a fixed list: its --help (reward/config.py) and its refusal
 # list exactly these (tests/test_options.py holds them to it)
 CHOICES = {
@@ -53,6 +54,7 @@ CHOICES = {
     "ranking_loss": RANKING_LOSSES,
     "ranking_normalization": RANKING_NORMALIZATIONS,
     "tie_handling": TIE_HANDLINGS,
+    "strength_as": STRENGTH_READINGS,
     "report_to": ("none", *TRACKERS, "all"),
 }
 MAX_SEED = 2**32 - 1  # numpy's RNG, seeded alongside torch's, takes 0 .. 2**32 - 1
@@ -191,6 +193,11 @@ def ranking_problems(cfg: Any) -> list[str]:
             f"--ranking_normalization: {either(RANKING_NORMALIZATIONS)}",
         ),
         (cfg.tie_handling in TIE_HANDLINGS, f"--tie_handling must be {either(TIE_HANDLINGS)}"),
+        (cfg.strength_as in STRENGTH_READINGS, f"--strength_as must be {either(STRENGTH_READINGS)}"),
+        (
+            re.fullmatch(r"\s*\d+\s*:\s*[\d.]+\s*(,\s*\d+\s*:\s*[\d.]+\s*)*", cfg.strength_weights or ""),
+            f"--strength_weights must be LEVEL:WEIGHT items, e.g. 1:1,2:2,3:3, got {cfg.strength_weights!r}",
+        ),
         (grouped or cfg.tie_handling == "skip", "--tie_handling half needs --rankings grouped (a pair has no tie)"),
         (grouped or not plackett_luce, "--ranking_loss plackett_luce needs --rankings grouped (the whole order)"),
         (
@@ -278,8 +285,8 @@ TRAIN_GROUPS = {
     "data and formatting": "dataset_name dataset_config dataset_train_split dataset_test_split eval_split_size "
     "skip_bad_rows synthetic_num_pairs max_length pad_to_multiple_of chat_template_path append_eos "
     "add_special_tokens text_as_chat dataset_num_proc",
-    "loss and rankings": "center_rewards_coefficient label_smoothing rankings ranking_loss ranking_normalization "
-    "tie_handling",
+    "loss and rankings": "center_rewards_coefficient label_smoothing strength_as strength_weights rankings "
+    "ranking_loss ranking_normalization tie_handling",
     "optimisation": "per_device_train_batch_size gradient_accumulation_steps learning_rate weight_decay adam_beta1 "
     "adam_beta2 adam_epsilon optim max_grad_norm num_train_epochs max_steps lr_scheduler_type warmup_ratio "
     "warmup_steps seed max_nonfinite_steps",

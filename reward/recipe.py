@@ -38,6 +38,7 @@ from reward.fast.packing import describe_forward
 from reward.finetune.lora import LoraOptions, add_lora, describe_lora
 from reward.formatting import SequenceFormat, choose_format, describe_format, read_format, tokenize_pairs
 from reward.integrations.hub import PushEverySave, push
+from reward.labels.strength import apply_strength
 from reward.loop import TrainResult
 from reward.metrics import MetricsWriter, eval_record
 from reward.model import (
@@ -117,10 +118,9 @@ def main(
 ) -> RunResult:
     """Run one training job. The Python API may hand over what the options would load: `dataset` replaces
     `cfg.dataset_name`, `model` and `tokenizer` the loading of `cfg.model_name_or_path` (a resumed run still
-    takes its weights from the checkpoint); `eval_sets` (named rows) are each evaluated on the eval schedule,
-    logged as `eval_<name>_loss`, ... (TRL's names), the first being the held-out set. `should_stop(step)` is
-    asked after every optimizer step: yes saves a checkpoint and returns (`result.stopped`; the CLI
-    wires SIGINT/SIGTERM to it). The output dir is locked for the run (reward/run/output_dir.py)."""
+    takes its weights from the checkpoint); `eval_sets` (named rows) are each evaluated, logged as
+    `eval_<name>_loss`, ... (TRL's names), the first being the held-out set. `should_stop(step)`, asked after
+    each optimizer step: yes saves a checkpoint and returns (`result.stopped`; the CLI wires SIGINT/SIGTERM)."""
     setup = None
     try:
         setup = preflight(cfg)
@@ -131,10 +131,8 @@ def main(
         model = build_model(cfg, setup, tokenizer, text_format, data.format, model)
         tokens = tokenize(cfg, data, named, tokenizer, text_format, position_limit(unwrap(model)))
         training = fit(cfg, setup, data, tokens, model, tokenizer, should_stop)
-        if training.stopped:  # a checkpoint holds it all
-            run = RunResult(**vars(training), model=model, tokenizer=tokenizer)
-        else:
-            run = export(cfg, setup, data, tokens, model, tokenizer, training)
+        stopped = RunResult(**vars(training), model=model, tokenizer=tokenizer)  # a checkpoint holds it all
+        run = stopped if training.stopped else export(cfg, setup, data, tokens, model, tokenizer, training)
         if setup.plan.is_main:
             report(cfg.dataset_name, setup.out_dir, data, run, run.folder)
         barrier(setup.plan.world)  # leave together: the others wait for rank 0's export
@@ -169,6 +167,7 @@ def read_preferences(cfg: TrainConfig, source: str | Dataset | DatasetDict) -> P
     rows, name = (source, cfg.dataset_name if given else None) if generated is None else (generated, source)
     data = load_preferences(rows, config=cfg.dataset_config, eval_split_size=cfg.eval_split_size, source=name,
                             skip_bad_rows=cfg.skip_bad_rows, **splits)  # fmt: skip
+    data = apply_strength(data, cfg.strength_as, cfg.strength_weights)  # a weight or margin per pair (labels/)
     return expand_preferences(data, cfg.tie_handling) if data.format == RANKED else data
 
 
@@ -176,6 +175,7 @@ def read_eval_set(cfg: TrainConfig, rows: Dataset | DatasetDict) -> PreferenceDa
     """Rows evaluated whole (RewardTrainer's eval_dataset, evaluate()'s), checked as training's; rankings as pairs."""
     split = cfg.dataset_train_split if isinstance(rows, DatasetDict) else "train"  # a Dataset is its own "train"
     data = load_preferences(rows, train_split=split, eval_split_size=0, skip_bad_rows=cfg.skip_bad_rows)
+    data = apply_strength(data, cfg.strength_as, cfg.strength_weights)
     return expand_preferences(data, evaluation=True) if data.format == RANKED else data
 
 

@@ -133,10 +133,14 @@ def test_finite_loss_and_gradients_at_huge_gaps(dtype):
 
 def test_the_pair_objective_reads_the_batch_it_is_given():
     """`PairObjective`: rewards stacked [all chosen; all rejected], each pair shifted by its batch's margin,
-    N the step's units; one unit per pair. Any layout with a `margin` (B,) is a pair batch to it."""
-    batch = SimpleNamespace(margin=torch.tensor([3.0, 0.0]))  # a packed or padded batch alike
+    N the step's units; one unit per pair. Any layout with a `margin` (B,) and a `weight` (B,) or None is a
+    pair batch to it; a weight scales its pair's term (a preference strength, docs/loss.md §10)."""
+    batch = SimpleNamespace(margin=torch.tensor([3.0, 0.0]), weight=None)  # a packed or padded batch alike
     rewards = torch.tensor([1.0, 0.0, 0.0, 1.0])  # r_chosen (1, 0), r_rejected (0, 1)
     out = PairObjective()(rewards, batch, units_in_step=4)
     assert out.loss.item() == pytest.approx((softplus(2.0) + softplus(1.0)) / 4, abs=1e-6)  # −log σ(1 − 3), −log σ(−1)
     assert out.delta.tolist() == [1.0, -1.0] and PairObjective().units(batch) == 2
     assert PairObjective().row_units(None) is None  # every pair counts 1 in its step
+    weighted = SimpleNamespace(margin=torch.tensor([3.0, 0.0]), weight=torch.tensor([2.0, 0.5]))
+    out = PairObjective()(rewards, weighted, units_in_step=4)
+    assert out.loss.item() == pytest.approx((2 * softplus(2.0) + 0.5 * softplus(1.0)) / 4, abs=1e-6)

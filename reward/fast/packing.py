@@ -33,7 +33,7 @@ import torch
 from torch import nn
 from transformers import PreTrainedModel
 
-from reward.collate import PairwiseCollator, margins
+from reward.collate import PairwiseCollator, margins, weights
 from reward.fast.layout import (
     PREFIX,
     Segment,
@@ -59,6 +59,7 @@ class PackedBatch:
     chosen_index: torch.Tensor  # (B, 2) long: (row, column) of each pair's chosen reward token
     rejected_index: torch.Tensor  # (B, 2) long: (row, column) of each pair's rejected reward token
     margin: torch.Tensor  # (B,) float32, 0 where absent (as PairwiseCollator)
+    weight: torch.Tensor | None  # (B,) float32 loss weights, None without (as PairwiseCollator)
     num_tokens: int  # real tokens in the rows: what the model computes, padding excluded
     pad_token_id: int
     chosen_ids: list[list[int]]  # the pairs as given, for the padded fallback
@@ -155,6 +156,7 @@ def pack_pairs(
         chosen_index=rows.reward_index[:b],
         rejected_index=rows.reward_index[b:],
         margin=margins(pairs),  # (B,)
+        weight=weights(pairs),  # (B,) or None
         num_tokens=rows.num_tokens,
         pad_token_id=pad_token_id,
         chosen_ids=chosen,

@@ -6,6 +6,9 @@ core's `Objective` seam (reward/loss.py). What is here so far, each module pure 
     rows.py      which label kind a file holds; every row checked with row and field; the labels in a line
     metrics.py   RMSE, Pearson, Spearman and implied-pair accuracy of ratings; accuracy by strength bucket
 
-reward/presets/graded.py generates a task for each. Not yet wired: the training option, the collated
-batches and the evaluation hook (train.py does not read these rows yet).
+    strength.py  pairs with a `strength` column as training reads them (--strength_as weight | margin | ignore):
+                 the recipe calls it; the core pair path sees only a per-pair weight or margin
+
+reward/presets/graded.py generates a task for each. Not yet wired into training: rated completions
+(regression) and several attributes.
 """

@@ -193,12 +193,20 @@ def ranked_length_correlation(rows: list[dict]) -> float:
     return cov / (vx * vy) ** 0.5
 
 
+def generate_strength_pairs(num_pairs: int = 3000, seed: int = 0) -> list[dict]:
+    """Pairs with a `strength` (reward/presets/graded.py: how many more right items chosen names)."""
+    from reward.presets import graded  # graded builds on this module's categories
+
+    return graded.generate_strength_pairs(num_pairs, seed)
+
+
 # the generated tasks by name (--dataset_name), each a function of the number of rows
 GENERATED = {
     "synthetic": generate_pairs,  # the category task (the default run's)
     "synthetic-long": generate_long_prompt_pairs,  # the same behind a shared multi-turn history (benchmarks)
     "synthetic-ranked": generate_rankings,  # four totally ordered responses per prompt (reward/ranked)
     "synthetic-ranked-long": generate_long_rankings,  # the same behind long histories (the ranked benchmark)
+    "synthetic-strength": generate_strength_pairs,  # pairs with how much better chosen is (reward/labels)
 }
 
 

@@ -99,7 +99,7 @@ RULES = (
         ALLOWED,
         "the objective and the update from the resumed step on; the rows and the model stay the same",
         "max_grad_norm center_rewards_coefficient label_smoothing ranking_loss ranking_normalization "
-        "disable_dropout max_nonfinite_steps",
+        "disable_dropout max_nonfinite_steps strength_as strength_weights",
     ),
     rule(
         ALLOWED,

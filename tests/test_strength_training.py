@@ -1,0 +1,112 @@
+"""Training on pairs with a `strength` column (#31, reward/labels/strength.py): each pair's loss × w(strength)
+(`--strength_as weight`, the default) or the strength as the margin to win by (`--strength_as margin`). The
+weight travels from the rows through both collators to the loss; an optimizer step's N stays its pairs, so
+accumulated micro-batches give the big batch; end to end, weight 1 is the plain run and weight 2 doubles
+every step's loss on the same batches."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import read_metrics, train_tiny
+from datasets import Dataset
+
+from reward.collate import PAIR_WEIGHT, PairwiseCollator
+from reward.config import TrainConfig
+from reward.data import EXPLICIT, PreferenceData
+from reward.errors import UserError
+from reward.fast.packing import PackingCollator
+from reward.labels.strength import apply_strength, parse_weights
+from reward.loss import PairObjective
+from reward.presets.synthetic import generate_pairs
+
+
+def data_with(strengths: list, margin: bool = False) -> PreferenceData:
+    rows = [{**row, "strength": s} for row, s in zip(generate_pairs(len(strengths), seed=1), strengths)]
+    if margin:
+        rows = [{**row, "margin": 9.0} for row in rows]
+    return PreferenceData(Dataset.from_list(rows), None, EXPLICIT, margin, "pairs.jsonl", False)
+
+
+def test_strength_becomes_a_weight_from_the_table_or_the_margin(capsys):
+    weighted = apply_strength(data_with([1, 3, 2]), "weight", "1:1,2:2.5,3:4")
+    assert weighted.train[PAIR_WEIGHT] == [1.0, 4.0, 2.5] and PAIR_WEIGHT in weighted.carried
+    assert "strength 1..3" in capsys.readouterr().out
+    margined = apply_strength(data_with([1, 3], margin=True), "margin", "1:1")
+    assert margined.train["margin"] == [1.0, 3.0] and margined.has_margin and PAIR_WEIGHT not in margined.carried
+    plain = data_with([1, 2])
+    assert apply_strength(plain, "ignore", "1:1") is plain
+
+
+def test_bad_strengths_are_named_by_row():
+    with pytest.raises(UserError, match=r"row 2: field 'strength' is -1"):
+        apply_strength(data_with([1, -1]), "weight", "1:1")
+    with pytest.raises(UserError, match=r"row 1: field 'strength' 4: no weight for it in --strength_weights"):
+        apply_strength(data_with([4]), "weight", "1:1,2:2")
+    with pytest.raises(UserError, match="is not LEVEL:WEIGHT"):
+        parse_weights("1:x")
+    with pytest.raises(UserError, match="--strength_as must be 'weight', 'margin' or 'ignore'"):
+        TrainConfig(strength_as="both")
+    with pytest.raises(UserError, match="--strength_weights must be LEVEL:WEIGHT"):
+        TrainConfig(strength_weights="strong")
+
+
+def pairs_with_weights() -> list[dict]:
+    return [
+        {"chosen_ids": [5, 6, 7], "rejected_ids": [5, 8], PAIR_WEIGHT: 3.0},
+        {"chosen_ids": [9, 4], "rejected_ids": [9, 4, 4, 2], PAIR_WEIGHT: 1.0},
+        {"chosen_ids": [3], "rejected_ids": [3, 1], PAIR_WEIGHT: 2.0},
+    ]
+
+
+def test_both_collators_carry_the_weight_and_the_loss_scales_each_pair():
+    pairs = pairs_with_weights()
+    padded, packed = PairwiseCollator(0)(pairs), PackingCollator(0)(pairs)
+    assert padded.weight.tolist() == packed.weight.tolist() == [3.0, 1.0, 2.0]
+    assert PairwiseCollator(0)([{"chosen_ids": [1], "rejected_ids": [2]}]).weight is None  # plain pairs: none
+    rewards = torch.tensor([1.0, 0.0, 2.0, 0.5, 0.5, 0.0])  # [chosen; rejected]
+    out = PairObjective()(rewards, padded)
+    terms = -torch.nn.functional.logsigmoid(rewards[:3] - rewards[3:])  # (3,) each pair's plain term
+    assert out.loss.item() == pytest.approx((3 * terms[0] + terms[1] + 2 * terms[2]).item() / 3, abs=1e-6)
+
+
+def test_accumulated_micro_batches_with_weights_give_the_big_batch():
+    """N is the step's pairs whatever the weights: 2 + 1 pairs over N = 3 equal the batch of 3."""
+    pairs, objective = pairs_with_weights(), PairObjective()
+    rewards = torch.tensor([1.0, 0.0, 2.0, 0.5, 0.5, 0.0], requires_grad=True)
+    whole = objective(torch.cat([rewards[:3], rewards[3:]]), PairwiseCollator(0)(pairs)).loss
+    (grad_whole,) = torch.autograd.grad(whole, rewards)
+    first = objective(torch.stack([rewards[0], rewards[1], rewards[3], rewards[4]]), PairwiseCollator(0)(pairs[:2]), 3)
+    second = objective(torch.stack([rewards[2], rewards[5]]), PairwiseCollator(0)(pairs[2:]), 3)
+    (grad_parts,) = torch.autograd.grad(first.loss + second.loss, rewards)
+    assert (first.loss + second.loss).item() == pytest.approx(whole.item(), abs=1e-7)
+    assert torch.allclose(grad_parts, grad_whole, atol=1e-7)
+
+
+def step_losses(out) -> list[float]:
+    return [r["loss"] for r in read_metrics(out) if "loss" in r]
+
+
+def run(tmp_path, name: str, strengths: int, **options) -> list[float]:
+    rows = [{**row, "strength": strengths} for row in generate_pairs(96, seed=2)]
+    out = train_tiny(tmp_path / name, dataset=Dataset.from_list(rows), max_steps=3, logging_steps=1, **options)
+    return step_losses(out)
+
+
+@pytest.mark.slow
+def test_end_to_end_weight_one_is_the_plain_run_and_weight_two_doubles_each_step(tmp_path):
+    plain = run(tmp_path, "plain", 1, strength_as="ignore")
+    assert run(tmp_path, "one", 1, strength_weights="1:1") == pytest.approx(plain, abs=1e-6)
+    doubled = run(tmp_path, "two", 1, strength_weights="1:2", learning_rate=0.0)
+    still = run(tmp_path, "still", 1, strength_as="ignore", learning_rate=0.0)  # the same weights every step
+    assert doubled == pytest.approx([2 * loss for loss in still], abs=1e-5)
+
+
+@pytest.mark.slow
+def test_end_to_end_strength_as_margin_is_the_margin_run(tmp_path):
+    as_margin = run(tmp_path, "as_margin", 2, strength_as="margin")
+    rows = [{**row, "margin": 2.0} for row in generate_pairs(96, seed=2)]
+    with_margin = step_losses(
+        train_tiny(tmp_path / "margin", dataset=Dataset.from_list(rows), max_steps=3, logging_steps=1)
+    )
+    assert as_margin == pytest.approx(with_margin, abs=1e-6)
