@@ -289,7 +289,7 @@ def save_encoder(out: Path, kind: str, seed: int = 0, max_positions: int = 256) 
 
 def save_tiny_policy(out: Path) -> Path:
     """A random 2-layer Llama causal LM with the tiny tokenizer (and its chat template): a GRPO policy."""
-    from reward.presets.grpo_step import save_tiny_policy as save
+    from reward.presets.tiny import save_tiny_policy as save
 
     return save(out)
 

@@ -51,7 +51,7 @@ def test_grpo_rewards_from_the_server_equal_score_py(policy, model_dir, tmp_path
 
 def test_the_readme_three_commands(model_dir):
     """`python train.py` is `train_tiny` here; then `reward-serve --model DIR` and `python -m
-    reward.presets.grpo_step` as the README gives them, each a process of its own."""
+    python examples/grpo_step.py` as the README gives them, each a process of its own."""
     server = subprocess.Popen(
         [sys.executable, "-m", "reward.serve", "--model", str(model_dir), "--port", "0"],
         cwd=ROOT,
@@ -62,7 +62,7 @@ def test_the_readme_three_commands(model_dir):
     try:
         url = re.search(r"listening on (http://\S+)", server.stdout.readline()).group(1)
         step = subprocess.run(
-            [sys.executable, "-m", "reward.presets.grpo_step", "--reward_url", url],
+            [sys.executable, "examples/grpo_step.py", "--reward_url", url],
             cwd=ROOT,
             capture_output=True,
             text=True,

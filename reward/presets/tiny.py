@@ -11,8 +11,10 @@ resolve the name `tiny` here, with `tokenizer_for` and `model_config_for`.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import LlamaConfig, PreTrainedModel, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
@@ -102,3 +104,18 @@ def tiny_model(tokenizer: PreTrainedTokenizerBase, **options: Any) -> PreTrained
     True
     """
     return load_model(TINY, tokenizer, config=tiny_config(tokenizer), **options)
+
+
+def save_tiny_policy(out: str | Path, seed: int = 0) -> Path:
+    """A random causal LM of the tiny family, smaller (hidden 64), with the tiny tokenizer and its chat
+    template: the GRPO policy of the offline tests and examples/grpo_step.py."""
+    from transformers import LlamaForCausalLM
+
+    tokenizer = build_tiny_tokenizer()
+    config = tiny_config(tokenizer)
+    shape = {"hidden_size": 64, "intermediate_size": 128, "num_attention_heads": 4, "num_key_value_heads": 2}
+    config.update({**shape, "head_dim": 16, "max_position_embeddings": 512})
+    torch.manual_seed(seed)
+    LlamaForCausalLM(config).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return Path(out)

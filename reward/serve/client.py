@@ -15,13 +15,11 @@ call is cut into requests of about 1/n of it, so one step is scored on every ser
 to server (offset + i) % n, the offset moving on each call (from the process's RANK: ranks start apart).
 
 Faults (a refused or reset connection, no answer within `timeout`, HTTP 408, 429 or 5xx) are retried on
-the next server after a back-off: the server's Retry-After, else `backoff * 2**attempt` (+-10 %, both capped
-at 30 s); after `retries` tries a `RemoteRewardError` names each server tried and its last error. A request
-a server refuses (other 4xx: bad field, wrong key, too large) would be refused again: a `UserError` at once.
-
-The key: `api_key=`, else $REWARD_SERVE_API_KEY, sent as `Authorization: Bearer KEY` (the server's --api_key).
-The module imports the standard library only: the trainer needs no `serve` extra. The first call imports
-RewardFunction's argument check (reward/eval/arguments.py, with torch) to refuse bad calls in its words.
+the next server after a back-off (the server's Retry-After, else `backoff * 2**attempt` +-10 %, capped at
+30 s); after `retries` tries a `RemoteRewardError` names each server and its last error. Other 4xx would be
+refused again: a `UserError` at once. The key: `api_key=`, else $REWARD_SERVE_API_KEY (a bearer token).
+Standard library only (the trainer needs no `serve` extra); the first call imports RewardFunction's
+argument check (reward/eval/arguments.py) to refuse bad calls in its words.
 """
 
 from __future__ import annotations
@@ -86,8 +84,7 @@ class RemoteRewardFunction:
         self.length_counts = {"completions": 0, "truncated": 0, "skipped": 0}  # over every call
         self.warned, self.servers_checked = False, False  # the length warning; the first call's /info check
         self.lock = threading.Lock()
-        rank = os.environ.get("RANK", "0")
-        self.calls = int(rank) if rank.isdigit() else 0  # the next call's offset (mod the number of servers)
+        self.calls = int(os.environ.get("RANK", "0")) if os.environ.get("RANK", "0").isdigit() else 0  # first server
 
     def __call__(self, prompts: list, completions: list, **kwargs: Any) -> list[float | None]:
         """One reward per completion, in input order (None: the server's length rule skipped it); other keyword
@@ -96,9 +93,7 @@ class RemoteRewardFunction:
 
         check_sequences(prompts, completions)
         with self.lock:
-            offset, self.calls = self.calls, self.calls + 1
-            check = not self.servers_checked
-            self.servers_checked = True
+            offset, self.calls, check, self.servers_checked = self.calls, self.calls + 1, not self.servers_checked, True
         if check and len(self.urls) > 1:
             self.warn_if_servers_differ()
         requests = pack(group_by_prompt(prompts), self.max_completions_per_request, len(self.urls))
@@ -145,8 +140,8 @@ class RemoteRewardFunction:
         raise RemoteRewardError(f"POST {path} failed {self.retries} time(s), no server answered ({said})")
 
     def wait(self, attempt: int, retry_after: float | None) -> float:
-        """Seconds before the next try: the server's Retry-After, else exponential back-off with +-10 % jitter
-        (jitter: the processes of one job that failed together do not all come back at the same instant)."""
+        """Seconds before the next try: the server's Retry-After, else exponential back-off, +-10 % jitter so
+        that the processes of one job do not all come back at the same instant."""
         backoff = min(self.backoff * 2**attempt, MAX_WAIT_S) * random.uniform(0.9, 1.1)
         return backoff if retry_after is None else min(retry_after, MAX_WAIT_S)
 
@@ -176,8 +171,7 @@ class RemoteRewardFunction:
             raise RemoteRewardError(f"GET {root}/info: {fault.reason}") from None
 
     def warn_if_servers_differ(self) -> None:
-        """Warn once if the servers score differently: a step spread over them would mix two reward functions.
-        A server that does not answer now is left out (its requests will retry elsewhere or fail by name)."""
+        """Warn once if the servers score differently (one that does not answer now is left out)."""
 
         def described(url: str) -> dict | None:
             try:

@@ -2,9 +2,10 @@
 
     python train.py                                  # trains runs/tiny-synthetic
     reward-serve --model runs/tiny-synthetic         # serves it on http://127.0.0.1:8000
-    python -m reward.presets.grpo_step               # one GRPO step, its rewards from the server
+    python examples/grpo_step.py                     # one GRPO step, its rewards from the server
 
-The policy is a random 2-layer Llama with the tiny tokenizer (`save_tiny_policy`), built offline in a
+An example of a consumer, outside the package: it runs TRL, which training never imports. The policy
+is a random 2-layer Llama with the tiny tokenizer (reward/presets/tiny.py `save_tiny_policy`), built offline in a
 second: its completions are noise, and the point is the path. TRL generates `--num_generations`
 completions for each of the generated task's prompts ("Could you name a fruit for me?",
 reward/presets/synthetic.py), calls `reward.RemoteRewardFunction`, which sends each prompt's
@@ -35,32 +36,6 @@ class GrpoStepConfig:
     seed: int = option(0, "Seed of the policy's init, the prompts and the sampling.")
 
 
-def save_tiny_policy(out: Path, seed: int = 0) -> Path:
-    """A random 2-layer Llama causal LM with the tiny tokenizer (and its chat template): a GRPO policy."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    from reward.presets.tiny import build_tiny_tokenizer
-
-    tokenizer = build_tiny_tokenizer()
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
-        pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-    )
-    torch.manual_seed(seed)
-    LlamaForCausalLM(config).save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    return Path(out)
-
-
 def grpo_step(cfg: GrpoStepConfig) -> dict:
     """Run the step; returns the logged metrics plus the prompts, completions and rewards it scored."""
     try:
@@ -70,6 +45,7 @@ def grpo_step(cfg: GrpoStepConfig) -> dict:
     from datasets import Dataset
 
     from reward.presets.synthetic import generate_pairs
+    from reward.presets.tiny import save_tiny_policy
     from reward.serve.client import RemoteRewardFunction
 
     remote = RemoteRewardFunction([url.strip() for url in cfg.reward_url.split(",")], api_key=cfg.api_key)
@@ -121,7 +97,7 @@ def main(cfg: GrpoStepConfig) -> int:
 
 
 def parse_grpo_step_config(argv: list[str]) -> GrpoStepConfig:
-    usage = "python -m reward.presets.grpo_step [--reward_url http://127.0.0.1:8000] [--OPTION VALUE ...]"
+    usage = "python examples/grpo_step.py [--reward_url http://127.0.0.1:8000] [--OPTION VALUE ...]"
     return parse_into(make_parser(GrpoStepConfig, "One GRPO step against a reward server.", None, usage), argv)
 
 
