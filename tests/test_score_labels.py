@@ -66,3 +66,18 @@ def test_pairs_with_a_strength_get_the_accuracy_per_level(trained_tiny_dir, tmp_
 def test_bad_labels_are_named(trained_tiny_dir, tmp_path, rows, said):
     with pytest.raises(UserError, match=said):
         run(trained_tiny_dir, write(tmp_path / "bad.jsonl", rows))
+
+
+@pytest.mark.parametrize("reading", ["weight", "margin"])
+def test_the_scored_loss_of_strength_pairs_is_the_loss_training_evaluated(tmp_path, reading):
+    """score.py reads a strength as the model's training read it (training_config.json), so its loss on the
+    held-out pairs is the eval_loss training reported on them."""
+    from conftest import read_metrics, train_tiny
+    from datasets import Dataset
+
+    rows = generate_strength_pairs(120, seed=4)
+    options = {"strength_as": reading, "strength_weights": "1:1,2:3,3:5"}
+    model = train_tiny(tmp_path / reading, dataset=Dataset.from_list(rows), **options)
+    eval_loss = [r["eval_loss"] for r in read_metrics(model) if "eval_loss" in r][-1]
+    summary = run(model, str(model / "heldout_pairs.jsonl"))
+    assert summary["loss"] == pytest.approx(eval_loss, abs=1e-5)

@@ -1,5 +1,6 @@
-"""The loss options scoring uses: the model's training options (centring, label smoothing), so that the loss
-score.py prints (and `--explain` takes apart) is the loss the training evaluation reported."""
+"""The loss options scoring uses: the model's training options (centring, label smoothing, how a `strength`
+column was read), so that the loss score.py prints (and `--explain` takes apart) is the loss the training
+evaluation reported."""
 
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ class LossOptions:
     center_rewards_coefficient: float | None = None
     label_smoothing: float = 0.0
     source: str = "defaults"  # where they came from, for the printed line
+    strength_as: str = "ignore"  # a pair's strength column, as training read it (reward/labels/strength.py)
+    strength_weights: str = "1:1,2:2,3:3"
 
 
 def training_loss_options(
@@ -38,5 +41,7 @@ def training_loss_options(
     if label_smoothing is None and saved.get("label_smoothing") is not None:
         label_smoothing = float(saved["label_smoothing"])
         sources.append("label_smoothing")
+    strength = {key: str(saved[key]) for key in ("strength_as", "strength_weights") if saved.get(key)}
+    sources += list(strength)
     source = f"{', '.join(sources)} from {path}" if sources else "command line / defaults"
-    return LossOptions(center_rewards_coefficient, label_smoothing or 0.0, source)
+    return LossOptions(center_rewards_coefficient, label_smoothing or 0.0, source, **strength)

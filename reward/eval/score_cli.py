@@ -248,6 +248,8 @@ def report_pairs(cfg: ScoreConfig, scorer: RewardScorer, rows: list[dict]) -> tu
             f"loss options: center_rewards_coefficient {opts.center_rewards_coefficient or 0:g}, "
             f"label_smoothing {opts.label_smoothing:g} ({opts.source})"
         )
+    if "strength" in rows[0] and opts.strength_as != "ignore":  # read as the model's training read it
+        print(f"strength read as a {opts.strength_as} (--strength_weights {opts.strength_weights}; {opts.source})")
     report = scorer.score_pairs(rows, opts, cfg.calibration_bins)
     m = report.metrics
     skipped = f" ({m['pairs_skipped']} skipped, rewards null)" if m.get("pairs_skipped") else ""

@@ -50,6 +50,7 @@ from reward.eval.loss_options import LossOptions
 from reward.export import STATS_KEY
 from reward.fast.packed_scoring import group_rewards
 from reward.formatting import chat_template_hash, encode_sequence, read_format
+from reward.labels.strength import strength_terms
 from reward.loss import bradley_terry_loss
 from reward.metrics import DEFAULT_BINS, Diagnostics, diagnose, loss_metrics
 from reward.model import first_line, pick_device
@@ -234,7 +235,8 @@ class RewardScorer:
         kept = [rows[i] for i in scored]
         r_c, r_r = torch.tensor([rewards[i] for i in scored]).T  # (B,), (B,)
         margin = torch.tensor([margin_value(row.get("margin")) or 0.0 for row in kept])  # (B,) 0 where none
-        out = bradley_terry_loss(r_c, r_r, margin, opts.center_rewards_coefficient, opts.label_smoothing)
+        margin, weight = strength_terms(kept, opts.strength_as, opts.strength_weights, margin)  # as training read it
+        out = bradley_terry_loss(r_c, r_r, margin, opts.center_rewards_coefficient, opts.label_smoothing, None, weight)
         column = subset_column(rows[0].keys())
         lengths = [[self.rule.seen_length(sides[i][side]) for i in scored] for side in (0, 1)]
         diagnostics = diagnose(
@@ -251,7 +253,7 @@ class RewardScorer:
         if len(scored) < len(rows):
             metrics["pairs_skipped"] = len(rows) - len(scored)
         out_rows = [{**row, "r_chosen": c, "r_rejected": r} for row, (c, r) in zip(rows, rewards)]
-        has_margin = any(row.get("margin") is not None for row in rows)
+        has_margin = any(row.get("margin") is not None for row in rows) or opts.strength_as == "margin"
         return PairReport(out_rows, metrics, r_c, r_r, margin if has_margin else None, diagnostics, scored, fitting)
 
     def score_rows(self, rows: list[dict], kind: str) -> list[dict]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import torch
 from datasets import Dataset
 
 from reward.collate import PAIR_WEIGHT
@@ -22,7 +23,7 @@ from reward.errors import UserError
 from reward.labels.rows import STRENGTH, describe_scores, label_row_problem
 from reward.options import STRENGTH_READINGS
 
-__all__ = ["STRENGTH_READINGS", "apply_strength", "parse_weights"]
+__all__ = ["STRENGTH_READINGS", "apply_strength", "parse_weights", "strength_terms"]
 
 
 def parse_weights(text: str) -> dict[int, float]:
@@ -88,3 +89,19 @@ def read_split(rows: Dataset, reading: str, table: dict[int, float]) -> Dataset:
         rows = rows.remove_columns(["margin"]) if "margin" in rows.column_names else rows
         return rows.add_column("margin", values)
     return rows.add_column(PAIR_WEIGHT, [table[round(v)] for v in values])
+
+
+def strength_terms(
+    rows: list[dict], reading: str, weights: str, margin: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(margin (B,), weight (B,) or None) of scored pairs with a `strength` column, read as the model's training
+    read it (score.py: its loss is then the loss training's evaluation reported on the same rows)."""
+    if reading == "ignore" or not rows or "strength" not in rows[0]:
+        return margin, None
+    strength = [margin_value(row["strength"]) for row in rows]
+    if reading == "margin":
+        return torch.tensor(strength, dtype=torch.float32), None  # (B,)
+    table = parse_weights(weights)
+    if missing := sorted({round(s) for s in strength} - set(table)):
+        raise UserError(f"strength {missing}: no weight for it in the model's --strength_weights {weights}")
+    return margin, torch.tensor([table[round(s)] for s in strength], dtype=torch.float32)  # (B,)
