@@ -133,9 +133,9 @@ PAIR_WEIGHT = "pair_weight"  # a pair's loss weight, when the data gives one (re
 def weights(pairs: list[dict]) -> torch.Tensor | None:
     """(B,) float32: each pair's loss weight, 1 where it has none; None when no pair has one (plain pairs).
 
-    >>> weights([{"pair_weight": 3.0}, {}]), weights([{}])
-    (tensor([3., 1.]), None)
+    >>> weights([{"pair_weight": 3.0}, {}, {"pair_weight": 0.0}]), weights([{}])
+    (tensor([3., 1., 0.]), None)
     """
     if not any(p.get(PAIR_WEIGHT) is not None for p in pairs):
         return None
-    return torch.tensor([float(p.get(PAIR_WEIGHT) or 1.0) for p in pairs], dtype=torch.float32)  # (B,)
+    return torch.tensor([1.0 if p.get(PAIR_WEIGHT) is None else float(p[PAIR_WEIGHT]) for p in pairs])  # (B,)
