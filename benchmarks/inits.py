@@ -112,7 +112,7 @@ def pretrain(init: Path, steps: int, seed: int, out: Path) -> str:
 def load_rows(data: str, num_pairs: int, seed: int):
     """The rows train.py reads for `--dataset_name data` (10 % held out; rankings as their pairs)."""
     from reward.config import TrainConfig
-    from reward.recipe import read_preferences
+    from reward.run.rows import read_preferences
 
     return read_preferences(TrainConfig(dataset_name=data, synthetic_num_pairs=num_pairs, seed=seed), data)
 

@@ -98,7 +98,8 @@ class TrainConfig:
     dataset_name: str = option(
         "synthetic",
         "A .jsonl/.json/.csv/.parquet file, a folder of them, a Hub dataset id, or a generated task (docs/training.md):"
-        " 'synthetic', 'synthetic-long', 'synthetic-ranked', 'synthetic-ranked-long', 'synthetic-strength'.",
+        " 'synthetic', 'synthetic-long', 'synthetic-ranked', 'synthetic-ranked-long', 'synthetic-strength',"
+        " 'synthetic-ratings'.",
     )
     dataset_config: str | None = option(None, "Hub dataset configuration name.")
     dataset_train_split: str = option("train", "Split to train on.")
@@ -152,6 +153,8 @@ class TrainConfig:
     )
     strength_as: str = option("weight", "A pair's strength: 'weight' (loss x --strength_weights), 'margin', 'ignore'.")
     strength_weights: str = option("1:1,2:2,3:3", "|strength| -> loss weight, for --strength_as weight (loss.md §10).")
+    rating_standardize: bool = option(True, "Rated rows: regress on (score - mean) / std of the training ratings.")
+    rating_pair_weight: float = option(0.0, "Rated rows: + this x BT loss of the pairs ratings imply (loss.md §11).")
     # --- rankings: rows of a prompt and K scored or ordered completions (docs/loss.md §9) --------
     rankings: str = option(
         "grouped",
@@ -169,8 +172,8 @@ class TrainConfig:
     output_dir: str | None = option(
         None, "Where the checkpoint and metrics.jsonl go (default: runs/MODEL-DATASET, e.g. runs/tiny-synthetic)."
     )
-    per_device_train_batch_size: int = option(32, "Pairs (grouped rankings: prompts) per micro-batch (TRL: 8).")
-    per_device_eval_batch_size: int = option(64, "Pairs per evaluation batch.")
+    per_device_train_batch_size: int = option(32, "Pairs (rankings, ratings: prompts) per micro-batch (TRL: 8).")
+    per_device_eval_batch_size: int = option(64, "Pairs (ratings: prompts) per evaluation batch.")
     gradient_accumulation_steps: int = option(1, "Micro-batches per optimizer step.")
     learning_rate: float = option(1e-4, "Peak AdamW learning rate.")
     weight_decay: float = option(0.0, "AdamW weight decay (never applied to biases and norm weights).")

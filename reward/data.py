@@ -14,11 +14,16 @@ Formats (detected from the columns and the first row):
 Any pair format may carry a numeric `margin` column (how much better chosen is; Llama 2's margin loss).
 Ranked rows are validated here and held out by whole prompts, so no prompt's comparisons land on both
 sides; reward/ranked/rows.py turns them into the comparisons the pair path trains.
+
+An optional part adds a format through `RowFormat` (the recipe passes it in): reward/labels/rated.py's
+rated completions {"prompt"?, "completion", "score"} are recognised, checked row by row, and grouped (each
+run of adjacent rows with one prompt) before the split, so they are held out by whole groups.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -36,6 +41,18 @@ SUBSET_COLUMNS = ("subset", "category")  # the column naming each pair's subset,
 # the work and memory per row grow as K², so training takes at most this many (8,128 comparisons a row).
 # Scoring has no such bound: it scores the K responses and counts comparisons without listing them.
 MAX_RANKED_COMPLETIONS = 128
+
+
+@dataclass(frozen=True)
+class RowFormat:
+    """A row format an optional part adds to detection and validation (reward/labels/rated.py: rated
+    completions): its name, whether a table's columns are in it, why one row cannot be used (naming the
+    field), and how the validated rows become the rows held out whole (one per prompt)."""
+
+    name: str
+    matches: Callable[[set[str]], bool]
+    problem: Callable[[dict, str], str | None]
+    group: Callable[[Dataset], Dataset]
 
 
 @dataclass
@@ -75,12 +92,15 @@ def blank(texts: pa.ChunkedArray) -> pa.Array:
     return pa.array([isinstance(t, str) and not t.strip() for t in texts.to_pylist()])
 
 
-def detect_format(columns: list[str], first_row: dict, source: str = "data") -> str:
-    """Name the format from the column names and the type of the first row's `chosen`.
+def detect_format(columns: list[str], first_row: dict, source: str = "data", formats: Sequence[RowFormat] = ()) -> str:
+    """Name the format from the column names and the type of the first row's `chosen`; an added `formats`
+    entry whose columns match comes first.
 
     >>> detect_format(["prompt", "chosen", "rejected"], {"chosen": " yes"})
     'explicit prompt'
     """
+    if added := next((f.name for f in formats if f.matches(set(columns))), None):
+        return added
     if "completions" in columns:
         if "scores" not in columns and "ranking" not in columns:
             raise UserError(f"{source}: ranked rows need a scores or a ranking column to train on (found {columns})")
@@ -210,22 +230,28 @@ def load_preferences(
     seed: int = 42,
     skip_bad_rows: bool = False,
     source: str | None = None,
+    formats: Sequence[RowFormat] = (),
 ) -> PreferenceData:
     """Load, detect, validate, and hold out `eval_split_size` (seeded) when there is no test split (ranked
-    rows: whole prompts). `source` names rows passed in as a Dataset in messages."""
+    rows and added `formats`: whole prompts). `source` names rows passed in as a Dataset in messages."""
     splits, source = load_raw(name, config, source)
     if train_split not in splits:
         raise UserError(f"{source}: no split '{train_split}' (has {', '.join(splits)})")
     train = splits[train_split]
     if len(train) == 0:
         raise UserError(f"{source}: the '{train_split}' split is empty")
-    fmt = detect_format(train.column_names, train[0], f"{source} [{train_split}]")
-    train = validate(train, fmt, source, train_split, skip_bad_rows=skip_bad_rows)
+    fmt = detect_format(train.column_names, train[0], f"{source} [{train_split}]", formats)
+    added = next((f for f in formats if f.name == fmt), None)
+    check = dict(problem=added.problem if added else row_problem, skip_bad_rows=skip_bad_rows)
+    train = validate(train, fmt, source, train_split, **check)
+    train = added.group(train) if added else train
     test, held_out = splits.get(test_split), False
     if test is not None:
-        if detect_format(test.column_names, test[0] if len(test) else train[0], f"{source} [{test_split}]") != fmt:
+        first = test[0] if len(test) else train[0]
+        if detect_format(test.column_names, first, f"{source} [{test_split}]", formats) != fmt:
             raise UserError(f"{source}: '{test_split}' is not in the same format as '{train_split}'")
-        test = validate(test, fmt, source, test_split, skip_bad_rows=skip_bad_rows)
+        test = validate(test, fmt, source, test_split, **check)
+        test = added.group(test) if added and len(test) else test
     elif eval_split_size > 0:
         if len(train) - math.ceil(eval_split_size * len(train)) < 1:  # datasets' rule: >= 1 pair on each side
             raise UserError(

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 from datasets import Dataset
@@ -75,6 +76,15 @@ def evaluate(
     return {**totals.summary(), "reward_std": spread, **extra.metrics(), **more}
 
 
+class Evaluator(Protocol):
+    """How a set of rows is evaluated: `Evaluation` (pairs, below), or an optional part's own rows (rated
+    completions: reward/labels/evaluation.py). Its result has loss, reward_mean and reward_std, accuracy and
+    margin when anything was compared, and the count of what was scored: `pairs`, or `completions` (one
+    reward each)."""
+
+    def __call__(self, model: nn.Module, ds: Dataset) -> dict: ...
+
+
 @dataclass
 class Evaluation:
     """How a set of pairs is evaluated: the collator, the pair objective, the batch size, the precision
@@ -96,7 +106,7 @@ class HeldOut:
     dict eval_dataset, logged eval_<name>_loss, ...: reward/metrics.py `eval_record`)."""
 
     sets: dict[str, Dataset]
-    evaluation: Evaluation
+    evaluation: Evaluator
 
     def __call__(self, model: nn.Module) -> dict[str, dict]:
         return {name: self.evaluation(model, ds) for name, ds in self.sets.items()}
@@ -108,19 +118,22 @@ COLLAPSED_STD = 1e-5  # reward std at or below this (relative to |mean| when abo
 
 
 def reward_statistics(
-    model: nn.Module, final_eval: dict | None, held_out: Dataset | None, train_ds: Dataset, evaluation: Evaluation
+    model: nn.Module, final_eval: dict | None, held_out: Dataset | None, train_ds: Dataset, evaluation: Evaluator
 ) -> dict:
     """Mean and std of the 2N rewards of the final evaluation (the whole held-out split) when there was
-    one, else of up to STATS_SAMPLE held-out (or, without a held-out split, training) pairs. Under FSDP
+    one, else of up to STATS_SAMPLE held-out (or, without a held-out split, training) pairs (rated rows:
+    prompts, one reward per completion). Under FSDP
     every rank runs it: the forward gathers the shards."""
     if final_eval and "reward_std" in final_eval:
-        values, source = final_eval, f"held-out split, {final_eval['pairs']} pairs"
+        values, source = final_eval, "held-out split"
     else:
         ds, source = (held_out, "held-out split") if held_out is not None else (train_ds, "training split sample")
-        ds = ds.select(range(min(STATS_SAMPLE, len(ds))))
-        values = evaluation(model, ds)
-        source = f"{source}, {len(ds)} pairs"
-    return {"mean": values["reward_mean"], "std": values["reward_std"], "count": 2 * values["pairs"], "source": source}
+        values = evaluation(model, ds.select(range(min(STATS_SAMPLE, len(ds)))))
+    rated = "completions" in values  # one reward each; a pair has two
+    count = values["completions"] if rated else values["pairs"]
+    rewards = count if rated else 2 * count
+    source = f"{source}, {count} {'completions' if rated else 'pairs'}"
+    return {"mean": values["reward_mean"], "std": values["reward_std"], "count": rewards, "source": source}
 
 
 def collapse_problem(stats: dict, learning_rate: float) -> str | None:

@@ -194,6 +194,7 @@ def ranking_problems(cfg: Any) -> list[str]:
         ),
         (cfg.tie_handling in TIE_HANDLINGS, f"--tie_handling must be {either(TIE_HANDLINGS)}"),
         (cfg.strength_as in STRENGTH_READINGS, f"--strength_as must be {either(STRENGTH_READINGS)}"),
+        (finite(cfg.rating_pair_weight) and cfg.rating_pair_weight >= 0, "--rating_pair_weight must be >= 0"),
         (
             re.fullmatch(r"\s*\d+\s*:\s*[\d.]+\s*(,\s*\d+\s*:\s*[\d.]+\s*)*", cfg.strength_weights or ""),
             f"--strength_weights must be LEVEL:WEIGHT items, e.g. 1:1,2:2,3:3, got {cfg.strength_weights!r}",
@@ -285,8 +286,8 @@ TRAIN_GROUPS = {
     "data and formatting": "dataset_name dataset_config dataset_train_split dataset_test_split eval_split_size "
     "skip_bad_rows synthetic_num_pairs max_length pad_to_multiple_of chat_template_path append_eos "
     "add_special_tokens text_as_chat dataset_num_proc",
-    "loss and rankings": "center_rewards_coefficient label_smoothing strength_as strength_weights rankings "
-    "ranking_loss ranking_normalization tie_handling",
+    "loss and rankings": "center_rewards_coefficient label_smoothing strength_as strength_weights rating_standardize "
+    "rating_pair_weight rankings ranking_loss ranking_normalization tie_handling",
     "optimisation": "per_device_train_batch_size gradient_accumulation_steps learning_rate weight_decay adam_beta1 "
     "adam_beta2 adam_epsilon optim max_grad_norm num_train_epochs max_steps lr_scheduler_type warmup_ratio "
     "warmup_steps seed max_nonfinite_steps",

@@ -3,16 +3,17 @@
 
     preflight        every check before anything loads (run/preflight.py), then what loading will read (run/loading.py)
     ready_tokenizer  the tokenizer with its options applied (a chat template that fails stops here)
-    read_rows        rows -> validated preference data (a generated task, a file, the Hub, a Dataset); then how
-                     text becomes tokens, checked against the data and a checkpoint (choose_format)
+    read_rows        rows -> validated preference data (a generated task, a file, the Hub, a Dataset: run/rows.py,
+                     each label kind's reading); then how text becomes tokens, checked (choose_format)
     build_model      the one-label model, its recorded format, and what changes how it runs
     tokenize         rows -> token ids, dropping what the model cannot take
     fit              the loop (reward/loop.py) with what plugs into it: collator, order, objective, evaluation
     export, report   the rewards' statistics and the pipeline-ready folder; what to run next
 
 The one module that wires the optional parts into the core (reward/__init__.py; what the loop plugs in:
-reward/run/parts.py): speed-ups (fast/), rankings (ranked/), torchrun and FSDP (parallel/), LoRA (finetune/),
-checkpoints and resume (run/), the presets, the model card, trackers and the Hub.
+reward/run/parts.py; what the rows stage reads: reward/run/rows.py): speed-ups (fast/), rankings (ranked/),
+ratings and strengths (labels/), torchrun and FSDP (parallel/), LoRA (finetune/), checkpoints and resume (run/),
+the presets, the model card, trackers and the Hub.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from reward.batching import BatchPlan, step_plan
 from reward.config import TrainConfig, pick
-from reward.data import RANKED, PreferenceData, load_preferences
+from reward.data import PreferenceData
 from reward.errors import UserError
 from reward.eval.model_card import card_facts
 from reward.evaluate import collapse_problem, reward_statistics
@@ -38,7 +39,8 @@ from reward.fast.packing import describe_forward
 from reward.finetune.lora import LoraOptions, add_lora, describe_lora
 from reward.formatting import SequenceFormat, choose_format, describe_format, read_format, tokenize_pairs
 from reward.integrations.hub import PushEverySave, push
-from reward.labels.strength import apply_strength
+from reward.labels.rated import RatingScale, record_rating_scale
+from reward.labels.rows import RATED
 from reward.loop import TrainResult
 from reward.metrics import MetricsWriter, eval_record
 from reward.model import (
@@ -52,10 +54,9 @@ from reward.model import (
 )
 from reward.parallel.distributed import barrier
 from reward.parallel.sharding import shard_model
-from reward.presets.synthetic import synthetic_dataset
 from reward.presets.tiny import model_config_for, tokenizer_for
 from reward.ranked.collate import group_for_training
-from reward.ranked.rows import GROUPED, describe_rankings, expand_preferences
+from reward.ranked.rows import GROUPED
 from reward.run.checkpoints import CheckpointWriter, load_from_checkpoint, trim_metrics
 from reward.run.loading import check_sources
 from reward.run.output_dir import check_free_space, release
@@ -73,6 +74,7 @@ from reward.run.preflight import Setup, preflight
 from reward.run.publish import export_model
 from reward.run.report import report, start_summary
 from reward.run.resume_rules import same_rows
+from reward.run.rows import read_rows, tokenize_rated
 from reward.run.state import restore_training_state
 from reward.tokenizer import TokenizerOptions, prepare_tokenizer
 
@@ -81,9 +83,10 @@ from reward.tokenizer import TokenizerOptions, prepare_tokenizer
 class Tokens:
     """The tokenize stage's output."""
 
-    train: Dataset  # what the loop reads: pairs, or one row per prompt (grouped rankings)
-    pairs: Dataset  # the training pairs (the same rows before any grouping)
+    train: Dataset  # what the loop reads: pairs, or one row per prompt (grouped rankings, rated completions)
+    pairs: Dataset  # the training pairs (the same rows before any grouping; rated: the prompts)
     eval_sets: dict[str, Dataset]  # what the loop evaluates: {"": held-out split} or the named sets
+    scale: RatingScale | None = None  # rated completions: the regression's standardisation (reward/labels)
 
     @property
     def held_out(self) -> Dataset | None:
@@ -92,8 +95,13 @@ class Tokens:
 
     @property
     def grouped(self) -> bool:
-        """Rankings trained grouped by prompt: the loop reads one row per prompt (reward/ranked/rows.py)."""
+        """Rankings (or ratings) trained grouped by prompt: the loop reads one row per prompt (reward/ranked)."""
         return GROUPED in self.train.column_names
+
+    @property
+    def size(self) -> int:
+        """What the card calls the training set's size: pairs, or rated completions."""
+        return len(self.pairs) if self.scale is None else sum(map(len, self.pairs["scores"]))
 
 
 @dataclass
@@ -146,39 +154,6 @@ def main(
 
 
 # --- rows, tokenizer, model, tokens ------------------------------------------------------------------------
-def read_rows(
-    cfg: TrainConfig, dataset: Dataset | DatasetDict | None, eval_sets: dict[str, Dataset] | None
-) -> tuple[PreferenceData, dict[str, PreferenceData]]:
-    """The training rows and any named evaluation sets (RewardTrainer's dict eval_dataset), validated."""
-    data = read_preferences(cfg, dataset if dataset is not None else cfg.dataset_name)
-    print(data.describe() + (f"\n{describe_rankings(data.rankings)}" if data.rankings else ""))
-    named = {name: read_eval_set(cfg, rows) for name, rows in (eval_sets or {}).items()}
-    if wrong := next((d.format for d in named.values() if d.format != data.format), None):
-        raise UserError(f"an evaluation set is in the {wrong} format, the training data in {data.format}")
-    return data, named
-
-
-def read_preferences(cfg: TrainConfig, source: str | Dataset | DatasetDict) -> PreferenceData:
-    """The rows of `source` (a Dataset, or a name: a generated task (reward/presets/synthetic.py), a file, a
-    folder, a Hub id) loaded with the run's options; ranked rows as the pairs they hold (reward/ranked)."""
-    generated = synthetic_dataset(source, cfg.synthetic_num_pairs) if isinstance(source, str) else None
-    splits = dict(train_split=cfg.dataset_train_split, test_split=cfg.dataset_test_split, seed=cfg.seed)
-    given = not isinstance(source, str) and cfg.dataset_name != TrainConfig.default("dataset_name")  # RewardTrainer's
-    rows, name = (source, cfg.dataset_name if given else None) if generated is None else (generated, source)
-    data = load_preferences(rows, config=cfg.dataset_config, eval_split_size=cfg.eval_split_size, source=name,
-                            skip_bad_rows=cfg.skip_bad_rows, **splits)  # fmt: skip
-    data = apply_strength(data, cfg.strength_as, cfg.strength_weights)  # a weight or margin per pair (labels/)
-    return expand_preferences(data, cfg.tie_handling) if data.format == RANKED else data
-
-
-def read_eval_set(cfg: TrainConfig, rows: Dataset | DatasetDict) -> PreferenceData:
-    """Rows evaluated whole (RewardTrainer's eval_dataset, evaluate()'s), checked as training's; rankings as pairs."""
-    split = cfg.dataset_train_split if isinstance(rows, DatasetDict) else "train"  # a Dataset is its own "train"
-    data = load_preferences(rows, train_split=split, eval_split_size=0, skip_bad_rows=cfg.skip_bad_rows)
-    data = apply_strength(data, cfg.strength_as, cfg.strength_weights)
-    return expand_preferences(data, evaluation=True) if data.format == RANKED else data
-
-
 def requested_format(cfg: TrainConfig) -> SequenceFormat:
     """How the options ask text to become tokens (reward/formatting.py `choose_format` settles it)."""
     return SequenceFormat(cfg.append_eos, cfg.add_special_tokens, cfg.text_as_chat)
@@ -248,7 +223,11 @@ def tokenize(
     text_format: SequenceFormat,
     limit: int | None,
 ) -> Tokens:
-    """Each split's pairs as ids; identical and too-long ones (--max_length, `limit` positions) dropped, counted."""
+    """Each split's pairs as ids; identical and too-long ones (--max_length, `limit` positions) dropped, counted.
+    Rated completions: one row per prompt, trained by regression (reward/run/rows.py `tokenize_rated`)."""
+    if data.format == RATED:
+        train, sets, scale = tokenize_rated(cfg, data, named, tokenizer, text_format, limit)
+        return Tokens(train, train, sets, scale)
     held = data.test if data.test is not None and len(data.test) and not named else None  # named sets replace it
     sources = {"train": (data.train, data.carried), **({"eval": (held, data.carried)} if held is not None else {})}
     sources |= {f"eval[{name}]": (d.train, d.carried) for name, d in named.items()}
@@ -290,12 +269,14 @@ def fit(
     _, total_steps = step_plan(len(tokens.train), pick(BatchPlan, cfg), plan.size)
     forward = describe_forward(model, collate, order.name)
     print(start_summary(cfg, model, setup.precision, total_steps, plan.size, tokens.grouped, forward))
+    if tokens.scale is not None:  # what the reward means on the rating scale: every checkpoint's config.json says it
+        record_rating_scale(unwrap(model), tokens.scale, cfg.rating_pair_weight)
     metrics = setup.out_dir / "metrics.jsonl"
     if plan.is_main and setup.resume_state:
         trim_metrics(metrics, setup.resume_state["step"])  # records after the checkpoint are redone
     elif plan.is_main:
         metrics.unlink(missing_ok=True)  # one run per metrics file
-    write = model_writer(cfg, model, tokenizer, card_facts(data, len(tokens.pairs)))  # every checkpoint's card says it
+    write = model_writer(cfg, model, tokenizer, card_facts(data, tokens.size))  # every checkpoint's card says it
     save = CheckpointWriter(setup.out_dir, model, write, plan, cfg.save_total_limit, rows)
     if setup.hub and setup.hub.strategy == "every_save":
         save = PushEverySave(save, setup.hub, setup.out_dir, plan.is_main)
@@ -313,6 +294,7 @@ def fit(
         restore=partial(restore_training_state, resume, model=model, plan=plan) if resume else None,
         save=save,
         should_stop=should_stop,
+        scale=tokens.scale,
     )
 
 
@@ -330,7 +312,7 @@ def export(
     final folder: every rank that takes part evaluates and gathers (FSDP), rank 0 writes; the curves if asked."""
     run = RunResult(**vars(training), model=model, tokenizer=tokenizer)
     if setup.plan.takes_part:
-        check = evaluation(cfg, setup.precision, model, tokenizer.pad_token_id)
+        check = evaluation(cfg, setup.precision, model, tokenizer.pad_token_id, tokens.scale)
         run.stats = reward_statistics(model, training.eval, tokens.held_out, tokens.pairs, check)
         record_statistics(unwrap(model), run.stats)
         run.collapsed = collapse_problem(run.stats, cfg.learning_rate)
@@ -340,7 +322,7 @@ def export(
     if run.collapsed:  # saved all the same (it is what the run produced), but never silently
         print(f"WARNING: {run.collapsed}", file=sys.stderr)
     metrics = eval_record({"": training.eval or {}})  # eval_loss, ...
-    run.card = card_facts(data, len(tokens.pairs), metrics, warning=run.collapsed)
+    run.card = card_facts(data, tokens.size, metrics, warning=run.collapsed)
     run.folder = export_model(setup.out_dir, model_writer(cfg, model, tokenizer, run.card), weights, model)
     if cfg.plot_curves:
         from reward.eval.plotting import plot_training_curves  # matplotlib is an optional extra

@@ -85,8 +85,19 @@ def initial_weights() -> dict:
         ["--gradient_accumulation_steps", "2", "--gradient_checkpointing", "true"],
         # 48 prompts of K = 4 in one packed segment each; the divisor is the step's comparisons on both ranks
         ["--dataset_name", "synthetic-ranked", "--gradient_accumulation_steps", "2"],
+        # rated prompts (4 completions each): regression + the implied pairs, N the step's completions on both ranks
+        ["--dataset_name", "synthetic-ratings", "--gradient_accumulation_steps", "2", "--rating_pair_weight", "0.5"],
+        # pairs with a strength 1..3, each pair's loss weighted 1, 2, 3 (scaled Bradley–Terry)
+        ["--dataset_name", "synthetic-strength", "--gradient_accumulation_steps", "2"],
     ],
-    ids=["plain-no-accumulation", "packed-accumulation-2", "gradient-checkpointing", "grouped-rankings"],
+    ids=[
+        "plain-no-accumulation",
+        "packed-accumulation-2",
+        "gradient-checkpointing",
+        "grouped-rankings",
+        "rated-regression",
+        "strength-weights",
+    ],
 )
 def test_two_processes_equal_one_with_the_doubled_batch(extra, tmp_path):
     single, double = tmp_path / "single", tmp_path / "ddp"
@@ -107,7 +118,7 @@ def test_two_processes_equal_one_with_the_doubled_batch(extra, tmp_path):
     for ra, rb in zip(la, lb):  # global metrics: accuracy over all pairs, not a mean of per-rank means
         assert rb["pairs"] == ra["pairs"] and rb["accuracy"] == ra["accuracy"]
         assert abs(ra["loss"] - rb["loss"]) <= 1e-6 and abs(ra["grad_norm"] - rb["grad_norm"]) <= 1e-5
-        if "eval_accuracy" in ra:
+        if "eval_loss" in ra:
             assert abs(ra["eval_loss"] - rb["eval_loss"]) <= 1e-6
     assert torch.isfinite(torch.tensor(lb[-1]["loss"]))
     configs = [json.loads((out / "config.json").read_text()) for out in (single, double)]

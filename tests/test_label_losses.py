@@ -42,15 +42,36 @@ def test_the_pairs_ratings_imply_skip_ties_and_stay_in_their_prompt():
 def test_regression_plus_implied_pairs_by_hand():
     r = torch.tensor([1.0, 0.0, 0.5, 2.0], requires_grad=True)
     s = torch.tensor([2.0, 1.0, 1.0, 0.0])  # prompt 1: (0 > 1); prompt 2: (2 > 3)
-    out = regression_with_pairs_loss(r, s, groups=[2, 2], pair_weight=0.5)
-    mse = ((1 - 2) ** 2 + (0 - 1) ** 2 + (0.5 - 1) ** 2 + (2 - 0) ** 2) / 4
-    bt = (-logsig(1.0 - 0.0) - logsig(0.5 - 2.0)) / 2
-    assert out.loss.item() == pytest.approx(mse + 0.5 * bt, abs=1e-6)
+    better, worse = (torch.tensor(i) for i in implied_pairs([[2.0, 1.0], [1.0, 0.0]]))
+    out = regression_with_pairs_loss(r, s, better, worse, pair_weight=0.5)
+    squares = (1 - 2) ** 2 + (0 - 1) ** 2 + (0.5 - 1) ** 2 + (2 - 0) ** 2
+    bt = -logsig(1.0 - 0.0) - logsig(0.5 - 2.0)
+    assert out.loss.item() == pytest.approx((squares + 0.5 * bt) / 4, abs=1e-6)  # one divisor: N = 4 completions
+    assert out.delta.tolist() == [1.0, -1.5]  # the implied pairs' Δ: accuracy 1/2
     out.loss.backward()
     sig = lambda x: 1 / (1 + math.exp(-x))  # noqa: E731
-    want0 = 2 * (1 - 2) / 4 - 0.5 * (1 - sig(1.0)) / 2  # d mse + β d bt (reward 0 is the better of pair 1)
+    want0 = 2 * (1 - 2) / 4 - 0.5 * (1 - sig(1.0)) / 4  # d squares + β d bt, over N (reward 0 is pair 1's better)
     assert r.grad[0].item() == pytest.approx(want0, abs=1e-6)
-    assert regression_with_pairs_loss(r, s, [2, 2], 0.0).loss.item() == pytest.approx(mse)  # β = 0: regression
+    plain = regression_with_pairs_loss(r, s, better, worse, 0.0)
+    assert plain.loss.item() == pytest.approx(squares / 4)  # β = 0: the regression alone
+    assert plain.loss.item() == pytest.approx(regression_loss(r, s).loss.item())
+
+
+def test_regression_with_pairs_accumulates_exactly_over_uneven_micro_batches():
+    r = torch.tensor([1.0, 0.0, 0.5, 2.0, -1.0], requires_grad=True)
+    s = torch.tensor([2.0, 1.0, 1.0, 0.0, 3.0])
+    mean, std = 1.4, 1.1
+    whole_b, whole_w = (torch.tensor(i) for i in implied_pairs([[2.0, 1.0], [1.0, 0.0, 3.0]]))
+    whole = regression_with_pairs_loss(r, s, whole_b, whole_w, 0.7, mean, std)
+    whole.loss.backward()
+    want = r.grad.clone()
+    r.grad = None
+    first = regression_with_pairs_loss(r[:2], s[:2], torch.tensor([0]), torch.tensor([1]), 0.7, mean, std, 5)
+    b, w = (torch.tensor(i) for i in implied_pairs([[1.0, 0.0, 3.0]]))
+    second = regression_with_pairs_loss(r[2:], s[2:], b, w, 0.7, mean, std, 5)
+    (first.loss + second.loss).backward()
+    assert (first.loss + second.loss).item() == pytest.approx(whole.loss.item(), abs=1e-6)
+    assert torch.allclose(r.grad, want, atol=1e-7)
 
 
 def test_strength_weights_from_the_table_and_a_missing_level_is_an_error():

@@ -104,6 +104,8 @@ def test_rating_metrics_by_hand():
     assert m["rmse"] == pytest.approx(math.sqrt(sum((r - t) ** 2 for r, t in zip(rewards, targets)) / 4))
     assert m["pearson"] == pytest.approx(1.0) and m["spearman"] == pytest.approx(1.0)
     assert (m["implied_pairs"], m["implied_pair_accuracy"]) == (2, 1.0)
+    scaled = rating_metrics([0.5, -1.0], [3.0, 1.0], groups=[2], mean=2.0, std=2.0)  # rewards 0.5, -1 read as 3, 0
+    assert scaled["rmse"] == pytest.approx(math.sqrt((0 + 1**2) / 2))  # on the rating scale: |3 - 3|, |0 - 1|
     flipped = rating_metrics([0.0, 2.0, -1.0, 1.0], scores, groups=[2, 2])
     assert flipped["implied_pair_accuracy"] == 0.0
     assert pearson([1.0, 1.0], [1.0, 2.0]) is None and spearman([1, 2, 2], [1, 2, 3]) == pytest.approx(0.8660254)

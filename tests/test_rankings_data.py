@@ -258,7 +258,7 @@ def test_training_rows_of_ties_only_are_refused_naming_the_file_and_split(tmp_pa
 
 def test_an_evaluation_set_of_ties_only_is_refused_as_an_evaluation_set():
     from reward.config import TrainConfig
-    from reward.recipe import read_eval_set
+    from reward.run.rows import read_eval_set
 
     with pytest.raises(UserError, match=r"\[the evaluation set\]: every comparison .* nothing to evaluate on"):
         read_eval_set(TrainConfig(), Dataset.from_list(all_tied(2)))

@@ -21,6 +21,7 @@ from reward.export import STATS_KEY
 from reward.fast.grouping import LengthGrouped
 from reward.fast.packing import PackingCollator
 from reward.formatting import SequenceFormat
+from reward.labels.strength import held_out_strength_metrics
 from reward.loss import PairObjective
 from reward.presets.synthetic import generate_pairs
 from reward.presets.tiny import build_tiny_tokenizer
@@ -153,5 +154,6 @@ def test_the_order_the_objective_and_the_evaluation_follow_the_options():
     precision = SimpleNamespace(device="cpu")
     packed = evaluation(TrainConfig(per_device_eval_batch_size=5), precision, None, 0)
     assert packed.batch_size == 5 and isinstance(packed.collate, PackingCollator)
-    assert packed.extras == (held_out_ranking_metrics,)  # pairs made of rankings report per prompt, others nothing
+    # pairs made of rankings report per prompt, pairs with a strength per level; each {} without its columns
+    assert packed.extras == (held_out_ranking_metrics, held_out_strength_metrics)
     assert type(evaluation(TrainConfig(eval_padding_free=False), precision, None, 0).collate) is PairwiseCollator

@@ -34,7 +34,7 @@ def test_rated_completions_get_rewards_and_the_rating_metrics(trained_tiny_dir, 
     scorer = RewardScorer(str(trained_tiny_dir), show_progress=False)
     want = scorer.rewards([r["prompt"] for r in rows], [r["completion"] for r in rows])
     assert [r["reward"] for r in scored] == pytest.approx(want, abs=1e-5)
-    groups = group_by_prompt(rows)  # equal prompt texts are one prompt, wherever they are in the file
+    groups = group_by_prompt(rows)  # runs of adjacent rows with one prompt, as training groups them
     order = [i for group in groups for i in group]
     expected = rating_metrics(
         [want[i] for i in order], [float(rows[i]["score"]) for i in order], list(map(len, groups))

@@ -1,4 +1,4 @@
-"""reward-serve under a bounded loopback load: 32 concurrent clients, 2,048 requests of mixed protocols
+"""reward-serve under a bounded loopback load: 32 concurrent clients, 1,024 requests of mixed protocols
 (/score with text and with messages, OpenRLHF's /get_reward), 1-2 groups of 1-32 completions of mixed
 lengths each. Every reply must equal score.py's rewards for its own completions to 1e-5: none lost,
 duplicated or sent to another request (each completion's reward differs, so a reward delivered to the
@@ -19,7 +19,7 @@ from reward.serve.cli import start_in_thread  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
-CLIENTS, REQUESTS_EACH = 32, 64
+CLIENTS, REQUESTS_EACH = 32, 32
 GROUP_SIZES = [1, 2, 3, 4, 6, 8, 12, 16, 24, 32]  # a pair, GRPO's usual G, and up to 32
 WORDS = "apple cow moo rain sun kind day sweet ripe red green walk river stone bright cold warm".split()
 PROMPTS = [f"Question {i}: " + " ".join(WORDS[(i + j) % len(WORDS)] for j in range(3 + 4 * i)) + "?" for i in range(8)]

@@ -6,6 +6,8 @@ every step's loss on the same batches."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from conftest import read_metrics, train_tiny
@@ -15,10 +17,15 @@ from reward.collate import PAIR_WEIGHT, PairwiseCollator
 from reward.config import TrainConfig
 from reward.data import EXPLICIT, PreferenceData
 from reward.errors import UserError
+from reward.eval.model_card import strength_sentence
+from reward.eval.score_cli import main as score_main
+from reward.eval.score_cli import parse_score_config
 from reward.fast.packing import PackingCollator
-from reward.labels.strength import apply_strength, parse_weights
+from reward.formatting import tokenize_pairs
+from reward.labels.strength import apply_strength, held_out_strength_metrics, parse_weights
 from reward.loss import PairObjective
 from reward.presets.synthetic import generate_pairs
+from reward.run.resume_rules import rows_fingerprint
 
 
 def data_with(strengths: list, margin: bool = False) -> PreferenceData:
@@ -110,3 +117,85 @@ def test_end_to_end_strength_as_margin_is_the_margin_run(tmp_path):
         train_tiny(tmp_path / "margin", dataset=Dataset.from_list(rows), max_steps=3, logging_steps=1)
     )
     assert as_margin == pytest.approx(with_margin, abs=1e-6)
+
+
+# --- accuracy by strength level in training's held-out evaluation and the model card (#31) ------------------
+def test_held_out_strength_metrics_is_the_accuracy_of_each_levels_pairs():
+    """Worked by hand: Δ = [1, -1, 0.5, 0, 2, -0.2, 3]. Level 1 (strengths 1, 1.4, 1): Δ 1, -1, 3 -> 2/3;
+    level 2 (2.0): Δ 0.5 -> 1; level 3 (3, 3 and 2.6, rounded): Δ 0 (a tie counts as wrong), 2, -0.2 -> 1/3."""
+    r_chosen = torch.tensor([1.0, 0.0, 0.5, 1.0, 2.0, 0.0, 3.0])  # (7,)
+    r_rejected = torch.tensor([0.0, 1.0, 0.0, 1.0, 0.0, 0.2, 0.0])  # (7,)
+    pairs = Dataset.from_dict({"strength": ["1", "1.4", "2.0", "3", "3", "2.6", "1"]})  # CSV cells arrive as text
+    out = held_out_strength_metrics(r_chosen, r_rejected, pairs)
+    assert out == {
+        "accuracy_strength_1": pytest.approx(2 / 3),
+        "accuracy_strength_2": 1.0,
+        "accuracy_strength_3": 1 / 3,
+    }
+    assert list(out) == ["accuracy_strength_1", "accuracy_strength_2", "accuracy_strength_3"]  # integer levels
+    assert held_out_strength_metrics(r_chosen, r_rejected, Dataset.from_dict({"margin": [1.0] * 7})) == {}
+
+
+def test_the_strength_is_carried_by_every_reading_but_ignore_and_changes_nothing_for_plain_pairs(tiny_tokenizer):
+    assert "strength" in apply_strength(data_with([1, 2]), "weight", "1:1,2:2").carried
+    assert "strength" in apply_strength(data_with([1, 2]), "margin", "1:1").carried
+    assert "strength" not in apply_strength(data_with([1, 2]), "ignore", "1:1").carried
+    weighted = apply_strength(data_with([1, 3, 2]), "weight", "1:1,2:2,3:3")
+    tokens, _ = tokenize_pairs(weighted.train, tiny_tokenizer, weighted.format, None, keep=weighted.carried)
+    assert tokens["strength"] == [1, 3, 2] and tokens[PAIR_WEIGHT] == [1.0, 3.0, 2.0]
+    # plain pairs: apply_strength leaves them alone, and carried names a column they lack: same rows, same hash
+    plain = PreferenceData(Dataset.from_list(generate_pairs(6, seed=1)), None, EXPLICIT, False, "pairs.jsonl", False)
+    assert apply_strength(plain, "weight", "1:1") is plain
+    bare, _ = tokenize_pairs(plain.train, tiny_tokenizer, plain.format, None)
+    keeping, _ = tokenize_pairs(plain.train, tiny_tokenizer, plain.format, None, keep=weighted.carried)
+    assert keeping.column_names == bare.column_names and rows_fingerprint(keeping) == rows_fingerprint(bare)
+    # the collators read their own columns: a carried strength changes no batch
+    with_strength = [{**pair, "strength": 2} for pair in pairs_with_weights()]
+    for collate in (PairwiseCollator(0), PackingCollator(0)):
+        a, b = vars(collate(with_strength)), vars(collate(pairs_with_weights()))
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a if isinstance(a[k], torch.Tensor))
+
+
+def test_the_card_says_how_the_strength_was_read():
+    weights = {"strength_as": "weight", "strength_weights": "1:1,2:2.5,3:4"}
+    assert strength_sentence(True, weights) == (
+        "Each pair's strength was read as a loss weight (scaled Bradley–Terry, |strength| 1: 1, 2: 2.5, 3: 4; "
+        "docs/loss.md §10)."
+    )
+    assert "the margin the pair must be won by (TRL's margin" in strength_sentence(True, {"strength_as": "margin"})
+    assert "not used (`--strength_as ignore`)" in strength_sentence(True, {"strength_as": "ignore"})
+    assert strength_sentence(False, weights) == ""  # plain pairs: no sentence
+
+
+def test_a_strength_run_reports_the_accuracy_of_each_level_in_its_metrics_and_card(tmp_path):
+    """The generated strength task end to end: the final evaluation logs eval_accuracy_strength_1..3, each the
+    accuracy over that level's held-out pairs as score.py's rewards of the saved model give it."""
+    import train as train_script
+
+    out = tmp_path / "run"
+    cfg = TrainConfig(
+        dataset_name="synthetic-strength",
+        synthetic_num_pairs=200,
+        max_steps=8,
+        per_device_train_batch_size=16,
+        learning_rate=3e-3,
+        use_cpu=True,
+        disable_tqdm=True,
+        output_dir=str(out),
+    )
+    train_script.main(cfg)
+    final = [r for r in read_metrics(out) if "eval_loss" in r][-1]
+    logged = {k: v for k, v in final.items() if k.startswith("eval_accuracy_strength_")}
+    per_pair = tmp_path / "scored.jsonl"
+    score_main(parse_score_config(["--model", str(out), "--input", str(out / "heldout_pairs.jsonl"),
+                                   "--output", str(per_pair)]))  # fmt: skip
+    hits: dict[int, list[bool]] = {}
+    for row in map(json.loads, per_pair.read_text().splitlines()):
+        hits.setdefault(row["strength"], []).append(row["r_chosen"] > row["r_rejected"])
+    assert sorted(hits) == [1, 2, 3] and sum(map(len, hits.values())) == final["eval_pairs"] == 20
+    assert logged == {f"eval_accuracy_strength_{k}": pytest.approx(sum(h) / len(h), abs=1e-12) for k, h in hits.items()}
+    assert len(set(logged.values())) > 1  # the levels differ here: a single overall accuracy would not pass
+    card = (out / "README.md").read_text()
+    assert "Each pair's strength was read as a loss weight (scaled Bradley–Terry, |strength| 1: 1, 2: 2, 3: 3;" in card
+    for name, value in logged.items():
+        assert f"| {name} | {value:.4f} |" in card

@@ -39,7 +39,7 @@ from reward.eval.consumers import (
     training_padded,
     trl_grpo_path,
 )
-from reward.eval.inputs import PAIRS, RESPONSES
+from reward.eval.inputs import PAIRS, RATED, RESPONSES
 from reward.eval.lengths import fit_groups
 from reward.eval.scoring import RewardScorer
 from reward.formatting import SequenceFormat, describe_format
@@ -64,7 +64,11 @@ def sequences_of(rows: list[dict], kind: str) -> Sequences:
         return Sequences(prompts * 2, [r["chosen"] for r in rows] + [r["rejected"] for r in rows], pairs=len(rows))
     if kind == RESPONSES:
         return Sequences([r["prompt"] for r in rows], [r["response"] for r in rows])
-    raise UserError(f"--check_consumers needs pairs (chosen/rejected) or prompt/response rows, not {kind}")
+    if kind == RATED:  # rated completions (a regression model's held-out file): each completion as a response
+        return Sequences([r.get("prompt") or "" for r in rows], [r["completion"] for r in rows])
+    raise UserError(
+        f"--check_consumers needs pairs (chosen/rejected), prompt/response or rated (completion/score) rows, not {kind}"
+    )
 
 
 def first_rows(rows: list[dict], cap: int) -> tuple[list[dict], str]:
@@ -83,7 +87,7 @@ def first_rows(rows: list[dict], cap: int) -> tuple[list[dict], str]:
 def rows_within(scorer: RewardScorer, rows: list[dict], kind: str) -> tuple[list[dict], list[str]]:
     """The rows whose sequences all fit the scorer's length limit, and a line per kind of row left out."""
     sequences_of(rows, kind)  # the kinds the check takes, before any tokenizing
-    sides = ("chosen", "rejected") if kind == PAIRS else ("response",)
+    sides = {PAIRS: ("chosen", "rejected"), RATED: ("completion",)}.get(kind, ("response",))
     groups = [[scorer.encode_within(row.get("prompt"), row[side]) for side in sides] for row in rows]
     rule = scorer.rule if scorer.rule.policy == "error" else replace(scorer.rule, policy="skip")
     fitted, fitting = fit_groups(rule, groups, whole=True)

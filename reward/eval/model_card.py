@@ -42,7 +42,7 @@ GRPO_SNIPPET = "\n".join(
 
 def card_facts(data: Any, train_pairs: int, metrics: dict | None = None, warning: str | None = None) -> dict:
     """What the card says about a run of `data` (reward.data.PreferenceData): its format, size, metrics, an
-    example row for the snippets, and a warning (a collapsed model)."""
+    example row for the snippets, a warning (a collapsed model), and whether its pairs had a strength."""
     example = (data.test if data.test is not None and len(data.test) else data.train)[0]
     return {
         "format": data.format,
@@ -51,6 +51,7 @@ def card_facts(data: Any, train_pairs: int, metrics: dict | None = None, warning
         "example": example,
         "warning": warning,
         "rankings": ranking_note(data),
+        "strength": "strength" in data.train.column_names,
     }
 
 
@@ -75,6 +76,37 @@ def ranking_sentence(stats: dict | None, cfg: dict) -> str:
     )
 
 
+def rating_sentence(ratings: dict | None) -> str:
+    """What a regression model's reward means on its ratings' scale (config.json `reward_ratings`)."""
+    if not isinstance(ratings, dict):
+        return ""
+    pairs = ratings.get("pair_weight") or 0
+    also = f" plus {pairs:g} × the Bradley–Terry loss of the pairs they imply" if pairs else ""
+    if not ratings.get("standardized"):
+        return f"It was trained by squared error on the raw ratings{also}: the reward estimates the rating."
+    mean, std = ratings["mean"], ratings["std"]
+    return (
+        f"It was trained by squared error on (rating − {mean:.4g}) / {std:.4g}, the training ratings' mean and std"
+        f"{also} (docs/loss.md §11): reward × {std:.4g} + {mean:.4g} estimates the rating (`config.json` "
+        "`reward_ratings`; `score.py` prints it as `rating_estimate`)."
+    )
+
+
+def strength_sentence(had_strength: bool | None, cfg: dict) -> str:
+    """How the pairs' `strength` column was read (--strength_as, --strength_weights: reward/labels/strength.py)."""
+    if not had_strength:
+        return ""
+    reading = cfg.get("strength_as", "weight")
+    if reading == "ignore":
+        return "The pairs' strength was not used (`--strength_as ignore`): every pair is weighted alike."
+    if reading == "margin":
+        return "Each pair's strength was read as the margin the pair must be won by (TRL's margin; docs/loss.md §10)."
+    table = ", ".join(item.strip().replace(":", ": ") for item in str(cfg.get("strength_weights", "")).split(","))
+    return (
+        f"Each pair's strength was read as a loss weight (scaled Bradley–Terry, |strength| {table}; docs/loss.md §10)."
+    )
+
+
 def public(place: Any) -> str:
     """A path as a published card may show it: relative to the working folder, else its last part (never
     an absolute local path); a Hub id or a name is kept."""
@@ -96,7 +128,7 @@ def example_of(row: dict[str, Any] | None, data_format: str | None = None) -> tu
         ]
     if not row:
         return "Could you name a fruit for me?", " Happy to help: mango."
-    chosen = row["chosen"]
+    chosen = row["chosen"] if "chosen" in row else row["completions"][0]  # a pair, or rated completions
     if isinstance(chosen, list):
         prompt = row.get("prompt") or chosen[:-1]
         return prompt, chosen if row.get("prompt") else chosen[-1:]
@@ -197,6 +229,14 @@ def render_model_card(out: Path, model: PreTrainedModel, cfg: dict[str, Any], ca
         if isinstance(stats, dict)
         else "No reward statistics were saved with this folder."
     )
+    ratings = getattr(model.config, "reward_ratings", None)  # trained on rated completions (reward/labels/rated.py)
+    kind, units = ("regression", "rated completions") if ratings else ("Bradley–Terry", "pairs")
+    told = (
+        ranking_sentence(card.get("rankings"), cfg),
+        strength_sentence(card.get("strength"), cfg),
+        rating_sentence(ratings),
+    )
+    trained_on = " ".join(filter(None, told))  # what the pairs came from, how their strength was read
     reads = (record or {}).get("reward_token", "the last token that is not the pad token")
     grpo_prompt = prompt if isinstance(response, list) or prompt else "Could you name a fruit for me?"
     penalise = "penalise it, e.g. trl ≤ 1.12 `PPOConfig(missing_eos_penalty=...)`"
@@ -214,13 +254,13 @@ def render_model_card(out: Path, model: PreTrainedModel, cfg: dict[str, Any], ca
         ppo_eos = "Training appended no EOS: strip the EOS of a finished rollout before scoring."
     return "\n".join(
         [
-            FRONT_MATTER,
+            FRONT_MATTER if not ratings else FRONT_MATTER.replace("bradley-terry", "regression"),
             f"# Reward model: {out.name}\n",
             f"> **Warning:** {card['warning']}\n" if card.get("warning") else "",
-            f"A Bradley–Terry reward model (`{type(model).__name__}`, one output: the reward) trained with `reward` "
-            f"(a from-scratch PyTorch Bradley–Terry trainer) from `{public(cfg.get('model_name_or_path'))}` on "
+            f"A {kind} reward model (`{type(model).__name__}`, one output: the reward) trained with `reward` "
+            f"(a from-scratch PyTorch reward-model trainer) from `{public(cfg.get('model_name_or_path'))}` on "
             f"`{public(cfg.get('dataset_name'))}` ({card.get('format', '?')} format, "
-            f"{card.get('train_pairs', '?')} training pairs). {ranking_sentence(card.get('rankings'), cfg)}\n",
+            f"{card.get('train_pairs', '?')} training {units}). {trained_on}\n",
             "| metric | value |\n|---|---|\n" + (rows or "| (none) | |") + "\n",
             "## How training formatted the text\n",
             f"{describe_format(fmt, record)}. Recorded in `config.json` (`{FORMAT_KEY}`); `score.py` and "

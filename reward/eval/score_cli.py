@@ -213,24 +213,38 @@ def report_rows(scorer: RewardScorer, rows: list[dict], kind: str) -> tuple[list
 
 def report_ratings(scorer: RewardScorer, rows: list[dict]) -> tuple[list[dict], dict]:
     """Rated completions: each one's reward, and how the rewards follow the ratings over the rows scored
-    (reward/labels/metrics.py): Pearson, Spearman, and the accuracy on the pairs the ratings imply per prompt."""
+    (reward/labels/metrics.py): Pearson, Spearman, and the accuracy on the pairs the ratings imply per prompt
+    (grouped as training groups them). A model trained on ratings (config.json `reward_ratings`) also gives
+    each row's `rating_estimate` (reward × σ + μ) and the RMSE on the rating scale, as its training reported."""
     from reward.labels.metrics import rating_metrics
+    from reward.labels.rated import read_rating_scale
     from reward.labels.rows import describe_scores, group_by_prompt
 
     prompts = [row.get("prompt") or "" for row in rows]  # no prompt: the completion is the whole text
     rewards = scorer.rewards(prompts, [row["completion"] for row in rows], names=("prompt", "completion"))
-    scored = [{**row, "reward": r} for row, r in zip(rows, rewards)]
+    scale = read_rating_scale(scorer.model.config)  # None: a model trained on pairs has no rating scale
+    estimate = (lambda r: None if r is None else r * scale.std + scale.mean) if scale else None
+    scored = [
+        {**row, "reward": r, **({"rating_estimate": estimate(r)} if scale else {})} for row, r in zip(rows, rewards)
+    ]
     kept = [i for group in group_by_prompt(rows) for i in group if rewards[i] is not None]  # prompt by prompt
     if not kept:
         raise UserError(f"no row left to score: {'; '.join(scorer.last_fitting.lines('sequences'))}")
     sizes = [sum(rewards[i] is not None for i in group) for group in group_by_prompt(rows)]
     scores = [float(rows[i]["score"]) for i in kept]
-    summary = rating_metrics([rewards[i] for i in kept], scores, [k for k in sizes if k])
-    del summary["rmse"]  # against a scale only a model trained on ratings has
+    on_scale = (scale.mean, scale.std) if scale else ()
+    summary = rating_metrics([rewards[i] for i in kept], scores, [k for k in sizes if k], *on_scale)
+    if scale is None:
+        del summary["rmse"]  # against a scale only a model trained on ratings has
     said = lambda v: "n/a" if v is None else f"{v:.4f}"  # noqa: E731
     print(f"rated {len(kept)} completions | {describe_scores(scores)}")
+    rmse = (
+        f"RMSE {summary['rmse']:.4f} (rating_estimate = reward x {scale.std:.4g} + {scale.mean:.4g}) | "
+        if scale
+        else ""
+    )
     print(
-        f"reward vs rating: Pearson {said(summary['pearson'])} | Spearman {said(summary['spearman'])} | "
+        f"reward vs rating: {rmse}Pearson {said(summary['pearson'])} | Spearman {said(summary['spearman'])} | "
         f"implied pairs {summary['implied_pairs']}, accuracy {said(summary['implied_pair_accuracy'])}"
     )
     return scored, summary

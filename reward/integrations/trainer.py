@@ -226,21 +226,30 @@ def evaluate_rows(
     (reward/data.py), formatted as the model records it was trained (`reward_format`; before training, as
     the options say), tokenized, then the run's evaluation (reward/run/parts.py `evaluation`)."""
     from reward.formatting import choose_format, read_format, tokenize_pairs
+    from reward.labels.rated import RatingScale, read_rating_scale, tokenize_ratings
+    from reward.labels.rows import RATED
     from reward.model import model_device, position_limit, resolve_precision, unwrap
-    from reward.recipe import read_eval_set, requested_format
+    from reward.recipe import requested_format
     from reward.run.parts import evaluation
+    from reward.run.rows import read_eval_set
 
     data = read_eval_set(cfg, rows)
     recorded, record = read_format(model.config)
     text_format = recorded if record is not None else choose_format(requested_format(cfg), tokenizer, data.format, None)
     limit = position_limit(unwrap(model))  # as training: a pair past a BERT's 512 positions is dropped, counted
+    precision = resolve_precision(cfg.bf16, cfg.fp16, model_device(model))
+    if data.format == RATED:  # rated completions: by prompt, on the scale the model was trained on (reward/labels)
+        prompts, kept = tokenize_ratings(data.train, tokenizer, text_format, cfg.max_length, None, "eval", limit)
+        if not kept.completions:
+            raise UserError(f"evaluate(): no rated completion left ({kept.describe(cfg.max_length)})")
+        scale = read_rating_scale(unwrap(model).config) or RatingScale()  # before training: the raw scale
+        return evaluation(cfg, precision, model, tokenizer.pad_token_id, scale)(model, prompts)
     options = (cfg.max_length, cfg.dataset_num_proc, "eval", text_format, data.carried)
     pairs, stats = tokenize_pairs(data.train, tokenizer, data.format, *options, position_limit=limit)
     if stats.kept == 0:
         raise UserError(f"evaluate(): no pair left ({stats.describe(cfg.max_length)})")
     if dropped := stats.dropped_past_positions:
         print(f"evaluate(): dropped {dropped} pairs longer than the {limit} positions the model has")
-    precision = resolve_precision(cfg.bf16, cfg.fp16, model_device(model))
     return evaluation(cfg, precision, model, tokenizer.pad_token_id)(model, pairs)
 
 

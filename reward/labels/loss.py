@@ -15,10 +15,12 @@ The reward then estimates the standardised rating, and (r − 0)·σ + μ maps i
 **Ratings plus the pairs they imply** (NeMo's combination): two completions of one prompt rated
 s_i > s_j are also a Bradley–Terry pair, so
 
-    L = Σ_i ℓ_i / N  +  β · Σ_(i,j) −log σ(r_i − r_j) / M      M = implied pairs in the step
+    L = [ Σ_i ℓ_i  +  β · Σ_(i,j) −log σ(r_i − r_j) ] / N        N = rated completions in the step
 
-with β = `pair_weight` (0: regression only). Each term keeps its own divisor: N and M both count the
-whole step, so accumulation stays exact for each, and β states their balance.
+with β = `pair_weight` (0: regression only). One count divides both terms: it is what the loop counts
+per row (a prompt's completions), so k accumulated micro-batches still give exactly the gradient of
+their union; β is then the weight of the implied pairs per rated completion (a prompt of K completions
+with distinct ratings implies K(K − 1)/2 pairs: for K = 4, six pair terms beside four squared errors).
 
 **Scaled Bradley–Terry on preference strength** (HelpSteer3-Preference's −3..3, INF-ORM's magnitudes):
 the pair's loss is multiplied by a weight w(strength) from a stated table (`STRENGTH_WEIGHTS`, e.g.
@@ -42,10 +44,19 @@ and the single reward is the stated combination R_i = Σ_a c_a r_ia (`combined_r
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import pyarrow.compute as pc  # datasets' own storage layer
 import torch
 import torch.nn.functional as F
 
 from reward.loss import LossOutput
+
+if TYPE_CHECKING:  # for the annotations only
+    from datasets import Dataset
+
+    from reward.ranked.collate import RankedBatch
 
 # |strength| -> weight (HelpSteer3-Preference: 1 slightly, 2 better, 3 much better; 0 a tie, not trained)
 STRENGTH_WEIGHTS = {1: 1.0, 2: 2.0, 3: 3.0}
@@ -101,40 +112,33 @@ def implied_pairs(scores: list[list[float]]) -> tuple[list[int], list[int]]:
 def regression_with_pairs_loss(
     rewards: torch.Tensor,
     scores: torch.Tensor,
-    groups: list[int],
+    better: torch.Tensor,
+    worse: torch.Tensor,
     pair_weight: float,
     mean: float = 0.0,
     std: float = 1.0,
     num_in_step: int | None = None,
-    pairs_in_step: int | None = None,
 ) -> LossOutput:
     """NeMo's combination: the regression loss plus `pair_weight` × the Bradley–Terry loss of the pairs the
-    ratings imply within each prompt. rewards, scores: (B,), prompt by prompt; `groups`: completions per prompt.
+    ratings imply within each prompt, both summed and divided by the one count N. rewards, scores: (B,);
+    better, worse: (M,) indices into them (`implied_pairs`). The output's Δ is the implied pairs' r_better −
+    r_worse, whatever the weight: the accuracy it gives is the pairwise view of the ratings.
 
-    >>> out = regression_with_pairs_loss(torch.tensor([1.0, -1.0]), torch.tensor([3.0, 1.0]), [2], 1.0, mean=2.0)
-    >>> round(out.loss.item(), 4)   # regression 0 (on target) + 1 × −log σ(1 − (−1)) = 0.1269
-    0.1269
+    >>> out = regression_with_pairs_loss(torch.tensor([1.0, -1.0]), torch.tensor([3.0, 1.0]),
+    ...                                  torch.tensor([0]), torch.tensor([1]), 1.0, mean=2.0)
+    >>> round(out.loss.item(), 4)   # (regression 0 (on target) + 1 × −log σ(1 − (−1))) / 2 = 0.1269 / 2
+    0.0635
     """
-    out = regression_loss(rewards, scores, mean, std, num_in_step)
-    if not pair_weight:
-        return out
-    values = scores.tolist()
-    nested, at = [], 0
-    for k in groups:
-        nested.append(values[at : at + k])
-        at += k
-    better, worse = implied_pairs(nested)
-    if not better:
-        return out
     with torch.autocast(device_type=rewards.device.type, enabled=False):
-        (r,) = fp32(rewards)
-        delta = r[torch.tensor(better, device=r.device)] - r[torch.tensor(worse, device=r.device)]  # (M,)
-        per_pair = -F.logsigmoid(delta)  # (M,)
-        m = pairs_in_step if pairs_in_step is not None else delta.numel()
-        loss = out.loss + pair_weight * per_pair.sum() / m
-    return LossOutput(
-        loss, out.loss_sum + pair_weight * per_pair.detach().sum(), out.num_pairs, delta.detach(), out.rewards
-    )
+        r, s = fp32(rewards, scores)  # (B,), (B,)
+        per_item = (r - (s - mean) / std) ** 2  # (B,)
+        delta = r[better.to(r.device)] - r[worse.to(r.device)]  # (M,)
+        total = per_item.sum()
+        if pair_weight:
+            total = total + pair_weight * (-F.logsigmoid(delta)).sum()
+        n = num_in_step if num_in_step is not None else r.numel()
+        loss = total / n
+    return LossOutput(loss, total.detach(), r.numel(), delta.detach(), r.detach())
 
 
 def strength_weights(strength: torch.Tensor, table: dict[int, float] | None = None) -> torch.Tensor:
@@ -203,3 +207,30 @@ def combined_reward(rewards: torch.Tensor, weights: list[float]) -> torch.Tensor
     if c.numel() != rewards.shape[-1]:
         raise ValueError(f"{c.numel()} combination weights for {rewards.shape[-1]} attributes")
     return rewards @ c  # (B,)
+
+
+# --- the objective: what the loop asks of a loss (reward/loss.py `Objective`) ------------------------
+@dataclass(frozen=True)
+class RegressionObjective:
+    """Regression on ratings (+ β × the pairs they imply) for micro-batches of prompts, each with its rated
+    completions (reward/labels/rated.py rows, collated by reward/ranked/collate.py: `batch.scores` (S,),
+    `batch.comparisons` the implied pairs). A step's N is its rated completions, on every rank."""
+
+    mean: float = 0.0
+    std: float = 1.0
+    pair_weight: float = 0.0
+
+    def row_units(self, rows: Dataset) -> list[int]:
+        """A prompt's rated completions, from its Arrow list length."""
+        table = rows.select_columns(["scores"]).with_format("arrow")[:]
+        return pc.list_value_length(table["scores"]).to_pylist()
+
+    def units(self, batch: RankedBatch) -> int:
+        return batch.scores.numel()
+
+    def __call__(self, rewards: torch.Tensor, batch: RankedBatch, units_in_step: int | None = None) -> LossOutput:
+        """rewards: (S,), every completion of the batch's prompts, prompt by prompt (`RankedBatch.rewards`)."""
+        pairs = batch.comparisons
+        scores = batch.scores.to(rewards.device)  # (S,)
+        options = (self.pair_weight, self.mean, self.std, units_in_step)
+        return regression_with_pairs_loss(rewards, scores, pairs.better, pairs.worse, *options)

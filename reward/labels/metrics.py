@@ -62,15 +62,16 @@ def spearman(x: Sequence[float], y: Sequence[float]) -> float | None:
 def rating_metrics(
     rewards: list[float], scores: list[float], groups: list[int], mean: float = 0.0, std: float = 1.0
 ) -> dict[str, float | int | None]:
-    """RMSE (against (score − mean) / std, what the regression trained toward), Pearson, Spearman, and the
-    accuracy over the pairs the ratings imply inside each prompt (`groups`: completions per prompt, in order).
+    """RMSE on the rating scale (reward × std + mean against the score: the regression trained the reward
+    toward (score − mean) / std), Pearson, Spearman, and the accuracy over the pairs the ratings imply inside
+    each prompt (`groups`: completions per prompt, in order).
 
     >>> m = rating_metrics([0.9, -1.2, 0.1], [3.0, 1.0, 2.0], groups=[2, 1], mean=2.0)
     >>> round(m["rmse"], 4), m["pearson"] > 0.9, m["spearman"], m["implied_pairs"], m["implied_pair_accuracy"]
     (0.1414, True, 1.0, 1, 1.0)
     """
     targets = [(s - mean) / std for s in scores]
-    rmse = math.sqrt(sum((r - t) ** 2 for r, t in zip(rewards, targets)) / max(len(rewards), 1))
+    rmse = std * math.sqrt(sum((r - t) ** 2 for r, t in zip(rewards, targets)) / max(len(rewards), 1))
     nested, at = [], 0
     for k in groups:
         nested.append(scores[at : at + k])

@@ -12,11 +12,10 @@ Row numbers are 1-based, as reward/data.py names them.
 
 from __future__ import annotations
 
-import json
 import math
 from collections import Counter
 
-from reward.data import margin_value, text_problem
+from reward.data import MAX_RANKED_COMPLETIONS, margin_value, text_problem
 
 RATED, ATTRIBUTES, STRENGTH = "rated", "attributes", "strength"
 
@@ -28,15 +27,19 @@ def label_kind(columns: set[str]) -> tuple[str | None, str | None]:
     ('rated', None)
     >>> label_kind({"prompt", "chosen", "rejected", "strength", "margin"})[1]
     "both 'strength' and 'margin': trained on 'strength' (a weight per pair); 'margin' is not used"
+    >>> label_kind({"chosen", "rejected", "completion", "score"})
+    (None, "both pair columns and rated ones: read as pairs (as score.py reads it); 'completion', 'score' not used")
     """
-    if "completion" in columns and "scores" in columns:
-        return ATTRIBUTES, None
-    if "completion" in columns and "score" in columns:
-        return RATED, None
-    if {"chosen", "rejected", "strength"} <= columns:
-        both = "margin" in columns
-        note = "both 'strength' and 'margin': trained on 'strength' (a weight per pair); 'margin' is not used"
-        return STRENGTH, note if both else None
+    rated = "completion" in columns and ("score" in columns or "scores" in columns)
+    if {"chosen", "rejected"} <= columns:  # pair columns first, in training and score.py (reward/eval/inputs.py)
+        notes = ["both 'strength' and 'margin': trained on 'strength' (a weight per pair); 'margin' is not used"]
+        notes = notes if {"strength", "margin"} <= columns else []
+        if rated:
+            unused = ", ".join(f"'{c}'" for c in ("completion", "score", "scores") if c in columns)
+            notes.append(f"both pair columns and rated ones: read as pairs (as score.py reads it); {unused} not used")
+        return (STRENGTH if "strength" in columns else None), "; ".join(notes) or None
+    if rated:
+        return (ATTRIBUTES if "scores" in columns else RATED), None
     return None, None
 
 
@@ -52,7 +55,8 @@ def rated_row_problem(row: dict, kind: str = RATED) -> str | None:
     prompt = row.get("prompt")
     if prompt not in (None, "") and (problem := text_problem("prompt", prompt, chat, may_be_empty=True)):
         return problem
-    if problem := text_problem("completion", completion, chat, may_be_empty=bool(prompt)):
+    answered = not chat and isinstance(prompt, str) and bool(prompt.strip())  # an empty answer to a prompt (TRL)
+    if problem := text_problem("completion", completion, chat, may_be_empty=answered):
         return problem
     if kind == RATED:
         return (
@@ -124,14 +128,32 @@ def quantile(ordered: list[float], q: float) -> float:
     return ordered[low] + (ordered[high] - ordered[low]) * (at - low)
 
 
-def group_by_prompt(rows: list[dict]) -> list[list[int]]:
-    """Indices of the rows of each distinct prompt, in order of first appearance: the completions that pack as
-    one segment [P | C1' | ... ] (their prompt computed once).
+def group_by_prompt(rows: list[dict], max_group: int = MAX_RANKED_COMPLETIONS) -> list[list[int]]:
+    """Indices of each run of adjacent rows with one prompt, in order: the completions training packs as
+    one segment [P | C1' | ... ] (the prompt computed once) and whose ratings imply pairs; score.py
+    groups the same way, so its implied-pair accuracy is training's. Runs, not every row of a prompt
+    wherever it is: rated data lists a prompt's responses together (HelpSteer2), and a prompt that recurs
+    across a file (a common instruction) would otherwise be one group of thousands. A row without a
+    prompt is a group of one; a run longer than `max_group` is cut. A `group` column splits runs further
+    (a run is then one prompt *and* one group value; it never joins two prompts): the held-out file a rated
+    run writes names each row's group, so score.py re-forms the groups training evaluated even where two
+    adjacent held-out groups have the same prompt text.
 
-    >>> group_by_prompt([{"prompt": "a"}, {"prompt": "b"}, {"prompt": "a"}])
-    [[0, 2], [1]]
+    >>> group_by_prompt([{"prompt": "a"}, {"prompt": "a"}, {"prompt": ""}, {"prompt": "b"}, {"prompt": "a"}])
+    [[0, 1], [2], [3], [4]]
+    >>> group_by_prompt([{"prompt": "a", "group": 0}, {"prompt": "a", "group": 1}, {"prompt": "b", "group": 1}])
+    [[0], [1], [2]]
     """
-    groups: dict[str, list[int]] = {}
+    groups: list[list[int]] = []
     for i, row in enumerate(rows):
-        groups.setdefault(json.dumps(row.get("prompt"), sort_keys=True, default=str), []).append(i)
-    return list(groups.values())
+        last = groups[-1] if groups else None
+        if row.get("prompt") and last and key_of(rows[last[0]]) == key_of(row) and len(last) < max_group:
+            last.append(i)
+        else:
+            groups.append([i])
+    return groups
+
+
+def key_of(row: dict) -> tuple:
+    """What `group_by_prompt` groups a row by: its prompt, and its `group` when the rows name one."""
+    return (row.get("prompt"), row.get("group"))

@@ -7,7 +7,9 @@
 
 Every row is checked first (a finite number > 0, reward/labels/rows.py), with its row named, and one line
 says how the strengths are distributed and which reading was taken. The recipe calls `apply_strength`
-when the rows have the column: the core pair path only sees a weight or a margin.
+when the rows have the column: the core pair path only sees a weight or a margin. The strength itself is
+carried through tokenizing too, so that training's held-out evaluation reports the accuracy per strength
+level (`held_out_strength_metrics`, the numbers score.py reports as accuracy_by_strength).
 """
 
 from __future__ import annotations
@@ -20,10 +22,11 @@ from datasets import Dataset
 from reward.collate import PAIR_WEIGHT
 from reward.data import PreferenceData, margin_value, validate
 from reward.errors import UserError
+from reward.labels.metrics import accuracy_by_strength
 from reward.labels.rows import STRENGTH, describe_scores, label_row_problem
 from reward.options import STRENGTH_READINGS
 
-__all__ = ["STRENGTH_READINGS", "apply_strength", "parse_weights", "strength_terms"]
+__all__ = ["STRENGTH_READINGS", "apply_strength", "held_out_strength_metrics", "parse_weights", "strength_terms"]
 
 
 def parse_weights(text: str) -> dict[int, float]:
@@ -75,10 +78,28 @@ def apply_strength(data: PreferenceData, reading: str, weights: str) -> Preferen
     }[reading]
     print(f"{describe_scores(values, 'strength')} -> {read}")
     out = {split: rows if rows is None else read_split(rows, reading, table) for split, rows in splits.items()}
-    carried = (*data.carried, PAIR_WEIGHT) if reading == "weight" else data.carried
+    # the strength rides along (a numeric column, so a strength run's rows fingerprint includes it; plain
+    # pairs never get here): the held-out split keeps it for `held_out_strength_metrics`
+    carried = (*data.carried, "strength", *((PAIR_WEIGHT,) if reading == "weight" else ()))
     return replace(
         data, train=out["train"], test=out["test"], carried=carried, has_margin=data.has_margin or reading == "margin"
     )
+
+
+def held_out_strength_metrics(r_chosen: torch.Tensor, r_rejected: torch.Tensor, pairs: Dataset) -> dict[str, float]:
+    """Accuracy per |strength| level as evaluation's extra metrics (reward/evaluate.py `ExtraMetrics`):
+    {"accuracy_strength_1": ..., "accuracy_strength_3": ...} (logged eval_accuracy_strength_1, ...), the
+    buckets of reward/labels/metrics.py `accuracy_by_strength`; {} for pairs without a strength column.
+
+    >>> pairs = Dataset.from_dict({"strength": [3, 1, 3, 1]})
+    >>> held_out_strength_metrics(torch.tensor([1.0, 0.0, 2.0, 0.5]), torch.tensor([0.0, 0.5, 3.0, 0.0]), pairs)
+    {'accuracy_strength_1': 0.5, 'accuracy_strength_3': 0.5}
+    """
+    if "strength" not in pairs.column_names:
+        return {}
+    delta = (r_chosen.double() - r_rejected.double()).tolist()  # (N,) -> N floats, in `pairs`' order
+    levels = accuracy_by_strength(delta, [margin_value(v) for v in pairs["strength"]])
+    return {f"accuracy_strength_{level}": bucket["accuracy"] for level, bucket in levels.items()}
 
 
 def read_split(rows: Dataset, reading: str, table: dict[int, float]) -> Dataset:

@@ -39,7 +39,9 @@ LISTS = [
 
 
 def plural(cat: str) -> str:
-    """>>> plural("fruit"), plural("country")
+    """The category's plural, as the prompts say it.
+
+    >>> plural("fruit"), plural("country")
     ('fruits', 'countries')
     """
     return cat[:-1] + "ies" if cat.endswith("y") else cat + "s"
@@ -61,6 +63,8 @@ def response(rng: random.Random, asked: str, right: int) -> str:
 
 def generate_ratings(num_prompts: int = 1000, completions: int = 4, seed: int = 0) -> list[dict]:
     """Pointwise rows {"prompt", "completion", "score"}: `completions` per prompt, each rated 0..3 uniformly.
+    A prompt's rows are adjacent, as rated datasets list them: training packs each run of rows with one
+    prompt as one segment (reward/labels/rated.py `group_ratings`).
 
     >>> rows = generate_ratings(2, completions=2, seed=0)
     >>> rows[0]["prompt"], [r["score"] for r in rows]

@@ -200,6 +200,13 @@ def generate_strength_pairs(num_pairs: int = 3000, seed: int = 0) -> list[dict]:
     return graded.generate_strength_pairs(num_pairs, seed)
 
 
+def generate_rated_rows(num_rows: int = 4000, seed: int = 0) -> list[dict]:
+    """Rated completions, four per prompt, each rated 0..3 (reward/presets/graded.py `generate_ratings`)."""
+    from reward.presets import graded  # graded builds on this module's categories
+
+    return graded.generate_ratings(max(1, num_rows // 4), completions=4, seed=seed)
+
+
 # the generated tasks by name (--dataset_name), each a function of the number of rows
 GENERATED = {
     "synthetic": generate_pairs,  # the category task (the default run's)
@@ -207,6 +214,7 @@ GENERATED = {
     "synthetic-ranked": generate_rankings,  # four totally ordered responses per prompt (reward/ranked)
     "synthetic-ranked-long": generate_long_rankings,  # the same behind long histories (the ranked benchmark)
     "synthetic-strength": generate_strength_pairs,  # pairs with how much better chosen is (reward/labels)
+    "synthetic-ratings": generate_rated_rows,  # rated completions, trained by regression (reward/labels)
 }
 
 

@@ -52,6 +52,7 @@ class RankedBatch:
     orders: list[torch.Tensor]  # per prompt: its response indices into the S rewards, best score first
     pad_token_id: int
     rows: Rows | None  # the packed layout; None: one padded (S, T) forward
+    scores: torch.Tensor | None = None  # (S,) float32: each response's score (a rating: reward/labels/loss.py)
 
     @property
     def num_prompts(self) -> int:
@@ -135,7 +136,8 @@ def ranked_batch(
         else:
             segments = [unshared_segment(n, ids, pad_token_id) for n, ids in enumerate(sequences)]
         layout = lay_out(segments, len(sequences), pad_token_id, max_tokens_per_row)
-    return RankedBatch(sequences, comparisons, orders, pad_token_id, layout)
+    scores = torch.tensor([float(s) for row in rows for s in row["scores"]], dtype=torch.float32)  # (S,)
+    return RankedBatch(sequences, comparisons, orders, pad_token_id, layout, scores)
 
 
 @dataclass

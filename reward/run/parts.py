@@ -2,8 +2,9 @@
 
     training_collator   pairs packed (reward/fast) or padded (reward/collate.py); grouped prompts (reward/ranked)
     batch_order         TRL's shuffled batches, or length-grouped ones (reward/fast/grouping.py)
-    training_objective  the pair loss (reward/loss.py), or a ranking loss (reward/ranked/loss.py)
-    evaluation          how held-out pairs are evaluated (reward/evaluate.py), packed by default
+    training_objective  the pair loss (reward/loss.py), a ranking loss (reward/ranked/loss.py), or regression on
+                        ratings (reward/labels/loss.py)
+    evaluation          how held-out rows are evaluated (reward/evaluate.py; ratings: reward/labels/evaluation.py)
     loading_options     reward/model.py `load_model`'s arguments
     model_writer        how the model's folder is written: its card; LoRA merged (reward/finetune/lora.py)
     train_with          reward/loop.py `train` with all of them: what `fit` runs, and what the tests and
@@ -25,11 +26,15 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from reward.batching import BatchPlan, Order, Shuffled, pair_lengths
 from reward.config import TrainConfig, pick
 from reward.eval.model_card import render_model_card
-from reward.evaluate import Evaluation, HeldOut
+from reward.evaluate import Evaluation, Evaluator, HeldOut
 from reward.export import FolderWriter
 from reward.fast.grouping import LengthGrouped
 from reward.fast.packing import evaluation_collator, pair_collator
 from reward.finetune.lora import folder_writer
+from reward.labels.evaluation import RatedEvaluation
+from reward.labels.loss import RegressionObjective
+from reward.labels.rated import RatingScale
+from reward.labels.strength import held_out_strength_metrics
 from reward.loop import Cadence, OptimizerOptions, TrainResult, train
 from reward.loss import Objective, PairObjective
 from reward.metrics import MetricsWriter
@@ -63,21 +68,32 @@ def batch_order(cfg: TrainConfig, rows: Dataset, grouped: bool = False) -> Order
     return LengthGrouped(prompt_lengths(rows) if grouped else pair_lengths(rows), cfg.seed)
 
 
-def training_objective(cfg: TrainConfig, grouped: bool = False) -> Objective:
-    """The pair loss (reward/loss.py), or for grouped rankings all-pairs / Plackett–Luce (reward/ranked/loss.py)."""
+def training_objective(cfg: TrainConfig, grouped: bool = False, scale: RatingScale | None = None) -> Objective:
+    """The pair loss (reward/loss.py), for grouped rankings all-pairs / Plackett–Luce (reward/ranked/loss.py), or
+    for rated rows (`scale`: their standardisation, reward/labels/rated.py) the regression (reward/labels/loss.py)."""
+    if scale is not None:
+        return RegressionObjective(scale.mean, scale.std, cfg.rating_pair_weight)
     if grouped:
         options = (cfg.center_rewards_coefficient, cfg.label_smoothing)
         return RankingObjective(cfg.ranking_loss, cfg.ranking_normalization, *options)
     return PairObjective(cfg.center_rewards_coefficient, cfg.label_smoothing)
 
 
-def evaluation(cfg: TrainConfig, precision: Precision, model: nn.Module | None, pad_token_id: int) -> Evaluation:
+def evaluation(
+    cfg: TrainConfig, precision: Precision, model: nn.Module | None, pad_token_id: int, scale: RatingScale | None = None
+) -> Evaluator:
     """How held-out pairs are evaluated: packed unless --eval_padding_free false, with the pair loss and the
     run's options (grouped rankings too are evaluated as their pairs); a set of pairs made of rankings also
-    reports best-of-K accuracy and Kendall's τ per prompt (nothing for other pairs)."""
+    reports best-of-K accuracy and Kendall's τ per prompt (nothing for other pairs). Rated rows (`scale`) are
+    evaluated as training reads them: prompts packed with their completions, the regression, RMSE, r and ρ."""
+    if scale is not None:
+        collate = ranked_collator(pad_token_id, cfg.eval_padding_free, cfg.eval_padding_free, model)
+        objective = training_objective(cfg, scale=scale)
+        return RatedEvaluation(collate, objective, cfg.per_device_eval_batch_size, precision)
     collate = evaluation_collator(pad_token_id, cfg.eval_padding_free, model)
     objective = PairObjective(cfg.center_rewards_coefficient, cfg.label_smoothing)
-    return Evaluation(collate, objective, cfg.per_device_eval_batch_size, precision, (held_out_ranking_metrics,))
+    extras = (held_out_ranking_metrics, held_out_strength_metrics)  # each {} unless the pairs have its columns
+    return Evaluation(collate, objective, cfg.per_device_eval_batch_size, precision, extras)
 
 
 def model_writer(
@@ -98,21 +114,22 @@ def train_with(
     writer: MetricsWriter,
     eval_sets: dict[str, Dataset] | None = None,
     order: Order | None = None,
+    scale: RatingScale | None = None,
     **hooks: Any,
 ) -> TrainResult:
     """reward/loop.py `train` with its parts chosen from `cfg`: the batch order, the objective (a ranking loss
     for rows that are prompts grouped with their responses), the option groups, the evaluation of the
-    non-empty `eval_sets` ({"": held-out split} or named sets). `hooks` are the loop's processes, restore,
-    save and should_stop."""
+    non-empty `eval_sets` ({"": held-out split} or named sets); rated rows (grouped like rankings) with their
+    `scale` train the regression. `hooks` are the loop's processes, restore, save and should_stop."""
     grouped = GROUPED in rows.column_names  # reward/ranked/rows.py `group_rankings`
     sets = eval_sets if eval_sets and any(len(ds) for ds in eval_sets.values()) else {}
-    check = evaluation(cfg, precision, model, collate.pad_token_id)
+    check = evaluation(cfg, precision, model, collate.pad_token_id, scale)
     return train(
         model,
         rows,
         collate=collate,
         order=order or batch_order(cfg, rows, grouped),
-        objective=training_objective(cfg, grouped),
+        objective=training_objective(cfg, grouped, scale),
         precision=precision,
         batches=pick(BatchPlan, cfg),
         optim=pick(OptimizerOptions, cfg),

@@ -11,6 +11,8 @@ from typing import Any
 from torch import nn
 
 from reward.data import PreferenceData
+from reward.labels.rated import ungroup_ratings
+from reward.labels.rows import RATED
 from reward.loop import TrainResult
 from reward.model import Precision, count_parameters, weights_dtype
 from reward.run.writes import write_atomically
@@ -40,12 +42,18 @@ def report(dataset_name: str, out_dir: Path, data: PreferenceData, training: Tra
         where = out_dir / f"checkpoint-{training.steps}"
         print(f"stopped after optimizer step {training.steps}; checkpoint saved in {where}")
         return
-    if e := training.eval:
+    rated = data.format == RATED  # rated completions, trained by regression (reward/labels/rated.py)
+    if (e := training.eval) and rated:
+        fits = " | ".join(f"{k} {e[k]:.4f}" for k in ("rmse", "pearson", "spearman") if k in e)
+        pairs = f" | implied-pair accuracy {e['accuracy']:.4f}" if "accuracy" in e else ""
+        print(f"held-out: {fits}{pairs} over {e['completions']} completions")
+    elif e:
         scores = f"accuracy {e['accuracy']:.4f} | loss {e['loss']:.4f} | margin {e['margin']:.3f}"
         print(f"held-out: {scores} over {e['pairs']} pairs")
     if data.test is not None and len(data.test):  # split off here or the data's own test split: never the train rows
-        score_input = str(out_dir / "heldout_pairs.jsonl")
-        write_atomically(score_input, (json.dumps(row, ensure_ascii=False, default=str) + "\n" for row in data.test))
+        score_input = str(out_dir / ("heldout_ratings.jsonl" if rated else "heldout_pairs.jsonl"))
+        rows = ungroup_ratings(data.test) if rated else data.test  # rated: one row per completion, as it was read
+        write_atomically(score_input, (json.dumps(row, ensure_ascii=False, default=str) + "\n" for row in rows))
     else:
         score_input = dataset_name if Path(dataset_name).exists() else "PAIRS.jsonl"
     command = f"python score.py --model {shlex.quote(str(folder))} --input {shlex.quote(score_input)}"

@@ -63,6 +63,13 @@ RULES = (
     ),
     rule(
         REFUSED,
+        "it decides each pair's weight or margin, which the checkpoint's rows fingerprint holds (a strength read "
+        "as a weight is the pairs' pair_weight column, as a margin their margin column), or the units of the "
+        "ratings' targets, which the saved reward_ratings describe for the whole run",
+        "strength_as strength_weights rating_standardize",
+    ),
+    rule(
+        REFUSED,
         "it decides the pairs' token ids and which are dropped as too long",
         "max_length append_eos add_special_tokens text_as_chat chat_template_path eos_token pad_token",
     ),
@@ -99,7 +106,7 @@ RULES = (
         ALLOWED,
         "the objective and the update from the resumed step on; the rows and the model stay the same",
         "max_grad_norm center_rewards_coefficient label_smoothing ranking_loss ranking_normalization "
-        "disable_dropout max_nonfinite_steps strength_as strength_weights",
+        "disable_dropout max_nonfinite_steps rating_pair_weight",
     ),
     rule(
         ALLOWED,
