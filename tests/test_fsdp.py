@@ -43,6 +43,17 @@ CASES = {
         "--ranking_normalization",
         "prompt",
     ],
+    # rated prompts of 4 completions: the regression + implied pairs over the step's completions on both ranks
+    "rated-regression": [
+        "--dataset_name",
+        "synthetic-ratings",
+        "--synthetic_num_pairs",
+        "90",
+        "--gradient_accumulation_steps",
+        "2",
+        "--rating_pair_weight",
+        "0.5",
+    ],
 }
 
 
@@ -66,8 +77,9 @@ def test_fsdp_two_processes_equal_one_with_the_doubled_batch(extra, tmp_path):
     assert all(torch.equal(b[k], last_checkpoint[k]) for k in b)
     for ra, rb in zip(records(single), records(sharded), strict=True):
         assert rb["step"] == ra["step"] and rb["pairs"] == ra["pairs"] and rb["accuracy"] == ra["accuracy"]
-        assert abs(ra["loss"] - rb["loss"]) <= 1e-6 and abs(ra["grad_norm"] - rb["grad_norm"]) <= 1e-5
-        if "eval_accuracy" in ra:  # every rank evaluated (the forward gathers), rank 0 recorded
+        assert abs(ra["loss"] - rb["loss"]) <= 1e-6  # the norm to fp32 rounding of its size (a regression's: ~20)
+        assert rb["grad_norm"] == pytest.approx(ra["grad_norm"], rel=1e-6, abs=1e-5)
+        if "eval_loss" in ra:  # every rank evaluated (the forward gathers), rank 0 recorded
             assert abs(ra["eval_loss"] - rb["eval_loss"]) <= 1e-6
     # an ordinary HF folder: the pipeline loads it and scores like the single-process model
     text = "Name a fruit. Sure: mango.</s>"
