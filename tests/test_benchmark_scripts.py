@@ -92,3 +92,31 @@ def test_serve_bench_quick_measures_both_servers_on_every_group_size(tmp_path):
         alone = [model(**tokenizer(t, add_special_tokens=False, return_tensors="pt")).logits.item() for t in texts]
     assert result["rewards"]["baseline"][4][0] == pytest.approx(alone, abs=1e-5)
     assert all(c["max_abs_reward_difference"] < 1e-4 for c in result["comparison"])
+
+
+def test_ratings_benchmark_trains_trl_on_the_implied_pairs_and_ours_on_the_ratings(tmp_path):
+    """benchmarks/vs_trl_ratings.py: TRL gets exactly the pairs the ratings imply (ties give none), as many
+    prompts' worth per step as ours; both models are measured on the same held-out rows by one function; ours
+    computes each prompt once and no padding, TRL the prompt twice per pair, padded."""
+    from benchmarks import vs_trl_ratings
+
+    group = {"prompt": "p", "completions": ["a", "b", "c", "d"], "scores": [2.0, 0.0, 2.0, 1.0]}
+    pairs = [(row["chosen"], row["rejected"]) for row in vs_trl_ratings.implied_pair_rows([group])]
+    assert pairs == [("a", "b"), ("a", "d"), ("c", "b"), ("c", "d"), ("d", "b")]  # the tie a = c: no pair
+    assert vs_trl_ratings.trl_accumulation(8, 4.5, 8) == 4 and vs_trl_ratings.trl_accumulation(1, 4.5, 8) == 1
+
+    argv = ["--num_prompts", "60", "--max_steps", "2", "--repeats", "1", "--threads", "2"]
+    result = vs_trl_ratings.main(argv + ["--workdir", str(tmp_path / "work"), "--results_dir", str(tmp_path / "r")])
+    trl, ours = result["trl"], result["ours"]
+    assert trl["items"] == 2 * trl["trl_pairs_per_step"] == 2 * 8 * trl["trl_accumulation"]  # 2 steps of B x k pairs
+    assert ours["prompts"] == 2 * 8 and ours["items"] == ours["sequences"] >= ours["prompts"]  # 2 steps of 8 prompts
+    assert trl["sequences"] == 2 * trl["items"]
+    assert abs(trl["epochs"] - ours["epochs"]) < 0.5 * ours["epochs"]  # a step holds 8 prompts' worth of pairs
+    for key in ("eval_prompts", "eval_completions", "eval_implied_pairs", "train_prompts", "train_implied_pairs"):
+        assert trl[key] == ours[key] > 0
+    for system in (trl, ours):
+        assert 0 <= system["eval_accuracy"] <= 1 and -1 <= system["eval_spearman"] <= 1
+    assert ours["positions_run"] == ours["tokens_computed"] < trl["tokens_computed"] < trl["positions_run"]
+    assert ours["tokens_computed_per_prompt"] < 0.5 * trl["tokens_computed_per_prompt"]
+    (saved,) = (tmp_path / "r").glob("*-ratings-tiny.json")
+    assert "command: python benchmarks/vs_trl_ratings.py" in json.loads(saved.read_text())["header"]
