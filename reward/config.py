@@ -148,9 +148,7 @@ class TrainConfig:
     center_rewards_coefficient: float | None = option(
         None, "Add coef * mean((r_chosen + r_rejected)^2) to keep rewards centred (0.01 in the paper)."
     )
-    label_smoothing: float = option(
-        0.0, "Conservative Bradley-Terry: treat 'chosen wins' as true with probability 1 - eps (docs/loss.md)."
-    )
+    label_smoothing: float = option(0.0, "Conservative BT: 'chosen wins' is true with probability 1 - eps (loss.md).")
     strength_as: str = option("weight", "A pair's strength: 'weight' (loss x --strength_weights), 'margin', 'ignore'.")
     strength_weights: str = option("1:1,2:2,3:3", "|strength| -> loss weight, for --strength_as weight (loss.md §10).")
     rating_standardize: bool = option(True, "Rated rows: regress on (score - mean) / std of the training ratings.")
