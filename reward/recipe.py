@@ -74,7 +74,7 @@ from reward.run.preflight import Setup, preflight
 from reward.run.publish import export_model
 from reward.run.report import report, start_summary
 from reward.run.resume_rules import same_rows
-from reward.run.rows import read_rows, tokenize_rated
+from reward.run.rows import drop_emptied, read_rows, tokenize_rated
 from reward.run.state import restore_training_state
 from reward.tokenizer import TokenizerOptions, prepare_tokenizer
 
@@ -242,6 +242,7 @@ def tokenize(
     pairs, kept = done["train"]
     kept.require_pairs(cfg.max_length, limit)
     sets = {name: done[f"eval[{name}]"][0] for name in named} or ({"": done["eval"][0]} if held is not None else {})
+    sets = drop_emptied(sets)  # a set the length rules emptied is said and skipped
     rows = pairs
     if data.rankings is not None and cfg.rankings == "grouped":  # one row per prompt (reward/ranked/collate.py)
         rows, line = group_for_training(pairs, training_objective(cfg, grouped=True))

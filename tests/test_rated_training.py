@@ -242,3 +242,20 @@ def test_pair_loss_options_are_refused_on_rated_rows_and_rating_options_said_unu
     assert (
         "--rating_pair_weight: not used, the rows are explicit prompt, not rated completions" in capsys.readouterr().out
     )
+
+
+@pytest.mark.parametrize("kind", ["pairs", "ratings"])
+def test_a_named_evaluation_set_emptied_by_the_length_rules_is_said_and_skipped(tmp_path, capsys, kind):
+    import train as train_script
+    from reward.presets.synthetic import generate_pairs
+
+    if kind == "pairs":
+        rows, long = generate_pairs(40, seed=1), [{"prompt": "Q", "chosen": " yes" * 80, "rejected": " no" * 80}]
+    else:
+        rows, long = generate_ratings(12, completions=3, seed=1), [{"prompt": "Q", "completion": " a" * 80, "score": 1}]
+    cfg = TrainConfig(output_dir=str(tmp_path / "run"), max_steps=2, max_length=64, eval_strategy="steps",
+                      eval_steps=2, disable_tqdm=True, per_device_train_batch_size=8)  # fmt: skip
+    out = train_script.main(cfg, dataset=Dataset.from_list(rows), eval_sets={"ok": Dataset.from_list(rows[:8]),
+                            "long": Dataset.from_list(long)})  # fmt: skip
+    assert "eval[long]: nothing left after the length rules: not evaluated" in capsys.readouterr().out
+    assert out.eval is not None and out.steps == 2  # the other set was evaluated
