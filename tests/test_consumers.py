@@ -190,7 +190,7 @@ def test_other_row_kinds_are_a_clean_error(trl_model, tmp_path, capsys, quiet_da
     path = tmp_path / "texts.jsonl"
     path.write_text(json.dumps({"text": "Name a fruit. mango"}) + "\n")
     assert score.cli(["--model", str(trl_model), "--input", str(path), "--check_consumers"]) == 2
-    assert "needs pairs (chosen/rejected) or prompt/response rows" in capsys.readouterr().err
+    assert "needs pairs (chosen/rejected), prompt/response or rated (completion/score) rows" in capsys.readouterr().err
 
 
 def test_a_template_that_writes_past_its_eos_is_flagged_for_ppo(tmp_path):

@@ -44,19 +44,15 @@ def group_ratings(rows: Dataset) -> Dataset:
     prompts = rows["prompt"] if "prompt" in rows.column_names else [None] * len(rows)
     completions, scores = rows["completion"], [float(s) for s in rows["score"]]
     no_prompt = [] if completions and isinstance(completions[0], list) else ""  # one type per Arrow column
-    named = rows["group"] if "group" in rows.column_names else None  # a `group` column groups instead
+    named = rows["group"] if "group" in rows.column_names else None  # a `group` column splits runs further
     keys = [{"prompt": p} if named is None else {"prompt": p, "group": g} for p, g in zip(prompts, named or prompts)]
-    groups = group_by_prompt(keys)
     return Dataset.from_list(
         [
-            {
-                "prompt": prompts[g[0]] or no_prompt,
-                "completions": [completions[i] for i in g],
-                "scores": [scores[i] for i in g],
-            }
-            for g in groups
-        ]  # fmt: skip
-    )
+            {"prompt": prompts[g[0]] or no_prompt, "completions": [completions[i] for i in g],
+             "scores": [scores[i] for i in g]}
+            for g in group_by_prompt(keys)
+        ]
+    )  # fmt: skip
 
 
 def ungroup_ratings(groups: Dataset) -> Iterator[dict]:
