@@ -54,6 +54,8 @@ CASES = {
         "--rating_pair_weight",
         "0.5",
     ],
+    # pairs with a strength 1..3: each pair's loss weighted 1, 2, 3 (scaled Bradley–Terry), uneven last batch
+    "strength-weights": ["--dataset_name", "synthetic-strength", "--synthetic_num_pairs", "55"],
 }
 
 

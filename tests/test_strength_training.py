@@ -199,3 +199,27 @@ def test_a_strength_run_reports_the_accuracy_of_each_level_in_its_metrics_and_ca
     assert "Each pair's strength was read as a loss weight (scaled Bradley–Terry, |strength| 1: 1, 2: 2, 3: 3;" in card
     for name, value in logged.items():
         assert f"| {name} | {value:.4f} |" in card
+
+
+def test_a_weighted_strength_run_resumes_exactly_and_refuses_new_weights(tmp_path):
+    from safetensors.torch import load_file
+
+    import train as train_script
+    from reward.presets.graded import generate_strength_pairs
+
+    rows = Dataset.from_list(generate_strength_pairs(48, seed=3))
+
+    def options(out, **more):
+        base = dict(max_steps=6, save_steps=2, per_device_train_batch_size=8, gradient_accumulation_steps=2,
+                    learning_rate=1e-3, logging_steps=1, output_dir=str(out), disable_tqdm=True)  # fmt: skip
+        return TrainConfig(**{**base, **more})
+
+    train_script.main(options(tmp_path / "full"), dataset=rows)
+    stopped = train_script.main(options(tmp_path / "cut"), dataset=rows, should_stop=lambda step: step == 3)
+    assert stopped.stopped and stopped.steps == 3
+    with pytest.raises(UserError, match="--strength_weights"):  # the weights are in the checkpoint's rows
+        train_script.main(options(tmp_path / "cut", resume_from_checkpoint="latest", strength_weights="1:1,2:3,3:5"),
+                          dataset=rows)  # fmt: skip
+    train_script.main(options(tmp_path / "cut", resume_from_checkpoint="latest"), dataset=rows)
+    a, b = load_file(tmp_path / "full" / "model.safetensors"), load_file(tmp_path / "cut" / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
